@@ -1,0 +1,255 @@
+/*
+ * cnn.h - the small convolutional network of "CNNs, Part 2" in C.
+ *
+ * Network: Conv3x3 (F filters, valid, no bias) -> MaxPool2 -> dense + softmax,
+ * trained with cross-entropy and minibatch SGD. Two engines share this API:
+ *   CNN_ENGINE_BLAS       im2col + SGEMM for the convolution, SGEMV/SGER for the
+ *                         dense layer (OpenBLAS through CBLAS); the product.
+ *   CNN_ENGINE_REFERENCE  plain loops transcribing the post's algorithm; the oracle.
+ *
+ * Layout (all float32, row-major, N first):
+ *   input      [C][H][W]            (one image; a batch is [N][C][H][W])
+ *   filters    [F][C][3][3]
+ *   conv out   [F][H-2][W-2]
+ *   pool out   [F][(H-2)/2][(W-2)/2], flattened in that order to K values
+ *   dense W    [classes][K]         (the transpose of the post's (K, classes))
+ *   dense b    [classes]
+ *
+ * The library never exits or prints; fallible calls return cnn_status. There is
+ * no global state: the random generator and every buffer belong to the caller.
+ */
+#ifndef CNN_H
+#define CNN_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define CNN_VERSION "0.1.0"
+
+/* ---------------------------------------------------------------- status */
+
+typedef enum cnn_status {
+    CNN_OK = 0,
+    CNN_ERR_NOMEM = -1,   /* an allocation failed */
+    CNN_ERR_ARG = -2,     /* an argument is out of range */
+    CNN_ERR_IO = -3,      /* reading or writing a file failed */
+    CNN_ERR_FORMAT = -4,  /* a file's content is malformed */
+    CNN_ERR_NUMERIC = -5, /* a loss or parameter became NaN or infinite */
+} cnn_status;
+
+/** @return a short English description of @p s (never NULL). */
+const char *cnn_status_str(cnn_status s);
+
+/* ---------------------------------------------------------------- random */
+
+/** xoshiro256** state; seed it with cnn_rng_seed. Same seed, same stream, on every machine. */
+typedef struct cnn_rng {
+    uint64_t s[4];
+} cnn_rng;
+
+void cnn_rng_seed(cnn_rng *r, uint64_t seed);
+uint64_t cnn_rng_u64(cnn_rng *r);
+/** @return a uniform double in [0, 1). */
+double cnn_rng_uniform(cnn_rng *r);
+/** @return a standard normal double (Marsaglia's polar method). */
+double cnn_rng_normal(cnn_rng *r);
+/** @return a uniform integer in [0, n), without modulo bias; n > 0. */
+uint64_t cnn_rng_below(cnn_rng *r, uint64_t n);
+/** Fisher-Yates shuffle of idx[0..n). */
+void cnn_rng_shuffle(cnn_rng *r, uint32_t *idx, size_t n);
+
+/* ---------------------------------------------------------------- layers */
+/*
+ * Each layer is a pair of functions: outputs first, then inputs, then dimensions.
+ * Backward functions ACCUMULATE (+=) into parameter gradients and OVERWRITE input
+ * gradients. The _ref variants are the naive reference engine.
+ */
+
+/** Pool tie rule: which of several equal maxima of a 2x2 block receive its gradient. */
+typedef enum cnn_pool_ties {
+    CNN_TIES_SINGLE = 0, /* the first max in the order (0,0),(0,1),(1,0),(1,1); PyTorch, Keras */
+    CNN_TIES_ALL = 1,    /* every position equal to the max; the post's code */
+} cnn_pool_ties;
+
+/* Conv3x3, valid, no bias. in [C][H][W], filt [F][C*9], out [F][H-2][W-2].
+ * col is scratch of C*9 x (H-2)(W-2) floats; forward leaves im2col(in) in it. */
+void cnn_im2col3x3(float *col, const float *in, int C, int H, int W);
+void cnn_col2im3x3(float *in, const float *col, int C, int H, int W); /* in = col2im(col) */
+void cnn_conv3x3_forward(float *out, float *col, const float *in, const float *filt,
+                         int C, int H, int W, int F);
+/* col must hold im2col(in) from the forward; it is overwritten when din != NULL.
+ * din [C][H][W] may be NULL (first layer: no input gradient). */
+void cnn_conv3x3_backward(float *din, float *dfilt, float *col, const float *dout,
+                          const float *filt, int C, int H, int W, int F);
+void cnn_conv3x3_forward_ref(float *out, const float *in, const float *filt,
+                             int C, int H, int W, int F);
+void cnn_conv3x3_backward_ref(float *din, float *dfilt, const float *dout, const float *in,
+                              const float *filt, int C, int H, int W, int F);
+
+/* MaxPool2, stride 2. in [F][H][W], out [F][H/2][W/2], arg [F][H/2][W/2] = 0..3, the
+ * position of the first max in its block. Backward overwrites din [F][H][W]; the
+ * CNN_TIES_ALL rule compares in with out, CNN_TIES_SINGLE uses arg. */
+void cnn_maxpool2_forward(float *out, uint8_t *arg, const float *in, int F, int H, int W);
+void cnn_maxpool2_backward(float *din, const float *dout, const uint8_t *arg, const float *in,
+                           const float *out, cnn_pool_ties ties, int F, int H, int W);
+
+/* Dense: logits[N] = W[N][K] x[K] + b[N]. Backward: dW += dl x^T, db += dl,
+ * dx = W^T dl (dx may be NULL). */
+void cnn_dense_forward(float *logits, const float *x, const float *W, const float *b, int K, int N);
+void cnn_dense_backward(float *dx, float *dW, float *db, const float *dlogits, const float *x,
+                        const float *W, int K, int N);
+void cnn_dense_forward_ref(float *logits, const float *x, const float *W, const float *b,
+                           int K, int N);
+void cnn_dense_backward_ref(float *dx, float *dW, float *db, const float *dlogits,
+                            const float *x, const float *W, int K, int N);
+
+/* Softmax and cross-entropy, numerically stable. probs[N] = softmax(logits);
+ * dlogits = probs - onehot(label) (may be NULL). @return -ln(probs[label]). */
+float cnn_softmax_xent(float *probs, float *dlogits, const float *logits, int label, int N);
+
+/* ---------------------------------------------------------------- model */
+
+typedef enum cnn_engine {
+    CNN_ENGINE_BLAS = 0,
+    CNN_ENGINE_REFERENCE = 1,
+} cnn_engine;
+
+/** The architecture: input C x H x W, F 3x3 filters, `classes` outputs. */
+typedef struct cnn_shape {
+    int C, H, W;
+    int F;
+    int classes;
+} cnn_shape;
+
+/** The post's network: 1x28x28 input, 8 filters, 10 classes. */
+cnn_shape cnn_shape_post(void);
+/** @return CNN_OK if every dimension is in range (H, W >= 4, all <= 4096). */
+cnn_status cnn_shape_check(const cnn_shape *s);
+size_t cnn_shape_input_len(const cnn_shape *s);  /* C*H*W */
+size_t cnn_shape_conv_len(const cnn_shape *s);   /* F*(H-2)*(W-2) */
+size_t cnn_shape_dense_len(const cnn_shape *s);  /* K = F*((H-2)/2)*((W-2)/2) */
+size_t cnn_shape_param_len(const cnn_shape *s);  /* F*C*9 + classes*K + classes */
+
+/** Named views into one flat parameter (or gradient) vector: filters | W | b. */
+typedef struct cnn_params {
+    float *filters; /* [F][C][3][3] */
+    float *W;       /* [classes][K] */
+    float *b;       /* [classes] */
+} cnn_params;
+cnn_params cnn_params_view(const cnn_shape *s, float *flat);
+
+/** A model owns one parameter array. */
+typedef struct cnn_model {
+    cnn_shape shape;
+    size_t n_params;
+    float *params; /* owned, 64-byte aligned */
+    cnn_params p;  /* views into params */
+} cnn_model;
+
+/** Allocate and initialize as the post does: filters randn/9, W randn/K, b 0. */
+cnn_status cnn_model_init(cnn_model *m, const cnn_shape *s, cnn_rng *rng);
+/** Allocate with all parameters zero. */
+cnn_status cnn_model_alloc(cnn_model *m, const cnn_shape *s);
+void cnn_model_free(cnn_model *m);
+
+/** Per-sample activations and scratch for one thread; one allocation. */
+typedef struct cnn_acts {
+    cnn_shape shape;
+    void *arena;
+    float *col;     /* [C*9][(H-2)(W-2)] im2col scratch */
+    float *conv;    /* [F][H-2][W-2] */
+    float *pool;    /* [K] */
+    uint8_t *arg;   /* [K] pool argmax */
+    float *logits;  /* [classes] */
+    float *probs;   /* [classes] */
+    float *dlogits; /* [classes] */
+    float *dpool;   /* [K] */
+    float *dconv;   /* [F][H-2][W-2] */
+} cnn_acts;
+
+cnn_status cnn_acts_alloc(cnn_acts *a, const cnn_shape *s);
+void cnn_acts_free(cnn_acts *a);
+
+/** Forward one image x [C][H][W]; probabilities land in a->probs.
+ *  @return the cross-entropy loss for label (0 if label < 0). */
+float cnn_forward(const cnn_model *m, cnn_acts *a, const float *x, int label, cnn_engine e);
+/** Backward after cnn_forward with the same x and label: ACCUMULATES the parameter
+ *  gradient into grad (a flat vector laid out like m->params). dx [C][H][W] receives
+ *  the input gradient when not NULL. */
+void cnn_backward(const cnn_model *m, cnn_acts *a, float *grad, float *dx, const float *x,
+                  cnn_engine e, cnn_pool_ties ties);
+/** @return the index of the largest probability (the first one on ties). */
+int cnn_argmax(const float *v, int n);
+
+/* ---------------------------------------------------------------- training */
+
+typedef struct cnn_train_config {
+    cnn_engine engine;
+    cnn_pool_ties ties;
+    int batch;   /* the largest minibatch a step will see, >= 1 */
+    int threads; /* OpenMP threads, >= 1 */
+    float lr;    /* SGD learning rate, finite and > 0 */
+} cnn_train_config;
+
+/** The post's defaults: BLAS engine, single-max ties, batch 1, 1 thread, lr 0.005. */
+cnn_train_config cnn_train_config_default(void);
+
+/** Loss and accuracy of the samples of one step or one evaluation. */
+typedef struct cnn_stats {
+    double loss_sum;
+    size_t correct;
+    size_t count;
+} cnn_stats;
+
+/* The trainer owns every buffer a step needs (per-thread activations, per-chunk
+ * gradients); a step allocates nothing. A minibatch is cut into at most
+ * CNN_MAX_CHUNKS chunks whose boundaries depend only on its size; each chunk's
+ * gradient is summed in sample order and the chunks in chunk order, so the result
+ * is bit-identical whatever the thread count. */
+#define CNN_MAX_CHUNKS 32
+typedef struct cnn_trainer cnn_trainer;
+
+cnn_status cnn_trainer_create(cnn_trainer **out, const cnn_shape *s, const cnn_train_config *c);
+void cnn_trainer_free(cnn_trainer *t);
+const cnn_train_config *cnn_trainer_config(const cnn_trainer *t);
+
+/** One SGD step on the n (1 <= n <= batch) samples images[idx[i]], labels[idx[i]]
+ *  (idx NULL means 0..n-1): params -= lr * mean gradient. images is [.][C][H][W].
+ *  Adds the samples' loss and accuracy, measured before the update, to *st.
+ *  @return CNN_ERR_NUMERIC (parameters untouched) if a loss is not finite. */
+cnn_status cnn_train_step(cnn_trainer *t, cnn_model *m, const float *images,
+                          const uint8_t *labels, const uint32_t *idx, int n, cnn_stats *st);
+
+/** Loss and accuracy of the model on n samples, in parallel, deterministic. */
+cnn_status cnn_evaluate(cnn_trainer *t, const cnn_model *m, const float *images,
+                        const uint8_t *labels, size_t n, cnn_stats *st);
+
+/* ---------------------------------------------------------------- data */
+
+/** dst[i] = src[i] / 255 - 0.5, the post's input scaling. */
+void cnn_pixels_to_float(float *dst, const uint8_t *src, size_t n);
+
+/** A synthetic, separable 10-class set of n 28x28 uint8 images: class k is a bright
+ *  5x5 square at one of ten places, jittered by up to 1 pixel, over uniform noise. */
+void cnn_synth_digits(uint8_t *images, uint8_t *labels, size_t n, cnn_rng *rng);
+
+/* ---------------------------------------------------------------- BLAS */
+
+/** Describe the BLAS in use ("OpenBLAS 0.3.21, core SkylakeX, openmp threading").
+ *  Writes at most len bytes into buf; @return buf. */
+const char *cnn_blas_describe(char *buf, size_t len);
+/** Make the BLAS safe to call from our OpenMP threads (one-time, at start). For the
+ *  pthread variant this sets OpenBLAS to one thread; the OpenMP variant needs nothing. */
+void cnn_blas_setup(void);
+/** A warning when the BLAS core looks wrong for this CPU (e.g. Prescott kernels on an
+ *  AVX-512 machine), with the fix; NULL when all is well. */
+const char *cnn_blas_core_warning(char *buf, size_t len);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

@@ -1,0 +1,45 @@
+/* pool.c - MaxPool2: non-overlapping 2x2 blocks, stride 2; an odd last row or
+ * column is dropped. Forward records the first max of each block in the order
+ * (0,0),(0,1),(1,0),(1,1); backward routes the gradient by one of two tie rules. */
+#include "cnn.h"
+
+#include <string.h>
+
+void cnn_maxpool2_forward(float *out, uint8_t *arg, const float *in, int F, int H, int W)
+{
+    const int PH = H / 2, PW = W / 2;
+    for (int f = 0; f < F; f++)
+        for (int i = 0; i < PH; i++)
+            for (int j = 0; j < PW; j++) {
+                const float *blk = in + ((size_t)f * H + 2 * i) * W + 2 * j;
+                const float v[4] = {blk[0], blk[1], blk[W], blk[W + 1]};
+                int a = 0;
+                for (int k = 1; k < 4; k++)
+                    if (v[k] > v[a])
+                        a = k;
+                const size_t o = ((size_t)f * PH + i) * PW + j;
+                out[o] = v[a];
+                arg[o] = (uint8_t)a;
+            }
+}
+
+void cnn_maxpool2_backward(float *din, const float *dout, const uint8_t *arg, const float *in,
+                           const float *out, cnn_pool_ties ties, int F, int H, int W)
+{
+    const int PH = H / 2, PW = W / 2;
+    memset(din, 0, (size_t)F * H * W * sizeof(float));
+    for (int f = 0; f < F; f++)
+        for (int i = 0; i < PH; i++)
+            for (int j = 0; j < PW; j++) {
+                const size_t o = ((size_t)f * PH + i) * PW + j;
+                const size_t base = ((size_t)f * H + 2 * i) * W + 2 * j;
+                const size_t pos[4] = {base, base + 1, base + W, base + W + 1};
+                if (ties == CNN_TIES_ALL) {
+                    for (int k = 0; k < 4; k++)
+                        if (in[pos[k]] == out[o])
+                            din[pos[k]] = dout[o];
+                } else {
+                    din[pos[arg[o]]] = dout[o];
+                }
+            }
+}
