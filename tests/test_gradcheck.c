@@ -1,0 +1,589 @@
+/* test_gradcheck.c - finite-difference gradient checks of every layer, of both
+ * engines, and of the whole network (including the conv input gradient with C > 1
+ * and both max-pool tie rules).
+ *
+ * Central differences (f(p+h) - f(p-h)) / (2h), with the loss accumulated in
+ * double. A point passes when |numeric - analytic| <= ATOL + RTOL * max(|numeric|,
+ * |analytic|); every checked gradient must also be clearly non-zero, and the
+ * checker itself is shown to reject a zeroed, a scaled and a shuffled gradient.
+ * The layer losses L = sum(out * R) are linear in what is perturbed, so their
+ * differences are exact up to float rounding (RTOL 1e-3); the whole network is
+ * smooth away from pool ties and max switches (RTOL 2e-2, h = 1e-3). */
+#include "cnn.h"
+
+#include "check.h"
+
+#include <string.h>
+
+typedef double (*loss_fn)(void *ctx);
+
+typedef struct {
+    double worst;   /* largest error / allowed error */
+    size_t at;      /* index of that element */
+    double num, ana;
+    double maxabs;  /* largest |analytic| */
+    size_t skipped; /* points where every step straddled a kink */
+} fd_result;
+
+/* Compare ana[i] with the central difference of f with respect to p[i], for the
+ * nidx indices idx (all of 0..n-1 when idx is NULL). The max pool makes the loss
+ * piecewise smooth: where the forward and backward one-sided differences disagree,
+ * a kink lies within h, so the step shrinks (h/4, h/16); a point still kinked
+ * after that is skipped and counted. */
+static fd_result fd_compare(float *p, const float *ana, size_t n, const size_t *idx, size_t nidx,
+                            loss_fn f, void *ctx, float h, double rtol, double atol)
+{
+    fd_result r = {0};
+    if (!idx)
+        nidx = n;
+    const double l0 = f(ctx);
+    for (size_t t = 0; t < nidx; t++) {
+        const size_t i = idx ? idx[t] : t;
+        const float keep = p[i];
+        const double a = ana[i];
+        double num = NAN;
+        float step = h;
+        for (int tries = 0; tries < 3; tries++, step /= 4) {
+            const float up = keep + step, dn = keep - step;
+            p[i] = up;
+            const double lp = f(ctx);
+            p[i] = dn;
+            const double lm = f(ctx);
+            p[i] = keep;
+            const double fwd = (lp - l0) / ((double)up - keep);
+            const double bwd = (l0 - lm) / ((double)keep - dn);
+            if (fabs(fwd - bwd) <= 2 * (atol + rtol * fmax(fabs(fwd), fabs(bwd)))) {
+                num = (lp - lm) / ((double)up - (double)dn);
+                break;
+            }
+        }
+        f(ctx); /* leave the state as at the unperturbed point */
+        if (fabs(a) > r.maxabs)
+            r.maxabs = fabs(a);
+        if (isnan(num)) {
+            r.skipped++;
+            continue;
+        }
+        const double q = fabs(num - a) / (atol + rtol * fmax(fabs(num), fabs(a)));
+        if (!(q <= r.worst)) {
+            r.worst = isnan(q) ? INFINITY : q;
+            r.at = i, r.num = num, r.ana = a;
+        }
+    }
+    return r;
+}
+
+/* One TAP point from a comparison: the gradient matches, is not trivially zero
+ * (its largest entry is at least `floor`), and at most a tenth of the points sat
+ * on a kink. */
+static int fd_report(const char *name, fd_result r, size_t pts, double floor)
+{
+    if (r.maxabs < floor)
+        return tap_ok(0, "%s: analytic gradient is (almost) zero, max |g| = %.3g", name, r.maxabs);
+    if (r.skipped * 10 > pts)
+        return tap_ok(0, "%s: %zu of %zu points on a kink", name, r.skipped, pts);
+    if (r.worst <= 1.0)
+        return tap_ok(1, "%s (%zu points, %zu on a kink, worst %.2g of tolerance, max |g| %.3g)",
+                      name, pts, r.skipped, r.worst, r.maxabs);
+    return tap_ok(0, "%s: element %zu numeric %.9g analytic %.9g", name, r.at, r.num, r.ana);
+}
+
+static int fd_check(const char *name, float *p, const float *ana, size_t n, const size_t *idx,
+                    size_t nidx, loss_fn f, void *ctx, float h, double rtol, double atol)
+{
+    fd_result r = fd_compare(p, ana, n, idx, nidx, f, ctx, h, rtol, atol);
+    return fd_report(name, r, idx ? nidx : n, 100 * atol);
+}
+
+/* The checker must reject wrong gradients: zero, 5% too large, and shuffled. */
+static void fd_self_test(const char *name, float *p, const float *ana, size_t n, loss_fn f,
+                         void *ctx, float h, double rtol, double atol)
+{
+    float *bad = malloc(n * sizeof *bad);
+    memset(bad, 0, n * sizeof *bad);
+    fd_result z = fd_compare(p, bad, n, NULL, 0, f, ctx, h, rtol, atol);
+    tap_ok(z.worst > 1.0, "%s: checker rejects a zero gradient (%.3g x tolerance)", name, z.worst);
+    for (size_t i = 0; i < n; i++)
+        bad[i] = ana[i] * 1.05f;
+    fd_result s = fd_compare(p, bad, n, NULL, 0, f, ctx, h, rtol, atol);
+    tap_ok(s.worst > 1.0, "%s: checker rejects a gradient 5%% too large (%.3g x tolerance)", name,
+           s.worst);
+    for (size_t i = 0; i < n; i++)
+        bad[i] = ana[(i + 1) % n];
+    fd_result m = fd_compare(p, bad, n, NULL, 0, f, ctx, h, rtol, atol);
+    tap_ok(m.worst > 1.0, "%s: checker rejects a shuffled gradient (%.3g x tolerance)", name,
+           m.worst);
+    free(bad);
+}
+
+static void fill_uniform(float *v, size_t n, cnn_rng *rng, double lo, double hi)
+{
+    for (size_t i = 0; i < n; i++)
+        v[i] = (float)(lo + (hi - lo) * cnn_rng_uniform(rng));
+}
+
+static double dot(const float *a, const float *b, size_t n)
+{
+    double s = 0.0;
+    for (size_t i = 0; i < n; i++)
+        s += (double)a[i] * b[i];
+    return s;
+}
+
+/* ------------------------------------------------------------------ conv */
+
+typedef struct {
+    int C, H, W, F;
+    float *in, *filt, *out, *col, *R;
+    cnn_engine e;
+} conv_ctx;
+
+static double conv_loss(void *p)
+{
+    conv_ctx *c = p;
+    if (c->e == CNN_ENGINE_BLAS)
+        cnn_conv3x3_forward(c->out, c->col, c->in, c->filt, c->C, c->H, c->W, c->F);
+    else
+        cnn_conv3x3_forward_ref(c->out, c->in, c->filt, c->C, c->H, c->W, c->F);
+    return dot(c->out, c->R, (size_t)c->F * (c->H - 2) * (c->W - 2));
+}
+
+static void test_conv(cnn_rng *rng, cnn_engine e)
+{
+    const char *en = e == CNN_ENGINE_BLAS ? "blas" : "reference";
+    conv_ctx c = {.C = 3, .H = 7, .W = 6, .F = 4, .e = e};
+    const size_t nin = (size_t)c.C * c.H * c.W, nf = (size_t)c.F * c.C * 9;
+    const size_t nout = (size_t)c.F * (c.H - 2) * (c.W - 2);
+    c.in = malloc(nin * sizeof(float));
+    c.filt = malloc(nf * sizeof(float));
+    c.out = malloc(nout * sizeof(float));
+    c.R = malloc(nout * sizeof(float));
+    c.col = malloc((size_t)c.C * 9 * (c.H - 2) * (c.W - 2) * sizeof(float));
+    float *din = malloc(nin * sizeof(float)), *dfilt = calloc(nf, sizeof(float));
+    fill_uniform(c.in, nin, rng, -1, 1);
+    fill_uniform(c.filt, nf, rng, -1, 1);
+    fill_uniform(c.R, nout, rng, -1, 1);
+
+    conv_loss(&c); /* leaves im2col(in) in col for the BLAS backward */
+    if (e == CNN_ENGINE_BLAS)
+        cnn_conv3x3_backward(din, dfilt, c.col, c.R, c.filt, c.C, c.H, c.W, c.F);
+    else
+        cnn_conv3x3_backward_ref(din, dfilt, c.R, c.in, c.filt, c.C, c.H, c.W, c.F);
+    char name[128];
+    snprintf(name, sizeof name, "%s conv3x3 C=3 filter gradient", en);
+    fd_check(name, c.filt, dfilt, nf, NULL, 0, conv_loss, &c, 1e-2f, 1e-3, 1e-4);
+    snprintf(name, sizeof name, "%s conv3x3 C=3 input gradient", en);
+    fd_check(name, c.in, din, nin, NULL, 0, conv_loss, &c, 1e-2f, 1e-3, 1e-4);
+    if (e == CNN_ENGINE_BLAS) {
+        fd_self_test("conv filter", c.filt, dfilt, nf, conv_loss, &c, 1e-2f, 1e-3, 1e-4);
+        /* accumulation: a second backward adds the same gradient again */
+        float *twice = malloc(nf * sizeof(float));
+        memcpy(twice, dfilt, nf * sizeof(float));
+        conv_loss(&c);
+        cnn_conv3x3_backward(NULL, twice, c.col, c.R, c.filt, c.C, c.H, c.W, c.F);
+        int ok = 1;
+        for (size_t i = 0; i < nf; i++)
+            ok &= fabsf(twice[i] - 2 * dfilt[i]) <= 1e-5f * (1 + fabsf(dfilt[i]));
+        tap_ok(ok, "blas conv3x3 backward accumulates into the filter gradient");
+        free(twice);
+    }
+    free(c.in), free(c.filt), free(c.out), free(c.R), free(c.col), free(din), free(dfilt);
+}
+
+/* ------------------------------------------------------------------ pool */
+
+typedef struct {
+    int F, H, W;
+    float *in, *out, *R;
+    uint8_t *arg;
+} pool_ctx;
+
+static double pool_loss(void *p)
+{
+    pool_ctx *c = p;
+    cnn_maxpool2_forward(c->out, c->arg, c->in, c->F, c->H, c->W);
+    return dot(c->out, c->R, (size_t)c->F * (c->H / 2) * (c->W / 2));
+}
+
+static void test_pool(cnn_rng *rng)
+{
+    pool_ctx c = {.F = 3, .H = 7, .W = 6}; /* odd height: the last row is dropped */
+    const size_t nin = (size_t)c.F * c.H * c.W, nout = (size_t)c.F * (c.H / 2) * (c.W / 2);
+    c.in = malloc(nin * sizeof(float));
+    c.out = malloc(nout * sizeof(float));
+    c.R = malloc(nout * sizeof(float));
+    c.arg = malloc(nout);
+    float *din = malloc(nin * sizeof(float));
+    fill_uniform(c.in, nin, rng, -1, 1);
+    fill_uniform(c.R, nout, rng, -1, 1);
+    for (int rule = 0; rule < 2; rule++) {
+        pool_loss(&c);
+        cnn_maxpool2_backward(din, c.R, c.arg, c.in, c.out, (cnn_pool_ties)rule, c.F, c.H, c.W);
+        fd_check(rule ? "maxpool2 input gradient, ties=all (no ties)"
+                      : "maxpool2 input gradient, ties=single (no ties)",
+                 c.in, din, nin, NULL, 0, pool_loss, &c, 1e-3f, 1e-3, 1e-4);
+    }
+    fd_self_test("maxpool", c.in, din, nin, pool_loss, &c, 1e-3f, 1e-3, 1e-4);
+
+    /* Ties: one 2x2 block of four equal values, one with two equal maxima. */
+    const float blk[2][4] = {{0.25f, 0.25f, 0.25f, 0.25f}, {-1.0f, 0.5f, 0.2f, 0.5f}};
+    for (int b = 0; b < 2; b++) {
+        float in[4] = {blk[b][0], blk[b][1], blk[b][2], blk[b][3]}, out, g = 2.0f, d[4];
+        uint8_t arg;
+        cnn_maxpool2_forward(&out, &arg, in, 1, 2, 2);
+        cnn_maxpool2_backward(d, &g, &arg, in, &out, CNN_TIES_SINGLE, 1, 2, 2);
+        const int first = b == 0 ? 0 : 1;
+        int ok = out == blk[b][first] && arg == first;
+        for (int k = 0; k < 4; k++)
+            ok &= d[k] == (k == first ? 2.0f : 0.0f);
+        tap_ok(ok, "maxpool2 ties=single routes a tied block's gradient to the first max only");
+        cnn_maxpool2_backward(d, &g, &arg, in, &out, CNN_TIES_ALL, 1, 2, 2);
+        ok = 1;
+        for (int k = 0; k < 4; k++)
+            ok &= d[k] == (in[k] == out ? 2.0f : 0.0f);
+        tap_ok(ok, "maxpool2 ties=all copies a tied block's gradient to every max (%d of 4)",
+               b == 0 ? 4 : 2);
+    }
+    free(c.in), free(c.out), free(c.R), free(c.arg), free(din);
+}
+
+/* ------------------------------------------------------------------ dense */
+
+typedef struct {
+    int K, N;
+    float *x, *W, *b, *logits, *R;
+    cnn_engine e;
+} dense_ctx;
+
+static double dense_loss(void *p)
+{
+    dense_ctx *c = p;
+    if (c->e == CNN_ENGINE_BLAS)
+        cnn_dense_forward(c->logits, c->x, c->W, c->b, c->K, c->N);
+    else
+        cnn_dense_forward_ref(c->logits, c->x, c->W, c->b, c->K, c->N);
+    return dot(c->logits, c->R, (size_t)c->N);
+}
+
+static void test_dense(cnn_rng *rng, cnn_engine e)
+{
+    const char *en = e == CNN_ENGINE_BLAS ? "blas" : "reference";
+    dense_ctx c = {.K = 37, .N = 5, .e = e};
+    const size_t nw = (size_t)c.K * c.N;
+    c.x = malloc(c.K * sizeof(float));
+    c.W = malloc(nw * sizeof(float));
+    c.b = malloc(c.N * sizeof(float));
+    c.logits = malloc(c.N * sizeof(float));
+    c.R = malloc(c.N * sizeof(float));
+    float *dx = malloc(c.K * sizeof(float)), *dW = calloc(nw, sizeof(float));
+    float *db = calloc(c.N, sizeof(float));
+    fill_uniform(c.x, c.K, rng, -1, 1);
+    fill_uniform(c.W, nw, rng, -1, 1);
+    fill_uniform(c.b, c.N, rng, -1, 1);
+    fill_uniform(c.R, c.N, rng, -1, 1);
+    if (e == CNN_ENGINE_BLAS)
+        cnn_dense_backward(dx, dW, db, c.R, c.x, c.W, c.K, c.N);
+    else
+        cnn_dense_backward_ref(dx, dW, db, c.R, c.x, c.W, c.K, c.N);
+    char name[128];
+    snprintf(name, sizeof name, "%s dense weight gradient", en);
+    fd_check(name, c.W, dW, nw, NULL, 0, dense_loss, &c, 1e-2f, 1e-3, 1e-4);
+    snprintf(name, sizeof name, "%s dense bias gradient", en);
+    fd_check(name, c.b, db, c.N, NULL, 0, dense_loss, &c, 1e-2f, 1e-3, 1e-4);
+    snprintf(name, sizeof name, "%s dense input gradient", en);
+    fd_check(name, c.x, dx, c.K, NULL, 0, dense_loss, &c, 1e-2f, 1e-3, 1e-4);
+    if (e == CNN_ENGINE_BLAS)
+        fd_self_test("dense weight", c.W, dW, nw, dense_loss, &c, 1e-2f, 1e-3, 1e-4);
+    free(c.x), free(c.W), free(c.b), free(c.logits), free(c.R), free(dx), free(dW), free(db);
+}
+
+/* ------------------------------------------------------------------ softmax */
+
+typedef struct {
+    float logits[10], probs[10];
+    int label;
+} sm_ctx;
+
+static double sm_loss(void *p)
+{
+    sm_ctx *c = p;
+    return cnn_softmax_xent(c->probs, NULL, c->logits, c->label, 10);
+}
+
+static void test_softmax(cnn_rng *rng)
+{
+    sm_ctx c = {.label = 3};
+    float dl[10];
+    fill_uniform(c.logits, 10, rng, -3, 3);
+    cnn_softmax_xent(c.probs, dl, c.logits, c.label, 10);
+    fd_check("softmax cross-entropy gradient (p - onehot)", c.logits, dl, 10, NULL, 0, sm_loss,
+             &c, 1e-2f, 2e-3, 1e-4);
+    double sum = 0;
+    for (int i = 0; i < 10; i++)
+        sum += c.probs[i];
+    tap_ok(fabs(sum - 1.0) < 1e-6, "softmax probabilities sum to 1 (%.9f)", sum);
+
+    /* Large logits: exp(1000) overflows, the stable form does not. */
+    const float big[3] = {1000.0f, 0.0f, -1000.0f};
+    float p[3], d[3];
+    const float l1 = cnn_softmax_xent(p, d, big, 1, 3);
+    const float l0 = cnn_softmax_xent(p, d, big, 0, 3);
+    tap_ok(l1 == 1000.0f && l0 == 0.0f && p[0] == 1.0f && p[1] == 0.0f && isfinite(d[0]) &&
+               d[0] == 0.0f,
+           "softmax cross-entropy is finite and exact for logits of +-1000 (loss %g and %g)",
+           (double)l1, (double)l0);
+    /* The smallest representable probability still gives a finite loss. */
+    const float far[2] = {0.0f, -200.0f};
+    const float l2 = cnn_softmax_xent(p, NULL, far, 1, 2);
+    tap_ok(fabsf(l2 - 200.0f) < 1e-3f, "loss of a probability below float range is 200, got %g",
+           (double)l2);
+}
+
+/* ------------------------------------------------------------------ network */
+
+/* An independent float64 forward of the whole network (the post's math, written
+ * out once more): per-element finite differences against it resolve gradients to
+ * ~1e-9 with a step of 1e-6, far below the gap to the nearest pool switch. */
+typedef struct {
+    cnn_shape s;
+    double *p; /* filters | W | b, laid out like cnn_model.params */
+    double *x; /* [C][H][W] */
+    int label;
+} dnet;
+
+static double dnet_loss(void *ctx)
+{
+    const dnet *d = ctx;
+    const cnn_shape *s = &d->s;
+    const int OH = s->H - 2, OW = s->W - 2, PH = OH / 2, PW = OW / 2;
+    const size_t K = cnn_shape_dense_len(s), nf = (size_t)s->F * s->C * 9;
+    const double *filt = d->p, *W = d->p + nf, *b = W + (size_t)s->classes * K;
+    double *pool = malloc(K * sizeof *pool), logit[64];
+    for (int f = 0; f < s->F; f++)
+        for (int i = 0; i < PH; i++)
+            for (int j = 0; j < PW; j++) {
+                double mx = -INFINITY;
+                for (int di = 0; di < 2; di++)
+                    for (int dj = 0; dj < 2; dj++) {
+                        double v = 0.0;
+                        for (int c = 0; c < s->C; c++)
+                            for (int ki = 0; ki < 3; ki++)
+                                for (int kj = 0; kj < 3; kj++)
+                                    v += d->x[((size_t)c * s->H + 2 * i + di + ki) * s->W + 2 * j +
+                                              dj + kj] *
+                                         filt[(((size_t)f * s->C + c) * 3 + ki) * 3 + kj];
+                        if (v > mx)
+                            mx = v;
+                    }
+                pool[((size_t)f * PH + i) * PW + j] = mx;
+            }
+    double mx = -INFINITY;
+    for (int n = 0; n < s->classes; n++) {
+        logit[n] = b[n];
+        for (size_t k = 0; k < K; k++)
+            logit[n] += W[(size_t)n * K + k] * pool[k];
+        if (logit[n] > mx)
+            mx = logit[n];
+    }
+    double sum = 0.0;
+    for (int n = 0; n < s->classes; n++)
+        sum += exp(logit[n] - mx);
+    free(pool);
+    return log(sum) - (logit[d->label] - mx);
+}
+
+/* Per-element: numeric derivative of dnet_loss with respect to v[idx[t]] (double,
+ * step 1e-6) against the engine's float analytic gradient ana[idx[t]]. */
+#define D_RTOL 1e-3
+#define D_ATOL 1e-6
+static fd_result fd_compare_d(double *v, const float *ana, size_t n, const size_t *idx,
+                              size_t nidx, dnet *d)
+{
+    const double h = 1e-6;
+    fd_result r = {0};
+    if (!idx)
+        nidx = n;
+    for (size_t t = 0; t < nidx; t++) {
+        const size_t i = idx ? idx[t] : t;
+        const double keep = v[i];
+        v[i] = keep + h;
+        const double lp = dnet_loss(d);
+        v[i] = keep - h;
+        const double lm = dnet_loss(d);
+        v[i] = keep;
+        const double num = (lp - lm) / (2 * h), a = ana[i];
+        const double q = fabs(num - a) / (D_ATOL + D_RTOL * fmax(fabs(num), fabs(a)));
+        if (!(q <= r.worst)) {
+            r.worst = isnan(q) ? INFINITY : q;
+            r.at = i, r.num = num, r.ana = a;
+        }
+        r.maxabs = fmax(r.maxabs, fabs(a));
+    }
+    return r;
+}
+
+static int fd_check_d(const char *name, double *v, const float *ana, size_t n, const size_t *idx,
+                      size_t nidx, dnet *d)
+{
+    return fd_report(name, fd_compare_d(v, ana, n, idx, nidx, d), idx ? nidx : n, 1e-2);
+}
+
+typedef struct {
+    cnn_model *m;
+    cnn_acts *a;
+    float *x;
+    float *dir; /* a direction over params (n_params) then input (input_len) */
+    float t;    /* distance along it */
+    float *base_p, *base_x;
+    int label;
+    cnn_engine e;
+} dir_ctx;
+
+/* The engine's own float forward at (params, x) + t * dir. */
+static double dir_loss(void *ctx)
+{
+    dir_ctx *c = ctx;
+    const size_t np = c->m->n_params, nx = cnn_shape_input_len(&c->m->shape);
+    for (size_t i = 0; i < np; i++)
+        c->m->params[i] = c->base_p[i] + c->t * c->dir[i];
+    for (size_t i = 0; i < nx; i++)
+        c->x[i] = c->base_x[i] + c->t * c->dir[np + i];
+    const double l = cnn_forward(c->m, c->a, c->x, c->label, c->e);
+    memcpy(c->m->params, c->base_p, np * sizeof(float));
+    memcpy(c->x, c->base_x, nx * sizeof(float));
+    return l;
+}
+
+static void test_network(cnn_rng *rng, const cnn_shape *s, const char *what, int tied_image)
+{
+    cnn_model m;
+    cnn_acts a;
+    cnn_model_init(&m, s, rng);
+    cnn_acts_alloc(&a, s);
+    /* larger dense weights than the post's randn/K, so that the conv path carries a
+     * gradient well above float rounding, yet the softmax is not saturated */
+    const size_t K = cnn_shape_dense_len(s), nW = (size_t)s->classes * K;
+    const size_t nf = (size_t)s->F * s->C * 9;
+    for (size_t i = 0; i < nW; i++)
+        m.p.W[i] = (float)(0.15 * cnn_rng_normal(rng));
+    fill_uniform(m.p.b, (size_t)s->classes, rng, -0.1, 0.1);
+    const size_t nin = cnn_shape_input_len(s);
+    float *x = malloc(nin * sizeof(float)), *dx = malloc(nin * sizeof(float));
+    float *grad = malloc(m.n_params * sizeof(float));
+    if (tied_image) { /* flat background with a graded bar: most pool blocks are ties */
+        for (size_t i = 0; i < nin; i++)
+            x[i] = -0.5f;
+        for (int i = 8; i < 20; i++)
+            for (int j = 12; j < 16; j++)
+                x[i * s->W + j] = 0.5f - 0.03f * (float)(i + j);
+    } else {
+        fill_uniform(x, nin, rng, -0.5, 0.5);
+    }
+    const int label = 1;
+    dnet d = {.s = *s, .label = label};
+    d.p = malloc(m.n_params * sizeof(double));
+    d.x = malloc(nin * sizeof(double));
+    for (size_t i = 0; i < m.n_params; i++)
+        d.p[i] = m.params[i];
+    for (size_t i = 0; i < nin; i++)
+        d.x[i] = x[i];
+    size_t idx[300];
+    for (int i = 0; i < 300; i++)
+        idx[i] = (size_t)cnn_rng_below(rng, nW);
+
+    /* a random direction for the directional checks */
+    const size_t ndir = m.n_params + nin;
+    float *dir = malloc(ndir * sizeof(float)), *bp = malloc(m.n_params * sizeof(float));
+    float *bx = malloc(nin * sizeof(float));
+    memcpy(bp, m.params, m.n_params * sizeof(float));
+    memcpy(bx, x, nin * sizeof(float));
+
+    for (int e = 0; e < 2; e++)
+        for (int rule = 0; rule < 2; rule++) {
+            const cnn_engine en_ = (cnn_engine)e;
+            const char *en = e == CNN_ENGINE_BLAS ? "blas" : "reference";
+            const char *rn = rule == CNN_TIES_ALL ? "all" : "single";
+            memset(grad, 0, m.n_params * sizeof(float));
+            cnn_forward(&m, &a, x, label, en_);
+            cnn_backward(&m, &a, grad, dx, x, en_, (cnn_pool_ties)rule);
+            cnn_params g = cnn_params_view(s, grad);
+            char name[200];
+            if (tied_image && rule == CNN_TIES_ALL) {
+                /* The post's rule copies a gradient to every tied position: that is
+                 * not the derivative, and finite differences must say so. */
+                fd_result r = fd_compare_d(d.p, g.filters, nf, NULL, 0, &d);
+                tap_ok(r.worst > 1.0,
+                       "%s %s, ties=all over tied blocks is not the derivative (%.3g x "
+                       "tolerance), as the post's rule", en, what, r.worst);
+                continue;
+            }
+            if (e == CNN_ENGINE_BLAS && rule == CNN_TIES_SINGLE && !tied_image) {
+                /* the checker rejects a filter gradient 1% off or shuffled */
+                float *bad = malloc(nf * sizeof *bad);
+                for (size_t i = 0; i < nf; i++)
+                    bad[i] = g.filters[i] * 1.01f;
+                fd_result r1 = fd_compare_d(d.p, bad, nf, NULL, 0, &d);
+                for (size_t i = 0; i < nf; i++)
+                    bad[i] = g.filters[(i + 1) % nf];
+                fd_result r2 = fd_compare_d(d.p, bad, nf, NULL, 0, &d);
+                free(bad);
+                tap_ok(r1.worst > 1.0 && r2.worst > 1.0,
+                       "%s: float64 checker rejects a filter gradient 1%% off (%.3g x tolerance) "
+                       "or shuffled (%.3g x)", what, r1.worst, r2.worst);
+            }
+            snprintf(name, sizeof name, "%s %s, ties=%s: filter gradient", en, what, rn);
+            fd_check_d(name, d.p, g.filters, nf, NULL, 0, &d);
+            snprintf(name, sizeof name, "%s %s, ties=%s: W gradient (300 entries)", en, what, rn);
+            fd_check_d(name, d.p + nf, g.W, nW, idx, 300, &d);
+            snprintf(name, sizeof name, "%s %s, ties=%s: b gradient", en, what, rn);
+            fd_check_d(name, d.p + nf + nW, g.b, (size_t)s->classes, NULL, 0, &d);
+            if (tied_image)
+                continue; /* moving one input pixel breaks ties: no derivative there */
+            snprintf(name, sizeof name, "%s %s, ties=%s: input gradient", en, what, rn);
+            fd_check_d(name, d.x, dx, nin, NULL, 0, &d);
+
+            /* Directional derivatives through the engine's own float forward, along
+             * random directions over every parameter and input at once. */
+            for (int k = 0; k < 3; k++) {
+                double ana = 0.0, norm = 0.0;
+                for (size_t i = 0; i < ndir; i++) {
+                    dir[i] = (float)cnn_rng_normal(rng);
+                    ana += (double)dir[i] * (i < m.n_params ? grad[i] : dx[i - m.n_params]);
+                    norm += (double)dir[i] * dir[i];
+                }
+                for (size_t i = 0; i < ndir; i++)
+                    dir[i] = (float)(dir[i] / sqrt(norm));
+                ana /= sqrt(norm);
+                dir_ctx c = {&m, &a, x, dir, 1e-3f, bp, bx, label, en_};
+                const double lp = dir_loss(&c);
+                c.t = -1e-3f;
+                const double lm = dir_loss(&c);
+                const double num = (lp - lm) / 2e-3;
+                tap_ok(fabs(num - ana) <= 1e-3 + 2e-2 * fabs(ana),
+                       "%s %s, ties=%s: engine forward, directional derivative %d: numeric "
+                       "%.6g analytic %.6g", en, what, rn, k + 1, num, ana);
+            }
+        }
+    free(dir), free(bp), free(bx), free(d.p), free(d.x);
+    free(x), free(dx), free(grad);
+    cnn_acts_free(&a);
+    cnn_model_free(&m);
+}
+
+int main(void)
+{
+    cnn_rng rng;
+    cnn_rng_seed(&rng, 20261129);
+    test_conv(&rng, CNN_ENGINE_BLAS);
+    test_conv(&rng, CNN_ENGINE_REFERENCE);
+    test_pool(&rng);
+    test_dense(&rng, CNN_ENGINE_BLAS);
+    test_dense(&rng, CNN_ENGINE_REFERENCE);
+    test_softmax(&rng);
+    const cnn_shape post = cnn_shape_post();
+    test_network(&rng, &post, "post network, random image", 0);
+    test_network(&rng, &post, "post network, tied image", 1);
+    const cnn_shape multi = {.C = 2, .H = 10, .W = 9, .F = 3, .classes = 4};
+    test_network(&rng, &multi, "C=2 10x9 network", 0);
+    return tap_done();
+}
