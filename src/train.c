@@ -49,6 +49,15 @@ static void blas_on_this_thread(void)
 #endif
 }
 
+static int thread_count(void)
+{
+#if HAVE_OPENMP
+    return omp_get_num_threads();
+#else
+    return 1;
+#endif
+}
+
 static int thread_id(void)
 {
 #if HAVE_OPENMP
@@ -165,18 +174,20 @@ cnn_status cnn_train_step(cnn_trainer *t, cnn_model *m, const float *images,
             if (!isfinite(t->loss[i]))
                 finite = 0;
         if (finite) {
-            const float *slots = t->slots;
-            const size_t stride = t->slot_stride;
-            const float fn = (float)n;
-#if HAVE_OPENMP
-#pragma omp for schedule(static)
-#endif
-            for (long p = 0; p < np; p++) {
-                float sum = slots[p];
-                for (int c = 1; c < nchunks; c++)
-                    sum += slots[(size_t)c * stride + p];
-                m->params[p] -= lr * (sum / fn);
+            /* Each thread updates its own contiguous range of parameters: slot 0 +=
+             * slot 1, += slot 2, ... (chunk order), then params -= lr/n * slot 0. */
+            const int nt = thread_count(), me = thread_id();
+            const size_t lo = (size_t)np * me / nt, hi = (size_t)np * (me + 1) / nt;
+            float *g0 = t->slots;
+            for (int c = 1; c < nchunks; c++) {
+                const float *gc = t->slots + (size_t)c * t->slot_stride;
+                for (size_t p = lo; p < hi; p++)
+                    g0[p] += gc[p];
             }
+            const float step = lr / (float)n; /* n = 1: exactly the post's lr * grad */
+            float *params = m->params;
+            for (size_t p = lo; p < hi; p++)
+                params[p] -= step * g0[p];
         }
     }
 
