@@ -197,7 +197,7 @@ static void print_setup(const train_opts *o)
     printf("BLAS: %s\n", cnn_blas_describe(buf, sizeof buf));
     const char *warn = cnn_blas_core_warning(buf, sizeof buf);
     if (warn)
-        printf("warning: %s\n", warn);
+        fprintf(stderr, "%s: warning: %s\n", prog, warn);
     printf("engine %s, batch %d, lr %g, %d thread%s, pool ties %s, seed %llu\n",
            o->cfg.engine == CNN_ENGINE_BLAS ? "blas" : "reference", o->cfg.batch,
            (double)o->cfg.lr, o->cfg.threads, o->cfg.threads == 1 ? "" : "s",
