@@ -237,6 +237,57 @@ void cnn_pixels_to_float(float *dst, const uint8_t *src, size_t n);
  *  5x5 square at one of ten places, jittered by up to 1 pixel, over uniform noise. */
 void cnn_synth_digits(uint8_t *images, uint8_t *labels, size_t n, cnn_rng *rng);
 
+/* ---------------------------------------------------------------- data files */
+/*
+ * Fallible file functions return a cnn_status and, on error, write one line naming
+ * the file and the problem into err (errlen bytes, may be 0). They never print.
+ */
+
+/** A labelled image set in memory. */
+typedef struct cnn_dataset {
+    size_t n;        /* images */
+    int rows, cols;  /* pixels per image: rows x cols */
+    uint8_t *pixels; /* [n][rows][cols], owned */
+    uint8_t *labels; /* [n], owned */
+} cnn_dataset;
+
+/** Read an IDX image file (magic 0x00000803: n, rows, cols, then the pixels), raw or
+ *  gzip-compressed. Rejects a wrong magic, zero or oversized dimensions, and a file
+ *  holding more or fewer bytes than its header promises. On success *pixels
+ *  (malloc'ed, the caller frees) holds n * rows * cols bytes. */
+cnn_status cnn_idx_read_images(const char *path, uint8_t **pixels, size_t *n, int *rows,
+                               int *cols, char *err, size_t errlen);
+/** Read an IDX label file (magic 0x00000801), raw or gzip; every label must be below
+ *  classes. */
+cnn_status cnn_idx_read_labels(const char *path, int classes, uint8_t **labels, size_t *n,
+                               char *err, size_t errlen);
+/** Load the MNIST split "train" or "t10k" from dir: tries `<split>-images-idx3-ubyte`
+ *  and `<split>-images.idx3-ubyte`, each also with `.gz` (likewise for labels), and
+ *  checks that the image and label counts agree and the labels are 0..9. */
+cnn_status cnn_mnist_load(const char *dir, const char *split, cnn_dataset *out, char *err,
+                          size_t errlen);
+void cnn_dataset_free(cnn_dataset *d);
+
+/* ---------------------------------------------------------------- model files */
+/*
+ * Format (version 1), all integers and floats little-endian:
+ *   0  char[8]  magic "CNNMODEL"
+ *   8  u32      format version (1)
+ *  12  u32 x 5  C, H, W, F, classes
+ *  32  u64      P, the number of float32 parameters that follow
+ *  40  f32[P]   filters [F][C][3][3], then W [classes][K], then b [classes]
+ *  40+4P u32    CRC-32 (zlib, IEEE) of every byte before it
+ */
+#define CNN_MODEL_MAGIC "CNNMODEL"
+#define CNN_MODEL_VERSION 1u
+
+/** Save atomically: a temporary file in the same directory, fsync, rename, fsync of
+ *  the directory. An interrupted or failed save leaves any previous file intact. */
+cnn_status cnn_model_save(const cnn_model *m, const char *path, char *err, size_t errlen);
+/** Load and check everything (magic, version, shape, size, CRC); m is allocated on
+ *  success and untouched on failure. */
+cnn_status cnn_model_load(cnn_model *m, const char *path, char *err, size_t errlen);
+
 /* ---------------------------------------------------------------- BLAS */
 
 /** Describe the BLAS in use ("OpenBLAS 0.3.21, core SkylakeX, openmp threading").

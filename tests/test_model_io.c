@@ -1,0 +1,238 @@
+/* test_model_io.c - model files: a save / load round trip reproduces parameters and
+ * predictions bit for bit; the documented layout holds; truncated, corrupt,
+ * wrong-version, wrong-architecture and non-finite files, directories and missing
+ * files are rejected with a one-line error and leave the model untouched; a failed
+ * save leaves the previous file and no temporary behind. */
+#include "cnn.h"
+
+#include "check.h"
+
+#include <dirent.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+#include <zlib.h>
+
+static char dir[256];
+
+static char *path_in(const char *name)
+{
+    static char buf[4][512];
+    static int k;
+    k = (k + 1) % 4;
+    snprintf(buf[k], sizeof buf[k], "%s/%s", dir, name);
+    return buf[k];
+}
+
+static unsigned char *slurp(const char *path, size_t *n)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f)
+        return NULL;
+    fseek(f, 0, SEEK_END);
+    *n = (size_t)ftell(f);
+    rewind(f);
+    unsigned char *b = malloc(*n + 1);
+    if (fread(b, 1, *n, f) != *n)
+        *n = 0;
+    fclose(f);
+    return b;
+}
+
+static void spit(const char *path, const unsigned char *b, size_t n)
+{
+    FILE *f = fopen(path, "wb");
+    fwrite(b, 1, n, f);
+    fclose(f);
+}
+
+static void put_u32(unsigned char *p, uint32_t v)
+{
+    for (int i = 0; i < 4; i++)
+        p[i] = (unsigned char)(v >> (8 * i));
+}
+
+static void fix_crc(unsigned char *b, size_t n)
+{
+    put_u32(b + n - 4, (uint32_t)crc32(0L, b, (uInt)(n - 4)));
+}
+
+/* Loading path must fail, mention `needle`, and leave the model as it was. */
+static void rejects(const char *what, const char *path, const char *needle)
+{
+    cnn_model m = {.n_params = 12345};
+    char err[512] = "";
+    const cnn_status st = cnn_model_load(&m, path, err, sizeof err);
+    tap_ok(st != CNN_OK && m.n_params == 12345 && m.params == NULL && strstr(err, needle) &&
+               !strchr(err, '\n'),
+           "%s: rejected: %s", what, err);
+    /* and without an error buffer */
+    tap_ok(cnn_model_load(&m, path, NULL, 0) != CNN_OK && m.params == NULL,
+           "%s: rejected without an error buffer", what);
+}
+
+static int count_entries(void)
+{
+    DIR *d = opendir(dir);
+    int n = 0;
+    for (struct dirent *e; (e = readdir(d));)
+        n += e->d_name[0] != '.';
+    closedir(d);
+    return n;
+}
+
+int main(void)
+{
+    const char *tmpdir = getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp";
+    snprintf(dir, sizeof dir, "%s/cnn-model-io-XXXXXX", tmpdir);
+    if (!mkdtemp(dir)) {
+        printf("Bail out! cannot make a temporary directory under %s\n", tmpdir);
+        return 1;
+    }
+    cnn_rng rng;
+    cnn_rng_seed(&rng, 99);
+    const cnn_shape s = cnn_shape_post();
+    cnn_model m;
+    cnn_model_init(&m, &s, &rng);
+    for (int i = 0; i < 10; i++)
+        m.p.b[i] = (float)cnn_rng_normal(&rng);
+    char err[512] = "";
+
+    /* round trip */
+    char good[512]; /* path_in's buffers rotate: keep a copy */
+    snprintf(good, sizeof good, "%s", path_in("good.cnn"));
+    cnn_status st = cnn_model_save(&m, good, err, sizeof err);
+    tap_ok(st == CNN_OK, "save succeeds (%s)", st == CNN_OK ? "ok" : err);
+    cnn_model l = {0};
+    st = cnn_model_load(&l, good, err, sizeof err);
+    tap_ok(st == CNN_OK && l.n_params == m.n_params &&
+               memcmp(l.params, m.params, m.n_params * sizeof(float)) == 0 &&
+               memcmp(&l.shape, &m.shape, sizeof s) == 0,
+           "load returns the same shape and bit-identical parameters (%s)",
+           st == CNN_OK ? "ok" : err);
+    if (st != CNN_OK)
+        return tap_done();
+    cnn_acts a1, a2;
+    cnn_acts_alloc(&a1, &s);
+    cnn_acts_alloc(&a2, &s);
+    uint8_t pix[10 * 784], lab[10];
+    float x[10 * 784];
+    cnn_synth_digits(pix, lab, 10, &rng);
+    cnn_pixels_to_float(x, pix, sizeof pix);
+    int same = 1;
+    for (int i = 0; i < 10; i++) {
+        cnn_forward(&m, &a1, x + i * 784, lab[i], CNN_ENGINE_BLAS);
+        cnn_forward(&l, &a2, x + i * 784, lab[i], CNN_ENGINE_BLAS);
+        same &= memcmp(a1.probs, a2.probs, 10 * sizeof(float)) == 0;
+    }
+    tap_ok(same, "predictions of the loaded model are bit-identical on 10 images");
+
+    /* the documented layout */
+    size_t n = 0;
+    unsigned char *b = slurp(good, &n);
+    const size_t P = m.n_params;
+    uint32_t dims[5];
+    for (int i = 0; i < 5; i++)
+        dims[i] = (uint32_t)b[12 + 4 * i] | (uint32_t)b[13 + 4 * i] << 8;
+    float b0;
+    memcpy(&b0, b + 40 + 4 * (P - 10), 4); /* little-endian host, as the format */
+    tap_ok(n == 40 + 4 * P + 4 && memcmp(b, "CNNMODEL", 8) == 0 && b[8] == 1 && dims[0] == 1 &&
+               dims[1] == 28 && dims[2] == 28 && dims[3] == 8 && dims[4] == 10 &&
+               b[32] + 256u * b[33] == P && b0 == m.p.b[0] &&
+               crc32(0L, b, (uInt)(n - 4)) == ((uint32_t)b[n - 4] | (uint32_t)b[n - 3] << 8 |
+                                               (uint32_t)b[n - 2] << 16 | (uint32_t)b[n - 1] << 24),
+           "file layout: magic, version 1, shape 1x28x28/8/10, %zu params, b last, CRC-32", P);
+
+    /* broken files */
+    const size_t cuts[] = {0, 4, 8, 11, 20, 39, 40, 41, 1000, n - 5, n - 1};
+    for (size_t i = 0; i < sizeof cuts / sizeof *cuts; i++) {
+        char name[64], what[64];
+        snprintf(name, sizeof name, "cut%zu.cnn", cuts[i]);
+        snprintf(what, sizeof what, "truncated to %zu bytes", cuts[i]);
+        spit(path_in(name), b, cuts[i]);
+        rejects(what, path_in(name), cuts[i] < 8 ? "not a model file" : "truncated");
+    }
+    unsigned char *c = malloc(n + 8);
+    memcpy(c, b, n);
+    memcpy(c + n, "trailing", 8);
+    spit(path_in("long.cnn"), c, n + 8);
+    rejects("trailing bytes", path_in("long.cnn"), "trailing");
+    memcpy(c, b, n);
+    c[1000] ^= 0x40;
+    spit(path_in("flip.cnn"), c, n);
+    rejects("one flipped bit in the weights", path_in("flip.cnn"), "CRC");
+    memcpy(c, b, n);
+    c[n - 1] ^= 1;
+    spit(path_in("crc.cnn"), c, n);
+    rejects("a wrong CRC", path_in("crc.cnn"), "CRC");
+    memcpy(c, b, n);
+    c[0] = 'X';
+    spit(path_in("magic.cnn"), c, n);
+    rejects("a wrong magic", path_in("magic.cnn"), "not a model file");
+    memcpy(c, b, n);
+    put_u32(c + 8, 2);
+    fix_crc(c, n);
+    spit(path_in("v2.cnn"), c, n);
+    rejects("format version 2", path_in("v2.cnn"), "version 2");
+    memcpy(c, b, n);
+    put_u32(c + 24, 16); /* F = 16: the parameter count no longer matches */
+    fix_crc(c, n);
+    spit(path_in("arch.cnn"), c, n);
+    rejects("16 filters over an 8-filter body", path_in("arch.cnn"), "parameters");
+    memcpy(c, b, n);
+    put_u32(c + 12, 0x80000000u); /* C = 2^31 */
+    fix_crc(c, n);
+    spit(path_in("huge.cnn"), c, n);
+    rejects("2^31 input channels", path_in("huge.cnn"), "unsupported architecture");
+    memcpy(c, b, n);
+    put_u32(c + 24, 0); /* F = 0 */
+    fix_crc(c, n);
+    spit(path_in("zero.cnn"), c, n);
+    rejects("zero filters", path_in("zero.cnn"), "unsupported architecture");
+    memcpy(c, b, n);
+    put_u32(c + 40 + 4 * 5, 0x7fc00000u); /* a NaN filter */
+    fix_crc(c, n);
+    spit(path_in("nan.cnn"), c, n);
+    rejects("a NaN parameter", path_in("nan.cnn"), "not finite");
+    mkdir(path_in("adir.cnn"), 0755);
+    rejects("a directory", path_in("adir.cnn"), "directory");
+    rejects("a missing file", path_in("missing.cnn"), "No such file");
+
+    /* failed saves */
+    const int before = count_entries();
+    st = cnn_model_save(&m, path_in("nodir/x.cnn"), err, sizeof err);
+    tap_ok(st != CNN_OK && strstr(err, "nodir/x.cnn"), "save into a missing directory fails: %s",
+           err);
+    st = cnn_model_save(&m, path_in("adir.cnn"), err, sizeof err);
+    struct stat sb;
+    tap_ok(st != CNN_OK && stat(path_in("adir.cnn"), &sb) == 0 && S_ISDIR(sb.st_mode) &&
+               count_entries() == before,
+           "save over a directory fails, leaves it and no temporary file: %s", err);
+    /* a save over an existing model replaces it whole, leaving no temporary */
+    m.p.b[3] += 1.0f;
+    st = cnn_model_save(&m, good, err, sizeof err);
+    cnn_model l2 = {0};
+    const cnn_status st2 = st == CNN_OK ? cnn_model_load(&l2, good, err, sizeof err) : st;
+    const int entries = count_entries();
+    tap_ok(st2 == CNN_OK && l2.p.b[3] == m.p.b[3] && entries == before,
+           "saving over a model replaces it and leaves no temporary file (%d entries, %d before; "
+           "%s)", entries, before, st2 == CNN_OK ? "loads" : err);
+    cnn_model_free(&l2);
+
+    /* clean up */
+    free(b);
+    free(c);
+    DIR *d = opendir(dir);
+    for (struct dirent *e; (e = readdir(d));)
+        if (e->d_name[0] != '.') {
+            if (unlink(path_in(e->d_name)))
+                rmdir(path_in(e->d_name));
+        }
+    closedir(d);
+    rmdir(dir);
+    cnn_acts_free(&a1);
+    cnn_acts_free(&a2);
+    cnn_model_free(&l);
+    cnn_model_free(&m);
+    return tap_done();
+}
