@@ -224,9 +224,10 @@ const cnn_train_config *cnn_trainer_config(const cnn_trainer *t);
 cnn_status cnn_train_step(cnn_trainer *t, cnn_model *m, const float *images,
                           const uint8_t *labels, const uint32_t *idx, int n, cnn_stats *st);
 
-/** Loss and accuracy of the model on n samples, in parallel, deterministic. */
+/** Loss and accuracy of the model on n samples, in parallel, deterministic; when pred
+ *  is not NULL, pred[i] receives the predicted class of sample i. */
 cnn_status cnn_evaluate(cnn_trainer *t, const cnn_model *m, const float *images,
-                        const uint8_t *labels, size_t n, cnn_stats *st);
+                        const uint8_t *labels, size_t n, uint8_t *pred, cnn_stats *st);
 
 /* ---------------------------------------------------------------- data */
 
@@ -267,6 +268,11 @@ cnn_status cnn_idx_read_labels(const char *path, int classes, uint8_t **labels, 
 cnn_status cnn_mnist_load(const char *dir, const char *split, cnn_dataset *out, char *err,
                           size_t errlen);
 void cnn_dataset_free(cnn_dataset *d);
+
+/** Read a binary (P5) or plain (P2) PGM image; pixels are rescaled to 0..255 when the
+ *  file's maxval is not 255. *pixels (malloc'ed) holds rows * cols bytes. */
+cnn_status cnn_pgm_read(const char *path, uint8_t **pixels, int *rows, int *cols, char *err,
+                        size_t errlen);
 
 /* ---------------------------------------------------------------- model files */
 /*

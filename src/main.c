@@ -1,4 +1,4 @@
-/* main.c - the cnn command-line program. */
+/* main.c - the cnn program: train, eval and predict. */
 #include "cnn.h"
 
 #include "config.h"
@@ -15,14 +15,124 @@
 
 static const char *prog = "cnn";
 
+/* ---------------------------------------------------------------- options */
+
+typedef enum { OPT_FLAG, OPT_INT, OPT_U64, OPT_FLOAT, OPT_STR, OPT_CHOICE } opt_kind;
+
+typedef struct {
+    const char *name;
+    opt_kind kind;
+    void *dst;                   /* int (FLAG, CHOICE), long (INT), uint64_t, float, const char * */
+    long lo, hi;                 /* OPT_INT range */
+    const char *const *choices;  /* OPT_CHOICE, NULL-terminated; *dst = index */
+    const char *arg, *help;
+} opt;
+
+static const char *const engines[] = {"blas", "reference", NULL};
+static const char *const tie_rules[] = {"single", "all", NULL};
+
+static int bad_value(const char *flag, const char *want, const char *got)
+{
+    fprintf(stderr, "%s: %s expects %s, got '%s'\n", prog, flag, want, got);
+    return 2;
+}
+
+static int set_opt(const opt *o, const char *val)
+{
+    char *end;
+    errno = 0;
+    switch (o->kind) {
+    case OPT_FLAG:
+        *(int *)o->dst = 1;
+        return 0;
+    case OPT_INT: {
+        long v = strtol(val, &end, 10);
+        if (errno || end == val || *end || v < o->lo || v > o->hi) {
+            char want[96];
+            snprintf(want, sizeof want, "an integer from %ld to %ld", o->lo, o->hi);
+            return bad_value(o->name, want, val);
+        }
+        *(long *)o->dst = v;
+        return 0;
+    }
+    case OPT_U64: {
+        unsigned long long v = strtoull(val, &end, 10);
+        if (errno || end == val || *end || *val == '-' || *val == '+' || *val == ' ')
+            return bad_value(o->name, "a non-negative integer", val);
+        *(uint64_t *)o->dst = v;
+        return 0;
+    }
+    case OPT_FLOAT: {
+        double v = strtod(val, &end);
+        if (errno || end == val || *end || !isfinite(v) || !(v > 0.0) || v > 1e3)
+            return bad_value(o->name, "a number above 0 and at most 1000", val);
+        *(float *)o->dst = (float)v;
+        return 0;
+    }
+    case OPT_STR:
+        if (!*val)
+            return bad_value(o->name, "a non-empty value", val);
+        *(const char **)o->dst = val;
+        return 0;
+    case OPT_CHOICE:
+        for (int i = 0; o->choices[i]; i++)
+            if (strcmp(val, o->choices[i]) == 0) {
+                *(int *)o->dst = i;
+                return 0;
+            }
+        return bad_value(o->name, o->arg, val);
+    }
+    return 2;
+}
+
+static void print_help(FILE *f, const char *cmd, const char *synopsis, const opt *opts)
+{
+    fprintf(f, "usage: %s %s %s\n\n", prog, cmd, synopsis);
+    for (const opt *o = opts; o->name; o++) {
+        char left[64];
+        snprintf(left, sizeof left, "%s%s%s", o->name, o->kind == OPT_FLAG ? "" : " ",
+                 o->kind == OPT_FLAG ? "" : o->arg);
+        fprintf(f, "  %-24s %s\n", left, o->help);
+    }
+}
+
+/* @return 0 to go on, 1 after --help, 2 on a bad flag (already reported). */
+static int parse_opts(const char *cmd, const char *synopsis, const opt *opts, int argc,
+                      char **argv)
+{
+    for (int i = 0; i < argc; i++) {
+        if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
+            print_help(stdout, cmd, synopsis, opts);
+            return 1;
+        }
+        const opt *o = opts;
+        while (o->name && strcmp(o->name, argv[i]) != 0)
+            o++;
+        if (!o->name) {
+            fprintf(stderr, "%s: unknown option '%s' for %s (see %s %s --help)\n", prog, argv[i],
+                    cmd, prog, cmd);
+            return 2;
+        }
+        if (o->kind != OPT_FLAG && i + 1 >= argc) {
+            fprintf(stderr, "%s: %s needs a value (%s)\n", prog, o->name, o->arg);
+            return 2;
+        }
+        if (set_opt(o, o->kind == OPT_FLAG ? NULL : argv[++i]))
+            return 2;
+    }
+    return 0;
+}
+
+/* ---------------------------------------------------------------- helpers */
+
 static double now(void)
 {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec + ts.tv_nsec * 1e-9;
+    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
 }
 
-static int default_threads(void)
+static long all_cores(void)
 {
 #if HAVE_OPENMP
     return omp_get_num_procs();
@@ -31,234 +141,235 @@ static int default_threads(void)
 #endif
 }
 
-static int fail(const char *fmt, const char *a, const char *b)
-{
-    fprintf(stderr, "%s: ", prog);
-    fprintf(stderr, fmt, a, b);
-    fputc('\n', stderr);
-    return 2;
-}
-
-/* Parse a whole decimal integer in [lo, hi]. */
-static int parse_long(const char *flag, const char *s, long lo, long hi, long *out)
-{
-    char *end;
-    errno = 0;
-    long v = strtol(s, &end, 10);
-    if (errno || end == s || *end != '\0' || v < lo || v > hi) {
-        fprintf(stderr, "%s: %s expects an integer from %ld to %ld, got '%s'\n", prog, flag, lo,
-                hi, s);
-        return -1;
-    }
-    *out = v;
-    return 0;
-}
-
-static int parse_u64(const char *flag, const char *s, uint64_t *out)
-{
-    char *end;
-    errno = 0;
-    if (*s == '-' || *s == '+') {
-        fprintf(stderr, "%s: %s expects a non-negative integer, got '%s'\n", prog, flag, s);
-        return -1;
-    }
-    unsigned long long v = strtoull(s, &end, 10);
-    if (errno || end == s || *end != '\0') {
-        fprintf(stderr, "%s: %s expects a non-negative integer, got '%s'\n", prog, flag, s);
-        return -1;
-    }
-    *out = v;
-    return 0;
-}
-
-static int parse_positive_float(const char *flag, const char *s, float *out)
-{
-    char *end;
-    errno = 0;
-    double v = strtod(s, &end);
-    if (errno || end == s || *end != '\0' || !isfinite(v) || !(v > 0.0) || v > 1e6) {
-        fprintf(stderr, "%s: %s expects a finite number above 0, got '%s'\n", prog, flag, s);
-        return -1;
-    }
-    *out = (float)v;
-    return 0;
-}
-
-static void usage(FILE *f)
-{
-    fprintf(f,
-            "usage: %s train [options]    train the post's CNN on synthetic digits\n"
-            "       %s --version | --help\n"
-            "\n"
-            "train options:\n"
-            "  --synthetic N        training images to generate (default 6000; test set N/6)\n"
-            "  --epochs N           passes over the training set (default 3)\n"
-            "  --batch N            minibatch size; 1 is the post's per-sample SGD (default 1)\n"
-            "  --lr X               SGD learning rate (default 0.005)\n"
-            "  --threads N          OpenMP threads (default: all cores)\n"
-            "  --seed N             seed of weights, data and shuffling (default 1)\n"
-            "  --engine E           blas (default) or reference\n"
-            "  --pool-ties R        single (default: first max gets the gradient) or all\n"
-            "                       (every tied max does, as the post's code)\n"
-            "  --log-every N        print the post's progress line every N steps (default 100)\n"
-            "  --no-shuffle         keep the data order (the post shuffles every epoch)\n",
-            prog, prog);
-}
-
-typedef struct {
-    long synthetic, epochs, log_every;
-    uint64_t seed;
-    int shuffle;
-    cnn_train_config cfg;
-} train_opts;
-
-static int parse_train(int argc, char **argv, train_opts *o)
-{
-    o->synthetic = 6000;
-    o->epochs = 3;
-    o->log_every = 100;
-    o->seed = 1;
-    o->shuffle = 1;
-    o->cfg = cnn_train_config_default();
-    o->cfg.threads = default_threads();
-    for (int i = 0; i < argc; i++) {
-        const char *f = argv[i];
-        long v;
-        if (strcmp(f, "--help") == 0 || strcmp(f, "-h") == 0) {
-            usage(stdout);
-            exit(0);
-        }
-        if (strcmp(f, "--no-shuffle") == 0) {
-            o->shuffle = 0;
-            continue;
-        }
-        if (strncmp(f, "--", 2) != 0)
-            return fail("unexpected argument '%s'%s", f, "");
-        const char *val = i + 1 < argc ? argv[i + 1] : NULL;
-        int known = 1;
-        if (!val && (strcmp(f, "--synthetic") == 0 || strcmp(f, "--epochs") == 0 ||
-                     strcmp(f, "--batch") == 0 || strcmp(f, "--lr") == 0 ||
-                     strcmp(f, "--threads") == 0 || strcmp(f, "--seed") == 0 ||
-                     strcmp(f, "--engine") == 0 || strcmp(f, "--pool-ties") == 0 ||
-                     strcmp(f, "--log-every") == 0))
-            return fail("%s needs a value%s", f, "");
-        if (strcmp(f, "--synthetic") == 0) {
-            if (parse_long(f, val, 10, 10000000, &o->synthetic))
-                return 2;
-        } else if (strcmp(f, "--epochs") == 0) {
-            if (parse_long(f, val, 1, 100000, &o->epochs))
-                return 2;
-        } else if (strcmp(f, "--batch") == 0) {
-            if (parse_long(f, val, 1, 65536, &v))
-                return 2;
-            o->cfg.batch = (int)v;
-        } else if (strcmp(f, "--threads") == 0) {
-            if (parse_long(f, val, 1, 1024, &v))
-                return 2;
-            o->cfg.threads = (int)v;
-        } else if (strcmp(f, "--log-every") == 0) {
-            if (parse_long(f, val, 1, 1000000000, &o->log_every))
-                return 2;
-        } else if (strcmp(f, "--lr") == 0) {
-            if (parse_positive_float(f, val, &o->cfg.lr))
-                return 2;
-        } else if (strcmp(f, "--seed") == 0) {
-            if (parse_u64(f, val, &o->seed))
-                return 2;
-        } else if (strcmp(f, "--engine") == 0) {
-            if (strcmp(val, "blas") == 0)
-                o->cfg.engine = CNN_ENGINE_BLAS;
-            else if (strcmp(val, "reference") == 0)
-                o->cfg.engine = CNN_ENGINE_REFERENCE;
-            else
-                return fail("--engine expects blas or reference, got '%s'%s", val, "");
-        } else if (strcmp(f, "--pool-ties") == 0) {
-            if (strcmp(val, "single") == 0)
-                o->cfg.ties = CNN_TIES_SINGLE;
-            else if (strcmp(val, "all") == 0)
-                o->cfg.ties = CNN_TIES_ALL;
-            else
-                return fail("--pool-ties expects single or all, got '%s'%s", val, "");
-        } else {
-            known = 0;
-        }
-        if (!known)
-            return fail("unknown option '%s' for train (see %s train --help)", f, prog);
-        i++;
-    }
-    if (o->cfg.batch > o->synthetic)
-        return fail("--batch is larger than the training set%s%s", "", "");
-    return 0;
-}
-
-static void print_setup(const train_opts *o)
+static void print_blas(void)
 {
     char buf[256];
     printf("BLAS: %s\n", cnn_blas_describe(buf, sizeof buf));
     const char *warn = cnn_blas_core_warning(buf, sizeof buf);
     if (warn)
         fprintf(stderr, "%s: warning: %s\n", prog, warn);
-    printf("engine %s, batch %d, lr %g, %d thread%s, pool ties %s, seed %llu\n",
-           o->cfg.engine == CNN_ENGINE_BLAS ? "blas" : "reference", o->cfg.batch,
-           (double)o->cfg.lr, o->cfg.threads, o->cfg.threads == 1 ? "" : "s",
-           o->cfg.ties == CNN_TIES_ALL ? "all" : "single", (unsigned long long)o->seed);
 }
+
+/* Images and labels in memory, the images also as network input. */
+typedef struct {
+    cnn_dataset d;
+    float *x; /* [n][rows*cols] */
+} data_set;
+
+static void data_free(data_set *s)
+{
+    cnn_dataset_free(&s->d);
+    free(s->x);
+    s->x = NULL;
+}
+
+/* Keep the first `limit` images (0: all) and convert them to network input. */
+static int data_prepare(data_set *s, long limit, const char *flag, const char *what)
+{
+    if (limit > 0) {
+        if ((size_t)limit > s->d.n) {
+            fprintf(stderr, "%s: %s %ld exceeds the %zu %s images\n", prog, flag, limit, s->d.n,
+                    what);
+            return 1;
+        }
+        s->d.n = (size_t)limit;
+    }
+    const size_t len = s->d.n * (size_t)s->d.rows * (size_t)s->d.cols;
+    s->x = malloc(len * sizeof(float));
+    if (!s->x) {
+        fprintf(stderr, "%s: out of memory for %zu %s images\n", prog, s->d.n, what);
+        return 1;
+    }
+    cnn_pixels_to_float(s->x, s->d.pixels, len);
+    return 0;
+}
+
+static int load_mnist(const char *dir, const char *split, long limit, const char *flag,
+                      data_set *s)
+{
+    char err[512];
+    memset(s, 0, sizeof *s);
+    if (cnn_mnist_load(dir, split, &s->d, err, sizeof err) != CNN_OK) {
+        fprintf(stderr, "%s: %s\n", prog, err);
+        if (strstr(err, "no train") || strstr(err, "no t10k"))
+            fprintf(stderr, "%s: fetch MNIST with scripts/fetch-mnist, or give --data DIR\n",
+                    prog);
+        return 1;
+    }
+    return data_prepare(s, limit, flag, strcmp(split, "train") == 0 ? "training" : "test");
+}
+
+static int make_synthetic(long n, uint64_t seed, data_set *s)
+{
+    memset(s, 0, sizeof *s);
+    s->d.n = (size_t)n;
+    s->d.rows = s->d.cols = 28;
+    s->d.pixels = malloc((size_t)n * 784);
+    s->d.labels = malloc((size_t)n);
+    if (!s->d.pixels || !s->d.labels) {
+        fprintf(stderr, "%s: out of memory for %ld synthetic images\n", prog, n);
+        return 1;
+    }
+    cnn_rng rng;
+    cnn_rng_seed(&rng, seed);
+    cnn_synth_digits(s->d.pixels, s->d.labels, (size_t)n, &rng);
+    return data_prepare(s, 0, "", "synthetic");
+}
+
+/* The post's network for images of the data's size. */
+static cnn_shape shape_for(const cnn_dataset *d)
+{
+    cnn_shape s = cnn_shape_post();
+    s.H = d->rows;
+    s.W = d->cols;
+    return s;
+}
+
+static int load_model_for(const char *path, const cnn_shape *want, cnn_model *m)
+{
+    char err[512];
+    if (cnn_model_load(m, path, err, sizeof err) != CNN_OK) {
+        fprintf(stderr, "%s: %s\n", prog, err);
+        return 1;
+    }
+    const cnn_shape *s = &m->shape;
+    if (s->C != want->C || s->H != want->H || s->W != want->W || s->classes != want->classes) {
+        fprintf(stderr, "%s: %s: the model takes %dx%dx%d images and %d classes, the data has "
+                "%dx%dx%d and %d\n", prog, path, s->C, s->H, s->W, s->classes, want->C, want->H,
+                want->W, want->classes);
+        cnn_model_free(m);
+        return 1;
+    }
+    return 0;
+}
+
+static void print_test(const cnn_stats *st)
+{
+    printf("--- Testing the CNN ---\n");
+    printf("Test Loss: %.10g\n", st->loss_sum / (double)st->count);
+    printf("Test Accuracy: %.10g\n", (double)st->correct / (double)st->count);
+}
+
+/* ---------------------------------------------------------------- train */
 
 static int cmd_train(int argc, char **argv)
 {
-    train_opts o;
-    int rc = parse_train(argc, argv, &o);
+    const char *data = "data/mnist", *save = NULL, *resume = NULL;
+    long epochs = 3, batch = 1, threads = all_cores(), train_limit = 0, test_limit = 0;
+    long log_every = 100, synthetic = 0;
+    uint64_t seed = 1;
+    float lr = 0.005f;
+    int engine = 0, ties = 0, no_shuffle = 0;
+    const opt opts[] = {
+        {"--data", OPT_STR, &data, 0, 0, NULL, "DIR", "MNIST directory (default data/mnist)"},
+        {"--epochs", OPT_INT, &epochs, 1, 100000, NULL, "N", "passes over the training set (default 3)"},
+        {"--batch", OPT_INT, &batch, 1, 65536, NULL, "N",
+         "minibatch size; 1 is the post's per-sample SGD (default 1)"},
+        {"--lr", OPT_FLOAT, &lr, 0, 0, NULL, "X", "SGD learning rate (default 0.005)"},
+        {"--threads", OPT_INT, &threads, 1, 1024, NULL, "N", "OpenMP threads (default: all cores)"},
+        {"--seed", OPT_U64, &seed, 0, 0, NULL, "N", "seed of the weights and the shuffling (default 1)"},
+        {"--train-limit", OPT_INT, &train_limit, 1, 1L << 40, NULL, "N",
+         "train on the first N images (the post: 1000; default all)"},
+        {"--test-limit", OPT_INT, &test_limit, 1, 1L << 40, NULL, "N",
+         "test on the first N images (the post: 1000; default all)"},
+        {"--engine", OPT_CHOICE, &engine, 0, 0, engines, "blas|reference",
+         "im2col + BLAS (default) or the naive reference loops"},
+        {"--pool-ties", OPT_CHOICE, &ties, 0, 0, tie_rules, "single|all",
+         "gradient of tied pool maxima to the first (default) or to all (the post)"},
+        {"--no-shuffle", OPT_FLAG, &no_shuffle, 0, 0, NULL, "",
+         "keep the data order (the post shuffles every epoch)"},
+        {"--log-every", OPT_INT, &log_every, 1, 1L << 40, NULL, "N",
+         "print the post's progress line every N steps (default 100)"},
+        {"--save", OPT_STR, &save, 0, 0, NULL, "FILE", "write the trained model to FILE (atomically)"},
+        {"--resume", OPT_STR, &resume, 0, 0, NULL, "FILE",
+         "start from the model in FILE instead of new weights"},
+        {"--synthetic", OPT_INT, &synthetic, 10, 10000000, NULL, "N",
+         "train on N synthetic digits (test on N/6) instead of MNIST"},
+        {NULL, 0, NULL, 0, 0, NULL, NULL, NULL},
+    };
+    int rc = parse_opts("train", "[options]", opts, argc, argv);
     if (rc)
-        return rc;
-    cnn_blas_setup();
-    print_setup(&o);
+        return rc == 1 ? 0 : rc;
 
-    const size_t n_train = (size_t)o.synthetic, n_test = n_train / 6 > 0 ? n_train / 6 : 1;
-    const cnn_shape shape = cnn_shape_post();
-    const size_t in_len = cnn_shape_input_len(&shape);
-    cnn_rng rng;
-    cnn_rng_seed(&rng, o.seed);
-
-    uint8_t *pix = malloc((n_train + n_test) * in_len);
-    uint8_t *labels = malloc(n_train + n_test);
-    float *images = malloc((n_train + n_test) * in_len * sizeof(float));
-    uint32_t *order = malloc(n_train * sizeof *order);
+    data_set tr = {0}, te = {0};
     cnn_model model = {0};
-    cnn_trainer *tr = NULL;
+    cnn_trainer *trainer = NULL;
+    uint32_t *order = NULL;
     rc = 1;
-    if (!pix || !labels || !images || !order) {
-        fprintf(stderr, "%s: out of memory for %zu synthetic images\n", prog, n_train + n_test);
+    if (synthetic) {
+        if (make_synthetic(synthetic + synthetic / 6, seed, &tr))
+            goto out;
+        te.d = tr.d; /* the last N/6 images, borrowed */
+        te.d.n = (size_t)(synthetic / 6 > 0 ? synthetic / 6 : 1);
+        tr.d.n = (size_t)synthetic;
+        te.x = tr.x + tr.d.n * 784;
+        te.d.labels = tr.d.labels + tr.d.n;
+        if (train_limit > synthetic || test_limit > (long)te.d.n) {
+            fprintf(stderr, "%s: --train-limit / --test-limit exceed the synthetic set\n", prog);
+            goto out;
+        }
+        if (train_limit)
+            tr.d.n = (size_t)train_limit;
+        if (test_limit)
+            te.d.n = (size_t)test_limit;
+    } else if (load_mnist(data, "train", train_limit, "--train-limit", &tr) ||
+               load_mnist(data, "t10k", test_limit, "--test-limit", &te)) {
         goto out;
     }
-    cnn_synth_digits(pix, labels, n_train + n_test, &rng);
-    cnn_pixels_to_float(images, pix, (n_train + n_test) * in_len);
-    for (size_t i = 0; i < n_train; i++)
+    if ((size_t)batch > tr.d.n) {
+        fprintf(stderr, "%s: --batch %ld is larger than the %zu training images\n", prog, batch,
+                tr.d.n);
+        goto out;
+    }
+
+    const cnn_shape shape = shape_for(&tr.d);
+    cnn_train_config cfg = {.engine = (cnn_engine)engine, .ties = (cnn_pool_ties)ties,
+                            .batch = (int)batch, .threads = (int)threads, .lr = lr};
+    cnn_rng rng;
+    cnn_rng_seed(&rng, seed);
+    cnn_status st = CNN_OK;
+    if (resume) {
+        if (load_model_for(resume, &shape, &model))
+            goto out;
+    } else {
+        st = cnn_model_init(&model, &shape, &rng);
+    }
+    if (st == CNN_OK)
+        st = cnn_trainer_create(&trainer, &shape, &cfg);
+    order = malloc(tr.d.n * sizeof *order);
+    if (st != CNN_OK || !order) {
+        fprintf(stderr, "%s: cannot set up training: %s\n", prog,
+                cnn_status_str(st != CNN_OK ? st : CNN_ERR_NOMEM));
+        goto out;
+    }
+    for (size_t i = 0; i < tr.d.n; i++)
         order[i] = (uint32_t)i;
 
-    cnn_status st = cnn_model_init(&model, &shape, &rng);
-    if (st == CNN_OK)
-        st = cnn_trainer_create(&tr, &shape, &o.cfg);
-    if (st != CNN_OK) {
-        fprintf(stderr, "%s: cannot set up training: %s\n", prog, cnn_status_str(st));
-        goto out;
-    }
+    cnn_blas_setup();
+    print_blas();
+    printf("engine %s, batch %ld, lr %g, %ld thread%s, pool ties %s, seed %llu\n",
+           engines[engine], batch, (double)lr, threads, threads == 1 ? "" : "s",
+           tie_rules[ties], (unsigned long long)seed);
+    printf("data: %s: %zu training images, %zu test images%s%s\n",
+           synthetic ? "synthetic digits" : data, tr.d.n, te.d.n, resume ? "; resuming " : "",
+           resume ? resume : "");
     printf("MNIST CNN initialized!\n");
 
-    size_t step = 0;
-    for (long ep = 1; ep <= o.epochs; ep++) {
+    for (long ep = 1; ep <= epochs; ep++) {
+        size_t step = 0; /* samples so far in this epoch: the post counts per epoch */
         printf("--- Epoch %ld ---\n", ep);
-        if (o.shuffle)
-            cnn_rng_shuffle(&rng, order, n_train);
+        if (!no_shuffle)
+            cnn_rng_shuffle(&rng, order, tr.d.n);
         cnn_stats epoch = {0}, win = {0};
         const double t0 = now();
-        for (size_t i = 0; i < n_train; i += (size_t)o.cfg.batch) {
-            const int n = (int)(n_train - i < (size_t)o.cfg.batch ? n_train - i : (size_t)o.cfg.batch);
+        for (size_t i = 0; i < tr.d.n; i += (size_t)batch) {
+            const size_t left = tr.d.n - i;
+            const int n = (int)(left < (size_t)batch ? left : (size_t)batch);
             cnn_stats s = {0};
-            st = cnn_train_step(tr, &model, images, labels, order + i, n, &s);
+            st = cnn_train_step(trainer, &model, tr.x, tr.d.labels, order + i, n, &s);
             if (st == CNN_ERR_NUMERIC) {
-                fprintf(stderr,
-                        "%s: the loss became NaN or infinite at step %zu; try a smaller --lr\n",
-                        prog, step + (size_t)n);
+                fprintf(stderr, "%s: the loss became NaN or infinite at step %zu (epoch %ld); "
+                        "try a smaller --lr than %g\n", prog, step + (size_t)n, ep, (double)lr);
                 goto out;
             }
             if (st != CNN_OK) {
@@ -269,35 +380,205 @@ static int cmd_train(int argc, char **argv)
             win.loss_sum += s.loss_sum, win.correct += s.correct, win.count += s.count;
             const size_t before = step;
             step += (size_t)n;
-            if (step / (size_t)o.log_every != before / (size_t)o.log_every) {
-                printf("[Step %zu] Past %zu steps: Average Loss %.3f | Accuracy: %.0f%%\n",
-                       step, win.count, win.loss_sum / win.count, 100.0 * win.correct / win.count);
+            if (step / (size_t)log_every != before / (size_t)log_every) {
+                printf("[Step %zu] Past %zu steps: Average Loss %.3f | Accuracy: %.0f%%\n", step,
+                       win.count, win.loss_sum / (double)win.count,
+                       100.0 * (double)win.correct / (double)win.count);
                 win = (cnn_stats){0};
             }
         }
         const double dt = now() - t0;
-        printf("Epoch %ld: loss %.4f, accuracy %.2f%%, %.3f s, %.0f images/s\n", ep,
-               epoch.loss_sum / epoch.count, 100.0 * epoch.correct / epoch.count, dt,
-               epoch.count / dt);
+        printf("Epoch %ld: %.3f s, %.0f images/s; train loss %.4f, accuracy %.2f%%\n", ep, dt,
+               (double)epoch.count / dt, epoch.loss_sum / (double)epoch.count,
+               100.0 * (double)epoch.correct / (double)epoch.count);
+        fflush(stdout);
     }
-    printf("--- Testing the CNN ---\n");
     cnn_stats test = {0};
-    st = cnn_evaluate(tr, &model, images + n_train * in_len, labels + n_train, n_test, &test);
+    st = cnn_evaluate(trainer, &model, te.x, te.d.labels, te.d.n, NULL, &test);
     if (st != CNN_OK) {
         fprintf(stderr, "%s: evaluation failed: %s\n", prog, cnn_status_str(st));
         goto out;
     }
-    printf("Test Loss: %.6f\n", test.loss_sum / test.count);
-    printf("Test Accuracy: %.4f\n", (double)test.correct / test.count);
+    print_test(&test);
+    if (save) {
+        char err[512];
+        if (cnn_model_save(&model, save, err, sizeof err) != CNN_OK) {
+            fprintf(stderr, "%s: %s\n", prog, err);
+            goto out;
+        }
+        printf("model saved to %s\n", save);
+    }
     rc = 0;
 out:
-    cnn_trainer_free(tr);
-    cnn_model_free(&model);
     free(order);
-    free(images);
-    free(labels);
-    free(pix);
+    cnn_trainer_free(trainer);
+    cnn_model_free(&model);
+    if (synthetic)
+        te.x = NULL, te.d = (cnn_dataset){0};
+    data_free(&tr);
+    data_free(&te);
     return rc;
+}
+
+/* ---------------------------------------------------------------- eval */
+
+static int cmd_eval(int argc, char **argv)
+{
+    const char *data = "data/mnist", *model_path = NULL;
+    long threads = all_cores(), test_limit = 0;
+    int engine = 0;
+    const opt opts[] = {
+        {"--model", OPT_STR, &model_path, 0, 0, NULL, "FILE", "the model to evaluate (required)"},
+        {"--data", OPT_STR, &data, 0, 0, NULL, "DIR", "MNIST directory (default data/mnist)"},
+        {"--test-limit", OPT_INT, &test_limit, 1, 1L << 40, NULL, "N",
+         "evaluate the first N test images (default all)"},
+        {"--threads", OPT_INT, &threads, 1, 1024, NULL, "N", "OpenMP threads (default: all cores)"},
+        {"--engine", OPT_CHOICE, &engine, 0, 0, engines, "blas|reference",
+         "im2col + BLAS (default) or the naive reference loops"},
+        {NULL, 0, NULL, 0, 0, NULL, NULL, NULL},
+    };
+    int rc = parse_opts("eval", "--model FILE [options]", opts, argc, argv);
+    if (rc)
+        return rc == 1 ? 0 : rc;
+    if (!model_path) {
+        fprintf(stderr, "%s: eval needs --model FILE\n", prog);
+        return 2;
+    }
+    data_set te = {0};
+    cnn_model model = {0};
+    cnn_trainer *trainer = NULL;
+    uint8_t *pred = NULL;
+    rc = 1;
+    if (load_mnist(data, "t10k", test_limit, "--test-limit", &te))
+        goto out;
+    const cnn_shape shape = shape_for(&te.d);
+    if (load_model_for(model_path, &shape, &model))
+        goto out;
+    cnn_train_config cfg = cnn_train_config_default();
+    cfg.engine = (cnn_engine)engine;
+    cfg.threads = (int)threads;
+    pred = malloc(te.d.n);
+    cnn_stats st = {0};
+    if (!pred || cnn_trainer_create(&trainer, &shape, &cfg) != CNN_OK ||
+        cnn_evaluate(trainer, &model, te.x, te.d.labels, te.d.n, pred, &st) != CNN_OK) {
+        fprintf(stderr, "%s: evaluation failed (out of memory)\n", prog);
+        goto out;
+    }
+    printf("model: %s\ndata: %s: %zu test images\n", model_path, data, te.d.n);
+    printf("Test Loss: %.10g\n", st.loss_sum / (double)st.count);
+    printf("Test Accuracy: %.10g\n", (double)st.correct / (double)st.count);
+    size_t conf[10][10] = {{0}};
+    for (size_t i = 0; i < te.d.n; i++)
+        conf[te.d.labels[i]][pred[i]]++;
+    printf("Confusion matrix (rows: true digit, columns: predicted):\n      ");
+    for (int c = 0; c < 10; c++)
+        printf("%6d", c);
+    printf("\n");
+    for (int r = 0; r < 10; r++) {
+        printf("%6d", r);
+        for (int c = 0; c < 10; c++)
+            printf("%6zu", conf[r][c]);
+        printf("\n");
+    }
+    rc = 0;
+out:
+    free(pred);
+    cnn_trainer_free(trainer);
+    cnn_model_free(&model);
+    data_free(&te);
+    return rc;
+}
+
+/* ---------------------------------------------------------------- predict */
+
+static int cmd_predict(int argc, char **argv)
+{
+    const char *model_path = NULL, *pgm = NULL, *idx = NULL;
+    long index = 0;
+    int engine = 0;
+    const opt opts[] = {
+        {"--model", OPT_STR, &model_path, 0, 0, NULL, "FILE", "the model (required)"},
+        {"--pgm", OPT_STR, &pgm, 0, 0, NULL, "FILE",
+         "classify this PGM image (white digit on black, as MNIST)"},
+        {"--idx", OPT_STR, &idx, 0, 0, NULL, "FILE", "or an image of this IDX image file"},
+        {"--index", OPT_INT, &index, 0, 1L << 40, NULL, "N", "which image of --idx (default 0)"},
+        {"--engine", OPT_CHOICE, &engine, 0, 0, engines, "blas|reference",
+         "im2col + BLAS (default) or the naive reference loops"},
+        {NULL, 0, NULL, 0, 0, NULL, NULL, NULL},
+    };
+    int rc = parse_opts("predict", "--model FILE (--pgm FILE | --idx FILE [--index N])", opts,
+                        argc, argv);
+    if (rc)
+        return rc == 1 ? 0 : rc;
+    if (!model_path || !pgm == !idx) {
+        fprintf(stderr, "%s: predict needs --model FILE and one of --pgm FILE or --idx FILE\n",
+                prog);
+        return 2;
+    }
+    char err[512];
+    uint8_t *pixels = NULL;
+    size_t n = 1;
+    int rows = 0, cols = 0;
+    cnn_status st = pgm ? cnn_pgm_read(pgm, &pixels, &rows, &cols, err, sizeof err)
+                        : cnn_idx_read_images(idx, &pixels, &n, &rows, &cols, err, sizeof err);
+    if (st != CNN_OK) {
+        fprintf(stderr, "%s: %s\n", prog, err);
+        return 1;
+    }
+    cnn_model model = {0};
+    cnn_acts acts = {0};
+    float *x = NULL;
+    rc = 1;
+    if (idx && (size_t)index >= n) {
+        fprintf(stderr, "%s: --index %ld is past the last image of %s (it holds %zu)\n", prog,
+                index, idx, n);
+        goto out;
+    }
+    const cnn_shape want = {.C = 1, .H = rows, .W = cols, .F = 8, .classes = 10};
+    if (load_model_for(model_path, &want, &model))
+        goto out;
+    const size_t len = (size_t)rows * (size_t)cols;
+    x = malloc(len * sizeof *x);
+    if (!x || cnn_acts_alloc(&acts, &model.shape) != CNN_OK) {
+        fprintf(stderr, "%s: out of memory\n", prog);
+        goto out;
+    }
+    cnn_pixels_to_float(x, pixels + (size_t)index * len, len);
+    cnn_blas_setup();
+    cnn_forward(&model, &acts, x, -1, (cnn_engine)engine);
+    const int digit = cnn_argmax(acts.probs, model.shape.classes);
+    if (pgm)
+        printf("image: %s\n", pgm);
+    else
+        printf("image: %s, index %ld\n", idx, index);
+    printf("predicted digit: %d\n", digit);
+    for (int c = 0; c < model.shape.classes; c++)
+        printf("p(%d) = %.6f\n", c, (double)acts.probs[c]);
+    rc = 0;
+out:
+    free(x);
+    cnn_acts_free(&acts);
+    cnn_model_free(&model);
+    free(pixels);
+    return rc;
+}
+
+/* ---------------------------------------------------------------- main */
+
+static void usage(FILE *f)
+{
+    fprintf(f,
+            "usage: %s COMMAND [options]\n"
+            "\n"
+            "The CNN of \"CNNs, Part 2\" (Conv3x3 x8 -> MaxPool2 -> Softmax) on MNIST.\n"
+            "\n"
+            "commands:\n"
+            "  train     train a network and test it (the post's output lines)\n"
+            "  eval      test loss, accuracy and confusion matrix of a saved model\n"
+            "  predict   classify one image (PGM, or an image of an IDX file)\n"
+            "\n"
+            "'%s COMMAND --help' lists the options of a command; '%s --version'.\n",
+            prog, prog, prog);
 }
 
 int main(int argc, char **argv)
@@ -306,17 +587,21 @@ int main(int argc, char **argv)
         fprintf(stderr, "%s: missing command (see %s --help)\n", prog, prog);
         return 2;
     }
-    if (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0 ||
-        strcmp(argv[1], "help") == 0) {
+    const char *cmd = argv[1];
+    if (strcmp(cmd, "--help") == 0 || strcmp(cmd, "-h") == 0 || strcmp(cmd, "help") == 0) {
         usage(stdout);
         return 0;
     }
-    if (strcmp(argv[1], "--version") == 0) {
+    if (strcmp(cmd, "--version") == 0) {
         printf("cnn %s\n", CNN_VERSION);
         return 0;
     }
-    if (strcmp(argv[1], "train") == 0)
+    if (strcmp(cmd, "train") == 0)
         return cmd_train(argc - 2, argv + 2);
-    fprintf(stderr, "%s: unknown command '%s' (see %s --help)\n", prog, argv[1], prog);
+    if (strcmp(cmd, "eval") == 0)
+        return cmd_eval(argc - 2, argv + 2);
+    if (strcmp(cmd, "predict") == 0)
+        return cmd_predict(argc - 2, argv + 2);
+    fprintf(stderr, "%s: unknown command '%s' (see %s --help)\n", prog, cmd, prog);
     return 2;
 }

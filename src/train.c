@@ -201,7 +201,7 @@ cnn_status cnn_train_step(cnn_trainer *t, cnn_model *m, const float *images,
 }
 
 cnn_status cnn_evaluate(cnn_trainer *t, const cnn_model *m, const float *images,
-                        const uint8_t *labels, size_t n, cnn_stats *st)
+                        const uint8_t *labels, size_t n, uint8_t *pred, cnn_stats *st)
 {
     if (!t || !m || !images || !labels || !same_shape(&t->shape, &m->shape) ||
         !labels_valid(labels, NULL, n, m->shape.classes))
@@ -222,7 +222,10 @@ cnn_status cnn_evaluate(cnn_trainer *t, const cnn_model *m, const float *images,
             for (long i = 0; i < cnt; i++) {
                 const size_t s = lo + (size_t)i;
                 t->loss[i] = cnn_forward(m, a, images + s * in_len, labels[s], t->cfg.engine);
-                t->hit[i] = cnn_argmax(a->probs, m->shape.classes) == labels[s];
+                const int p = cnn_argmax(a->probs, m->shape.classes);
+                t->hit[i] = p == labels[s];
+                if (pred)
+                    pred[s] = (uint8_t)p;
             }
         }
         if (st)

@@ -30,7 +30,7 @@ static void learn(cnn_engine e, int batch, int threads, float lr, const float *x
     const uint8_t *lt = labels + NTRAIN;
 
     cnn_stats before = {0}, after = {0}, train = {0};
-    cnn_evaluate(t, &m, xt, lt, NTEST, &before);
+    cnn_evaluate(t, &m, xt, lt, NTEST, NULL, &before);
     const double l0 = before.loss_sum / NTEST, a0 = (double)before.correct / NTEST;
     tap_ok(fabs(l0 - log(10.0)) < 0.1 && a0 < 0.25,
            "%s batch %d: untrained test loss %.3f is about ln 10, accuracy %.1f%% near chance",
@@ -44,7 +44,7 @@ static void learn(cnn_engine e, int batch, int threads, float lr, const float *x
     for (int i = 0; i < NTRAIN; i += batch)
         ok &= cnn_train_step(t, &m, x, labels, order + i,
                              NTRAIN - i < batch ? NTRAIN - i : batch, &train) == CNN_OK;
-    cnn_evaluate(t, &m, xt, lt, NTEST, &after);
+    cnn_evaluate(t, &m, xt, lt, NTEST, NULL, &after);
     const double l1 = after.loss_sum / NTEST, a1 = (double)after.correct / NTEST;
     tap_ok(ok && l1 < 0.3 && l1 < l0 / 5,
            "%s batch %d, %d thread(s): one epoch brings the test loss from %.3f to %.3f", en,

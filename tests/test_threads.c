@@ -48,7 +48,7 @@ static run_result run(int threads, int batch, cnn_engine e, cnn_pool_ties ties, 
         const int n = N - i < batch ? N - i : batch;
         cnn_train_step(t, &m, x, labels, order + i, n, &st);
     }
-    cnn_evaluate(t, &m, x, labels, N, &r.eval);
+    cnn_evaluate(t, &m, x, labels, N, NULL, &r.eval);
     r.loss = st.loss_sum;
     r.correct = st.correct;
     r.params = malloc(m.n_params * sizeof(float));
