@@ -8,7 +8,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
+#include <unistd.h>
 #if HAVE_OPENMP
 #include <omp.h>
 #endif
@@ -225,19 +227,51 @@ static cnn_shape shape_for(const cnn_dataset *d)
     return s;
 }
 
-static int load_model_for(const char *path, const cnn_shape *want, cnn_model *m)
+/* The model must take the data's images and classes. */
+static int check_model_shape(const char *path, const cnn_model *m, const cnn_shape *want)
+{
+    const cnn_shape *s = &m->shape;
+    if (s->C == want->C && s->H == want->H && s->W == want->W && s->classes == want->classes)
+        return 0;
+    fprintf(stderr, "%s: %s: the model takes %dx%dx%d images and %d classes, the data has "
+            "%dx%dx%d and %d\n", prog, path, s->C, s->H, s->W, s->classes, want->C, want->H,
+            want->W, want->classes);
+    return 1;
+}
+
+static int load_model(const char *path, cnn_model *m)
 {
     char err[512];
-    if (cnn_model_load(m, path, err, sizeof err) != CNN_OK) {
-        fprintf(stderr, "%s: %s\n", prog, err);
+    if (cnn_model_load(m, path, err, sizeof err) == CNN_OK)
+        return 0;
+    fprintf(stderr, "%s: %s\n", prog, err);
+    return 1;
+}
+
+/* Fail before training, not after it, when the model could not be saved. */
+static int check_save_path(const char *path)
+{
+    const char *slash = strrchr(path, '/');
+    char dir[4096];
+    if (!slash)
+        strcpy(dir, ".");
+    else if (slash == path)
+        strcpy(dir, "/");
+    else
+        snprintf(dir, sizeof dir, "%.*s", (int)(slash - path), path);
+    struct stat sb;
+    errno = 0;
+    if (slash && !slash[1]) {
+        fprintf(stderr, "%s: --save %s names a directory, not a file\n", prog, path);
         return 1;
     }
-    const cnn_shape *s = &m->shape;
-    if (s->C != want->C || s->H != want->H || s->W != want->W || s->classes != want->classes) {
-        fprintf(stderr, "%s: %s: the model takes %dx%dx%d images and %d classes, the data has "
-                "%dx%dx%d and %d\n", prog, path, s->C, s->H, s->W, s->classes, want->C, want->H,
-                want->W, want->classes);
-        cnn_model_free(m);
+    if (stat(dir, &sb) || !S_ISDIR(sb.st_mode) || access(dir, W_OK)) {
+        fprintf(stderr, "%s: --save %s: cannot write into %s: %s\n", prog, path, dir,
+                errno ? strerror(errno) : "not a directory");
+        return 1;
+    }
+    if (stat(path, &sb) == 0 && S_ISDIR(sb.st_mode)) {
+        fprintf(stderr, "%s: --save %s is a directory\n", prog, path);
         return 1;
     }
     return 0;
@@ -291,11 +325,15 @@ static int cmd_train(int argc, char **argv)
     if (rc)
         return rc == 1 ? 0 : rc;
 
+    if (save && check_save_path(save))
+        return 1;
     data_set tr = {0}, te = {0};
     cnn_model model = {0};
     cnn_trainer *trainer = NULL;
     uint32_t *order = NULL;
     rc = 1;
+    if (resume && load_model(resume, &model))
+        return 1;
     if (synthetic) {
         if (make_synthetic(synthetic + synthetic / 6, seed, &tr))
             goto out;
@@ -329,7 +367,7 @@ static int cmd_train(int argc, char **argv)
     cnn_rng_seed(&rng, seed);
     cnn_status st = CNN_OK;
     if (resume) {
-        if (load_model_for(resume, &shape, &model))
+        if (check_model_shape(resume, &model, &shape))
             goto out;
     } else {
         st = cnn_model_init(&model, &shape, &rng);
@@ -448,11 +486,13 @@ static int cmd_eval(int argc, char **argv)
     cnn_model model = {0};
     cnn_trainer *trainer = NULL;
     uint8_t *pred = NULL;
+    if (load_model(model_path, &model))
+        return 1;
     rc = 1;
     if (load_mnist(data, "t10k", test_limit, "--test-limit", &te))
         goto out;
     const cnn_shape shape = shape_for(&te.d);
-    if (load_model_for(model_path, &shape, &model))
+    if (check_model_shape(model_path, &model, &shape))
         goto out;
     cnn_train_config cfg = cnn_train_config_default();
     cfg.engine = (cnn_engine)engine;
@@ -535,7 +575,7 @@ static int cmd_predict(int argc, char **argv)
         goto out;
     }
     const cnn_shape want = {.C = 1, .H = rows, .W = cols, .F = 8, .classes = 10};
-    if (load_model_for(model_path, &want, &model))
+    if (load_model(model_path, &model) || check_model_shape(model_path, &model, &want))
         goto out;
     const size_t len = (size_t)rows * (size_t)cols;
     x = malloc(len * sizeof *x);

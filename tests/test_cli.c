@@ -1,71 +1,16 @@
 /* test_cli.c - the cnn program: bad flags give one clear line on stderr and a
  * non-zero exit; a short synthetic training run prints the post's lines. */
 #include "check.h"
+#include "proc.h"
 
 #include <string.h>
-#include <sys/wait.h>
-#include <unistd.h>
 
 static const char *exe;
-
-/* Run exe with args; capture stdout and stderr (up to cap bytes each); @return the
- * exit status, or -1 if it did not exit normally (a crash). */
-static int run(const char *const *args, char *out, char *err, size_t cap)
-{
-    int po[2], pe[2];
-    if (pipe(po) || pipe(pe))
-        return -2;
-    pid_t pid = fork();
-    if (pid == 0) {
-        dup2(po[1], 1);
-        dup2(pe[1], 2);
-        close(po[0]), close(pe[0]), close(po[1]), close(pe[1]);
-        char *argv[32];
-        int n = 0;
-        argv[n++] = (char *)exe;
-        for (; args[n - 1] && n < 31; n++)
-            argv[n] = (char *)args[n - 1];
-        argv[n] = NULL;
-        execv(exe, argv);
-        _exit(127);
-    }
-    close(po[1]), close(pe[1]);
-    size_t no = 0, ne = 0;
-    for (int open_o = 1, open_e = 1; open_o || open_e;) { /* small outputs: drain in turn */
-        if (open_o) {
-            ssize_t k = read(po[0], out + no, cap - 1 - no > 0 ? cap - 1 - no : 0);
-            if (k <= 0)
-                open_o = 0;
-            else
-                no += (size_t)k;
-        }
-        if (open_e) {
-            ssize_t k = read(pe[0], err + ne, cap - 1 - ne > 0 ? cap - 1 - ne : 0);
-            if (k <= 0)
-                open_e = 0;
-            else
-                ne += (size_t)k;
-        }
-    }
-    out[no] = err[ne] = '\0';
-    close(po[0]), close(pe[0]);
-    int status;
-    waitpid(pid, &status, 0);
-    return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-}
-
-static int count_lines(const char *s)
-{
-    int n = 0;
-    for (; *s; s++)
-        n += *s == '\n';
-    return n;
-}
 
 static void bad(const char *why, const char *const *args, const char *needle)
 {
     static char out[1 << 16], err[1 << 16];
-    const int rc = run(args, out, err, sizeof out);
+    const int rc = run_cmd(exe, args, out, err, sizeof out);
     tap_ok(rc > 0 && count_lines(err) == 1 && strstr(err, needle) && out[0] == '\0',
            "%s: exit %d, stderr '%.*s'", why, rc, (int)strcspn(err, "\n"), err);
 }
@@ -91,14 +36,44 @@ int main(int argc, char **argv)
     bad("missing value", (const char *[]){"train", "--batch", NULL}, "--batch needs a value");
     bad("unknown engine", (const char *[]){"train", "--engine", "gpu", NULL}, "--engine");
     bad("unknown tie rule", (const char *[]){"train", "--pool-ties", "some", NULL}, "--pool-ties");
+    bad("zero train limit", (const char *[]){"train", "--train-limit", "0", NULL},
+        "--train-limit");
+    bad("missing data directory", (const char *[]){"train", "--data", "/nonexistent/mnist", NULL},
+        "/nonexistent/mnist");
+    bad("a file as the data directory", (const char *[]){"train", "--data", exe, NULL}, exe);
+    bad("eval without a model", (const char *[]){"eval", NULL}, "--model");
+    bad("eval with a missing model",
+        (const char *[]){"eval", "--model", "/nonexistent.cnn", NULL},
+        "/nonexistent.cnn");
+    bad("predict without an image", (const char *[]){"predict", "--model", "m.cnn", NULL},
+        "--pgm");
+    bad("predict with two images",
+        (const char *[]){"predict", "--model", "m.cnn", "--pgm", "a", "--idx", "b", NULL}, "one of");
+    bad("predict of a missing image",
+        (const char *[]){"predict", "--model", "m.cnn", "--pgm", "/nonexistent.pgm", NULL},
+        "/nonexistent.pgm");
+    bad("save into a missing directory",
+        (const char *[]){"train", "--synthetic", "60", "--epochs", "1", "--save",
+                         "/nonexistent/dir/m.cnn", NULL},
+        "/nonexistent/dir/m.cnn");
     bad("batch larger than the data",
         (const char *[]){"train", "--synthetic", "20", "--batch", "64", NULL}, "--batch");
 
     static char out[1 << 20], err[1 << 16];
-    int rc = run((const char *[]){"--help", NULL}, out, err, sizeof err);
-    tap_ok(rc == 0 && strstr(out, "--pool-ties") && strstr(out, "--engine"),
-           "--help documents the train flags");
-    rc = run((const char *[]){"train", "--synthetic", "600", "--epochs", "2", "--threads", "2",
+    int rc = run_cmd(exe, (const char *[]){"--help", NULL}, out, err, sizeof err);
+    tap_ok(rc == 0 && strstr(out, "train") && strstr(out, "eval") && strstr(out, "predict"),
+           "--help lists the commands");
+    rc = run_cmd(exe, (const char *[]){"train", "--help", NULL}, out, err, sizeof err);
+    tap_ok(rc == 0 && strstr(out, "--pool-ties") && strstr(out, "--engine") &&
+               strstr(out, "--train-limit") && strstr(out, "--resume"),
+           "train --help documents the train flags");
+    rc = run_cmd(exe, (const char *[]){"eval", "--help", NULL}, out, err, sizeof err);
+    tap_ok(rc == 0 && strstr(out, "--model") && strstr(out, "--test-limit"),
+           "eval --help documents the eval flags");
+    rc = run_cmd(exe, (const char *[]){"predict", "--help", NULL}, out, err, sizeof err);
+    tap_ok(rc == 0 && strstr(out, "--pgm") && strstr(out, "--idx") && strstr(out, "--index"),
+           "predict --help documents the predict flags");
+    rc = run_cmd(exe, (const char *[]){"train", "--synthetic", "600", "--epochs", "2", "--threads", "2",
                               "--seed", "9", NULL},
              out, err, sizeof out);
     tap_ok(rc == 0, "a short synthetic training run exits 0 (stderr: %.*s)",

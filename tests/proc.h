@@ -1,0 +1,71 @@
+/* proc.h - run a program and capture its output, for the CLI tests (header-only). */
+#ifndef CNN_PROC_H
+#define CNN_PROC_H
+
+#include <poll.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+/* Run exe with the NULL-terminated args; capture stdout and stderr (up to cap - 1
+ * bytes each, NUL-terminated). @return the exit status, or -1 if the program did not
+ * exit normally (a crash). */
+static inline int run_cmd(const char *exe, const char *const *args, char *out, char *err,
+                          size_t cap)
+{
+    int po[2], pe[2];
+    if (pipe(po) || pipe(pe))
+        return -2;
+    pid_t pid = fork();
+    if (pid == 0) {
+        dup2(po[1], 1);
+        dup2(pe[1], 2);
+        close(po[0]), close(pe[0]), close(po[1]), close(pe[1]);
+        char *argv[64];
+        int n = 0;
+        argv[n++] = (char *)exe;
+        for (; args[n - 1] && n < 63; n++)
+            argv[n] = (char *)args[n - 1];
+        argv[n] = NULL;
+        execv(exe, argv);
+        _exit(127);
+    }
+    close(po[1]), close(pe[1]);
+    size_t no = 0, ne = 0;
+    struct pollfd fds[2] = {{po[0], POLLIN, 0}, {pe[0], POLLIN, 0}};
+    while (fds[0].fd >= 0 || fds[1].fd >= 0) { /* drain both pipes as data comes */
+        if (poll(fds, 2, -1) < 0)
+            break;
+        for (int k = 0; k < 2; k++) {
+            if (fds[k].fd < 0 || !fds[k].revents)
+                continue;
+            char *buf = k ? err : out;
+            size_t *len = k ? &ne : &no;
+            char sink[4096];
+            const size_t room = cap - 1 - *len;
+            const ssize_t got = room ? read(fds[k].fd, buf + *len, room)
+                                     : read(fds[k].fd, sink, sizeof sink);
+            if (got <= 0)
+                fds[k].fd = -1;
+            else if (room)
+                *len += (size_t)got;
+        }
+    }
+    out[no] = err[ne] = '\0';
+    close(po[0]), close(pe[0]);
+    int status;
+    waitpid(pid, &status, 0);
+    return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+}
+
+/* The number of lines of s. */
+static inline int count_lines(const char *s)
+{
+    int n = 0;
+    for (; *s; s++)
+        n += *s == '\n';
+    return n;
+}
+
+#endif
