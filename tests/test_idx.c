@@ -210,7 +210,8 @@ static void expect_labels_fail(corpus *c, const char *what, const char *path, in
     tap_ok(ok, "labels, %s: [%s] %s", what, cnn_status_str(st), err);
     if (st == CNN_OK)
         free(lb);
-    remember(c, path);
+    if (want != CNN_ERR_ARG && classes == 10) /* broken whatever the class count */
+        remember(c, path);
 }
 
 /* A good image file: n images of rows x cols holding pixel_at(0..). */
@@ -227,8 +228,7 @@ static void expect_images_ok(const char *what, const char *path, size_t want_n, 
     for (size_t i = 0; ok && i < n * (size_t)rows * (size_t)cols; i++)
         if (px[i] != pixel_at(i))
             ok = 0, bad = i;
-    tap_ok(ok, "images, %s: %s, %zu x %d x %d%s%s", what, cnn_status_str(st), n, rows, cols,
-           ok || st != CNN_OK ? " " : " pixel mismatch at ", ok ? "" : err);
+    tap_ok(ok, "images, %s: %s, %zu x %d x %d %s", what, cnn_status_str(st), n, rows, cols, err);
     if (!ok && st == CNN_OK)
         printf("# first wrong pixel at %zu\n", bad);
     free(px);
@@ -517,8 +517,8 @@ static void test_arguments(corpus *c)
     /* An error message cut to fit its buffer, and no byte written past it. */
     char small[16];
     memset(small, '#', sizeof small);
-    const char *missing = c->made[0];
-    st = cnn_idx_read_images("/nonexistent/some/long/path/name", &px, &n, &r, &co, small, 10);
+    const char *missing = "/nonexistent/some/long/path/name";
+    st = cnn_idx_read_images(missing, &px, &n, &r, &co, small, 10);
     tap_ok(st == CNN_ERR_IO && strlen(small) == 9 && small[10] == '#',
            "a 10-byte error buffer holds \"%s\", nothing written past it", small);
     memset(small, '#', sizeof small);
@@ -669,6 +669,7 @@ static void test_mnist(corpus *c)
     if (!d)
         return;
     ip = make_dir(c, "mnist-dirnamed/train-images-idx3-ubyte");
+    labels_file(c, "mnist-dirnamed/train-labels-idx1-ubyte", 0x801, 3, good_labels, 3, 0, 0);
     expect_mnist_fail("a directory named like the images", d, "train", CNN_ERR_IO,
                       (const char *const[3]){ip ? ip : "?", "is a directory", NULL});
 
@@ -680,7 +681,7 @@ static void test_mnist(corpus *c)
     if (missing)
         expect_mnist_fail("a missing directory", missing, "train", CNN_ERR_IO,
                           (const char *const[3]){missing, "No such file or directory", NULL});
-    expect_mnist_fail("a file given as the directory", ip ? c->made[0] : "/dev/null", "train",
+    expect_mnist_fail("a file given as the directory", c->made[0], "train",
                       CNN_ERR_IO, (const char *const[3]){"is not a directory", NULL, NULL});
     expect_mnist_fail("NULL directory", NULL, "train", CNN_ERR_ARG,
                       (const char *const[3]){NULL, NULL, NULL});
