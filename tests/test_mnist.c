@@ -42,7 +42,7 @@ int main(int argc, char **argv)
         }
         printf("1..0 # SKIP no MNIST in %s (run scripts/fetch-mnist); skipped outside CI only\n",
                dir);
-        return 77;
+        return 0; /* TAP: the empty plan with a SKIP directive marks the test skipped */
     }
     tap_ok(train.n == 60000 && test.n == 10000 && train.rows == 28 && train.cols == 28 &&
                train.labels[0] == 5 && train.labels[1] == 0 && test.labels[0] == 7 &&
