@@ -7,11 +7,13 @@
 #include "cnn.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 #include <zlib.h>
 
 #define IDX_IMAGES 0x00000803u
@@ -55,25 +57,32 @@ typedef struct idx_kind {
 static const idx_kind kind_images = {IDX_IMAGES, 3, "images", "an image file"};
 static const idx_kind kind_labels = {IDX_LABELS, 1, "labels", "a label file"};
 
-/* Open path for reading through zlib. stat() first: gzopen would block on a FIFO
- * and happily "read" a directory or a device, none of which is an IDX file. */
+/* Open path for reading through zlib. The descriptor is checked with fstat before
+ * zlib sees it: gzopen would block on a FIFO and happily "read" a directory or a
+ * device, none of which is an IDX file. O_NONBLOCK keeps the open itself from
+ * blocking on a FIFO; it changes nothing for a regular file. */
 static cnn_status open_regular(const char *path, struct stat *sb, gzFile *gz, char *err,
                                size_t errlen)
 {
     *gz = NULL;
-    if (stat(path, sb))
+    const int fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+    if (fd < 0)
         return fail(CNN_ERR_IO, err, errlen, "%s: %s", path, strerror(errno));
-    if (S_ISDIR(sb->st_mode))
-        return fail(CNN_ERR_IO, err, errlen, "%s: is a directory", path);
-    if (!S_ISREG(sb->st_mode))
-        return fail(CNN_ERR_IO, err, errlen, "%s: is not a regular file", path);
-    errno = 0;
-    *gz = gzopen(path, "rb");
+    const char *why = NULL;
+    if (fstat(fd, sb))
+        why = strerror(errno);
+    else if (S_ISDIR(sb->st_mode))
+        why = "is a directory";
+    else if (!S_ISREG(sb->st_mode))
+        why = "is not a regular file";
+    if (why) {
+        close(fd);
+        return fail(CNN_ERR_IO, err, errlen, "%s: %s", path, why);
+    }
+    *gz = gzdopen(fd, "rb");
     if (!*gz) {
-        /* gzopen sets errno when open() fails; otherwise its own malloc failed. */
-        if (errno == 0)
-            return fail(CNN_ERR_NOMEM, err, errlen, "%s: out of memory opening it", path);
-        return fail(CNN_ERR_IO, err, errlen, "%s: %s", path, strerror(errno));
+        close(fd);
+        return fail(CNN_ERR_NOMEM, err, errlen, "%s: out of memory opening it", path);
     }
     gzbuffer(*gz, 1u << 17);
     return CNN_OK;
@@ -113,6 +122,10 @@ static cnn_status stream_fail(gzFile gz, const char *path, char *err, size_t err
 {
     int errnum;
     const char *msg = stream_error(gz, &errnum);
+    /* zlib prefixes its messages with "path: "; ours already starts with the path. */
+    const size_t pl = strlen(path);
+    if (strncmp(msg, path, pl) == 0 && msg[pl] == ':' && msg[pl + 1] == ' ')
+        msg += pl + 2;
     if (errnum == Z_ERRNO || gzdirect(gz))
         return fail(CNN_ERR_IO, err, errlen, "%s: read error: %s", path, msg);
     if (errnum == Z_MEM_ERROR)
@@ -324,10 +337,10 @@ cnn_status cnn_idx_read_labels(const char *path, int classes, uint8_t **labels, 
         return st;
     for (size_t i = 0; i < dims[0]; i++)
         if (data[i] >= classes) {
+            const unsigned bad = data[i];
             free(data);
-            return fail(CNN_ERR_FORMAT, err, errlen,
-                        "%s: label %zu is %u, labels must be 0..%d", path, i,
-                        (unsigned)data[i], classes - 1);
+            return fail(CNN_ERR_FORMAT, err, errlen, "%s: label %zu is %u, labels must be 0..%d",
+                        path, i, bad, classes - 1);
         }
     *labels = data;
     *n = dims[0];
