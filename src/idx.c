@@ -6,6 +6,8 @@
  * dimensions), DD big-endian u32 sizes, then the bytes in row-major order. */
 #include "cnn.h"
 
+#include "fileio.h"
+
 #include <errno.h>
 #include <fcntl.h>
 #include <stdarg.h>
@@ -29,17 +31,6 @@
 #define IDX_MAX_READ ((size_t)1 << 30)
 /* How far past the promised data a compressed file is inflated to count extra bytes. */
 #define IDX_MAX_EXTRA ((uint64_t)1 << 20)
-
-static cnn_status fail(cnn_status st, char *err, size_t errlen, const char *fmt, ...)
-{
-    if (err && errlen) {
-        va_list ap;
-        va_start(ap, fmt);
-        vsnprintf(err, errlen, fmt, ap);
-        va_end(ap);
-    }
-    return st;
-}
 
 static uint32_t get_be32(const unsigned char *p)
 {
@@ -65,24 +56,13 @@ static cnn_status open_regular(const char *path, struct stat *sb, gzFile *gz, ch
                                size_t errlen)
 {
     *gz = NULL;
-    const int fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+    const int fd = cnn_open_regular(path, sb, err, errlen);
     if (fd < 0)
-        return fail(CNN_ERR_IO, err, errlen, "%s: %s", path, strerror(errno));
-    const char *why = NULL;
-    if (fstat(fd, sb))
-        why = strerror(errno);
-    else if (S_ISDIR(sb->st_mode))
-        why = "is a directory";
-    else if (!S_ISREG(sb->st_mode))
-        why = "is not a regular file";
-    if (why) {
-        close(fd);
-        return fail(CNN_ERR_IO, err, errlen, "%s: %s", path, why);
-    }
+        return CNN_ERR_IO;
     *gz = gzdopen(fd, "rb");
     if (!*gz) {
         close(fd);
-        return fail(CNN_ERR_NOMEM, err, errlen, "%s: out of memory opening it", path);
+        return cnn_errorf(CNN_ERR_NOMEM, err, errlen, "%s: out of memory opening it", path);
     }
     gzbuffer(*gz, 1u << 17);
     return CNN_OK;
@@ -118,7 +98,7 @@ static const char *stream_error(gzFile gz, int *errnum)
 }
 
 /* A failed read of the disk is an I/O error; bad compressed data is bad content. */
-static cnn_status stream_fail(gzFile gz, const char *path, char *err, size_t errlen)
+static cnn_status stream_cnn_errorf(gzFile gz, const char *path, char *err, size_t errlen)
 {
     int errnum;
     const char *msg = stream_error(gz, &errnum);
@@ -127,10 +107,10 @@ static cnn_status stream_fail(gzFile gz, const char *path, char *err, size_t err
     if (strncmp(msg, path, pl) == 0 && msg[pl] == ':' && msg[pl + 1] == ' ')
         msg += pl + 2;
     if (errnum == Z_ERRNO || gzdirect(gz))
-        return fail(CNN_ERR_IO, err, errlen, "%s: read error: %s", path, msg);
+        return cnn_errorf(CNN_ERR_IO, err, errlen, "%s: read error: %s", path, msg);
     if (errnum == Z_MEM_ERROR)
-        return fail(CNN_ERR_NOMEM, err, errlen, "%s: gzip: %s", path, msg);
-    return fail(CNN_ERR_FORMAT, err, errlen, "%s: corrupt or truncated gzip data: %s", path, msg);
+        return cnn_errorf(CNN_ERR_NOMEM, err, errlen, "%s: gzip: %s", path, msg);
+    return cnn_errorf(CNN_ERR_FORMAT, err, errlen, "%s: corrupt or truncated gzip data: %s", path, msg);
 }
 
 static const char *field_name(const idx_kind *k, size_t got)
@@ -152,9 +132,9 @@ static cnn_status read_header(gzFile gz, const struct stat *sb, const char *path
     const size_t hlen = 4 + 4 * (size_t)k->ndims;
     const size_t got = read_upto(gz, hdr, hlen);
     if (got < hlen && stream_error(gz, NULL))
-        return stream_fail(gz, path, err, errlen);
+        return stream_cnn_errorf(gz, path, err, errlen);
     if (got == 0 && sb->st_size == 0)
-        return fail(CNN_ERR_FORMAT, err, errlen,
+        return cnn_errorf(CNN_ERR_FORMAT, err, errlen,
                     "%s: empty file (truncated header, 0 of %zu bytes)", path, hlen);
     /* The magic first, so that a label file given as images says so even when it is
      * shorter than an image header. */
@@ -162,57 +142,57 @@ static cnn_status read_header(gzFile gz, const struct stat *sb, const char *path
         const uint32_t magic = get_be32(hdr);
         const idx_kind *o = k->ndims == 3 ? &kind_labels : &kind_images;
         if (magic == o->magic)
-            return fail(CNN_ERR_FORMAT, err, errlen,
+            return cnn_errorf(CNN_ERR_FORMAT, err, errlen,
                         "%s: is %s (magic 0x%08x), expected %s (magic 0x%08x)", path, o->other,
                         (unsigned)magic, k->noun, (unsigned)k->magic);
         if (magic != k->magic)
-            return fail(CNN_ERR_FORMAT, err, errlen,
+            return cnn_errorf(CNN_ERR_FORMAT, err, errlen,
                         "%s: bad magic 0x%08x, expected 0x%08x (IDX %s: unsigned bytes, %d "
                         "dimension%s)",
                         path, (unsigned)magic, (unsigned)k->magic, k->noun, k->ndims,
                         k->ndims == 1 ? "" : "s");
     }
     if (got < hlen)
-        return fail(CNN_ERR_FORMAT, err, errlen,
+        return cnn_errorf(CNN_ERR_FORMAT, err, errlen,
                     "%s: truncated header (%zu of %zu bytes, ends inside %s)", path, got, hlen,
                     field_name(k, got));
     dims[0] = get_be32(hdr + 4);
     dims[1] = dims[2] = 1;
     if (dims[0] == 0)
-        return fail(CNN_ERR_FORMAT, err, errlen, "%s: header promises 0 %s", path, k->noun);
+        return cnn_errorf(CNN_ERR_FORMAT, err, errlen, "%s: header promises 0 %s", path, k->noun);
     if (k->ndims == 3) {
         dims[1] = get_be32(hdr + 8);
         dims[2] = get_be32(hdr + 12);
         if (dims[1] < 1 || dims[1] > IDX_MAX_SIDE || dims[2] < 1 || dims[2] > IDX_MAX_SIDE)
-            return fail(CNN_ERR_FORMAT, err, errlen,
+            return cnn_errorf(CNN_ERR_FORMAT, err, errlen,
                         "%s: images of %u x %u pixels (rows and columns must be 1..%u)", path,
                         (unsigned)dims[1], (unsigned)dims[2], IDX_MAX_SIDE);
     }
     /* At most 2^32 * 2^12 * 2^12 = 2^56: no overflow in 64 bits. */
     *bytes = (uint64_t)dims[0] * dims[1] * dims[2];
     if (*bytes > IDX_MAX_BYTES || *bytes > SIZE_MAX)
-        return fail(CNN_ERR_FORMAT, err, errlen,
+        return cnn_errorf(CNN_ERR_FORMAT, err, errlen,
                     "%s: header promises %llu bytes of %s, more than the limit of %llu", path,
                     (unsigned long long)*bytes, k->noun,
                     (unsigned long long)(IDX_MAX_BYTES < SIZE_MAX ? IDX_MAX_BYTES : SIZE_MAX));
     return CNN_OK;
 }
 
-static cnn_status size_fail(const char *path, const idx_kind *k, uint64_t have, uint64_t want,
+static cnn_status size_cnn_errorf(const char *path, const idx_kind *k, uint64_t have, uint64_t want,
                             char *err, size_t errlen)
 {
     if (k->ndims == 3)
-        return fail(CNN_ERR_FORMAT, err, errlen,
+        return cnn_errorf(CNN_ERR_FORMAT, err, errlen,
                     "%s: holds %llu bytes of pixels, header promises %llu", path,
                     (unsigned long long)have, (unsigned long long)want);
-    return fail(CNN_ERR_FORMAT, err, errlen, "%s: holds %llu labels, header promises %llu", path,
+    return cnn_errorf(CNN_ERR_FORMAT, err, errlen, "%s: holds %llu labels, header promises %llu", path,
                 (unsigned long long)have, (unsigned long long)want);
 }
 
-static cnn_status extra_fail(const char *path, uint64_t extra, int at_least, char *err,
+static cnn_status extra_cnn_errorf(const char *path, uint64_t extra, int at_least, char *err,
                              size_t errlen)
 {
-    return fail(CNN_ERR_FORMAT, err, errlen, "%s: has %s%llu extra byte%s after the data", path,
+    return cnn_errorf(CNN_ERR_FORMAT, err, errlen, "%s: has %s%llu extra byte%s after the data", path,
                 at_least ? "at least " : "", (unsigned long long)extra, extra == 1 ? "" : "s");
 }
 
@@ -226,7 +206,7 @@ static cnn_status read_payload(gzFile gz, const char *path, const idx_kind *k, u
     size_t got = 0;
     unsigned char *buf = malloc(cap);
     if (!buf)
-        return fail(CNN_ERR_NOMEM, err, errlen, "%s: out of memory for %zu bytes", path, cap);
+        return cnn_errorf(CNN_ERR_NOMEM, err, errlen, "%s: out of memory for %zu bytes", path, cap);
     for (;;) {
         const size_t k_got = read_upto(gz, buf + got, cap - got);
         got += k_got;
@@ -236,16 +216,16 @@ static cnn_status read_payload(gzFile gz, const char *path, const idx_kind *k, u
         unsigned char *grown = realloc(buf, next);
         if (!grown) {
             free(buf);
-            return fail(CNN_ERR_NOMEM, err, errlen, "%s: out of memory for %zu bytes", path,
+            return cnn_errorf(CNN_ERR_NOMEM, err, errlen, "%s: out of memory for %zu bytes", path,
                         next);
         }
         buf = grown, cap = next;
     }
     cnn_status st = CNN_OK;
     if (stream_error(gz, NULL)) {
-        st = stream_fail(gz, path, err, errlen);
+        st = stream_cnn_errorf(gz, path, err, errlen);
     } else if (got < want) {
-        st = size_fail(path, k, got, want, err, errlen);
+        st = size_cnn_errorf(path, k, got, want, err, errlen);
     } else {
         /* Inflating on to the end also checks the gzip trailer (CRC and length). */
         unsigned char scratch[4096];
@@ -254,9 +234,9 @@ static cnn_status read_payload(gzFile gz, const char *path, const idx_kind *k, u
         while (extra < IDX_MAX_EXTRA && (n = read_upto(gz, scratch, sizeof scratch)) > 0)
             extra += n;
         if (stream_error(gz, NULL))
-            st = stream_fail(gz, path, err, errlen);
+            st = stream_cnn_errorf(gz, path, err, errlen);
         else if (extra)
-            st = extra_fail(path, extra, extra >= IDX_MAX_EXTRA, err, errlen);
+            st = extra_cnn_errorf(path, extra, extra >= IDX_MAX_EXTRA, err, errlen);
     }
     if (st != CNN_OK) {
         free(buf);
@@ -282,9 +262,9 @@ static cnn_status idx_read(const char *path, const idx_kind *k, uint32_t dims[3]
         const uint64_t hlen = 4 + 4 * (uint64_t)k->ndims, size = (uint64_t)sb.st_size;
         const uint64_t have = size > hlen ? size - hlen : 0;
         if (have < want)
-            st = size_fail(path, k, have, want, err, errlen);
+            st = size_cnn_errorf(path, k, have, want, err, errlen);
         else if (have > want)
-            st = extra_fail(path, have - want, 0, err, errlen);
+            st = extra_cnn_errorf(path, have - want, 0, err, errlen);
     }
     if (st == CNN_OK)
         st = read_payload(gz, path, k, want, data, err, errlen);
@@ -305,7 +285,7 @@ cnn_status cnn_idx_read_images(const char *path, uint8_t **pixels, size_t *n, in
     if (cols)
         *cols = 0;
     if (!path || !pixels || !n || !rows || !cols)
-        return fail(CNN_ERR_ARG, err, errlen, "cnn_idx_read_images: NULL argument");
+        return cnn_errorf(CNN_ERR_ARG, err, errlen, "cnn_idx_read_images: NULL argument");
     uint32_t dims[3];
     unsigned char *data = NULL;
     const cnn_status st = idx_read(path, &kind_images, dims, &data, err, errlen);
@@ -326,9 +306,9 @@ cnn_status cnn_idx_read_labels(const char *path, int classes, uint8_t **labels, 
     if (n)
         *n = 0;
     if (!path || !labels || !n)
-        return fail(CNN_ERR_ARG, err, errlen, "cnn_idx_read_labels: NULL argument");
+        return cnn_errorf(CNN_ERR_ARG, err, errlen, "cnn_idx_read_labels: NULL argument");
     if (classes < 1)
-        return fail(CNN_ERR_ARG, err, errlen, "%s: %d classes (must be at least 1)", path,
+        return cnn_errorf(CNN_ERR_ARG, err, errlen, "%s: %d classes (must be at least 1)", path,
                     classes);
     uint32_t dims[3];
     unsigned char *data = NULL;
@@ -339,7 +319,7 @@ cnn_status cnn_idx_read_labels(const char *path, int classes, uint8_t **labels, 
         if (data[i] >= classes) {
             const unsigned bad = data[i];
             free(data);
-            return fail(CNN_ERR_FORMAT, err, errlen, "%s: label %zu is %u, labels must be 0..%d",
+            return cnn_errorf(CNN_ERR_FORMAT, err, errlen, "%s: label %zu is %u, labels must be 0..%d",
                         path, i, bad, classes - 1);
         }
     *labels = data;
@@ -377,7 +357,7 @@ static cnn_status find_file(const char *dir, const char *split, const char *what
                      exts[e]);
             char *p = join(dir, name);
             if (!p)
-                return fail(CNN_ERR_NOMEM, err, errlen, "%s: out of memory", dir);
+                return cnn_errorf(CNN_ERR_NOMEM, err, errlen, "%s: out of memory", dir);
             struct stat sb;
             if (stat(p, &sb) == 0) {
                 *path = p;
@@ -386,13 +366,13 @@ static cnn_status find_file(const char *dir, const char *split, const char *what
             /* Anything but "not there" (a permission problem, say) is worth reporting
              * rather than silently trying the next spelling. */
             if (errno != ENOENT) {
-                const cnn_status st = fail(CNN_ERR_IO, err, errlen, "%s: %s", p, strerror(errno));
+                const cnn_status st = cnn_errorf(CNN_ERR_IO, err, errlen, "%s: %s", p, strerror(errno));
                 free(p);
                 return st;
             }
             free(p);
         }
-    return fail(CNN_ERR_IO, err, errlen,
+    return cnn_errorf(CNN_ERR_IO, err, errlen,
                 "%s: no %s %s (looked for %s-%s-idx%d-ubyte[.gz] and %s-%s.idx%d-ubyte[.gz])",
                 dir, split, what, split, what, d, split, what, d);
 }
@@ -403,17 +383,17 @@ cnn_status cnn_mnist_load(const char *dir, const char *split, cnn_dataset *out, 
     if (out)
         memset(out, 0, sizeof *out);
     if (!dir || !split || !out)
-        return fail(CNN_ERR_ARG, err, errlen, "cnn_mnist_load: NULL argument");
+        return cnn_errorf(CNN_ERR_ARG, err, errlen, "cnn_mnist_load: NULL argument");
     if (!*dir)
-        return fail(CNN_ERR_ARG, err, errlen, "cnn_mnist_load: empty directory name");
+        return cnn_errorf(CNN_ERR_ARG, err, errlen, "cnn_mnist_load: empty directory name");
     if (strcmp(split, "train") != 0 && strcmp(split, "t10k") != 0)
-        return fail(CNN_ERR_ARG, err, errlen,
+        return cnn_errorf(CNN_ERR_ARG, err, errlen,
                     "%s: unknown split \"%.32s\" (expected train or t10k)", dir, split);
     struct stat sb;
     if (stat(dir, &sb))
-        return fail(CNN_ERR_IO, err, errlen, "%s: %s", dir, strerror(errno));
+        return cnn_errorf(CNN_ERR_IO, err, errlen, "%s: %s", dir, strerror(errno));
     if (!S_ISDIR(sb.st_mode))
-        return fail(CNN_ERR_IO, err, errlen, "%s: is not a directory", dir);
+        return cnn_errorf(CNN_ERR_IO, err, errlen, "%s: is not a directory", dir);
 
     char *ipath = NULL, *lpath = NULL;
     cnn_dataset d = {0};
@@ -426,7 +406,7 @@ cnn_status cnn_mnist_load(const char *dir, const char *split, cnn_dataset *out, 
     if (st == CNN_OK)
         st = cnn_idx_read_labels(lpath, 10, &d.labels, &nl, err, errlen);
     if (st == CNN_OK && nl != d.n)
-        st = fail(CNN_ERR_FORMAT, err, errlen, "%s: holds %zu images, but %s holds %zu labels",
+        st = cnn_errorf(CNN_ERR_FORMAT, err, errlen, "%s: holds %zu images, but %s holds %zu labels",
                   ipath, d.n, lpath, nl);
     free(ipath);
     free(lpath);

@@ -2,10 +2,11 @@
  * atomically, read with every field checked. */
 #include "cnn.h"
 
+#include "fileio.h"
+
 #include <errno.h>
 #include <fcntl.h>
 #include <math.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -14,17 +15,6 @@
 #include <zlib.h>
 
 #define HEADER_LEN 40
-
-static cnn_status fail(cnn_status st, char *err, size_t errlen, const char *fmt, ...)
-{
-    if (err && errlen) {
-        va_list ap;
-        va_start(ap, fmt);
-        vsnprintf(err, errlen, fmt, ap);
-        va_end(ap);
-    }
-    return st;
-}
 
 static void put_u32(unsigned char *p, uint32_t v)
 {
@@ -88,11 +78,11 @@ static int sync_dir_of(const char *path)
 cnn_status cnn_model_save(const cnn_model *m, const char *path, char *err, size_t errlen)
 {
     if (!m || !m->params || !path || !*path)
-        return fail(CNN_ERR_ARG, err, errlen, "model save: no model or no path");
+        return cnn_errorf(CNN_ERR_ARG, err, errlen, "model save: no model or no path");
     const size_t len = file_len(m->n_params);
     unsigned char *buf = malloc(len);
     if (!buf)
-        return fail(CNN_ERR_NOMEM, err, errlen, "%s: out of memory for %zu bytes", path, len);
+        return cnn_errorf(CNN_ERR_NOMEM, err, errlen, "%s: out of memory for %zu bytes", path, len);
     memcpy(buf, CNN_MODEL_MAGIC, 8);
     put_u32(buf + 8, CNN_MODEL_VERSION);
     const int dims[5] = {m->shape.C, m->shape.H, m->shape.W, m->shape.F, m->shape.classes};
@@ -111,14 +101,14 @@ cnn_status cnn_model_save(const cnn_model *m, const char *path, char *err, size_
     char *tmp = malloc(plen + 16);
     if (!tmp) {
         free(buf);
-        return fail(CNN_ERR_NOMEM, err, errlen, "%s: out of memory", path);
+        return cnn_errorf(CNN_ERR_NOMEM, err, errlen, "%s: out of memory", path);
     }
     memcpy(tmp, path, plen);
     memcpy(tmp + plen, ".tmp.XXXXXX", 12);
     cnn_status st = CNN_OK;
     int fd = mkstemp(tmp);
     if (fd < 0) {
-        st = fail(CNN_ERR_IO, err, errlen, "%s: cannot create a temporary file beside it: %s",
+        st = cnn_errorf(CNN_ERR_IO, err, errlen, "%s: cannot create a temporary file beside it: %s",
                   path, strerror(errno));
     } else {
         const char *what = NULL;
@@ -135,10 +125,10 @@ cnn_status cnn_model_save(const cnn_model *m, const char *path, char *err, size_
             what = "rename", e = errno;
         if (what) {
             unlink(tmp);
-            st = fail(CNN_ERR_IO, err, errlen, "%s: cannot save the model (%s failed: %s)", path,
+            st = cnn_errorf(CNN_ERR_IO, err, errlen, "%s: cannot save the model (%s failed: %s)", path,
                       what, strerror(e));
         } else if (sync_dir_of(path)) {
-            st = fail(CNN_ERR_IO, err, errlen, "%s: saved, but syncing its directory failed: %s",
+            st = cnn_errorf(CNN_ERR_IO, err, errlen, "%s: saved, but syncing its directory failed: %s",
                       path, strerror(errno));
         }
     }
@@ -151,34 +141,33 @@ cnn_status cnn_model_load(cnn_model *m, const char *path, char *err, size_t errl
 {
     struct stat sb;
     if (!m || !path)
-        return fail(CNN_ERR_ARG, err, errlen, "model load: no model or no path");
-    if (stat(path, &sb))
-        return fail(CNN_ERR_IO, err, errlen, "%s: %s", path, strerror(errno));
-    if (S_ISDIR(sb.st_mode))
-        return fail(CNN_ERR_IO, err, errlen, "%s: is a directory, not a model file", path);
-    if (!S_ISREG(sb.st_mode))
-        return fail(CNN_ERR_IO, err, errlen, "%s: not a regular file", path);
-    FILE *f = fopen(path, "rb");
-    if (!f)
-        return fail(CNN_ERR_IO, err, errlen, "%s: %s", path, strerror(errno));
+        return cnn_errorf(CNN_ERR_ARG, err, errlen, "model load: no model or no path");
+    const int fd = cnn_open_regular(path, &sb, err, errlen);
+    if (fd < 0)
+        return CNN_ERR_IO;
+    FILE *f = fdopen(fd, "rb");
+    if (!f) {
+        close(fd);
+        return cnn_errorf(CNN_ERR_NOMEM, err, errlen, "%s: out of memory", path);
+    }
 
     unsigned char hdr[HEADER_LEN];
     unsigned char *buf = NULL;
     cnn_status st = CNN_OK;
     const size_t got = fread(hdr, 1, HEADER_LEN, f);
     if (got < 8 || memcmp(hdr, CNN_MODEL_MAGIC, 8) != 0) {
-        st = fail(CNN_ERR_FORMAT, err, errlen, "%s: not a model file (no %s magic)", path,
+        st = cnn_errorf(CNN_ERR_FORMAT, err, errlen, "%s: not a model file (no %s magic)", path,
                   CNN_MODEL_MAGIC);
         goto out;
     }
     if (got < HEADER_LEN) {
-        st = fail(CNN_ERR_FORMAT, err, errlen, "%s: truncated header (%zu of %d bytes)", path,
+        st = cnn_errorf(CNN_ERR_FORMAT, err, errlen, "%s: truncated header (%zu of %d bytes)", path,
                   got, HEADER_LEN);
         goto out;
     }
     const uint32_t version = get_u32(hdr + 8);
     if (version != CNN_MODEL_VERSION) {
-        st = fail(CNN_ERR_FORMAT, err, errlen,
+        st = cnn_errorf(CNN_ERR_FORMAT, err, errlen,
                   "%s: model format version %u, this program reads version %u", path, version,
                   CNN_MODEL_VERSION);
         goto out;
@@ -190,7 +179,7 @@ cnn_status cnn_model_load(cnn_model *m, const char *path, char *err, size_t errl
                          .W = d[2] > 4096 ? 0 : (int)d[2], .F = d[3] > 4096 ? 0 : (int)d[3],
                          .classes = d[4] > 4096 ? 0 : (int)d[4]};
     if (cnn_shape_check(&s) != CNN_OK) {
-        st = fail(CNN_ERR_FORMAT, err, errlen,
+        st = cnn_errorf(CNN_ERR_FORMAT, err, errlen,
                   "%s: unsupported architecture (input %ux%ux%u, %u filters, %u classes)", path,
                   d[0], d[1], d[2], d[3], d[4]);
         goto out;
@@ -198,37 +187,37 @@ cnn_status cnn_model_load(cnn_model *m, const char *path, char *err, size_t errl
     const uint64_t np = (uint64_t)get_u32(hdr + 32) | (uint64_t)get_u32(hdr + 36) << 32;
     const size_t want = cnn_shape_param_len(&s);
     if (np != want) {
-        st = fail(CNN_ERR_FORMAT, err, errlen,
+        st = cnn_errorf(CNN_ERR_FORMAT, err, errlen,
                   "%s: header lists %llu parameters, the architecture has %zu", path,
                   (unsigned long long)np, want);
         goto out;
     }
     const size_t len = file_len(want);
     if ((uint64_t)sb.st_size != len) {
-        st = fail(CNN_ERR_FORMAT, err, errlen, "%s: %s (%lld bytes, expected %zu)", path,
+        st = cnn_errorf(CNN_ERR_FORMAT, err, errlen, "%s: %s (%lld bytes, expected %zu)", path,
                   (uint64_t)sb.st_size < len ? "truncated" : "has trailing bytes",
                   (long long)sb.st_size, len);
         goto out;
     }
     buf = malloc(len);
     if (!buf) {
-        st = fail(CNN_ERR_NOMEM, err, errlen, "%s: out of memory", path);
+        st = cnn_errorf(CNN_ERR_NOMEM, err, errlen, "%s: out of memory", path);
         goto out;
     }
     memcpy(buf, hdr, HEADER_LEN);
     if (fread(buf + HEADER_LEN, 1, len - HEADER_LEN, f) != len - HEADER_LEN || fgetc(f) != EOF) {
-        st = fail(CNN_ERR_IO, err, errlen, "%s: the file changed size while being read", path);
+        st = cnn_errorf(CNN_ERR_IO, err, errlen, "%s: the file changed size while being read", path);
         goto out;
     }
     const uint32_t crc = crc_of(buf, len - 4), stored = get_u32(buf + len - 4);
     if (crc != stored) {
-        st = fail(CNN_ERR_FORMAT, err, errlen,
+        st = cnn_errorf(CNN_ERR_FORMAT, err, errlen,
                   "%s: corrupt (CRC-32 %08x, the file says %08x)", path, crc, stored);
         goto out;
     }
     cnn_model tmp;
     if (cnn_model_alloc(&tmp, &s) != CNN_OK) {
-        st = fail(CNN_ERR_NOMEM, err, errlen, "%s: out of memory", path);
+        st = cnn_errorf(CNN_ERR_NOMEM, err, errlen, "%s: out of memory", path);
         goto out;
     }
     for (size_t i = 0; i < want; i++) {
@@ -236,7 +225,7 @@ cnn_status cnn_model_load(cnn_model *m, const char *path, char *err, size_t errl
         memcpy(&tmp.params[i], &bits, 4);
         if (!isfinite(tmp.params[i])) {
             cnn_model_free(&tmp);
-            st = fail(CNN_ERR_FORMAT, err, errlen, "%s: parameter %zu is not finite", path, i);
+            st = cnn_errorf(CNN_ERR_FORMAT, err, errlen, "%s: parameter %zu is not finite", path, i);
             goto out;
         }
     }

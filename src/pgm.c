@@ -1,26 +1,17 @@
 /* pgm.c - read one 8-bit PGM image (binary P5 or plain P2), strictly. */
 #include "cnn.h"
 
+#include "fileio.h"
+
 #include <ctype.h>
 #include <errno.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #define PGM_MAX_BYTES (64u << 20)
-
-static cnn_status fail(cnn_status st, char *err, size_t errlen, const char *fmt, ...)
-{
-    if (err && errlen) {
-        va_list ap;
-        va_start(ap, fmt);
-        vsnprintf(err, errlen, fmt, ap);
-        va_end(ap);
-    }
-    return st;
-}
 
 /* Skip whitespace and '#' comments; @return the new position. */
 static size_t skip_space(const unsigned char *b, size_t n, size_t i)
@@ -55,30 +46,34 @@ cnn_status cnn_pgm_read(const char *path, uint8_t **pixels, int *rows, int *cols
     *pixels = NULL;
     *rows = *cols = 0;
     struct stat sb;
-    if (stat(path, &sb))
-        return fail(CNN_ERR_IO, err, errlen, "%s: %s", path, strerror(errno));
-    if (!S_ISREG(sb.st_mode))
-        return fail(CNN_ERR_IO, err, errlen, "%s: not a regular file", path);
-    if ((unsigned long long)sb.st_size > PGM_MAX_BYTES)
-        return fail(CNN_ERR_FORMAT, err, errlen, "%s: too large for a PGM image (%lld bytes)",
-                    path, (long long)sb.st_size);
-    FILE *f = fopen(path, "rb");
-    if (!f)
-        return fail(CNN_ERR_IO, err, errlen, "%s: %s", path, strerror(errno));
+    const int fd = cnn_open_regular(path, &sb, err, errlen);
+    if (fd < 0)
+        return CNN_ERR_IO;
+    if ((unsigned long long)sb.st_size > PGM_MAX_BYTES) {
+        close(fd);
+        return cnn_errorf(CNN_ERR_FORMAT, err, errlen,
+                          "%s: too large for a PGM image (%lld bytes)", path,
+                          (long long)sb.st_size);
+    }
+    FILE *f = fdopen(fd, "rb");
+    if (!f) {
+        close(fd);
+        return cnn_errorf(CNN_ERR_NOMEM, err, errlen, "%s: out of memory", path);
+    }
     const size_t n = (size_t)sb.st_size;
     unsigned char *b = malloc(n + 1);
     uint8_t *px = NULL;
     cnn_status st = CNN_OK;
     if (!b) {
-        st = fail(CNN_ERR_NOMEM, err, errlen, "%s: out of memory", path);
+        st = cnn_errorf(CNN_ERR_NOMEM, err, errlen, "%s: out of memory", path);
         goto out;
     }
     if (fread(b, 1, n, f) != n) {
-        st = fail(CNN_ERR_IO, err, errlen, "%s: read error", path);
+        st = cnn_errorf(CNN_ERR_IO, err, errlen, "%s: read error", path);
         goto out;
     }
     if (n < 2 || b[0] != 'P' || (b[1] != '5' && b[1] != '2')) {
-        st = fail(CNN_ERR_FORMAT, err, errlen, "%s: not a PGM image (no P5 or P2 magic)", path);
+        st = cnn_errorf(CNN_ERR_FORMAT, err, errlen, "%s: not a PGM image (no P5 or P2 magic)", path);
         goto out;
     }
     const int plain = b[1] == '2';
@@ -90,34 +85,34 @@ cnn_status cnn_pgm_read(const char *path, uint8_t **pixels, int *rows, int *cols
         i = skip_space(b, n, i);
         v[k] = i > before ? number(b, n, &i) : -1;
         if (v[k] < 0) {
-            st = fail(CNN_ERR_FORMAT, err, errlen, "%s: bad or missing %s in the PGM header",
+            st = cnn_errorf(CNN_ERR_FORMAT, err, errlen, "%s: bad or missing %s in the PGM header",
                       path, field[k]);
             goto out;
         }
     }
     if (v[0] < 1 || v[0] > 4096 || v[1] < 1 || v[1] > 4096) {
-        st = fail(CNN_ERR_FORMAT, err, errlen, "%s: unsupported size %ldx%ld", path, v[0], v[1]);
+        st = cnn_errorf(CNN_ERR_FORMAT, err, errlen, "%s: unsupported size %ldx%ld", path, v[0], v[1]);
         goto out;
     }
     if (v[2] < 1 || v[2] > 255) {
-        st = fail(CNN_ERR_FORMAT, err, errlen, "%s: maxval %ld: only 8-bit PGM (1..255) is read",
+        st = cnn_errorf(CNN_ERR_FORMAT, err, errlen, "%s: maxval %ld: only 8-bit PGM (1..255) is read",
                   path, v[2]);
         goto out;
     }
     const size_t count = (size_t)v[0] * (size_t)v[1];
     px = malloc(count);
     if (!px) {
-        st = fail(CNN_ERR_NOMEM, err, errlen, "%s: out of memory", path);
+        st = cnn_errorf(CNN_ERR_NOMEM, err, errlen, "%s: out of memory", path);
         goto out;
     }
     if (!plain) {
         if (i >= n || !isspace(b[i])) {
-            st = fail(CNN_ERR_FORMAT, err, errlen, "%s: no whitespace after the maxval", path);
+            st = cnn_errorf(CNN_ERR_FORMAT, err, errlen, "%s: no whitespace after the maxval", path);
             goto out;
         }
         i++;
         if (n - i != count) {
-            st = fail(CNN_ERR_FORMAT, err, errlen, "%s: %s: %zu bytes of pixels for %ldx%ld", path,
+            st = cnn_errorf(CNN_ERR_FORMAT, err, errlen, "%s: %s: %zu bytes of pixels for %ldx%ld", path,
                       n - i < count ? "truncated" : "trailing data", n - i, v[0], v[1]);
             goto out;
         }
@@ -128,7 +123,7 @@ cnn_status cnn_pgm_read(const char *path, uint8_t **pixels, int *rows, int *cols
             i = skip_space(b, n, i);
             const long p = (i > before || k == 0) && i < n ? number(b, n, &i) : -1;
             if (p < 0 || p > v[2]) {
-                st = fail(CNN_ERR_FORMAT, err, errlen,
+                st = cnn_errorf(CNN_ERR_FORMAT, err, errlen,
                           "%s: pixel %zu is missing, not a number or above maxval %ld", path, k,
                           v[2]);
                 goto out;
@@ -136,7 +131,7 @@ cnn_status cnn_pgm_read(const char *path, uint8_t **pixels, int *rows, int *cols
             px[k] = (uint8_t)p;
         }
         if (skip_space(b, n, i) != n) {
-            st = fail(CNN_ERR_FORMAT, err, errlen, "%s: trailing data after the pixels", path);
+            st = cnn_errorf(CNN_ERR_FORMAT, err, errlen, "%s: trailing data after the pixels", path);
             goto out;
         }
     }

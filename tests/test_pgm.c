@@ -75,7 +75,7 @@ int main(void)
     char sub[300];
     snprintf(sub, sizeof sub, "%s/adir", dir);
     mkdir(sub, 0755);
-    rejects("a directory", sub, "not a regular file");
+    rejects("a directory", sub, "is a directory");
     snprintf(sub, sizeof sub, "%s/none.pgm", dir);
     rejects("a missing file", sub, "No such file");
 
