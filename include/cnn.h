@@ -10,7 +10,7 @@
  * Layout (all float32, row-major, N first):
  *   input      [C][H][W]            (one image; a batch is [N][C][H][W])
  *   filters    [F][C][3][3]
- *   conv out   [F][H-2][W-2]
+ *   conv out   [F][H-2][W-2] (reference); in pool-block order (BLAS, see below)
  *   pool out   [F][(H-2)/2][(W-2)/2], flattened in that order to K values
  *   dense W    [classes][K]         (the transpose of the post's (K, classes))
  *   dense b    [classes]
@@ -75,27 +75,38 @@ typedef enum cnn_pool_ties {
     CNN_TIES_ALL = 1,    /* every position equal to the max; the post's code */
 } cnn_pool_ties;
 
-/* Conv3x3, valid, no bias. in [C][H][W], filt [F][C*9], out [F][H-2][W-2].
- * col is scratch of C*9 x (H-2)(W-2) floats; forward leaves im2col(in) in it. */
+/* Conv3x3, valid, no bias. in [C][H][W], filt [F][C*9].
+ * BLAS engine: out [F][4][PH][PW] in pool-block order, PH, PW = (H-2)/2, (W-2)/2:
+ * out[f][k][i][j] is the conv output at (2i + k/2, 2j + k%2), the k-th position of
+ * pool block (i, j); positions outside every pool block are not computed. col is
+ * scratch of C*9 x 4*PH*PW floats; forward leaves im2col(in) in it.
+ * Reference engine: out [F][H-2][W-2], the usual layout. */
 void cnn_im2col3x3(float *col, const float *in, int C, int H, int W);
 void cnn_col2im3x3(float *in, const float *col, int C, int H, int W); /* in = col2im(col) */
 void cnn_conv3x3_forward(float *out, float *col, const float *in, const float *filt,
                          int C, int H, int W, int F);
 /* col must hold im2col(in) from the forward; it is overwritten when din != NULL.
- * din [C][H][W] may be NULL (first layer: no input gradient). */
+ * din [C][H][W] may be NULL (first layer: no input gradient). dout is laid out as out. */
 void cnn_conv3x3_backward(float *din, float *dfilt, float *col, const float *dout,
                           const float *filt, int C, int H, int W, int F);
 void cnn_conv3x3_forward_ref(float *out, const float *in, const float *filt,
                              int C, int H, int W, int F);
 void cnn_conv3x3_backward_ref(float *din, float *dfilt, const float *dout, const float *in,
                               const float *filt, int C, int H, int W, int F);
+/* Pool-block order [F][4][H/2][W/2] to [F][H][W] (uncovered positions 0). */
+void cnn_blocks_to_nchw(float *dst, const float *src, int F, int H, int W);
 
-/* MaxPool2, stride 2. in [F][H][W], out [F][H/2][W/2], arg [F][H/2][W/2] = 0..3, the
- * position of the first max in its block. Backward overwrites din [F][H][W]; the
- * CNN_TIES_ALL rule compares in with out, CNN_TIES_SINGLE uses arg. */
+/* MaxPool2, stride 2, over F maps of H x W: out [F][H/2][W/2], arg [F][H/2][W/2] =
+ * 0..3, the position of the first max in its block. Backward overwrites din (laid out
+ * as in); CNN_TIES_ALL compares in with out, CNN_TIES_SINGLE uses arg. The BLAS
+ * engine's functions take in / din in pool-block order, the _ref ones [F][H][W]. */
 void cnn_maxpool2_forward(float *out, uint8_t *arg, const float *in, int F, int H, int W);
 void cnn_maxpool2_backward(float *din, const float *dout, const uint8_t *arg, const float *in,
                            const float *out, cnn_pool_ties ties, int F, int H, int W);
+void cnn_maxpool2_forward_ref(float *out, uint8_t *arg, const float *in, int F, int H, int W);
+void cnn_maxpool2_backward_ref(float *din, const float *dout, const uint8_t *arg,
+                               const float *in, const float *out, cnn_pool_ties ties, int F,
+                               int H, int W);
 
 /* Dense: logits[N] = W[N][K] x[K] + b[N]. Backward: dW += dl x^T, db += dl,
  * dx = W^T dl (dx may be NULL). */
@@ -161,14 +172,14 @@ typedef struct cnn_acts {
     cnn_shape shape;
     void *arena;
     float *col;     /* [C*9][(H-2)(W-2)] im2col scratch */
-    float *conv;    /* [F][H-2][W-2] */
+    float *conv;    /* conv output: pool-block order (BLAS) or [F][H-2][W-2] (reference) */
     float *pool;    /* [K] */
     uint8_t *arg;   /* [K] pool argmax */
     float *logits;  /* [classes] */
     float *probs;   /* [classes] */
     float *dlogits; /* [classes] */
     float *dpool;   /* [K] */
-    float *dconv;   /* [F][H-2][W-2] */
+    float *dconv;   /* its gradient, laid out as conv */
 } cnn_acts;
 
 cnn_status cnn_acts_alloc(cnn_acts *a, const cnn_shape *s);

@@ -1,51 +1,76 @@
 /* conv.c - Conv3x3: F filters of C x 3 x 3, valid padding, no bias.
  *
- * BLAS engine, per image with P = (H-2)(W-2) output positions and K = C*9 taps:
+ * BLAS engine, per image, with K = C*9 taps and P output positions:
  *   forward      col[K][P] = im2col(in);   out[F][P]  = filt[F][K] . col[K][P]
  *   filter grad  dfilt[F][K] += dout[F][P] . col[K][P]^T
  *   input grad   col[K][P] = filt[F][K]^T . dout[F][P];   din = col2im(col)
- * Reference engine: the post's loops over 3x3 regions. */
+ * The P columns are in pool-block order, the order the 2x2 max pool reads: column
+ * (k*PH + i)*PW + j is output position (2i + k/2, 2j + k%2), k = 0..3, with PH, PW =
+ * (H-2)/2, (W-2)/2. The pool then takes the max of four contiguous planes, which
+ * vectorizes, instead of strided 2x2 blocks. Positions no pool block covers (an odd
+ * last row or column) do not reach the loss and are not computed: P = 4*PH*PW.
+ * Reference engine: the post's loops over 3x3 regions, output [F][H-2][W-2]. */
 #include "cnn.h"
 
 #include <cblas.h>
 #include <string.h>
 
-/* col[(c*9 + ki*3 + kj)][i*OW + j] = in[c][i+ki][j+kj] */
+/* col[c*9 + ki*3 + kj][(k*PH + i)*PW + j] = in[c][2i + k/2 + ki][2j + k%2 + kj] */
 void cnn_im2col3x3(float *col, const float *in, int C, int H, int W)
 {
-    const int OH = H - 2, OW = W - 2;
-    const size_t P = (size_t)OH * OW;
+    const int PH = (H - 2) / 2, PW = (W - 2) / 2;
+    const size_t P = 4 * (size_t)PH * PW;
     for (int c = 0; c < C; c++)
         for (int ki = 0; ki < 3; ki++)
             for (int kj = 0; kj < 3; kj++) {
                 float *row = col + ((size_t)c * 9 + ki * 3 + kj) * P;
-                const float *src = in + ((size_t)c * H + ki) * W + kj;
-                for (int i = 0; i < OH; i++)
-                    memcpy(row + (size_t)i * OW, src + (size_t)i * W, (size_t)OW * sizeof(float));
+                for (int k = 0; k < 4; k++)
+                    for (int i = 0; i < PH; i++) {
+                        const float *src = in + ((size_t)c * H + 2 * i + k / 2 + ki) * W +
+                                           k % 2 + kj;
+                        float *dst = row + ((size_t)k * PH + i) * PW;
+                        for (int j = 0; j < PW; j++)
+                            dst[j] = src[2 * j];
+                    }
             }
 }
 
-/* The adjoint of im2col: in[c][i+ki][j+kj] = sum of col entries that copied it. */
+/* The adjoint of im2col: in = the sum of the col entries that copied each pixel. */
 void cnn_col2im3x3(float *in, const float *col, int C, int H, int W)
 {
-    const int OH = H - 2, OW = W - 2;
-    const size_t P = (size_t)OH * OW;
+    const int PH = (H - 2) / 2, PW = (W - 2) / 2;
+    const size_t P = 4 * (size_t)PH * PW;
     memset(in, 0, (size_t)C * H * W * sizeof(float));
     for (int c = 0; c < C; c++)
         for (int ki = 0; ki < 3; ki++)
             for (int kj = 0; kj < 3; kj++) {
                 const float *row = col + ((size_t)c * 9 + ki * 3 + kj) * P;
-                float *dst = in + ((size_t)c * H + ki) * W + kj;
-                for (int i = 0; i < OH; i++)
-                    for (int j = 0; j < OW; j++)
-                        dst[(size_t)i * W + j] += row[(size_t)i * OW + j];
+                for (int k = 0; k < 4; k++)
+                    for (int i = 0; i < PH; i++) {
+                        float *dst = in + ((size_t)c * H + 2 * i + k / 2 + ki) * W + k % 2 + kj;
+                        const float *src = row + ((size_t)k * PH + i) * PW;
+                        for (int j = 0; j < PW; j++)
+                            dst[2 * j] += src[j];
+                    }
             }
+}
+
+void cnn_blocks_to_nchw(float *dst, const float *src, int F, int H, int W)
+{
+    const int PH = H / 2, PW = W / 2;
+    memset(dst, 0, (size_t)F * H * W * sizeof(float));
+    for (int f = 0; f < F; f++)
+        for (int k = 0; k < 4; k++)
+            for (int i = 0; i < PH; i++)
+                for (int j = 0; j < PW; j++)
+                    dst[((size_t)f * H + 2 * i + k / 2) * W + 2 * j + k % 2] =
+                        src[(((size_t)f * 4 + k) * PH + i) * PW + j];
 }
 
 void cnn_conv3x3_forward(float *out, float *col, const float *in, const float *filt,
                          int C, int H, int W, int F)
 {
-    const int P = (H - 2) * (W - 2), K = C * 9;
+    const int P = 4 * ((H - 2) / 2) * ((W - 2) / 2), K = C * 9;
     cnn_im2col3x3(col, in, C, H, W);
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, F, P, K,
                 1.0f, filt, K, col, P, 0.0f, out, P);
@@ -54,7 +79,7 @@ void cnn_conv3x3_forward(float *out, float *col, const float *in, const float *f
 void cnn_conv3x3_backward(float *din, float *dfilt, float *col, const float *dout,
                           const float *filt, int C, int H, int W, int F)
 {
-    const int P = (H - 2) * (W - 2), K = C * 9;
+    const int P = 4 * ((H - 2) / 2) * ((W - 2) / 2), K = C * 9;
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, F, K, P,
                 1.0f, dout, P, col, P, 1.0f, dfilt, K);
     if (din) {

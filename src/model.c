@@ -138,15 +138,15 @@ float cnn_forward(const cnn_model *m, cnn_acts *a, const float *x, int label, cn
 {
     const cnn_shape *s = &m->shape;
     const int K = (int)cnn_shape_dense_len(s);
-    if (e == CNN_ENGINE_BLAS)
+    if (e == CNN_ENGINE_BLAS) {
         cnn_conv3x3_forward(a->conv, a->col, x, m->p.filters, s->C, s->H, s->W, s->F);
-    else
-        cnn_conv3x3_forward_ref(a->conv, x, m->p.filters, s->C, s->H, s->W, s->F);
-    cnn_maxpool2_forward(a->pool, a->arg, a->conv, s->F, s->H - 2, s->W - 2);
-    if (e == CNN_ENGINE_BLAS)
+        cnn_maxpool2_forward(a->pool, a->arg, a->conv, s->F, s->H - 2, s->W - 2);
         cnn_dense_forward(a->logits, a->pool, m->p.W, m->p.b, K, s->classes);
-    else
+    } else {
+        cnn_conv3x3_forward_ref(a->conv, x, m->p.filters, s->C, s->H, s->W, s->F);
+        cnn_maxpool2_forward_ref(a->pool, a->arg, a->conv, s->F, s->H - 2, s->W - 2);
         cnn_dense_forward_ref(a->logits, a->pool, m->p.W, m->p.b, K, s->classes);
+    }
     return cnn_softmax_xent(a->probs, a->dlogits, a->logits, label, s->classes);
 }
 
@@ -156,16 +156,17 @@ void cnn_backward(const cnn_model *m, cnn_acts *a, float *grad, float *dx, const
     const cnn_shape *s = &m->shape;
     const int K = (int)cnn_shape_dense_len(s);
     cnn_params g = cnn_params_view(s, grad);
-    if (e == CNN_ENGINE_BLAS)
+    if (e == CNN_ENGINE_BLAS) {
         cnn_dense_backward(a->dpool, g.W, g.b, a->dlogits, a->pool, m->p.W, K, s->classes);
-    else
-        cnn_dense_backward_ref(a->dpool, g.W, g.b, a->dlogits, a->pool, m->p.W, K, s->classes);
-    cnn_maxpool2_backward(a->dconv, a->dpool, a->arg, a->conv, a->pool, ties, s->F, s->H - 2,
-                          s->W - 2);
-    if (e == CNN_ENGINE_BLAS)
+        cnn_maxpool2_backward(a->dconv, a->dpool, a->arg, a->conv, a->pool, ties, s->F,
+                              s->H - 2, s->W - 2);
         cnn_conv3x3_backward(dx, g.filters, a->col, a->dconv, m->p.filters, s->C, s->H, s->W,
                              s->F);
-    else
+    } else {
+        cnn_dense_backward_ref(a->dpool, g.W, g.b, a->dlogits, a->pool, m->p.W, K, s->classes);
+        cnn_maxpool2_backward_ref(a->dconv, a->dpool, a->arg, a->conv, a->pool, ties, s->F,
+                                  s->H - 2, s->W - 2);
         cnn_conv3x3_backward_ref(dx, g.filters, a->dconv, x, m->p.filters, s->C, s->H, s->W,
                                  s->F);
+    }
 }

@@ -1,34 +1,84 @@
 /* pool.c - MaxPool2: non-overlapping 2x2 blocks, stride 2; an odd last row or
  * column is dropped. Forward records the first max of each block in the order
- * (0,0),(0,1),(1,0),(1,1); backward routes the gradient by one of two tie rules. */
+ * (0,0),(0,1),(1,0),(1,1); backward routes the gradient by one of two tie rules.
+ *
+ * The BLAS engine's conv output is in pool-block order (see conv.c): for each
+ * filter, four planes of Q = PH*PW values, plane k holding block position
+ * (k/2, k%2). Pooling is then an element-wise max over four contiguous planes.
+ * The reference engine pools [F][H][W] maps block by block, as the post. */
 #include "cnn.h"
 
 #include <string.h>
 
 void cnn_maxpool2_forward(float *out, uint8_t *arg, const float *in, int F, int H, int W)
 {
-    const int PH = H / 2, PW = W / 2;
-    for (int f = 0; f < F; f++)
-        for (int i = 0; i < PH; i++) {
-            const float *r0 = in + ((size_t)f * H + 2 * i) * W, *r1 = r0 + W;
-            float *o = out + ((size_t)f * PH + i) * PW;
-            uint8_t *g = arg + ((size_t)f * PH + i) * PW;
-            for (int j = 0; j < PW; j++) {
-                /* Pairwise, with selects rather than branches (ties are common and
-                 * unpredictable): the first max of (0,1), the first of (2,3), and
-                 * the second pair only when strictly larger. */
-                const float v0 = r0[2 * j], v1 = r0[2 * j + 1], v2 = r1[2 * j], v3 = r1[2 * j + 1];
-                const int b01 = v1 > v0, b23 = v3 > v2;
-                const float m01 = b01 ? v1 : v0, m23 = b23 ? v3 : v2;
-                const int take = m23 > m01;
-                o[j] = m23 > m01 ? m23 : m01;
-                g[j] = (uint8_t)(b01 + take * (2 + b23 - b01));
-            }
+    const size_t Q = (size_t)(H / 2) * (W / 2);
+    for (int f = 0; f < F; f++) {
+        const float *restrict p0 = in + (size_t)f * 4 * Q, *restrict p1 = p0 + Q,
+                              *restrict p2 = p1 + Q, *restrict p3 = p2 + Q;
+        float *restrict o = out + (size_t)f * Q;
+        uint8_t *restrict g = arg + (size_t)f * Q;
+        for (size_t q = 0; q < Q; q++) {
+            /* The first max of (0,1) and of (2,3), then the second pair only when
+             * strictly larger: selects, not branches, as ties are common. */
+            const float v0 = p0[q], v1 = p1[q], v2 = p2[q], v3 = p3[q];
+            const int b01 = v1 > v0, b23 = v3 > v2;
+            const float m01 = b01 ? v1 : v0, m23 = b23 ? v3 : v2;
+            const int take = m23 > m01;
+            o[q] = take ? m23 : m01;
+            g[q] = (uint8_t)(b01 + take * (2 + b23 - b01));
         }
+    }
 }
 
 void cnn_maxpool2_backward(float *din, const float *dout, const uint8_t *arg, const float *in,
                            const float *out, cnn_pool_ties ties, int F, int H, int W)
+{
+    const size_t Q = (size_t)(H / 2) * (W / 2);
+    for (int f = 0; f < F; f++)
+        for (int k = 0; k < 4; k++) {
+            float *restrict d = din + ((size_t)f * 4 + k) * Q;
+            const float *restrict g = dout + (size_t)f * Q;
+            if (ties == CNN_TIES_ALL) {
+                const float *restrict v = in + ((size_t)f * 4 + k) * Q;
+                const float *restrict m = out + (size_t)f * Q;
+                for (size_t q = 0; q < Q; q++) {
+                    const float gq = g[q]; /* loaded either way, so the loop vectorizes */
+                    d[q] = v[q] == m[q] ? gq : 0.0f;
+                }
+            } else {
+                const uint8_t *restrict a = arg + (size_t)f * Q;
+                for (size_t q = 0; q < Q; q++) {
+                    const float gq = g[q];
+                    d[q] = a[q] == k ? gq : 0.0f;
+                }
+            }
+        }
+}
+
+/* ---- reference engine: the post's loops over 2x2 blocks of [F][H][W] maps */
+
+void cnn_maxpool2_forward_ref(float *out, uint8_t *arg, const float *in, int F, int H, int W)
+{
+    const int PH = H / 2, PW = W / 2;
+    for (int f = 0; f < F; f++)
+        for (int i = 0; i < PH; i++)
+            for (int j = 0; j < PW; j++) {
+                const float *blk = in + ((size_t)f * H + 2 * i) * W + 2 * j;
+                const float v[4] = {blk[0], blk[1], blk[W], blk[W + 1]};
+                int a = 0;
+                for (int k = 1; k < 4; k++)
+                    if (v[k] > v[a])
+                        a = k;
+                const size_t o = ((size_t)f * PH + i) * PW + j;
+                out[o] = v[a];
+                arg[o] = (uint8_t)a;
+            }
+}
+
+void cnn_maxpool2_backward_ref(float *din, const float *dout, const uint8_t *arg,
+                               const float *in, const float *out, cnn_pool_ties ties, int F,
+                               int H, int W)
 {
     const int PH = H / 2, PW = W / 2;
     memset(din, 0, (size_t)F * H * W * sizeof(float));

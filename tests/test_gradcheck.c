@@ -134,6 +134,7 @@ static double dot(const float *a, const float *b, size_t n)
 
 typedef struct {
     int C, H, W, F;
+    size_t nout; /* outputs the engine computes */
     float *in, *filt, *out, *col, *R;
     cnn_engine e;
 } conv_ctx;
@@ -145,7 +146,7 @@ static double conv_loss(void *p)
         cnn_conv3x3_forward(c->out, c->col, c->in, c->filt, c->C, c->H, c->W, c->F);
     else
         cnn_conv3x3_forward_ref(c->out, c->in, c->filt, c->C, c->H, c->W, c->F);
-    return dot(c->out, c->R, (size_t)c->F * (c->H - 2) * (c->W - 2));
+    return dot(c->out, c->R, c->nout);
 }
 
 static void test_conv(cnn_rng *rng, cnn_engine e)
@@ -153,7 +154,10 @@ static void test_conv(cnn_rng *rng, cnn_engine e)
     const char *en = e == CNN_ENGINE_BLAS ? "blas" : "reference";
     conv_ctx c = {.C = 3, .H = 7, .W = 6, .F = 4, .e = e};
     const size_t nin = (size_t)c.C * c.H * c.W, nf = (size_t)c.F * c.C * 9;
-    const size_t nout = (size_t)c.F * (c.H - 2) * (c.W - 2);
+    /* the BLAS engine computes the pool-covered positions only, in pool-block order */
+    const size_t nout = e == CNN_ENGINE_BLAS ? (size_t)c.F * 4 * ((c.H - 2) / 2) * ((c.W - 2) / 2)
+                                             : (size_t)c.F * (c.H - 2) * (c.W - 2);
+    c.nout = nout;
     c.in = malloc(nin * sizeof(float));
     c.filt = malloc(nf * sizeof(float));
     c.out = malloc(nout * sizeof(float));
@@ -196,19 +200,26 @@ typedef struct {
     int F, H, W;
     float *in, *out, *R;
     uint8_t *arg;
+    cnn_engine e;
 } pool_ctx;
 
 static double pool_loss(void *p)
 {
     pool_ctx *c = p;
-    cnn_maxpool2_forward(c->out, c->arg, c->in, c->F, c->H, c->W);
+    if (c->e == CNN_ENGINE_BLAS)
+        cnn_maxpool2_forward(c->out, c->arg, c->in, c->F, c->H, c->W);
+    else
+        cnn_maxpool2_forward_ref(c->out, c->arg, c->in, c->F, c->H, c->W);
     return dot(c->out, c->R, (size_t)c->F * (c->H / 2) * (c->W / 2));
 }
 
-static void test_pool(cnn_rng *rng)
+static void test_pool(cnn_rng *rng, cnn_engine e)
 {
-    pool_ctx c = {.F = 3, .H = 7, .W = 6}; /* odd height: the last row is dropped */
-    const size_t nin = (size_t)c.F * c.H * c.W, nout = (size_t)c.F * (c.H / 2) * (c.W / 2);
+    const char *en = e == CNN_ENGINE_BLAS ? "blas" : "reference";
+    /* odd height: the last row is dropped; the BLAS engine takes pool-block order */
+    pool_ctx c = {.F = 3, .H = 7, .W = 6, .e = e};
+    const size_t nout = (size_t)c.F * (c.H / 2) * (c.W / 2);
+    const size_t nin = e == CNN_ENGINE_BLAS ? 4 * nout : (size_t)c.F * c.H * c.W;
     c.in = malloc(nin * sizeof(float));
     c.out = malloc(nout * sizeof(float));
     c.R = malloc(nout * sizeof(float));
@@ -216,33 +227,50 @@ static void test_pool(cnn_rng *rng)
     float *din = malloc(nin * sizeof(float));
     fill_uniform(c.in, nin, rng, -1, 1);
     fill_uniform(c.R, nout, rng, -1, 1);
+    char name[128];
     for (int rule = 0; rule < 2; rule++) {
         pool_loss(&c);
-        cnn_maxpool2_backward(din, c.R, c.arg, c.in, c.out, (cnn_pool_ties)rule, c.F, c.H, c.W);
-        fd_check(rule ? "maxpool2 input gradient, ties=all (no ties)"
-                      : "maxpool2 input gradient, ties=single (no ties)",
-                 c.in, din, nin, NULL, 0, pool_loss, &c, 1e-3f, 1e-3, 1e-4);
+        if (e == CNN_ENGINE_BLAS)
+            cnn_maxpool2_backward(din, c.R, c.arg, c.in, c.out, (cnn_pool_ties)rule, c.F, c.H,
+                                  c.W);
+        else
+            cnn_maxpool2_backward_ref(din, c.R, c.arg, c.in, c.out, (cnn_pool_ties)rule, c.F,
+                                      c.H, c.W);
+        snprintf(name, sizeof name, "%s maxpool2 input gradient, ties=%s (no ties)", en,
+                 rule ? "all" : "single");
+        fd_check(name, c.in, din, nin, NULL, 0, pool_loss, &c, 1e-3f, 1e-3, 1e-4);
     }
-    fd_self_test("maxpool", c.in, din, nin, pool_loss, &c, 1e-3f, 1e-3, 1e-4);
+    if (e == CNN_ENGINE_BLAS)
+        fd_self_test("maxpool", c.in, din, nin, pool_loss, &c, 1e-3f, 1e-3, 1e-4);
 
-    /* Ties: one 2x2 block of four equal values, one with two equal maxima. */
+    /* Ties: one 2x2 block (the same in both layouts) of four equal values, and one
+     * with two equal maxima. */
     const float blk[2][4] = {{0.25f, 0.25f, 0.25f, 0.25f}, {-1.0f, 0.5f, 0.2f, 0.5f}};
     for (int b = 0; b < 2; b++) {
         float in[4] = {blk[b][0], blk[b][1], blk[b][2], blk[b][3]}, out, g = 2.0f, d[4];
         uint8_t arg;
-        cnn_maxpool2_forward(&out, &arg, in, 1, 2, 2);
-        cnn_maxpool2_backward(d, &g, &arg, in, &out, CNN_TIES_SINGLE, 1, 2, 2);
+        if (e == CNN_ENGINE_BLAS) {
+            cnn_maxpool2_forward(&out, &arg, in, 1, 2, 2);
+            cnn_maxpool2_backward(d, &g, &arg, in, &out, CNN_TIES_SINGLE, 1, 2, 2);
+        } else {
+            cnn_maxpool2_forward_ref(&out, &arg, in, 1, 2, 2);
+            cnn_maxpool2_backward_ref(d, &g, &arg, in, &out, CNN_TIES_SINGLE, 1, 2, 2);
+        }
         const int first = b == 0 ? 0 : 1;
         int ok = out == blk[b][first] && arg == first;
         for (int k = 0; k < 4; k++)
             ok &= d[k] == (k == first ? 2.0f : 0.0f);
-        tap_ok(ok, "maxpool2 ties=single routes a tied block's gradient to the first max only");
-        cnn_maxpool2_backward(d, &g, &arg, in, &out, CNN_TIES_ALL, 1, 2, 2);
+        tap_ok(ok, "%s maxpool2 ties=single routes a tied block's gradient to the first max only",
+               en);
+        if (e == CNN_ENGINE_BLAS)
+            cnn_maxpool2_backward(d, &g, &arg, in, &out, CNN_TIES_ALL, 1, 2, 2);
+        else
+            cnn_maxpool2_backward_ref(d, &g, &arg, in, &out, CNN_TIES_ALL, 1, 2, 2);
         ok = 1;
         for (int k = 0; k < 4; k++)
             ok &= d[k] == (in[k] == out ? 2.0f : 0.0f);
-        tap_ok(ok, "maxpool2 ties=all copies a tied block's gradient to every max (%d of 4)",
-               b == 0 ? 4 : 2);
+        tap_ok(ok, "%s maxpool2 ties=all copies a tied block's gradient to every max (%d of 4)",
+               en, b == 0 ? 4 : 2);
     }
     free(c.in), free(c.out), free(c.R), free(c.arg), free(din);
 }
@@ -576,7 +604,8 @@ int main(void)
     cnn_rng_seed(&rng, 20261129);
     test_conv(&rng, CNN_ENGINE_BLAS);
     test_conv(&rng, CNN_ENGINE_REFERENCE);
-    test_pool(&rng);
+    test_pool(&rng, CNN_ENGINE_BLAS);
+    test_pool(&rng, CNN_ENGINE_REFERENCE);
     test_dense(&rng, CNN_ENGINE_BLAS);
     test_dense(&rng, CNN_ENGINE_REFERENCE);
     test_softmax(&rng);

@@ -463,7 +463,12 @@ int main(int argc, char **argv)
             memcpy(m.params, init_f, sizeof init_f);
             const float loss = cnn_forward(&m, &a, xk, labels[k], engines[e]);
             snprintf(name, sizeof name, "%s img%d conv", en, k);
-            cmp_scaled(name, a.conv, img[k].conv, F * CONV * CONV, NULL, TOL_FWD_A, TOL_FWD_R);
+            static float conv_nchw[F * CONV * CONV]; /* the BLAS engine's is in pool-block order */
+            if (engines[e] == CNN_ENGINE_BLAS)
+                cnn_blocks_to_nchw(conv_nchw, a.conv, F, CONV, CONV);
+            else
+                memcpy(conv_nchw, a.conv, sizeof conv_nchw);
+            cmp_scaled(name, conv_nchw, img[k].conv, F * CONV * CONV, NULL, TOL_FWD_A, TOL_FWD_R);
             snprintf(name, sizeof name, "%s img%d pool", en, k);
             cmp_scaled(name, a.pool, img[k].pool, KDENSE, NULL, TOL_FWD_A, TOL_FWD_R);
             snprintf(name, sizeof name, "%s img%d probs", en, k);
