@@ -108,11 +108,13 @@ void cnn_maxpool2_backward_ref(float *din, const float *dout, const uint8_t *arg
                                const float *in, const float *out, cnn_pool_ties ties, int F,
                                int H, int W);
 
-/* Dense: logits[N] = W[N][K] x[K] + b[N]. Backward: dW += dl x^T, db += dl,
- * dx = W^T dl (dx may be NULL). */
-void cnn_dense_forward(float *logits, const float *x, const float *W, const float *b, int K, int N);
+/* Dense over B samples: logits[B][N] = X[B][K] W[N][K]^T + b[N]. Backward: dW += dL^T X,
+ * db += the column sums of dL, dX[B][K] = dL W (dx may be NULL). B = 1 uses SGEMV and
+ * SGER, B > 1 SGEMM. The _ref versions take one sample. */
+void cnn_dense_forward(float *logits, const float *x, const float *W, const float *b, int B,
+                       int K, int N);
 void cnn_dense_backward(float *dx, float *dW, float *db, const float *dlogits, const float *x,
-                        const float *W, int K, int N);
+                        const float *W, int B, int K, int N);
 void cnn_dense_forward_ref(float *logits, const float *x, const float *W, const float *b,
                            int K, int N);
 void cnn_dense_backward_ref(float *dx, float *dW, float *db, const float *dlogits,
@@ -167,22 +169,27 @@ cnn_status cnn_model_init(cnn_model *m, const cnn_shape *s, cnn_rng *rng);
 cnn_status cnn_model_alloc(cnn_model *m, const cnn_shape *s);
 void cnn_model_free(cnn_model *m);
 
-/** Per-sample activations and scratch for one thread; one allocation. */
+/** Activations and scratch of up to `cap` samples for one thread; one allocation.
+ *  Sample b's pieces start at b times the stride of their kind. */
 typedef struct cnn_acts {
     cnn_shape shape;
+    int cap;
     void *arena;
-    float *col;     /* [C*9][(H-2)(W-2)] im2col scratch */
-    float *conv;    /* conv output: pool-block order (BLAS) or [F][H-2][W-2] (reference) */
-    float *pool;    /* [K] */
-    uint8_t *arg;   /* [K] pool argmax */
-    float *logits;  /* [classes] */
-    float *probs;   /* [classes] */
-    float *dlogits; /* [classes] */
-    float *dpool;   /* [K] */
-    float *dconv;   /* its gradient, laid out as conv */
+    size_t col_stride, conv_stride, K_stride; /* elements between samples' pieces */
+    float *col;     /* [cap][C*9][4*PH*PW] im2col scratch (BLAS) */
+    float *conv;    /* [cap] conv output: pool-block order (BLAS) or [F][H-2][W-2] (reference) */
+    float *pool;    /* [cap][K] */
+    uint8_t *arg;   /* [cap][K] pool argmax */
+    float *logits;  /* [cap][classes] */
+    float *probs;   /* [cap][classes] */
+    float *dlogits; /* [cap][classes] */
+    float *dpool;   /* [cap][K] */
+    float *dconv;   /* the gradient of one sample's conv output, laid out as conv */
 } cnn_acts;
 
+/** For one sample (cap 1), or for chunks of up to cap samples. */
 cnn_status cnn_acts_alloc(cnn_acts *a, const cnn_shape *s);
+cnn_status cnn_acts_alloc_batch(cnn_acts *a, const cnn_shape *s, int cap);
 void cnn_acts_free(cnn_acts *a);
 
 /** Forward one image x [C][H][W]; probabilities land in a->probs.
@@ -193,6 +200,13 @@ float cnn_forward(const cnn_model *m, cnn_acts *a, const float *x, int label, cn
  *  the input gradient when not NULL. */
 void cnn_backward(const cnn_model *m, cnn_acts *a, float *grad, float *dx, const float *x,
                   cnn_engine e, cnn_pool_ties ties);
+/** The data flow of a training step for nb <= a->cap samples images[idx[b]] (idx NULL:
+ *  0..nb-1): conv and pool per sample, the dense layer for all nb at once (SGEMM),
+ *  softmax; loss[b] and the predicted class pred[b] out; then, when grad is not NULL,
+ *  the backward, adding the SUM of the nb gradients to grad. */
+void cnn_chunk_grad(const cnn_model *m, cnn_acts *a, float *grad, const float *images,
+                    const uint8_t *labels, const uint32_t *idx, int nb, cnn_engine e,
+                    cnn_pool_ties ties, float *loss, uint8_t *pred);
 /** @return the index of the largest probability (the first one on ties). */
 int cnn_argmax(const float *v, int n);
 
@@ -217,11 +231,12 @@ typedef struct cnn_stats {
 } cnn_stats;
 
 /* The trainer owns every buffer a step needs (per-thread activations, per-chunk
- * gradients); a step allocates nothing. A minibatch is cut into at most
- * CNN_MAX_CHUNKS chunks whose boundaries depend only on its size; each chunk's
- * gradient is summed in sample order and the chunks in chunk order, so the result
- * is bit-identical whatever the thread count. */
-#define CNN_MAX_CHUNKS 32
+ * gradients); a step allocates nothing. A minibatch of n samples is cut into
+ * max(ceil(n / CNN_CHUNK_MAX), min(n, CNN_CHUNKS_MIN)) chunks whose boundaries
+ * depend only on n; each chunk's gradient is summed as a unit and the chunks in
+ * chunk order, so the result is bit-identical whatever the thread count. */
+#define CNN_CHUNK_MAX 16
+#define CNN_CHUNKS_MIN 4
 typedef struct cnn_trainer cnn_trainer;
 
 cnn_status cnn_trainer_create(cnn_trainer **out, const cnn_shape *s, const cnn_train_config *c);

@@ -15,23 +15,35 @@
 #include <cblas.h>
 #include <string.h>
 
-/* col[c*9 + ki*3 + kj][(k*PH + i)*PW + j] = in[c][2i + k/2 + ki][2j + k%2 + kj] */
+/* col[c*9 + ki*3 + kj][(k*PH + i)*PW + j] = in[c][2i + k/2 + ki][2j + k%2 + kj].
+ * A block (c, ki, kj, k) depends only on the offsets a = k/2 + ki and b = k%2 + kj:
+ * the 16 sub-images in[c][2i + a][2j + b] fill all 36 blocks of a channel. Each is
+ * gathered once, into its first block, and copied to the others. */
 void cnn_im2col3x3(float *col, const float *in, int C, int H, int W)
 {
     const int PH = (H - 2) / 2, PW = (W - 2) / 2;
-    const size_t P = 4 * (size_t)PH * PW;
+    const size_t Q = (size_t)PH * PW, P = 4 * Q;
     for (int c = 0; c < C; c++)
-        for (int ki = 0; ki < 3; ki++)
-            for (int kj = 0; kj < 3; kj++) {
-                float *row = col + ((size_t)c * 9 + ki * 3 + kj) * P;
-                for (int k = 0; k < 4; k++)
-                    for (int i = 0; i < PH; i++) {
-                        const float *src = in + ((size_t)c * H + 2 * i + k / 2 + ki) * W +
-                                           k % 2 + kj;
-                        float *dst = row + ((size_t)k * PH + i) * PW;
-                        for (int j = 0; j < PW; j++)
-                            dst[j] = src[2 * j];
+        for (int a = 0; a < 4; a++)
+            for (int b = 0; b < 4; b++) {
+                float *first = NULL;
+                for (int k = 0; k < 4; k++) {
+                    const int ki = a - k / 2, kj = b - k % 2;
+                    if (ki < 0 || ki > 2 || kj < 0 || kj > 2)
+                        continue;
+                    float *dst = col + ((size_t)c * 9 + ki * 3 + kj) * P + k * Q;
+                    if (first) {
+                        memcpy(dst, first, Q * sizeof(float));
+                        continue;
                     }
+                    first = dst;
+                    for (int i = 0; i < PH; i++) {
+                        const float *restrict src = in + ((size_t)c * H + 2 * i + a) * W + b;
+                        float *restrict row = dst + (size_t)i * PW;
+                        for (int j = 0; j < PW; j++)
+                            row[j] = src[2 * j];
+                    }
+                }
             }
 }
 

@@ -84,28 +84,36 @@ void cnn_model_free(cnn_model *m)
     memset(m, 0, sizeof *m);
 }
 
-cnn_status cnn_acts_alloc(cnn_acts *a, const cnn_shape *s)
+/* Every piece sits at an offset that depends only on the sample's place in the chunk
+ * (the arena is 64-byte aligned): a BLAS kernel's path, and so its rounding, never
+ * depends on which thread's buffers a sample landed in. */
+cnn_status cnn_acts_alloc_batch(cnn_acts *a, const cnn_shape *s, int cap)
 {
     memset(a, 0, sizeof *a);
-    if (cnn_shape_check(s) != CNN_OK)
+    if (cnn_shape_check(s) != CNN_OK || cap < 1 || cap > 4096)
         return CNN_ERR_ARG;
     const size_t P = (size_t)(s->H - 2) * (s->W - 2);
     const size_t conv = cnn_shape_conv_len(s), K = cnn_shape_dense_len(s), N = s->classes;
+    a->col_stride = cnn_align_up((size_t)s->C * 9 * P * sizeof(float)) / sizeof(float);
+    a->conv_stride = cnn_align_up(conv * sizeof(float)) / sizeof(float);
+    a->K_stride = K; /* unpadded: the dense SGEMMs take the pool rows as one matrix */
+    const size_t c = (size_t)cap;
     size_t off = 0;
-    const size_t o_col = cnn_arena_take(&off, (size_t)s->C * 9 * P * sizeof(float));
-    const size_t o_conv = cnn_arena_take(&off, conv * sizeof(float));
-    const size_t o_pool = cnn_arena_take(&off, K * sizeof(float));
-    const size_t o_arg = cnn_arena_take(&off, K);
-    const size_t o_logits = cnn_arena_take(&off, N * sizeof(float));
-    const size_t o_probs = cnn_arena_take(&off, N * sizeof(float));
-    const size_t o_dlogits = cnn_arena_take(&off, N * sizeof(float));
-    const size_t o_dpool = cnn_arena_take(&off, K * sizeof(float));
+    const size_t o_col = cnn_arena_take(&off, c * a->col_stride * sizeof(float));
+    const size_t o_conv = cnn_arena_take(&off, c * a->conv_stride * sizeof(float));
+    const size_t o_pool = cnn_arena_take(&off, c * a->K_stride * sizeof(float));
+    const size_t o_arg = cnn_arena_take(&off, c * a->K_stride);
+    const size_t o_logits = cnn_arena_take(&off, c * N * sizeof(float));
+    const size_t o_probs = cnn_arena_take(&off, c * N * sizeof(float));
+    const size_t o_dlogits = cnn_arena_take(&off, c * N * sizeof(float));
+    const size_t o_dpool = cnn_arena_take(&off, c * a->K_stride * sizeof(float));
     const size_t o_dconv = cnn_arena_take(&off, conv * sizeof(float));
     char *base = cnn_aligned_alloc(off);
     if (!base)
         return CNN_ERR_NOMEM;
     memset(base, 0, off);
     a->shape = *s;
+    a->cap = cap;
     a->arena = base;
     a->col = (float *)(base + o_col);
     a->conv = (float *)(base + o_conv);
@@ -118,6 +126,8 @@ cnn_status cnn_acts_alloc(cnn_acts *a, const cnn_shape *s)
     a->dconv = (float *)(base + o_dconv);
     return CNN_OK;
 }
+
+cnn_status cnn_acts_alloc(cnn_acts *a, const cnn_shape *s) { return cnn_acts_alloc_batch(a, s, 1); }
 
 void cnn_acts_free(cnn_acts *a)
 {
@@ -134,39 +144,97 @@ int cnn_argmax(const float *v, int n)
     return best;
 }
 
-float cnn_forward(const cnn_model *m, cnn_acts *a, const float *x, int label, cnn_engine e)
+static const float *sample(const float *images, const uint32_t *idx, int b, size_t len)
+{
+    return images + (idx ? (size_t)idx[b] : (size_t)b) * len;
+}
+
+/* Forward of nb samples up to the logits: conv and pool per sample, then the dense
+ * layer for all of them at once. */
+static void forward_logits(const cnn_model *m, cnn_acts *a, const float *images,
+                           const uint32_t *idx, int nb, cnn_engine e)
 {
     const cnn_shape *s = &m->shape;
-    const int K = (int)cnn_shape_dense_len(s);
-    if (e == CNN_ENGINE_BLAS) {
-        cnn_conv3x3_forward(a->conv, a->col, x, m->p.filters, s->C, s->H, s->W, s->F);
-        cnn_maxpool2_forward(a->pool, a->arg, a->conv, s->F, s->H - 2, s->W - 2);
-        cnn_dense_forward(a->logits, a->pool, m->p.W, m->p.b, K, s->classes);
-    } else {
-        cnn_conv3x3_forward_ref(a->conv, x, m->p.filters, s->C, s->H, s->W, s->F);
-        cnn_maxpool2_forward_ref(a->pool, a->arg, a->conv, s->F, s->H - 2, s->W - 2);
-        cnn_dense_forward_ref(a->logits, a->pool, m->p.W, m->p.b, K, s->classes);
+    const size_t in_len = cnn_shape_input_len(s), Ks = a->K_stride;
+    const int K = (int)cnn_shape_dense_len(s), N = s->classes;
+    for (int b = 0; b < nb; b++) {
+        const float *x = sample(images, idx, b, in_len);
+        float *conv = a->conv + b * a->conv_stride, *pool = a->pool + b * Ks;
+        if (e == CNN_ENGINE_BLAS) {
+            cnn_conv3x3_forward(conv, a->col + b * a->col_stride, x, m->p.filters, s->C, s->H,
+                                s->W, s->F);
+            cnn_maxpool2_forward(pool, a->arg + b * Ks, conv, s->F, s->H - 2, s->W - 2);
+        } else {
+            cnn_conv3x3_forward_ref(conv, x, m->p.filters, s->C, s->H, s->W, s->F);
+            cnn_maxpool2_forward_ref(pool, a->arg + b * Ks, conv, s->F, s->H - 2, s->W - 2);
+            cnn_dense_forward_ref(a->logits + (size_t)b * N, pool, m->p.W, m->p.b, K, N);
+        }
     }
-    return cnn_softmax_xent(a->probs, a->dlogits, a->logits, label, s->classes);
+    if (e == CNN_ENGINE_BLAS)
+        cnn_dense_forward(a->logits, a->pool, m->p.W, m->p.b, nb, K, N);
+}
+
+/* Backward of nb samples after forward_logits and the softmax: the dense layer for
+ * all at once, then pool and conv per sample, adding to grad; dx [nb][C][H][W] may be
+ * NULL. */
+static void backward_all(const cnn_model *m, cnn_acts *a, float *grad, float *dx,
+                         const float *images, const uint32_t *idx, int nb, cnn_engine e,
+                         cnn_pool_ties ties)
+{
+    const cnn_shape *s = &m->shape;
+    const size_t in_len = cnn_shape_input_len(s), Ks = a->K_stride;
+    const int K = (int)cnn_shape_dense_len(s), N = s->classes;
+    cnn_params g = cnn_params_view(s, grad);
+    if (e == CNN_ENGINE_BLAS)
+        cnn_dense_backward(a->dpool, g.W, g.b, a->dlogits, a->pool, m->p.W, nb, K, N);
+    else
+        for (int b = 0; b < nb; b++)
+            cnn_dense_backward_ref(a->dpool + b * Ks, g.W, g.b, a->dlogits + (size_t)b * N,
+                                   a->pool + b * Ks, m->p.W, K, N);
+    for (int b = 0; b < nb; b++) {
+        const float *conv = a->conv + b * a->conv_stride, *pool = a->pool + b * Ks;
+        const uint8_t *arg = a->arg + b * Ks;
+        float *dxb = dx ? dx + b * in_len : NULL;
+        if (e == CNN_ENGINE_BLAS) {
+            cnn_maxpool2_backward(a->dconv, a->dpool + b * Ks, arg, conv, pool, ties, s->F,
+                                  s->H - 2, s->W - 2);
+            cnn_conv3x3_backward(dxb, g.filters, a->col + b * a->col_stride, a->dconv,
+                                 m->p.filters, s->C, s->H, s->W, s->F);
+        } else {
+            cnn_maxpool2_backward_ref(a->dconv, a->dpool + b * Ks, arg, conv, pool, ties, s->F,
+                                      s->H - 2, s->W - 2);
+            cnn_conv3x3_backward_ref(dxb, g.filters, a->dconv, sample(images, idx, b, in_len),
+                                     m->p.filters, s->C, s->H, s->W, s->F);
+        }
+    }
+}
+
+float cnn_forward(const cnn_model *m, cnn_acts *a, const float *x, int label, cnn_engine e)
+{
+    forward_logits(m, a, x, NULL, 1, e);
+    return cnn_softmax_xent(a->probs, a->dlogits, a->logits, label, m->shape.classes);
 }
 
 void cnn_backward(const cnn_model *m, cnn_acts *a, float *grad, float *dx, const float *x,
                   cnn_engine e, cnn_pool_ties ties)
 {
-    const cnn_shape *s = &m->shape;
-    const int K = (int)cnn_shape_dense_len(s);
-    cnn_params g = cnn_params_view(s, grad);
-    if (e == CNN_ENGINE_BLAS) {
-        cnn_dense_backward(a->dpool, g.W, g.b, a->dlogits, a->pool, m->p.W, K, s->classes);
-        cnn_maxpool2_backward(a->dconv, a->dpool, a->arg, a->conv, a->pool, ties, s->F,
-                              s->H - 2, s->W - 2);
-        cnn_conv3x3_backward(dx, g.filters, a->col, a->dconv, m->p.filters, s->C, s->H, s->W,
-                             s->F);
-    } else {
-        cnn_dense_backward_ref(a->dpool, g.W, g.b, a->dlogits, a->pool, m->p.W, K, s->classes);
-        cnn_maxpool2_backward_ref(a->dconv, a->dpool, a->arg, a->conv, a->pool, ties, s->F,
-                                  s->H - 2, s->W - 2);
-        cnn_conv3x3_backward_ref(dx, g.filters, a->dconv, x, m->p.filters, s->C, s->H, s->W,
-                                 s->F);
+    backward_all(m, a, grad, dx, x, NULL, 1, e, ties);
+}
+
+/* The data flow of a training step, for the nb samples of one chunk. */
+void cnn_chunk_grad(const cnn_model *m, cnn_acts *a, float *grad, const float *images,
+                    const uint8_t *labels, const uint32_t *idx, int nb, cnn_engine e,
+                    cnn_pool_ties ties, float *loss, uint8_t *pred)
+{
+    const int N = m->shape.classes;
+    forward_logits(m, a, images, idx, nb, e);
+    for (int b = 0; b < nb; b++) {
+        const int label = labels[idx ? idx[b] : (uint32_t)b];
+        float *probs = a->probs + (size_t)b * N;
+        loss[b] = cnn_softmax_xent(probs, a->dlogits + (size_t)b * N, a->logits + (size_t)b * N,
+                                   label, N);
+        pred[b] = (uint8_t)cnn_argmax(probs, N);
     }
+    if (grad)
+        backward_all(m, a, grad, NULL, images, idx, nb, e, ties);
 }

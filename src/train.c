@@ -1,11 +1,11 @@
 /* train.c - minibatch SGD across OpenMP threads, and evaluation.
  *
- * A minibatch of n samples is cut into nchunks = min(n, CNN_MAX_CHUNKS) chunks
- * whose boundaries depend only on n. Threads take whole chunks; a chunk sums its
- * samples' gradients in sample order into its own gradient slot; the update then
- * sums the slots in chunk order. No sum depends on which thread did what, so the
- * weights are bit-identical for any thread count. Every buffer is allocated in
- * cnn_trainer_create: a step allocates nothing. */
+ * A minibatch of n samples is cut into chunks whose boundaries depend only on n
+ * (chunk_count). Threads take whole chunks; a chunk runs as one unit (the dense
+ * layer as SGEMMs over its samples) and sums its gradient into its own slot; the
+ * update then sums the slots in chunk order. No sum depends on which thread did
+ * what, so the weights are bit-identical for any thread count. Every buffer is
+ * allocated in cnn_trainer_create: a step allocates nothing. */
 #include "cnn.h"
 
 #include "arena.h"
@@ -25,11 +25,20 @@ struct cnn_trainer {
     size_t n_params;
     size_t slot_stride; /* floats between gradient slots (64-byte multiple) */
     int nslots;
-    float *slots;       /* [nslots][slot_stride] per-chunk gradient sums */
-    cnn_acts *acts;     /* [threads] */
+    float *slots;       /* [nslots][slot_stride] per-chunk gradient sums, zero between steps */
+    cnn_acts *acts;     /* [threads], each for CNN_CHUNK_MAX samples */
     float *loss;        /* [max(batch, EVAL_BLOCK)] per-sample loss of the last step */
-    uint8_t *hit;       /* [max(batch, EVAL_BLOCK)] per-sample correctness */
+    uint8_t *pred;      /* [max(batch, EVAL_BLOCK)] per-sample predicted class */
 };
+
+/* Chunks of at most CNN_CHUNK_MAX samples, and at least CNN_CHUNKS_MIN chunks (when
+ * there are that many samples) so that small minibatches still spread over cores. */
+static int chunk_count(int n)
+{
+    const int by_size = (n + CNN_CHUNK_MAX - 1) / CNN_CHUNK_MAX;
+    const int by_cores = n < CNN_CHUNKS_MIN ? n : CNN_CHUNKS_MIN;
+    return by_size > by_cores ? by_size : by_cores;
+}
 
 cnn_train_config cnn_train_config_default(void)
 {
@@ -77,7 +86,7 @@ void cnn_trainer_free(cnn_trainer *t)
     free(t->acts);
     free(t->slots);
     free(t->loss);
-    free(t->hit);
+    free(t->pred);
     free(t);
 }
 
@@ -96,18 +105,19 @@ cnn_status cnn_trainer_create(cnn_trainer **out, const cnn_shape *s, const cnn_t
     t->cfg = *c;
     t->n_params = cnn_shape_param_len(s);
     t->slot_stride = cnn_align_up(t->n_params * sizeof(float)) / sizeof(float);
-    t->nslots = c->batch < CNN_MAX_CHUNKS ? c->batch : CNN_MAX_CHUNKS;
+    t->nslots = chunk_count(c->batch); /* chunk_count grows with n */
     const size_t per_sample = (size_t)(c->batch > EVAL_BLOCK ? c->batch : EVAL_BLOCK);
     t->slots = cnn_aligned_alloc((size_t)t->nslots * t->slot_stride * sizeof(float));
     t->acts = calloc((size_t)c->threads, sizeof *t->acts);
     t->loss = malloc(per_sample * sizeof *t->loss);
-    t->hit = malloc(per_sample);
-    if (!t->slots || !t->acts || !t->loss || !t->hit) {
+    t->pred = malloc(per_sample);
+    if (!t->slots || !t->acts || !t->loss || !t->pred) {
         cnn_trainer_free(t);
         return CNN_ERR_NOMEM;
     }
+    memset(t->slots, 0, (size_t)t->nslots * t->slot_stride * sizeof(float));
     for (int i = 0; i < c->threads; i++)
-        if (cnn_acts_alloc(&t->acts[i], s) != CNN_OK) {
+        if (cnn_acts_alloc_batch(&t->acts[i], s, CNN_CHUNK_MAX) != CNN_OK) {
             cnn_trainer_free(t);
             return CNN_ERR_NOMEM;
         }
@@ -129,21 +139,18 @@ static int labels_valid(const uint8_t *labels, const uint32_t *idx, size_t n, in
     return 1;
 }
 
-/* One SGD step: forward and backward of every sample into its chunk's gradient
- * slot, then params -= lr * (sum of slots in chunk order) / n. */
+/* One SGD step: every chunk's forward and backward into its gradient slot, then
+ * params -= lr * (sum of slots in chunk order) / n, zeroing the slots on the way. */
 cnn_status cnn_train_step(cnn_trainer *t, cnn_model *m, const float *images,
                           const uint8_t *labels, const uint32_t *idx, int n, cnn_stats *st)
 {
     if (!t || !m || !images || !labels || n < 1 || n > t->cfg.batch ||
-        !same_shape(&t->shape, &m->shape) || !labels_valid(labels, idx, (size_t)n, m->shape.classes))
+        !same_shape(&t->shape, &m->shape) ||
+        !labels_valid(labels, idx, (size_t)n, m->shape.classes))
         return CNN_ERR_ARG;
-    const size_t in_len = cnn_shape_input_len(&m->shape);
-    const int nchunks = n < CNN_MAX_CHUNKS ? n : CNN_MAX_CHUNKS;
+    const int nchunks = chunk_count(n);
     const int threads = t->cfg.threads < nchunks ? t->cfg.threads : nchunks;
-    const cnn_engine engine = t->cfg.engine;
-    const cnn_pool_ties ties = t->cfg.ties;
-    const float lr = t->cfg.lr;
-    const long np = (long)t->n_params;
+    const size_t np = t->n_params, stride = t->slot_stride;
     int finite = 1;
 
 #if HAVE_OPENMP
@@ -156,16 +163,14 @@ cnn_status cnn_train_step(cnn_trainer *t, cnn_model *m, const float *images,
 #pragma omp for schedule(static)
 #endif
         for (int c = 0; c < nchunks; c++) {
-            float *grad = t->slots + (size_t)c * t->slot_stride;
-            memset(grad, 0, t->n_params * sizeof(float));
             const int lo = (int)((long)c * n / nchunks), hi = (int)((long)(c + 1) * n / nchunks);
-            for (int i = lo; i < hi; i++) {
-                const size_t s = idx ? idx[i] : (size_t)i;
-                const float *x = images + s * in_len;
-                t->loss[i] = cnn_forward(m, a, x, labels[s], engine);
-                t->hit[i] = cnn_argmax(a->probs, m->shape.classes) == labels[s];
-                cnn_backward(m, a, grad, NULL, x, engine, ties);
-            }
+            uint32_t seq[CNN_CHUNK_MAX];
+            const uint32_t *ci = idx ? idx + lo : seq;
+            if (!idx)
+                for (int i = lo; i < hi; i++)
+                    seq[i - lo] = (uint32_t)i;
+            cnn_chunk_grad(m, a, t->slots + (size_t)c * stride, images, labels, ci, hi - lo,
+                           t->cfg.engine, t->cfg.ties, t->loss + lo, t->pred + lo);
         }
 #if HAVE_OPENMP
 #pragma omp single
@@ -173,45 +178,49 @@ cnn_status cnn_train_step(cnn_trainer *t, cnn_model *m, const float *images,
         for (int i = 0; i < n; i++)
             if (!isfinite(t->loss[i]))
                 finite = 0;
-        if (finite) {
-            /* Each thread updates its own contiguous range of parameters: slot 0 +=
-             * slot 1, += slot 2, ... (chunk order), then params -= lr/n * slot 0. */
-            const int nt = thread_count(), me = thread_id();
-            const size_t lo = (size_t)np * me / nt, hi = (size_t)np * (me + 1) / nt;
-            float *g0 = t->slots;
-            for (int c = 1; c < nchunks; c++) {
-                const float *gc = t->slots + (size_t)c * t->slot_stride;
-                for (size_t p = lo; p < hi; p++)
-                    g0[p] += gc[p];
+        /* Each thread takes its own contiguous range of parameters: slot 0 += slot 1,
+         * += slot 2, ... (chunk order), then params -= lr/n * slot 0. */
+        const int nt = thread_count(), me = thread_id();
+        const size_t lo = np * (size_t)me / (size_t)nt, hi = np * (size_t)(me + 1) / (size_t)nt;
+        float *restrict g0 = t->slots;
+        for (int c = 1; c < nchunks; c++) {
+            float *restrict gc = t->slots + (size_t)c * stride;
+            for (size_t p = lo; p < hi; p++) {
+                g0[p] += gc[p];
+                gc[p] = 0.0f;
             }
-            const float step = lr / (float)n; /* n = 1: exactly the post's lr * grad */
-            float *params = m->params;
+        }
+        const float step = t->cfg.lr / (float)n; /* n = 1: exactly the post's lr * grad */
+        float *restrict params = m->params;
+        if (finite)
             for (size_t p = lo; p < hi; p++)
                 params[p] -= step * g0[p];
-        }
+        memset(g0 + lo, 0, (hi - lo) * sizeof(float));
     }
 
     if (st)
         for (int i = 0; i < n; i++) {
             st->loss_sum += t->loss[i];
-            st->correct += t->hit[i];
+            st->correct += t->pred[i] == labels[idx ? idx[i] : (uint32_t)i];
             st->count++;
         }
     return finite ? CNN_OK : CNN_ERR_NUMERIC;
 }
 
+/* Blocks of EVAL_BLOCK samples, each cut into chunks of CNN_CHUNK_MAX: fixed
+ * boundaries, so the result does not depend on the thread count either. */
 cnn_status cnn_evaluate(cnn_trainer *t, const cnn_model *m, const float *images,
                         const uint8_t *labels, size_t n, uint8_t *pred, cnn_stats *st)
 {
     if (!t || !m || !images || !labels || !same_shape(&t->shape, &m->shape) ||
         !labels_valid(labels, NULL, n, m->shape.classes))
         return CNN_ERR_ARG;
-    const size_t in_len = cnn_shape_input_len(&m->shape);
     const int threads = t->cfg.threads;
     for (size_t lo = 0; lo < n; lo += EVAL_BLOCK) {
-        const long cnt = (long)(n - lo < EVAL_BLOCK ? n - lo : EVAL_BLOCK);
+        const int cnt = (int)(n - lo < EVAL_BLOCK ? n - lo : EVAL_BLOCK);
+        const int nchunks = (cnt + CNN_CHUNK_MAX - 1) / CNN_CHUNK_MAX;
 #if HAVE_OPENMP
-#pragma omp parallel num_threads(threads) if (threads > 1 && cnt > 1)
+#pragma omp parallel num_threads(threads) if (threads > 1 && nchunks > 1)
 #endif
         {
             blas_on_this_thread();
@@ -219,21 +228,24 @@ cnn_status cnn_evaluate(cnn_trainer *t, const cnn_model *m, const float *images,
 #if HAVE_OPENMP
 #pragma omp for schedule(static)
 #endif
-            for (long i = 0; i < cnt; i++) {
-                const size_t s = lo + (size_t)i;
-                t->loss[i] = cnn_forward(m, a, images + s * in_len, labels[s], t->cfg.engine);
-                const int p = cnn_argmax(a->probs, m->shape.classes);
-                t->hit[i] = p == labels[s];
-                if (pred)
-                    pred[s] = (uint8_t)p;
+            for (int c = 0; c < nchunks; c++) {
+                const int b = c * CNN_CHUNK_MAX;
+                const int nb = cnt - b < CNN_CHUNK_MAX ? cnt - b : CNN_CHUNK_MAX;
+                const size_t first = lo + (size_t)b;
+                cnn_chunk_grad(m, a, NULL, images + first * cnn_shape_input_len(&m->shape),
+                               labels + first, NULL, nb, t->cfg.engine, t->cfg.ties,
+                               t->loss + b, t->pred + b);
             }
         }
-        if (st)
-            for (long i = 0; i < cnt; i++) {
+        for (int i = 0; i < cnt; i++) {
+            if (pred)
+                pred[lo + (size_t)i] = t->pred[i];
+            if (st) {
                 st->loss_sum += t->loss[i];
-                st->correct += t->hit[i];
+                st->correct += t->pred[i] == labels[lo + (size_t)i];
                 st->count++;
             }
+        }
     }
     return CNN_OK;
 }

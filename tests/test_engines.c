@@ -226,6 +226,7 @@ int main(void)
     compare_training(1, CNN_TIES_ALL, flat, flat_labels, 256, &rng);
     compare_training(8, CNN_TIES_SINGLE, noisy, labels, 256, &rng);
     compare_training(8, CNN_TIES_ALL, flat, flat_labels, 256, &rng);
+    compare_training(48, CNN_TIES_SINGLE, noisy, labels, 256, &rng); /* chunks of 12 */
     free(noisy);
     free(flat);
     return tap_done();

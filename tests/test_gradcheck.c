@@ -278,8 +278,8 @@ static void test_pool(cnn_rng *rng, cnn_engine e)
 /* ------------------------------------------------------------------ dense */
 
 typedef struct {
-    int K, N;
-    float *x, *W, *b, *logits, *R;
+    int B, K, N;
+    float *x, *W, *b, *logits, *R; /* x [B][K], logits and R [B][N] */
     cnn_engine e;
 } dense_ctx;
 
@@ -287,40 +287,44 @@ static double dense_loss(void *p)
 {
     dense_ctx *c = p;
     if (c->e == CNN_ENGINE_BLAS)
-        cnn_dense_forward(c->logits, c->x, c->W, c->b, c->K, c->N);
+        cnn_dense_forward(c->logits, c->x, c->W, c->b, c->B, c->K, c->N);
     else
-        cnn_dense_forward_ref(c->logits, c->x, c->W, c->b, c->K, c->N);
-    return dot(c->logits, c->R, (size_t)c->N);
+        for (int r = 0; r < c->B; r++)
+            cnn_dense_forward_ref(c->logits + r * c->N, c->x + r * c->K, c->W, c->b, c->K, c->N);
+    return dot(c->logits, c->R, (size_t)c->B * c->N);
 }
 
-static void test_dense(cnn_rng *rng, cnn_engine e)
+/* B = 1 takes the SGEMV/SGER path of the BLAS engine, B > 1 the SGEMM one. */
+static void test_dense(cnn_rng *rng, cnn_engine e, int B)
 {
     const char *en = e == CNN_ENGINE_BLAS ? "blas" : "reference";
-    dense_ctx c = {.K = 37, .N = 5, .e = e};
-    const size_t nw = (size_t)c.K * c.N;
-    c.x = malloc(c.K * sizeof(float));
+    dense_ctx c = {.B = B, .K = 37, .N = 5, .e = e};
+    const size_t nw = (size_t)c.K * c.N, nx = (size_t)B * c.K, nl = (size_t)B * c.N;
+    c.x = malloc(nx * sizeof(float));
     c.W = malloc(nw * sizeof(float));
     c.b = malloc(c.N * sizeof(float));
-    c.logits = malloc(c.N * sizeof(float));
-    c.R = malloc(c.N * sizeof(float));
-    float *dx = malloc(c.K * sizeof(float)), *dW = calloc(nw, sizeof(float));
+    c.logits = malloc(nl * sizeof(float));
+    c.R = malloc(nl * sizeof(float));
+    float *dx = malloc(nx * sizeof(float)), *dW = calloc(nw, sizeof(float));
     float *db = calloc(c.N, sizeof(float));
-    fill_uniform(c.x, c.K, rng, -1, 1);
+    fill_uniform(c.x, nx, rng, -1, 1);
     fill_uniform(c.W, nw, rng, -1, 1);
     fill_uniform(c.b, c.N, rng, -1, 1);
-    fill_uniform(c.R, c.N, rng, -1, 1);
+    fill_uniform(c.R, nl, rng, -1, 1);
     if (e == CNN_ENGINE_BLAS)
-        cnn_dense_backward(dx, dW, db, c.R, c.x, c.W, c.K, c.N);
+        cnn_dense_backward(dx, dW, db, c.R, c.x, c.W, B, c.K, c.N);
     else
-        cnn_dense_backward_ref(dx, dW, db, c.R, c.x, c.W, c.K, c.N);
+        for (int r = 0; r < B; r++)
+            cnn_dense_backward_ref(dx + r * c.K, dW, db, c.R + r * c.N, c.x + r * c.K, c.W, c.K,
+                                   c.N);
     char name[128];
-    snprintf(name, sizeof name, "%s dense weight gradient", en);
+    snprintf(name, sizeof name, "%s dense, %d sample(s): weight gradient", en, B);
     fd_check(name, c.W, dW, nw, NULL, 0, dense_loss, &c, 1e-2f, 1e-3, 1e-4);
-    snprintf(name, sizeof name, "%s dense bias gradient", en);
+    snprintf(name, sizeof name, "%s dense, %d sample(s): bias gradient", en, B);
     fd_check(name, c.b, db, c.N, NULL, 0, dense_loss, &c, 1e-2f, 1e-3, 1e-4);
-    snprintf(name, sizeof name, "%s dense input gradient", en);
-    fd_check(name, c.x, dx, c.K, NULL, 0, dense_loss, &c, 1e-2f, 1e-3, 1e-4);
-    if (e == CNN_ENGINE_BLAS)
+    snprintf(name, sizeof name, "%s dense, %d sample(s): input gradient", en, B);
+    fd_check(name, c.x, dx, nx, NULL, 0, dense_loss, &c, 1e-2f, 1e-3, 1e-4);
+    if (e == CNN_ENGINE_BLAS && B == 1)
         fd_self_test("dense weight", c.W, dW, nw, dense_loss, &c, 1e-2f, 1e-3, 1e-4);
     free(c.x), free(c.W), free(c.b), free(c.logits), free(c.R), free(dx), free(dW), free(db);
 }
@@ -606,8 +610,10 @@ int main(void)
     test_conv(&rng, CNN_ENGINE_REFERENCE);
     test_pool(&rng, CNN_ENGINE_BLAS);
     test_pool(&rng, CNN_ENGINE_REFERENCE);
-    test_dense(&rng, CNN_ENGINE_BLAS);
-    test_dense(&rng, CNN_ENGINE_REFERENCE);
+    test_dense(&rng, CNN_ENGINE_BLAS, 1);
+    test_dense(&rng, CNN_ENGINE_BLAS, 3);
+    test_dense(&rng, CNN_ENGINE_REFERENCE, 1);
+    test_dense(&rng, CNN_ENGINE_REFERENCE, 3);
     test_softmax(&rng);
     const cnn_shape post = cnn_shape_post();
     test_network(&rng, &post, "post network, random image", 0);
