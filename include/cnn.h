@@ -85,14 +85,16 @@ void cnn_im2col3x3(float *col, const float *in, int C, int H, int W);
 void cnn_col2im3x3(float *in, const float *col, int C, int H, int W); /* in = col2im(col) */
 void cnn_conv3x3_forward(float *out, float *col, const float *in, const float *filt,
                          int C, int H, int W, int F);
-/* col must hold im2col(in) from the forward; it is overwritten when din != NULL.
+/* Backward: dfilt += alpha * the filter gradient (alpha 1 accumulates a gradient;
+ * dfilt == filt with alpha = -lr is an in-place SGD step, then din must be NULL).
+ * col must hold im2col(in) from the forward; it is overwritten when din != NULL.
  * din [C][H][W] may be NULL (first layer: no input gradient). dout is laid out as out. */
-void cnn_conv3x3_backward(float *din, float *dfilt, float *col, const float *dout,
+void cnn_conv3x3_backward(float *din, float *dfilt, float alpha, float *col, const float *dout,
                           const float *filt, int C, int H, int W, int F);
 void cnn_conv3x3_forward_ref(float *out, const float *in, const float *filt,
                              int C, int H, int W, int F);
-void cnn_conv3x3_backward_ref(float *din, float *dfilt, const float *dout, const float *in,
-                              const float *filt, int C, int H, int W, int F);
+void cnn_conv3x3_backward_ref(float *din, float *dfilt, float alpha, const float *dout,
+                              const float *in, const float *filt, int C, int H, int W, int F);
 /* Pool-block order [F][4][H/2][W/2] to [F][H][W] (uncovered positions 0). */
 void cnn_blocks_to_nchw(float *dst, const float *src, int F, int H, int W);
 
@@ -108,16 +110,17 @@ void cnn_maxpool2_backward_ref(float *din, const float *dout, const uint8_t *arg
                                const float *in, const float *out, cnn_pool_ties ties, int F,
                                int H, int W);
 
-/* Dense over B samples: logits[B][N] = X[B][K] W[N][K]^T + b[N]. Backward: dW += dL^T X,
- * db += the column sums of dL, dX[B][K] = dL W (dx may be NULL). B = 1 uses SGEMV and
- * SGER, B > 1 SGEMM. The _ref versions take one sample. */
+/* Dense over B samples: logits[B][N] = X[B][K] W[N][K]^T + b[N]. Backward: dX[B][K] =
+ * dL W (dx may be NULL), then dW += alpha dL^T X and db += alpha * the column sums of dL
+ * (dW == W, db == b with alpha = -lr is an in-place SGD step: dx sees the old W). B = 1
+ * uses SGEMV and SGER, B > 1 SGEMM. The _ref versions take one sample. */
 void cnn_dense_forward(float *logits, const float *x, const float *W, const float *b, int B,
                        int K, int N);
-void cnn_dense_backward(float *dx, float *dW, float *db, const float *dlogits, const float *x,
-                        const float *W, int B, int K, int N);
+void cnn_dense_backward(float *dx, float *dW, float *db, float alpha, const float *dlogits,
+                        const float *x, const float *W, int B, int K, int N);
 void cnn_dense_forward_ref(float *logits, const float *x, const float *W, const float *b,
                            int K, int N);
-void cnn_dense_backward_ref(float *dx, float *dW, float *db, const float *dlogits,
+void cnn_dense_backward_ref(float *dx, float *dW, float *db, float alpha, const float *dlogits,
                             const float *x, const float *W, int K, int N);
 
 /* Softmax and cross-entropy, numerically stable. probs[N] = softmax(logits);
@@ -202,11 +205,13 @@ void cnn_backward(const cnn_model *m, cnn_acts *a, float *grad, float *dx, const
                   cnn_engine e, cnn_pool_ties ties);
 /** The data flow of a training step for nb <= a->cap samples images[idx[b]] (idx NULL:
  *  0..nb-1): conv and pool per sample, the dense layer for all nb at once (SGEMM),
- *  softmax; loss[b] and the predicted class pred[b] out; then, when grad is not NULL,
- *  the backward, adding the SUM of the nb gradients to grad. */
-void cnn_chunk_grad(const cnn_model *m, cnn_acts *a, float *grad, const float *images,
-                    const uint8_t *labels, const uint32_t *idx, int nb, cnn_engine e,
-                    cnn_pool_ties ties, float *loss, uint8_t *pred);
+ *  softmax; loss[b] and the predicted class pred[b] out; then, when grad is not NULL
+ *  and every loss is finite, the backward, adding alpha times the SUM of the nb
+ *  gradients to grad (grad == m->params with alpha = -lr is an in-place SGD step).
+ *  @return 1 if every loss is finite, else 0 (and grad is untouched). */
+int cnn_chunk_grad(const cnn_model *m, cnn_acts *a, float *grad, float alpha,
+                   const float *images, const uint8_t *labels, const uint32_t *idx, int nb,
+                   cnn_engine e, cnn_pool_ties ties, float *loss, uint8_t *pred);
 /** @return the index of the largest probability (the first one on ties). */
 int cnn_argmax(const float *v, int n);
 

@@ -88,12 +88,12 @@ void cnn_conv3x3_forward(float *out, float *col, const float *in, const float *f
                 1.0f, filt, K, col, P, 0.0f, out, P);
 }
 
-void cnn_conv3x3_backward(float *din, float *dfilt, float *col, const float *dout,
+void cnn_conv3x3_backward(float *din, float *dfilt, float alpha, float *col, const float *dout,
                           const float *filt, int C, int H, int W, int F)
 {
     const int P = 4 * ((H - 2) / 2) * ((W - 2) / 2), K = C * 9;
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, F, K, P,
-                1.0f, dout, P, col, P, 1.0f, dfilt, K);
+                alpha, dout, P, col, P, 1.0f, dfilt, K);
     if (din) {
         cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, K, P, F,
                     1.0f, filt, K, dout, P, 0.0f, col, P);
@@ -120,25 +120,35 @@ void cnn_conv3x3_forward_ref(float *out, const float *in, const float *filt,
             }
 }
 
-/* dfilt[f] += dout[f][i][j] * region(i, j);  din[region(i, j)] += dout[f][i][j] * filt[f] */
-void cnn_conv3x3_backward_ref(float *din, float *dfilt, const float *dout, const float *in,
-                              const float *filt, int C, int H, int W, int F)
+/* dfilt[f] += alpha * (sum over (i, j) of dout[f][i][j] * region(i, j)): the sum is
+ * formed first and added once, as the post forms its gradient before the update.
+ * din[region(i, j)] += dout[f][i][j] * filt[f]. */
+void cnn_conv3x3_backward_ref(float *din, float *dfilt, float alpha, const float *dout,
+                              const float *in, const float *filt, int C, int H, int W, int F)
 {
     const int OH = H - 2, OW = W - 2;
-    if (din)
-        memset(din, 0, (size_t)C * H * W * sizeof(float));
+    for (int f = 0; f < F; f++)
+        for (int c = 0; c < C; c++)
+            for (int ki = 0; ki < 3; ki++)
+                for (int kj = 0; kj < 3; kj++) {
+                    float sum = 0.0f;
+                    for (int i = 0; i < OH; i++)
+                        for (int j = 0; j < OW; j++)
+                            sum += dout[((size_t)f * OH + i) * OW + j] *
+                                   in[((size_t)c * H + i + ki) * W + j + kj];
+                    dfilt[(((size_t)f * C + c) * 3 + ki) * 3 + kj] += alpha * sum;
+                }
+    if (!din)
+        return;
+    memset(din, 0, (size_t)C * H * W * sizeof(float));
     for (int i = 0; i < OH; i++)
         for (int j = 0; j < OW; j++)
             for (int f = 0; f < F; f++) {
                 const float g = dout[((size_t)f * OH + i) * OW + j];
                 for (int c = 0; c < C; c++)
                     for (int ki = 0; ki < 3; ki++)
-                        for (int kj = 0; kj < 3; kj++) {
-                            const size_t xi = ((size_t)c * H + i + ki) * W + j + kj;
-                            const size_t wi = (((size_t)f * C + c) * 3 + ki) * 3 + kj;
-                            dfilt[wi] += g * in[xi];
-                            if (din)
-                                din[xi] += g * filt[wi];
-                        }
+                        for (int kj = 0; kj < 3; kj++)
+                            din[((size_t)c * H + i + ki) * W + j + kj] +=
+                                g * filt[(((size_t)f * C + c) * 3 + ki) * 3 + kj];
             }
 }

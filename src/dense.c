@@ -21,24 +21,26 @@ void cnn_dense_forward(float *logits, const float *x, const float *W, const floa
                     logits, N);
 }
 
-void cnn_dense_backward(float *dx, float *dW, float *db, const float *dlogits, const float *x,
-                        const float *W, int B, int K, int N)
+/* dx first: with dW == W (an in-place SGD step) it must see the weights before the
+ * update, as the post computes it. */
+void cnn_dense_backward(float *dx, float *dW, float *db, float alpha, const float *dlogits,
+                        const float *x, const float *W, int B, int K, int N)
 {
+    if (dx) {
+        if (B == 1)
+            cblas_sgemv(CblasRowMajor, CblasTrans, N, K, 1.0f, W, K, dlogits, 1, 0.0f, dx, 1);
+        else /* dX[B][K] = dL[B][N] . W[N][K] */
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, B, K, N, 1.0f, dlogits, N, W,
+                        K, 0.0f, dx, K);
+    }
     if (B == 1)
-        cblas_sger(CblasRowMajor, N, K, 1.0f, dlogits, 1, x, 1, dW, K);
-    else /* dW[N][K] += dL[B][N]^T . X[B][K] */
-        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, N, K, B, 1.0f, dlogits, N, x, K,
+        cblas_sger(CblasRowMajor, N, K, alpha, dlogits, 1, x, 1, dW, K);
+    else /* dW[N][K] += alpha dL[B][N]^T . X[B][K] */
+        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, N, K, B, alpha, dlogits, N, x, K,
                     1.0f, dW, K);
     for (int r = 0; r < B; r++)
         for (int n = 0; n < N; n++)
-            db[n] += dlogits[(size_t)r * N + n];
-    if (!dx)
-        return;
-    if (B == 1)
-        cblas_sgemv(CblasRowMajor, CblasTrans, N, K, 1.0f, W, K, dlogits, 1, 0.0f, dx, 1);
-    else /* dX[B][K] = dL[B][N] . W[N][K] */
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, B, K, N, 1.0f, dlogits, N, W, K,
-                    0.0f, dx, K);
+            db[n] += alpha * dlogits[(size_t)r * N + n];
 }
 
 void cnn_dense_forward_ref(float *logits, const float *x, const float *W, const float *b,
@@ -52,14 +54,9 @@ void cnn_dense_forward_ref(float *logits, const float *x, const float *W, const 
     }
 }
 
-void cnn_dense_backward_ref(float *dx, float *dW, float *db, const float *dlogits,
+void cnn_dense_backward_ref(float *dx, float *dW, float *db, float alpha, const float *dlogits,
                             const float *x, const float *W, int K, int N)
 {
-    for (int n = 0; n < N; n++) {
-        for (int k = 0; k < K; k++)
-            dW[(size_t)n * K + k] += dlogits[n] * x[k];
-        db[n] += dlogits[n];
-    }
     if (dx)
         for (int k = 0; k < K; k++) {
             float sum = 0.0f;
@@ -67,6 +64,11 @@ void cnn_dense_backward_ref(float *dx, float *dW, float *db, const float *dlogit
                 sum += W[(size_t)n * K + k] * dlogits[n];
             dx[k] = sum;
         }
+    for (int n = 0; n < N; n++) {
+        for (int k = 0; k < K; k++)
+            dW[(size_t)n * K + k] += alpha * (dlogits[n] * x[k]);
+        db[n] += alpha * dlogits[n];
+    }
 }
 
 /* p = exp(t - max) / sum exp(t - max); loss = ln(sum exp(t - max)) - (t[label] - max).

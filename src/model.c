@@ -4,6 +4,7 @@
 
 #include "arena.h"
 
+#include <math.h>
 #include <string.h>
 
 const char *cnn_status_str(cnn_status s)
@@ -175,9 +176,9 @@ static void forward_logits(const cnn_model *m, cnn_acts *a, const float *images,
 }
 
 /* Backward of nb samples after forward_logits and the softmax: the dense layer for
- * all at once, then pool and conv per sample, adding to grad; dx [nb][C][H][W] may be
- * NULL. */
-static void backward_all(const cnn_model *m, cnn_acts *a, float *grad, float *dx,
+ * all at once, then pool and conv per sample, adding alpha times the gradient to
+ * grad; dx [nb][C][H][W] may be NULL. */
+static void backward_all(const cnn_model *m, cnn_acts *a, float *grad, float alpha, float *dx,
                          const float *images, const uint32_t *idx, int nb, cnn_engine e,
                          cnn_pool_ties ties)
 {
@@ -186,11 +187,11 @@ static void backward_all(const cnn_model *m, cnn_acts *a, float *grad, float *dx
     const int K = (int)cnn_shape_dense_len(s), N = s->classes;
     cnn_params g = cnn_params_view(s, grad);
     if (e == CNN_ENGINE_BLAS)
-        cnn_dense_backward(a->dpool, g.W, g.b, a->dlogits, a->pool, m->p.W, nb, K, N);
+        cnn_dense_backward(a->dpool, g.W, g.b, alpha, a->dlogits, a->pool, m->p.W, nb, K, N);
     else
         for (int b = 0; b < nb; b++)
-            cnn_dense_backward_ref(a->dpool + b * Ks, g.W, g.b, a->dlogits + (size_t)b * N,
-                                   a->pool + b * Ks, m->p.W, K, N);
+            cnn_dense_backward_ref(a->dpool + b * Ks, g.W, g.b, alpha,
+                                   a->dlogits + (size_t)b * N, a->pool + b * Ks, m->p.W, K, N);
     for (int b = 0; b < nb; b++) {
         const float *conv = a->conv + b * a->conv_stride, *pool = a->pool + b * Ks;
         const uint8_t *arg = a->arg + b * Ks;
@@ -198,13 +199,14 @@ static void backward_all(const cnn_model *m, cnn_acts *a, float *grad, float *dx
         if (e == CNN_ENGINE_BLAS) {
             cnn_maxpool2_backward(a->dconv, a->dpool + b * Ks, arg, conv, pool, ties, s->F,
                                   s->H - 2, s->W - 2);
-            cnn_conv3x3_backward(dxb, g.filters, a->col + b * a->col_stride, a->dconv,
+            cnn_conv3x3_backward(dxb, g.filters, alpha, a->col + b * a->col_stride, a->dconv,
                                  m->p.filters, s->C, s->H, s->W, s->F);
         } else {
             cnn_maxpool2_backward_ref(a->dconv, a->dpool + b * Ks, arg, conv, pool, ties, s->F,
                                       s->H - 2, s->W - 2);
-            cnn_conv3x3_backward_ref(dxb, g.filters, a->dconv, sample(images, idx, b, in_len),
-                                     m->p.filters, s->C, s->H, s->W, s->F);
+            cnn_conv3x3_backward_ref(dxb, g.filters, alpha, a->dconv,
+                                     sample(images, idx, b, in_len), m->p.filters, s->C, s->H,
+                                     s->W, s->F);
         }
     }
 }
@@ -218,15 +220,16 @@ float cnn_forward(const cnn_model *m, cnn_acts *a, const float *x, int label, cn
 void cnn_backward(const cnn_model *m, cnn_acts *a, float *grad, float *dx, const float *x,
                   cnn_engine e, cnn_pool_ties ties)
 {
-    backward_all(m, a, grad, dx, x, NULL, 1, e, ties);
+    backward_all(m, a, grad, 1.0f, dx, x, NULL, 1, e, ties);
 }
 
 /* The data flow of a training step, for the nb samples of one chunk. */
-void cnn_chunk_grad(const cnn_model *m, cnn_acts *a, float *grad, const float *images,
-                    const uint8_t *labels, const uint32_t *idx, int nb, cnn_engine e,
-                    cnn_pool_ties ties, float *loss, uint8_t *pred)
+int cnn_chunk_grad(const cnn_model *m, cnn_acts *a, float *grad, float alpha,
+                   const float *images, const uint8_t *labels, const uint32_t *idx, int nb,
+                   cnn_engine e, cnn_pool_ties ties, float *loss, uint8_t *pred)
 {
     const int N = m->shape.classes;
+    int finite = 1;
     forward_logits(m, a, images, idx, nb, e);
     for (int b = 0; b < nb; b++) {
         const int label = labels[idx ? idx[b] : (uint32_t)b];
@@ -234,7 +237,9 @@ void cnn_chunk_grad(const cnn_model *m, cnn_acts *a, float *grad, const float *i
         loss[b] = cnn_softmax_xent(probs, a->dlogits + (size_t)b * N, a->logits + (size_t)b * N,
                                    label, N);
         pred[b] = (uint8_t)cnn_argmax(probs, N);
+        finite &= isfinite(loss[b]) != 0;
     }
-    if (grad)
-        backward_all(m, a, grad, NULL, images, idx, nb, e, ties);
+    if (grad && finite)
+        backward_all(m, a, grad, alpha, NULL, images, idx, nb, e, ties);
+    return finite;
 }

@@ -139,8 +139,10 @@ static int labels_valid(const uint8_t *labels, const uint32_t *idx, size_t n, in
     return 1;
 }
 
-/* One SGD step: every chunk's forward and backward into its gradient slot, then
- * params -= lr * (sum of slots in chunk order) / n, zeroing the slots on the way. */
+/* One SGD step. One sample: the backward updates the parameters in place (alpha =
+ * -lr), as the post does. More: every chunk's forward and backward into its gradient
+ * slot, then params -= lr * (sum of slots in chunk order) / n, zeroing the slots on
+ * the way. A non-finite loss leaves the parameters untouched. */
 cnn_status cnn_train_step(cnn_trainer *t, cnn_model *m, const float *images,
                           const uint8_t *labels, const uint32_t *idx, int n, cnn_stats *st)
 {
@@ -153,49 +155,64 @@ cnn_status cnn_train_step(cnn_trainer *t, cnn_model *m, const float *images,
     const size_t np = t->n_params, stride = t->slot_stride;
     int finite = 1;
 
+    if (n == 1) {
+        /* a one-thread region, so that blas_on_this_thread changes no setting of ours */
 #if HAVE_OPENMP
-#pragma omp parallel num_threads(threads) if (threads > 1)
+#pragma omp parallel num_threads(1)
 #endif
-    {
-        blas_on_this_thread();
-        cnn_acts *a = &t->acts[thread_id()];
+        {
+            blas_on_this_thread();
+            finite = cnn_chunk_grad(m, &t->acts[0], m->params, -t->cfg.lr, images, labels, idx,
+                                    1, t->cfg.engine, t->cfg.ties, t->loss, t->pred);
+        }
+    } else {
+#if HAVE_OPENMP
+#pragma omp parallel num_threads(threads) if (threads > 1) reduction(&& : finite)
+#endif
+        {
+            blas_on_this_thread();
+            cnn_acts *a = &t->acts[thread_id()];
 #if HAVE_OPENMP
 #pragma omp for schedule(static)
 #endif
-        for (int c = 0; c < nchunks; c++) {
-            const int lo = (int)((long)c * n / nchunks), hi = (int)((long)(c + 1) * n / nchunks);
-            uint32_t seq[CNN_CHUNK_MAX];
-            const uint32_t *ci = idx ? idx + lo : seq;
-            if (!idx)
-                for (int i = lo; i < hi; i++)
-                    seq[i - lo] = (uint32_t)i;
-            cnn_chunk_grad(m, a, t->slots + (size_t)c * stride, images, labels, ci, hi - lo,
-                           t->cfg.engine, t->cfg.ties, t->loss + lo, t->pred + lo);
-        }
-#if HAVE_OPENMP
-#pragma omp single
-#endif
-        for (int i = 0; i < n; i++)
-            if (!isfinite(t->loss[i]))
-                finite = 0;
-        /* Each thread takes its own contiguous range of parameters: slot 0 += slot 1,
-         * += slot 2, ... (chunk order), then params -= lr/n * slot 0. */
-        const int nt = thread_count(), me = thread_id();
-        const size_t lo = np * (size_t)me / (size_t)nt, hi = np * (size_t)(me + 1) / (size_t)nt;
-        float *restrict g0 = t->slots;
-        for (int c = 1; c < nchunks; c++) {
-            float *restrict gc = t->slots + (size_t)c * stride;
-            for (size_t p = lo; p < hi; p++) {
-                g0[p] += gc[p];
-                gc[p] = 0.0f;
+            for (int c = 0; c < nchunks; c++) {
+                const int lo = (int)((long)c * n / nchunks);
+                const int hi = (int)((long)(c + 1) * n / nchunks);
+                uint32_t seq[CNN_CHUNK_MAX];
+                const uint32_t *ci = idx ? idx + lo : seq;
+                if (!idx)
+                    for (int i = lo; i < hi; i++)
+                        seq[i - lo] = (uint32_t)i;
+                finite = cnn_chunk_grad(m, a, t->slots + (size_t)c * stride, 1.0f, images, labels,
+                                        ci, hi - lo, t->cfg.engine, t->cfg.ties, t->loss + lo,
+                                        t->pred + lo) && finite;
             }
         }
-        const float step = t->cfg.lr / (float)n; /* n = 1: exactly the post's lr * grad */
-        float *restrict params = m->params;
-        if (finite)
-            for (size_t p = lo; p < hi; p++)
-                params[p] -= step * g0[p];
-        memset(g0 + lo, 0, (hi - lo) * sizeof(float));
+        /* The reduction's barrier is behind us: every thread sees the same verdict. */
+#if HAVE_OPENMP
+#pragma omp parallel num_threads(threads) if (threads > 1)
+#endif
+        {
+            /* Each thread takes its own contiguous range of parameters: slot 0 +=
+             * slot 1, += slot 2, ... (chunk order), then params -= lr/n * slot 0. */
+            const int nt = thread_count(), me = thread_id();
+            const size_t lo = np * (size_t)me / (size_t)nt;
+            const size_t hi = np * (size_t)(me + 1) / (size_t)nt;
+            float *restrict g0 = t->slots;
+            for (int c = 1; c < nchunks; c++) {
+                float *restrict gc = t->slots + (size_t)c * stride;
+                for (size_t p = lo; p < hi; p++) {
+                    g0[p] += gc[p];
+                    gc[p] = 0.0f;
+                }
+            }
+            const float step = t->cfg.lr / (float)n;
+            float *restrict params = m->params;
+            if (finite)
+                for (size_t p = lo; p < hi; p++)
+                    params[p] -= step * g0[p];
+            memset(g0 + lo, 0, (hi - lo) * sizeof(float));
+        }
     }
 
     if (st)
@@ -232,7 +249,7 @@ cnn_status cnn_evaluate(cnn_trainer *t, const cnn_model *m, const float *images,
                 const int b = c * CNN_CHUNK_MAX;
                 const int nb = cnt - b < CNN_CHUNK_MAX ? cnt - b : CNN_CHUNK_MAX;
                 const size_t first = lo + (size_t)b;
-                cnn_chunk_grad(m, a, NULL, images + first * cnn_shape_input_len(&m->shape),
+                cnn_chunk_grad(m, a, NULL, 0.0f, images + first * cnn_shape_input_len(&m->shape),
                                labels + first, NULL, nb, t->cfg.engine, t->cfg.ties,
                                t->loss + b, t->pred + b);
             }

@@ -170,9 +170,9 @@ static void test_conv(cnn_rng *rng, cnn_engine e)
 
     conv_loss(&c); /* leaves im2col(in) in col for the BLAS backward */
     if (e == CNN_ENGINE_BLAS)
-        cnn_conv3x3_backward(din, dfilt, c.col, c.R, c.filt, c.C, c.H, c.W, c.F);
+        cnn_conv3x3_backward(din, dfilt, 1.0f, c.col, c.R, c.filt, c.C, c.H, c.W, c.F);
     else
-        cnn_conv3x3_backward_ref(din, dfilt, c.R, c.in, c.filt, c.C, c.H, c.W, c.F);
+        cnn_conv3x3_backward_ref(din, dfilt, 1.0f, c.R, c.in, c.filt, c.C, c.H, c.W, c.F);
     char name[128];
     snprintf(name, sizeof name, "%s conv3x3 C=3 filter gradient", en);
     fd_check(name, c.filt, dfilt, nf, NULL, 0, conv_loss, &c, 1e-2f, 1e-3, 1e-4);
@@ -184,7 +184,7 @@ static void test_conv(cnn_rng *rng, cnn_engine e)
         float *twice = malloc(nf * sizeof(float));
         memcpy(twice, dfilt, nf * sizeof(float));
         conv_loss(&c);
-        cnn_conv3x3_backward(NULL, twice, c.col, c.R, c.filt, c.C, c.H, c.W, c.F);
+        cnn_conv3x3_backward(NULL, twice, 1.0f, c.col, c.R, c.filt, c.C, c.H, c.W, c.F);
         int ok = 1;
         for (size_t i = 0; i < nf; i++)
             ok &= fabsf(twice[i] - 2 * dfilt[i]) <= 1e-5f * (1 + fabsf(dfilt[i]));
@@ -312,10 +312,10 @@ static void test_dense(cnn_rng *rng, cnn_engine e, int B)
     fill_uniform(c.b, c.N, rng, -1, 1);
     fill_uniform(c.R, nl, rng, -1, 1);
     if (e == CNN_ENGINE_BLAS)
-        cnn_dense_backward(dx, dW, db, c.R, c.x, c.W, B, c.K, c.N);
+        cnn_dense_backward(dx, dW, db, 1.0f, c.R, c.x, c.W, B, c.K, c.N);
     else
         for (int r = 0; r < B; r++)
-            cnn_dense_backward_ref(dx + r * c.K, dW, db, c.R + r * c.N, c.x + r * c.K, c.W, c.K,
+            cnn_dense_backward_ref(dx + r * c.K, dW, db, 1.0f, c.R + r * c.N, c.x + r * c.K, c.W, c.K,
                                    c.N);
     char name[128];
     snprintf(name, sizeof name, "%s dense, %d sample(s): weight gradient", en, B);
