@@ -12,6 +12,8 @@
  * Reference engine: the post's loops over 3x3 regions, output [F][H-2][W-2]. */
 #include "cnn.h"
 
+#include "simd.h"
+
 #include <cblas.h>
 #include <string.h>
 
@@ -19,6 +21,7 @@
  * A block (c, ki, kj, k) depends only on the offsets a = k/2 + ki and b = k%2 + kj:
  * the 16 sub-images in[c][2i + a][2j + b] fill all 36 blocks of a channel. Each is
  * gathered once, into its first block, and copied to the others. */
+CNN_VECTOR
 void cnn_im2col3x3(float *col, const float *in, int C, int H, int W)
 {
     const int PH = (H - 2) / 2, PW = (W - 2) / 2;
@@ -48,6 +51,7 @@ void cnn_im2col3x3(float *col, const float *in, int C, int H, int W)
 }
 
 /* The adjoint of im2col: in = the sum of the col entries that copied each pixel. */
+CNN_VECTOR
 void cnn_col2im3x3(float *in, const float *col, int C, int H, int W)
 {
     const int PH = (H - 2) / 2, PW = (W - 2) / 2;

@@ -8,8 +8,11 @@
  * The reference engine pools [F][H][W] maps block by block, as the post. */
 #include "cnn.h"
 
+#include "simd.h"
+
 #include <string.h>
 
+CNN_VECTOR
 void cnn_maxpool2_forward(float *out, uint8_t *arg, const float *in, int F, int H, int W)
 {
     const size_t Q = (size_t)(H / 2) * (W / 2);
@@ -31,6 +34,7 @@ void cnn_maxpool2_forward(float *out, uint8_t *arg, const float *in, int F, int 
     }
 }
 
+CNN_VECTOR
 void cnn_maxpool2_backward(float *din, const float *dout, const uint8_t *arg, const float *in,
                            const float *out, cnn_pool_ties ties, int F, int H, int W)
 {

@@ -10,6 +10,7 @@
 
 #include "arena.h"
 #include "config.h"
+#include "simd.h"
 
 #include <math.h>
 #include <string.h>
@@ -139,6 +140,26 @@ static int labels_valid(const uint8_t *labels, const uint32_t *idx, size_t n, in
     return 1;
 }
 
+/* Over parameters [lo, hi): slot 0 += slot 1, += slot 2, ... (chunk order), then
+ * params -= step * slot 0 (step 0: no update), leaving every slot zero. */
+CNN_VECTOR
+static void apply_slots(float *restrict params, float *restrict slots, size_t stride,
+                        int nchunks, float step, size_t lo, size_t hi)
+{
+    float *restrict g0 = slots;
+    for (int c = 1; c < nchunks; c++) {
+        float *restrict gc = slots + (size_t)c * stride;
+        for (size_t p = lo; p < hi; p++) {
+            g0[p] += gc[p];
+            gc[p] = 0.0f;
+        }
+    }
+    if (step != 0.0f)
+        for (size_t p = lo; p < hi; p++)
+            params[p] -= step * g0[p];
+    memset(g0 + lo, 0, (hi - lo) * sizeof(float));
+}
+
 /* One SGD step. One sample: the backward updates the parameters in place (alpha =
  * -lr), as the post does. More: every chunk's forward and backward into its gradient
  * slot, then params -= lr * (sum of slots in chunk order) / n, zeroing the slots on
@@ -193,25 +214,12 @@ cnn_status cnn_train_step(cnn_trainer *t, cnn_model *m, const float *images,
 #pragma omp parallel num_threads(threads) if (threads > 1)
 #endif
         {
-            /* Each thread takes its own contiguous range of parameters: slot 0 +=
-             * slot 1, += slot 2, ... (chunk order), then params -= lr/n * slot 0. */
+            /* Each thread takes its own contiguous range of parameters. */
             const int nt = thread_count(), me = thread_id();
             const size_t lo = np * (size_t)me / (size_t)nt;
             const size_t hi = np * (size_t)(me + 1) / (size_t)nt;
-            float *restrict g0 = t->slots;
-            for (int c = 1; c < nchunks; c++) {
-                float *restrict gc = t->slots + (size_t)c * stride;
-                for (size_t p = lo; p < hi; p++) {
-                    g0[p] += gc[p];
-                    gc[p] = 0.0f;
-                }
-            }
-            const float step = t->cfg.lr / (float)n;
-            float *restrict params = m->params;
-            if (finite)
-                for (size_t p = lo; p < hi; p++)
-                    params[p] -= step * g0[p];
-            memset(g0 + lo, 0, (hi - lo) * sizeof(float));
+            apply_slots(m->params, t->slots, stride, nchunks, finite ? t->cfg.lr / (float)n : 0.0f,
+                        lo, hi);
         }
     }
 
