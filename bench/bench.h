@@ -1,0 +1,101 @@
+/* bench.h - timing, statistics and machine description for the benchmarks
+ * (header-only). Times are wall-clock (CLOCK_MONOTONIC); a figure is the median of
+ * repeats after a warm-up, with its spread (max - min) / median. */
+#ifndef CNN_BENCH_H
+#define CNN_BENCH_H
+
+#include "cnn.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+static inline double bench_now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+static int bench_cmp(const void *a, const void *b)
+{
+    const double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+typedef struct {
+    double median, spread, min;
+} bench_stat;
+
+/* Median and relative spread of n samples (sorts v). */
+static inline bench_stat bench_stats(double *v, int n)
+{
+    qsort(v, (size_t)n, sizeof *v, bench_cmp);
+    bench_stat s;
+    s.median = n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
+    s.min = v[0];
+    s.spread = s.median > 0 ? (v[n - 1] - v[0]) / s.median : 0;
+    return s;
+}
+
+typedef struct {
+    char cpu[128];
+    int cores;
+    char blas[256];
+    char compiler[128];
+} bench_machine;
+
+static inline void bench_machine_read(bench_machine *m)
+{
+    memset(m, 0, sizeof *m);
+    snprintf(m->cpu, sizeof m->cpu, "unknown");
+    FILE *f = fopen("/proc/cpuinfo", "r");
+    char line[512];
+    while (f && fgets(line, sizeof line, f)) {
+        if (strncmp(line, "model name", 10) == 0 && strcmp(m->cpu, "unknown") == 0) {
+            char *v = strchr(line, ':');
+            if (v) {
+                v += 2;
+                v[strcspn(v, "\n")] = '\0';
+                snprintf(m->cpu, sizeof m->cpu, "%s", v);
+            }
+        }
+        if (strncmp(line, "processor", 9) == 0)
+            m->cores++;
+    }
+    if (f)
+        fclose(f);
+    cnn_blas_describe(m->blas, sizeof m->blas);
+#ifdef __VERSION__
+    snprintf(m->compiler, sizeof m->compiler, "%s %s", "gcc-compatible", __VERSION__);
+#endif
+}
+
+/* JSON string: s with quotes and backslashes escaped. */
+static inline void bench_json_str(FILE *f, const char *s)
+{
+    fputc('"', f);
+    for (; *s; s++) {
+        if (*s == '"' || *s == '\\')
+            fputc('\\', f);
+        if ((unsigned char)*s >= 0x20)
+            fputc(*s, f);
+    }
+    fputc('"', f);
+}
+
+static inline void bench_json_machine(FILE *f, const bench_machine *m, const char *flags)
+{
+    fprintf(f, "{\"cpu\": ");
+    bench_json_str(f, m->cpu);
+    fprintf(f, ", \"cores\": %d, \"blas\": ", m->cores);
+    bench_json_str(f, m->blas);
+    fprintf(f, ", \"compiler\": ");
+    bench_json_str(f, m->compiler);
+    fprintf(f, ", \"flags\": ");
+    bench_json_str(f, flags);
+    fprintf(f, "}");
+}
+
+#endif

@@ -1,0 +1,348 @@
+/* bench_layers.c - each layer and direction of the post's network, reference engine
+ * against BLAS engine, per image, at batch sizes 1, 16 and 64.
+ *
+ * Every row first checks that the two engines agree on the data it times, then
+ * times each engine: a warm-up, then REPEATS repeats of enough calls to last about
+ * 20 ms each; the figure is the median time per image, with the spread
+ * (max - min) / median. One thread (the layers themselves are single-threaded;
+ * threads split a minibatch's samples, see bench_train).
+ *
+ * usage: bench_layers [--json FILE] [--quick] */
+#include "cnn.h"
+
+#include "bench.h"
+#include "config.h"
+
+#include <cblas.h>
+#include <math.h>
+#if HAVE_OPENMP
+#include <omp.h>
+#endif
+
+#define REPEATS 7
+#define MAXB 64
+
+typedef struct {
+    const cnn_model *m;
+    int B;
+    cnn_pool_ties ties;
+    const float *x;  /* [B][784] */
+    cnn_acts a;      /* capacity MAXB, BLAS engine layout */
+    cnn_acts r;      /* capacity MAXB, reference engine layout */
+    float *grad;     /* [n_params] */
+    float *dx;       /* [B][784] */
+} ctx;
+
+typedef void (*run_fn)(ctx *c, cnn_engine e);
+
+static const cnn_shape S = {1, 28, 28, 8, 10};
+enum { K = 1352, N = 10, CONV = 8 * 676 };
+
+static float *conv_of(ctx *c, cnn_engine e, int b)
+{
+    cnn_acts *a = e == CNN_ENGINE_BLAS ? &c->a : &c->r;
+    return a->conv + (size_t)b * a->conv_stride;
+}
+
+/* ---- the timed operations, one per row and engine ---- */
+
+static void conv_fwd(ctx *c, cnn_engine e)
+{
+    for (int b = 0; b < c->B; b++)
+        if (e == CNN_ENGINE_BLAS)
+            cnn_conv3x3_forward(conv_of(c, e, b), c->a.col + b * c->a.col_stride, c->x + b * 784,
+                                c->m->p.filters, 1, 28, 28, 8);
+        else
+            cnn_conv3x3_forward_ref(conv_of(c, e, b), c->x + b * 784, c->m->p.filters, 1, 28, 28,
+                                    8);
+}
+
+/* dout: the conv output itself stands in for an upstream gradient */
+static void conv_wgrad(ctx *c, cnn_engine e)
+{
+    for (int b = 0; b < c->B; b++)
+        if (e == CNN_ENGINE_BLAS)
+            cnn_conv3x3_backward(NULL, c->grad, 1.0f, c->a.col + b * c->a.col_stride,
+                                 conv_of(c, e, b), c->m->p.filters, 1, 28, 28, 8);
+        else
+            cnn_conv3x3_backward_ref(NULL, c->grad, 1.0f, conv_of(c, e, b), c->x + b * 784,
+                                     c->m->p.filters, 1, 28, 28, 8);
+}
+
+static void conv_both(ctx *c, cnn_engine e)
+{
+    for (int b = 0; b < c->B; b++)
+        if (e == CNN_ENGINE_BLAS) { /* the input gradient overwrites col: rebuild it */
+            cnn_im2col3x3(c->a.col, c->x + b * 784, 1, 28, 28);
+            cnn_conv3x3_backward(c->dx + b * 784, c->grad, 1.0f, c->a.col, conv_of(c, e, b),
+                                 c->m->p.filters, 1, 28, 28, 8);
+        } else {
+            cnn_conv3x3_backward_ref(c->dx + b * 784, c->grad, 1.0f, conv_of(c, e, b),
+                                     c->x + b * 784, c->m->p.filters, 1, 28, 28, 8);
+        }
+}
+
+static void pool_fwd(ctx *c, cnn_engine e)
+{
+    cnn_acts *a = e == CNN_ENGINE_BLAS ? &c->a : &c->r;
+    for (int b = 0; b < c->B; b++)
+        if (e == CNN_ENGINE_BLAS)
+            cnn_maxpool2_forward(a->pool + b * K, a->arg + b * K, conv_of(c, e, b), 8, 26, 26);
+        else
+            cnn_maxpool2_forward_ref(a->pool + b * K, a->arg + b * K, conv_of(c, e, b), 8, 26, 26);
+}
+
+static void pool_bwd(ctx *c, cnn_engine e)
+{
+    cnn_acts *a = e == CNN_ENGINE_BLAS ? &c->a : &c->r;
+    for (int b = 0; b < c->B; b++)
+        if (e == CNN_ENGINE_BLAS)
+            cnn_maxpool2_backward(a->dconv, a->pool + b * K, a->arg + b * K, conv_of(c, e, b),
+                                  a->pool + b * K, c->ties, 8, 26, 26);
+        else
+            cnn_maxpool2_backward_ref(a->dconv, a->pool + b * K, a->arg + b * K,
+                                      conv_of(c, e, b), a->pool + b * K, c->ties, 8, 26, 26);
+}
+
+static void dense_fwd(ctx *c, cnn_engine e)
+{
+    cnn_acts *a = e == CNN_ENGINE_BLAS ? &c->a : &c->r;
+    if (e == CNN_ENGINE_BLAS)
+        cnn_dense_forward(a->logits, a->pool, c->m->p.W, c->m->p.b, c->B, K, N);
+    else
+        for (int b = 0; b < c->B; b++)
+            cnn_dense_forward_ref(a->logits + b * N, a->pool + b * K, c->m->p.W, c->m->p.b, K, N);
+    for (int b = 0; b < c->B; b++)
+        cnn_softmax_xent(a->probs + b * N, a->dlogits + b * N, a->logits + b * N, b % 10, N);
+}
+
+static void dense_bwd(ctx *c, cnn_engine e)
+{
+    cnn_acts *a = e == CNN_ENGINE_BLAS ? &c->a : &c->r;
+    cnn_params g = cnn_params_view(&S, c->grad);
+    if (e == CNN_ENGINE_BLAS)
+        cnn_dense_backward(a->dpool, g.W, g.b, 1.0f, a->dlogits, a->pool, c->m->p.W, c->B, K, N);
+    else
+        for (int b = 0; b < c->B; b++)
+            cnn_dense_backward_ref(a->dpool + b * K, g.W, g.b, 1.0f, a->dlogits + b * N,
+                                   a->pool + b * K, c->m->p.W, K, N);
+}
+
+/* ---- agreement checks ---- */
+
+static double max_rel_diff(const float *x, const float *y, size_t n)
+{
+    double scale = 1e-30, d = 0.0;
+    for (size_t i = 0; i < n; i++)
+        scale = fmax(scale, fabs(y[i]));
+    for (size_t i = 0; i < n; i++)
+        d = fmax(d, fabs((double)x[i] - y[i]));
+    return d / scale;
+}
+
+/* Run one row's operation on both engines from the same state and compare what it
+ * produced; @return the largest difference relative to the array's scale. */
+static double agree(ctx *c, int row, run_fn f)
+{
+    const cnn_model *m = c->m;
+    float *gb = malloc(m->n_params * sizeof(float)), *dxb = malloc((size_t)c->B * 784 * 4);
+    float *t1 = malloc((size_t)c->B * CONV * 4), *t2 = malloc((size_t)c->B * CONV * 4);
+    double worst = 0.0;
+    memset(c->grad, 0, m->n_params * sizeof(float));
+    f(c, CNN_ENGINE_BLAS);
+    memcpy(gb, c->grad, m->n_params * sizeof(float));
+    memcpy(dxb, c->dx, (size_t)c->B * 784 * 4);
+    memset(c->grad, 0, m->n_params * sizeof(float));
+    f(c, CNN_ENGINE_REFERENCE);
+    switch (row) {
+    case 0: /* conv forward */
+        for (int b = 0; b < c->B; b++) {
+            cnn_blocks_to_nchw(t1 + (size_t)b * CONV, conv_of(c, CNN_ENGINE_BLAS, b), 8, 26, 26);
+            memcpy(t2 + (size_t)b * CONV, conv_of(c, CNN_ENGINE_REFERENCE, b), CONV * 4);
+        }
+        worst = max_rel_diff(t1, t2, (size_t)c->B * CONV);
+        break;
+    case 1: /* conv filter gradient */
+        worst = max_rel_diff(gb, c->grad, 72);
+        break;
+    case 2: /* conv filter and input gradient */
+        worst = fmax(max_rel_diff(gb, c->grad, 72),
+                     max_rel_diff(dxb, c->dx, (size_t)c->B * 784));
+        break;
+    case 3: /* pool forward */
+        worst = max_rel_diff(c->a.pool, c->r.pool, (size_t)c->B * K);
+        break;
+    case 4: /* pool backward (last sample's, one dconv buffer) */
+        cnn_blocks_to_nchw(t1, c->a.dconv, 8, 26, 26);
+        worst = max_rel_diff(t1, c->r.dconv, CONV);
+        break;
+    case 5: /* dense + softmax forward */
+        worst = max_rel_diff(c->a.probs, c->r.probs, (size_t)c->B * N);
+        break;
+    case 6: /* dense + softmax backward */
+        worst = fmax(max_rel_diff(gb, c->grad, m->n_params),
+                     max_rel_diff(c->a.dpool, c->r.dpool, (size_t)c->B * K));
+        break;
+    }
+    free(gb), free(dxb), free(t1), free(t2);
+    return worst;
+}
+
+/* Median seconds per image of f on engine e. */
+static bench_stat time_row(ctx *c, run_fn f, cnn_engine e, double budget)
+{
+    f(c, e); /* warm-up */
+    const double t0 = bench_now();
+    f(c, e);
+    const double once = fmax(bench_now() - t0, 1e-7);
+    const int reps = (int)fmax(1.0, fmin(1e6, budget / once));
+    double v[REPEATS];
+    for (int r = 0; r < REPEATS; r++) {
+        const double s = bench_now();
+        for (int i = 0; i < reps; i++)
+            f(c, e);
+        v[r] = (bench_now() - s) / reps / c->B;
+    }
+    return bench_stats(v, REPEATS);
+}
+
+static const struct {
+    const char *name;
+    run_fn f;
+    double tol; /* largest relative difference the engines may show */
+} rows[] = {
+    {"conv forward", conv_fwd, 1e-5},
+    {"conv filter gradient", conv_wgrad, 1e-4},
+    {"conv filter+input gradient", conv_both, 1e-4},
+    {"pool forward", pool_fwd, 1e-6},
+    {"pool backward", pool_bwd, 1e-6},
+    {"dense+softmax forward", dense_fwd, 1e-5},
+    {"dense+softmax backward", dense_bwd, 1e-5},
+};
+enum { NROWS = sizeof rows / sizeof *rows };
+
+int main(int argc, char **argv)
+{
+    const char *json = NULL;
+    double budget = 0.02;
+    for (int i = 1; i < argc; i++) {
+        if (strcmp(argv[i], "--json") == 0 && i + 1 < argc)
+            json = argv[++i];
+        else if (strcmp(argv[i], "--quick") == 0)
+            budget = 0.002;
+        else {
+            fprintf(stderr, "usage: bench_layers [--json FILE] [--quick]\n");
+            return 2;
+        }
+    }
+    cnn_blas_setup();
+#if HAVE_OPENMP
+    omp_set_num_threads(1); /* one core: the layers are timed as a thread runs them */
+#endif
+    bench_machine mach;
+    bench_machine_read(&mach);
+    printf("machine: %s, %d cores\nBLAS: %s\n", mach.cpu, mach.cores, mach.blas);
+
+    cnn_rng rng;
+    cnn_rng_seed(&rng, 1);
+    cnn_model m;
+    cnn_model_init(&m, &S, &rng);
+    uint8_t *pix = malloc(MAXB * 784), lab[MAXB];
+    float *x = malloc(MAXB * 784 * sizeof(float));
+    cnn_synth_digits(pix, lab, MAXB, &rng);
+    for (int i = 0; i < MAXB * 784; i++) /* a flat background, as MNIST: pool ties */
+        if (pix[i] < 64)
+            pix[i] = 0;
+    cnn_pixels_to_float(x, pix, MAXB * 784);
+
+    ctx c = {.m = &m, .x = x, .ties = CNN_TIES_SINGLE};
+    cnn_acts_alloc_batch(&c.a, &S, MAXB);
+    cnn_acts_alloc_batch(&c.r, &S, MAXB);
+    c.grad = calloc(m.n_params, sizeof(float));
+    c.dx = malloc(MAXB * 784 * sizeof(float));
+
+    static const int batches[] = {1, 16, 64};
+    double res[3][NROWS][2];
+    bench_stat spread[3][NROWS][2] = {{{{0}}}};
+    for (int i = 0; i < 3 * NROWS * 2; i++)
+        (&res[0][0][0])[i] = NAN; /* stays NaN where the engines disagree */
+    int ok = 1;
+    printf("\nper image, one thread; median of %d repeats (spread)\n", REPEATS);
+    printf("%-28s %5s %22s %22s %8s\n", "layer", "batch", "reference", "blas", "ratio");
+    for (int bi = 0; bi < 3; bi++) {
+        c.B = batches[bi];
+        for (int r = 0; r < NROWS; r++) {
+            /* set up the state every row starts from: a forward pass */
+            conv_fwd(&c, CNN_ENGINE_BLAS), conv_fwd(&c, CNN_ENGINE_REFERENCE);
+            pool_fwd(&c, CNN_ENGINE_BLAS), pool_fwd(&c, CNN_ENGINE_REFERENCE);
+            dense_fwd(&c, CNN_ENGINE_BLAS), dense_fwd(&c, CNN_ENGINE_REFERENCE);
+            const double d = agree(&c, r, rows[r].f);
+            if (!(d <= rows[r].tol)) {
+                printf("%-28s %5d   ENGINES DISAGREE: relative difference %.3g > %.1g\n",
+                       rows[r].name, c.B, d, rows[r].tol);
+                ok = 0;
+                continue;
+            }
+            for (int e = 0; e < 2; e++) {
+                const cnn_engine en = e ? CNN_ENGINE_BLAS : CNN_ENGINE_REFERENCE;
+                spread[bi][r][e] = time_row(&c, rows[r].f, en, budget);
+                res[bi][r][e] = spread[bi][r][e].median;
+            }
+            printf("%-28s %5d %12.3f us (%4.0f%%) %12.3f us (%4.0f%%) %7.1fx\n", rows[r].name,
+                   c.B, res[bi][r][0] * 1e6, 100 * spread[bi][r][0].spread, res[bi][r][1] * 1e6,
+                   100 * spread[bi][r][1].spread, res[bi][r][0] / res[bi][r][1]);
+        }
+    }
+    /* The SGD update is the same code for both engines: params -= lr/n * grad over all
+     * 13,602 parameters, once per minibatch (at batch 1 the BLAS and reference
+     * backward apply it in place instead). */
+    {
+        float *p = m.params;
+        double v[REPEATS];
+        const int reps = 2000;
+        for (int r = 0; r < REPEATS; r++) {
+            const double s = bench_now();
+            for (int i = 0; i < reps; i++) {
+                for (size_t k = 0; k < m.n_params; k++)
+                    p[k] -= 1e-30f * c.grad[k];
+                __asm__ volatile("" : : "r"(p) : "memory");
+            }
+            v[r] = (bench_now() - s) / reps;
+        }
+        bench_stat u = bench_stats(v, REPEATS);
+        printf("%-28s %5s %12.3f us per step (%.0f%%): per image %.3f us at batch 16, %.3f "
+               "at 64\n", "SGD update (both engines)", "-", u.median * 1e6, 100 * u.spread,
+               u.median * 1e6 / 16, u.median * 1e6 / 64);
+    }
+
+    if (json) {
+        FILE *f = fopen(json, "w");
+        if (!f) {
+            fprintf(stderr, "bench_layers: cannot write %s\n", json);
+            return 1;
+        }
+        fprintf(f, "{\"tool\": \"cnn-bench-layers\", \"machine\": ");
+        bench_json_machine(f, &mach, CNN_BUILD_FLAGS);
+        fprintf(f, ",\n \"layers\": [");
+        int first = 1;
+        for (int bi = 0; bi < 3; bi++)
+            for (int r = 0; r < NROWS; r++) {
+                if (isnan(res[bi][r][0]) || isnan(res[bi][r][1]))
+                    continue;
+                fprintf(f, "%s\n  {\"layer\": \"%s\", \"batch\": %d, \"reference_us\": %.4f, "
+                        "\"blas_us\": %.4f, \"ratio\": %.3f, \"reference_spread\": %.3f, "
+                        "\"blas_spread\": %.3f}", first ? "" : ",", rows[r].name, batches[bi],
+                        res[bi][r][0] * 1e6, res[bi][r][1] * 1e6, res[bi][r][0] / res[bi][r][1],
+                        spread[bi][r][0].spread, spread[bi][r][1].spread);
+                first = 0;
+            }
+        fprintf(f, "\n]}\n");
+        fclose(f);
+        printf("\nwrote %s\n", json);
+    }
+    cnn_acts_free(&c.a);
+    cnn_acts_free(&c.r);
+    free(c.grad), free(c.dx), free(x), free(pix);
+    cnn_model_free(&m);
+    return ok ? 0 : 1;
+}
