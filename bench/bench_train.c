@@ -1,0 +1,439 @@
+/* bench_train.c - end-to-end training and inference throughput of the post's
+ * network, both engines, over batch sizes and thread counts; the achieved GFLOP/s
+ * against the machine's SGEMM peak measured in the same run; and the wall-clock
+ * training time until the test accuracy first reaches 97%.
+ *
+ * A training step counts 275,808 FLOPs per image: conv forward 97,344, conv filter
+ * gradient 97,344, dense forward, weight gradient and input gradient 27,040 each.
+ *
+ * usage: bench_train [--data DIR] [--json FILE] [--quick] [--no-tta]
+ *                    [--batches 1,16,64,256] [--threads 1,2] [--engines blas,reference]
+ * Real MNIST from DIR when it is there, otherwise synthetic images of the same shape.
+ * With --json FILE it also writes FILE.dat and, when gnuplot is installed, FILE.png
+ * (without the .json suffix): the scaling over threads and batch sizes. */
+#include "cnn.h"
+
+#include "bench.h"
+#include "config.h"
+
+#include <cblas.h>
+#include <errno.h>
+#include <math.h>
+#include <unistd.h>
+#if HAVE_OPENMP
+#include <omp.h>
+#endif
+
+#define FLOPS_PER_IMAGE 275808.0
+#define MAXLIST 16
+
+typedef struct {
+    const float *x;
+    const uint8_t *y;
+    size_t n;
+} split;
+
+typedef struct {
+    cnn_engine engine;
+    int batch, threads;
+    size_t images;
+    double ips, spread; /* images per second (median), relative spread */
+} train_result;
+
+typedef struct {
+    cnn_engine engine;
+    int threads;
+    double ips;
+} infer_result;
+
+typedef struct {
+    int batch, threads;
+    float lr;
+    int epochs;        /* epochs run */
+    double seconds;    /* training time until >= 97%, or NAN */
+    double accuracy;   /* the best test accuracy seen */
+    double eval_s;     /* evaluation time, not counted */
+} tta_result;
+
+static const char *engine_name(cnn_engine e) { return e == CNN_ENGINE_BLAS ? "blas" : "reference"; }
+
+static int parse_list(const char *s, int *out, int max)
+{
+    int n = 0;
+    while (*s && n < max) {
+        char *end;
+        errno = 0;
+        long v = strtol(s, &end, 10);
+        if (errno || end == s || v < 1 || v > 65536)
+            return -1;
+        out[n++] = (int)v;
+        s = *end == ',' ? end + 1 : end;
+        if (*end && *end != ',')
+            return -1;
+    }
+    return n;
+}
+
+/* One SGEMM of n x n x n: GFLOP/s, median of 3. threads 1 runs inside a one-thread
+ * region, as our training calls do; otherwise OpenBLAS uses all cores. */
+static double sgemm_peak(int n, int all_threads)
+{
+    float *a = malloc((size_t)n * n * 4), *b = malloc((size_t)n * n * 4), *c = malloc((size_t)n * n * 4);
+    for (size_t i = 0; i < (size_t)n * n; i++)
+        a[i] = b[i] = (float)(i % 7) * 0.1f;
+    double v[3];
+    for (int r = 0; r < 4; r++) {
+        const double t0 = bench_now();
+        if (all_threads) {
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, n, n, 1, a, n, b, n, 0, c, n);
+        } else {
+#if HAVE_OPENMP
+#pragma omp parallel num_threads(1)
+#endif
+            {
+#if HAVE_OPENMP
+                omp_set_num_threads(1);
+#endif
+                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, n, n, 1, a, n, b, n, 0,
+                            c, n);
+            }
+        }
+        if (r > 0) /* the first is a warm-up */
+            v[r - 1] = 2.0 * n * n * n / (bench_now() - t0) / 1e9;
+    }
+    free(a), free(b), free(c);
+    return bench_stats(v, 3).median;
+}
+
+/* Train `images` images (a whole number of steps) from a fresh model; @return the
+ * images per second of the timed part. */
+static double train_ips(const split *tr, cnn_engine e, int batch, int threads, float lr,
+                        size_t images, uint32_t *order)
+{
+    const cnn_shape s = cnn_shape_post();
+    cnn_rng rng;
+    cnn_rng_seed(&rng, 1);
+    cnn_model m;
+    cnn_model_init(&m, &s, &rng);
+    cnn_train_config c = {.engine = e, .ties = CNN_TIES_SINGLE, .batch = batch,
+                          .threads = threads, .lr = lr};
+    cnn_trainer *t;
+    cnn_trainer_create(&t, &s, &c);
+    for (size_t i = 0; i < tr->n; i++)
+        order[i] = (uint32_t)i;
+    cnn_rng_shuffle(&rng, order, tr->n);
+    /* warm-up: a few steps, then the timed run from the start of the order */
+    for (int i = 0; i < 4; i++)
+        cnn_train_step(t, &m, tr->x, tr->y, order, batch, NULL);
+    const double t0 = bench_now();
+    size_t done = 0;
+    while (done < images) {
+        const size_t at = done % tr->n;
+        const int nb = (int)(tr->n - at < (size_t)batch ? tr->n - at : (size_t)batch);
+        cnn_train_step(t, &m, tr->x, tr->y, order + at, nb, NULL);
+        done += (size_t)nb;
+    }
+    const double dt = bench_now() - t0;
+    cnn_trainer_free(t);
+    cnn_model_free(&m);
+    return (double)done / dt;
+}
+
+static double infer_ips(const split *te, cnn_engine e, int threads, size_t images)
+{
+    const cnn_shape s = cnn_shape_post();
+    cnn_rng rng;
+    cnn_rng_seed(&rng, 1);
+    cnn_model m;
+    cnn_model_init(&m, &s, &rng);
+    cnn_train_config c = {.engine = e, .ties = CNN_TIES_SINGLE, .batch = 1, .threads = threads,
+                          .lr = 0.005f};
+    cnn_trainer *t;
+    cnn_trainer_create(&t, &s, &c);
+    cnn_stats st = {0};
+    cnn_evaluate(t, &m, te->x, te->y, images < 1024 ? images : 1024, NULL, &st); /* warm-up */
+    double v[3];
+    for (int r = 0; r < 3; r++) {
+        const double t0 = bench_now();
+        cnn_evaluate(t, &m, te->x, te->y, images, NULL, &st);
+        v[r] = (double)images / (bench_now() - t0);
+    }
+    cnn_trainer_free(t);
+    cnn_model_free(&m);
+    return bench_stats(v, 3).median;
+}
+
+/* Epochs of shuffled training, the test accuracy after each, until >= 97%. */
+static tta_result time_to_97(const split *tr, const split *te, int batch, int threads, float lr,
+                             int max_epochs, uint32_t *order)
+{
+    tta_result r = {.batch = batch, .threads = threads, .lr = lr, .seconds = NAN};
+    const cnn_shape s = cnn_shape_post();
+    cnn_rng rng;
+    cnn_rng_seed(&rng, 1);
+    cnn_model m;
+    cnn_model_init(&m, &s, &rng);
+    cnn_train_config c = {.engine = CNN_ENGINE_BLAS, .ties = CNN_TIES_SINGLE, .batch = batch,
+                          .threads = threads, .lr = lr};
+    cnn_trainer *t;
+    cnn_trainer_create(&t, &s, &c);
+    for (size_t i = 0; i < tr->n; i++)
+        order[i] = (uint32_t)i;
+    double train_s = 0.0;
+    for (int ep = 1; ep <= max_epochs; ep++) {
+        cnn_rng_shuffle(&rng, order, tr->n);
+        const double t0 = bench_now();
+        for (size_t i = 0; i < tr->n; i += (size_t)batch) {
+            const int nb = (int)(tr->n - i < (size_t)batch ? tr->n - i : (size_t)batch);
+            cnn_train_step(t, &m, tr->x, tr->y, order + i, nb, NULL);
+        }
+        train_s += bench_now() - t0;
+        const double e0 = bench_now();
+        cnn_stats st = {0};
+        cnn_evaluate(t, &m, te->x, te->y, te->n, NULL, &st);
+        r.eval_s += bench_now() - e0;
+        r.epochs = ep;
+        const double acc = (double)st.correct / (double)st.count;
+        r.accuracy = fmax(r.accuracy, acc);
+        if (acc >= 0.97) {
+            r.seconds = train_s;
+            break;
+        }
+    }
+    cnn_trainer_free(t);
+    cnn_model_free(&m);
+    return r;
+}
+
+static void write_plot(const char *json, const train_result *res, int nres, const int *batches,
+                       int nb, const int *threads, int nt)
+{
+    char base[1024], dat[1100], png[1100];
+    snprintf(base, sizeof base, "%s", json);
+    char *dot = strrchr(base, '.');
+    if (dot && strcmp(dot, ".json") == 0)
+        *dot = '\0';
+    snprintf(dat, sizeof dat, "%s.dat", base);
+    snprintf(png, sizeof png, "%s.png", base);
+    FILE *f = fopen(dat, "w");
+    if (!f)
+        return;
+    /* one block per batch size: threads, images/s (BLAS engine) */
+    fprintf(f, "# BLAS engine training throughput, images/s: one block per batch size\n");
+    for (int b = 0; b < nb; b++) {
+        fprintf(f, "# batch %d\n", batches[b]);
+        for (int i = 0; i < nres; i++)
+            if (res[i].engine == CNN_ENGINE_BLAS && res[i].batch == batches[b])
+                fprintf(f, "%d %.1f\n", res[i].threads, res[i].ips);
+        fprintf(f, "\n\n");
+    }
+    fclose(f);
+    printf("wrote %s\n", dat);
+    if (system("command -v gnuplot >/dev/null 2>&1") != 0) {
+        printf("gnuplot not installed: no PNG (apt-get install gnuplot-nox)\n");
+        return;
+    }
+    FILE *g = popen("gnuplot", "w");
+    if (!g)
+        return;
+    fprintf(g, "set terminal pngcairo size 900,500 noenhanced\nset output '%s'\n", png);
+    fprintf(g, "set title 'Training throughput of the post''s CNN (BLAS engine, 60,000 images)'\n");
+    fprintf(g, "set xlabel 'threads'\nset ylabel 'images per second'\nset grid\n");
+    fprintf(g, "set key left top\nset xtics 1\nset yrange [0:*]\n");
+    fprintf(g, "plot ");
+    for (int b = 0; b < nb; b++)
+        fprintf(g, "%s'%s' index %d using 1:2 with linespoints lw 2 title 'batch %d'",
+                b ? ", " : "", dat, b, batches[b]);
+    fprintf(g, "\n");
+    (void)threads, (void)nt;
+    if (pclose(g) == 0)
+        printf("wrote %s\n", png);
+}
+
+int main(int argc, char **argv)
+{
+    const char *data = NULL, *json = NULL;
+    int quick = 0, tta = 1;
+    int batches[MAXLIST] = {1, 16, 64, 256}, nb = 4;
+    int threads[MAXLIST], nt = 0;
+    cnn_engine engines[2] = {CNN_ENGINE_BLAS, CNN_ENGINE_REFERENCE};
+    int ne = 2;
+#if HAVE_OPENMP
+    const int cores = omp_get_num_procs();
+#else
+    const int cores = 1;
+#endif
+    for (int t = 1; t <= cores && nt < MAXLIST; t++)
+        threads[nt++] = t;
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+        if (strcmp(a, "--data") == 0 && v)
+            data = v, i++;
+        else if (strcmp(a, "--json") == 0 && v)
+            json = v, i++;
+        else if (strcmp(a, "--quick") == 0)
+            quick = 1;
+        else if (strcmp(a, "--no-tta") == 0)
+            tta = 0;
+        else if (strcmp(a, "--batches") == 0 && v && (nb = parse_list(v, batches, MAXLIST)) > 0)
+            i++;
+        else if (strcmp(a, "--threads") == 0 && v && (nt = parse_list(v, threads, MAXLIST)) > 0)
+            i++;
+        else if (strcmp(a, "--engines") == 0 && v) {
+            ne = 0;
+            if (strstr(v, "blas"))
+                engines[ne++] = CNN_ENGINE_BLAS;
+            if (strstr(v, "reference"))
+                engines[ne++] = CNN_ENGINE_REFERENCE;
+            if (!ne)
+                goto usage;
+            i++;
+        } else {
+        usage:
+            fprintf(stderr, "usage: bench_train [--data DIR] [--json FILE] [--quick] [--no-tta] "
+                            "[--batches 1,16,64,256] [--threads 1,2] [--engines blas,reference]\n");
+            return 2;
+        }
+    }
+    cnn_blas_setup();
+    bench_machine mach;
+    bench_machine_read(&mach);
+    char warn[256];
+    printf("machine: %s, %d cores\nBLAS: %s\n", mach.cpu, mach.cores, mach.blas);
+    if (cnn_blas_core_warning(warn, sizeof warn))
+        printf("warning: %s\n", warn);
+
+    /* data: MNIST when present, else synthetic images of the same shape */
+    cnn_dataset dtr = {0}, dte = {0};
+    char err[512];
+    int real = data && cnn_mnist_load(data, "train", &dtr, err, sizeof err) == CNN_OK &&
+               cnn_mnist_load(data, "t10k", &dte, err, sizeof err) == CNN_OK;
+    if (!real) {
+        cnn_dataset_free(&dtr);
+        dtr.n = 60000, dte.n = 10000;
+        dtr.pixels = malloc(dtr.n * 784), dtr.labels = malloc(dtr.n);
+        dte.pixels = malloc(dte.n * 784), dte.labels = malloc(dte.n);
+        cnn_rng rng;
+        cnn_rng_seed(&rng, 7);
+        cnn_synth_digits(dtr.pixels, dtr.labels, dtr.n, &rng);
+        cnn_synth_digits(dte.pixels, dte.labels, dte.n, &rng);
+        tta = 0; /* synthetic digits are too easy to mean anything here */
+    }
+    float *xtr = malloc(dtr.n * 784 * sizeof(float)), *xte = malloc(dte.n * 784 * sizeof(float));
+    cnn_pixels_to_float(xtr, dtr.pixels, dtr.n * 784);
+    cnn_pixels_to_float(xte, dte.pixels, dte.n * 784);
+    const split tr = {xtr, dtr.labels, dtr.n}, te = {xte, dte.labels, dte.n};
+    uint32_t *order = malloc(tr.n * sizeof *order);
+    printf("data: %s (%zu training, %zu test images)\n",
+           real ? data : "synthetic digits (no MNIST given or found)", tr.n, te.n);
+
+    const double peak1 = sgemm_peak(quick ? 512 : 1024, 0);
+    const double peakn = sgemm_peak(quick ? 512 : 1024, 1);
+    printf("SGEMM peak (%d^3): %.1f GFLOP/s on 1 thread, %.1f on %d\n\n", quick ? 512 : 1024,
+           peak1, peakn, cores);
+
+    /* training */
+    train_result res[2 * MAXLIST * MAXLIST];
+    int nres = 0;
+    printf("training, one epoch-equivalent per setting; median of repeats (spread)\n");
+    printf("%-10s %6s %8s %9s %14s %10s %9s %8s\n", "engine", "batch", "threads", "images",
+           "images/s", "epoch s", "GFLOP/s", "of peak");
+    for (int e = 0; e < ne; e++)
+        for (int b = 0; b < nb; b++)
+            for (int t = 0; t < nt; t++) {
+                train_result r = {.engine = engines[e], .batch = batches[b], .threads = threads[t]};
+                const int ref = engines[e] == CNN_ENGINE_REFERENCE;
+                r.images = ref ? (quick ? 1000 : 6000) : (quick ? 6000 : tr.n);
+                const int reps = ref ? 1 : (quick ? 1 : 3);
+                double v[3];
+                for (int k = 0; k < reps; k++)
+                    v[k] = train_ips(&tr, r.engine, r.batch, r.threads, 0.005f, r.images, order);
+                bench_stat s = bench_stats(v, reps);
+                r.ips = s.median, r.spread = s.spread;
+                const double gf = r.ips * FLOPS_PER_IMAGE / 1e9;
+                const double peak = r.threads == 1 ? peak1 : peakn * r.threads / cores;
+                printf("%-10s %6d %8d %9zu %14.0f %10.3f %9.1f %7.1f%% (%.0f%%)\n",
+                       engine_name(r.engine), r.batch, r.threads, r.images, r.ips, 60000.0 / r.ips,
+                       gf, 100 * gf / peak, 100 * r.spread);
+                fflush(stdout);
+                res[nres++] = r;
+            }
+
+    /* inference */
+    infer_result inf[2 * MAXLIST];
+    int ninf = 0;
+    printf("\ninference over the test set (chunks of %d images)\n", CNN_CHUNK_MAX);
+    for (int e = 0; e < ne; e++)
+        for (int t = 0; t < nt; t++) {
+            const size_t n = engines[e] == CNN_ENGINE_REFERENCE ? 2000 : te.n;
+            infer_result r = {engines[e], threads[t], infer_ips(&te, engines[e], threads[t], n)};
+            printf("%-10s threads %d: %12.0f images/s\n", engine_name(r.engine), r.threads, r.ips);
+            inf[ninf++] = r;
+        }
+
+    /* time to 97% */
+    tta_result tt[8];
+    int ntt = 0;
+    if (tta) {
+        static const struct {
+            int batch;
+            float lr;
+        } settings[] = {{1, 0.005f}, {1, 0.01f}, {16, 0.05f}, {64, 0.1f}};
+        printf("\ntime to 97%% test accuracy (evaluated after each epoch, up to 5; training time "
+               "only), %d threads\n", cores);
+        for (size_t k = 0; k < sizeof settings / sizeof *settings; k++) {
+            tta_result r = time_to_97(&tr, &te, settings[k].batch, cores, settings[k].lr,
+                                      quick ? 2 : 5, order);
+            if (isnan(r.seconds))
+                printf("batch %3d lr %-6g: not reached in %d epochs (best %.2f%%)\n", r.batch,
+                       (double)r.lr, r.epochs, 100 * r.accuracy);
+            else
+                printf("batch %3d lr %-6g: %.3f s (%d epochs, %.2f%%; evaluation %.3f s more)\n",
+                       r.batch, (double)r.lr, r.seconds, r.epochs, 100 * r.accuracy, r.eval_s);
+            tt[ntt++] = r;
+        }
+    }
+
+    if (json) {
+        FILE *f = fopen(json, "w");
+        if (!f) {
+            fprintf(stderr, "bench_train: cannot write %s\n", json);
+            return 1;
+        }
+        fprintf(f, "{\"tool\": \"cnn-bench\", \"machine\": ");
+        bench_json_machine(f, &mach, CNN_BUILD_FLAGS);
+        fprintf(f, ",\n \"data\": \"%s\", \"flops_per_image\": %.0f,\n", real ? "mnist" : "synthetic",
+                FLOPS_PER_IMAGE);
+        fprintf(f, " \"sgemm_peak_gflops\": {\"threads_1\": %.2f, \"threads_all\": %.2f},\n", peak1,
+                peakn);
+        fprintf(f, " \"train\": [");
+        for (int i = 0; i < nres; i++)
+            fprintf(f, "%s\n  {\"engine\": \"%s\", \"batch\": %d, \"threads\": %d, \"images\": %zu, "
+                    "\"images_per_s\": %.1f, \"spread\": %.3f, \"epoch_s\": %.4f, \"gflops\": %.2f}",
+                    i ? "," : "", engine_name(res[i].engine), res[i].batch, res[i].threads,
+                    res[i].images, res[i].ips, res[i].spread, 60000.0 / res[i].ips,
+                    res[i].ips * FLOPS_PER_IMAGE / 1e9);
+        fprintf(f, "\n ],\n \"inference\": [");
+        for (int i = 0; i < ninf; i++)
+            fprintf(f, "%s\n  {\"engine\": \"%s\", \"threads\": %d, \"images_per_s\": %.1f}",
+                    i ? "," : "", engine_name(inf[i].engine), inf[i].threads, inf[i].ips);
+        fprintf(f, "\n ],\n \"time_to_97\": [");
+        for (int i = 0; i < ntt; i++) {
+            fprintf(f, "%s\n  {\"engine\": \"blas\", \"batch\": %d, \"threads\": %d, \"lr\": %g, "
+                    "\"epochs\": %d, \"accuracy\": %.4f, \"seconds\": ", i ? "," : "", tt[i].batch,
+                    tt[i].threads, (double)tt[i].lr, tt[i].epochs, tt[i].accuracy);
+            if (isnan(tt[i].seconds))
+                fprintf(f, "null}");
+            else
+                fprintf(f, "%.4f}", tt[i].seconds);
+        }
+        fprintf(f, "\n ]}\n");
+        fclose(f);
+        printf("\nwrote %s\n", json);
+        write_plot(json, res, nres, batches, nb, threads, nt);
+    }
+    free(order), free(xtr), free(xte);
+    cnn_dataset_free(&dtr);
+    cnn_dataset_free(&dte);
+    return 0;
+}
