@@ -18,36 +18,65 @@
 #include <string.h>
 
 /* col[c*9 + ki*3 + kj][(k*PH + i)*PW + j] = in[c][2i + k/2 + ki][2j + k%2 + kj].
- * A block (c, ki, kj, k) depends only on the offsets a = k/2 + ki and b = k%2 + kj:
- * the 16 sub-images in[c][2i + a][2j + b] fill all 36 blocks of a channel. Each is
- * gathered once, into its first block, and copied to the others. */
+ * Block (c, ki, kj, k) is a PH x PW window, at ((k/2 + ki)/2, (k%2 + kj)/2), of one
+ * of the four parity planes in[c][2i + p][2j + q]. Each channel is split into its
+ * parity planes once (on the stack when they fit); every block is then a set of
+ * short contiguous row copies. The post's 28 x 28 input gets its own inlined copy
+ * with constant sizes, which the compiler turns into straight vector code: twice as
+ * fast as the general loops. */
+#define PLANES_MAX 4096 /* floats: images up to about 62 x 62 */
+
+/* dst[i][j] = in[2i + a][2j + b], rows x cols */
+static inline __attribute__((always_inline)) void gather_strided(float *restrict dst,
+                                                                 const float *restrict in, int W,
+                                                                 int rows, int cols, int a,
+                                                                 int b)
+{
+    for (int i = 0; i < rows; i++) {
+        const float *restrict src = in + (size_t)(2 * i + a) * W + b;
+        for (int j = 0; j < cols; j++)
+            dst[(size_t)i * cols + j] = src[2 * j];
+    }
+}
+
+static inline __attribute__((always_inline)) void im2col_sized(float *col, const float *in,
+                                                               int C, int H, int W, int PH,
+                                                               int PW)
+{
+    const int RH = PH + 1, RW = PW + 1; /* a parity plane */
+    const size_t Q = (size_t)PH * PW, P = 4 * Q;
+    const int fits = 4 * RH * RW <= PLANES_MAX;
+    float planes[PLANES_MAX];
+    for (int c = 0; c < C; c++) {
+        const float *chan = in + (size_t)c * H * W;
+        if (fits)
+            for (int p = 0; p < 4; p++)
+                gather_strided(planes + p * RH * RW, chan, W, RH, RW, p / 2, p % 2);
+        for (int ki = 0; ki < 3; ki++)
+            for (int kj = 0; kj < 3; kj++)
+                for (int k = 0; k < 4; k++) {
+                    const int a = k / 2 + ki, b = k % 2 + kj;
+                    float *restrict dst = col + ((size_t)c * 9 + ki * 3 + kj) * P + k * Q;
+                    if (!fits) {
+                        gather_strided(dst, chan, W, PH, PW, a, b);
+                        continue;
+                    }
+                    const float *restrict src =
+                        planes + ((a % 2) * 2 + b % 2) * RH * RW + (a / 2) * RW + b / 2;
+                    for (int i = 0; i < PH; i++)
+                        for (int j = 0; j < PW; j++)
+                            dst[(size_t)i * PW + j] = src[(size_t)i * RW + j];
+                }
+    }
+}
+
 CNN_VECTOR
 void cnn_im2col3x3(float *col, const float *in, int C, int H, int W)
 {
-    const int PH = (H - 2) / 2, PW = (W - 2) / 2;
-    const size_t Q = (size_t)PH * PW, P = 4 * Q;
-    for (int c = 0; c < C; c++)
-        for (int a = 0; a < 4; a++)
-            for (int b = 0; b < 4; b++) {
-                float *first = NULL;
-                for (int k = 0; k < 4; k++) {
-                    const int ki = a - k / 2, kj = b - k % 2;
-                    if (ki < 0 || ki > 2 || kj < 0 || kj > 2)
-                        continue;
-                    float *dst = col + ((size_t)c * 9 + ki * 3 + kj) * P + k * Q;
-                    if (first) {
-                        memcpy(dst, first, Q * sizeof(float));
-                        continue;
-                    }
-                    first = dst;
-                    for (int i = 0; i < PH; i++) {
-                        const float *restrict src = in + ((size_t)c * H + 2 * i + a) * W + b;
-                        float *restrict row = dst + (size_t)i * PW;
-                        for (int j = 0; j < PW; j++)
-                            row[j] = src[2 * j];
-                    }
-                }
-            }
+    if (H == 28 && W == 28)
+        im2col_sized(col, in, C, 28, 28, 13, 13);
+    else
+        im2col_sized(col, in, C, H, W, (H - 2) / 2, (W - 2) / 2);
 }
 
 /* The adjoint of im2col: in = the sum of the col entries that copied each pixel. */

@@ -12,10 +12,12 @@
 
 #include <string.h>
 
-CNN_VECTOR
-void cnn_maxpool2_forward(float *out, uint8_t *arg, const float *in, int F, int H, int W)
+/* The loops over one filter's Q = PH*PW values, inlined with Q constant for the
+ * post's 13 x 13 pool (straight vector code) and with Q variable otherwise. */
+static inline __attribute__((always_inline)) void pool_fwd_sized(float *out, uint8_t *arg,
+                                                                 const float *in, int F,
+                                                                 size_t Q)
 {
-    const size_t Q = (size_t)(H / 2) * (W / 2);
     for (int f = 0; f < F; f++) {
         const float *restrict p0 = in + (size_t)f * 4 * Q, *restrict p1 = p0 + Q,
                               *restrict p2 = p1 + Q, *restrict p3 = p2 + Q;
@@ -34,11 +36,13 @@ void cnn_maxpool2_forward(float *out, uint8_t *arg, const float *in, int F, int 
     }
 }
 
-CNN_VECTOR
-void cnn_maxpool2_backward(float *din, const float *dout, const uint8_t *arg, const float *in,
-                           const float *out, cnn_pool_ties ties, int F, int H, int W)
+static inline __attribute__((always_inline)) void pool_bwd_sized(float *din, const float *dout,
+                                                                 const uint8_t *arg,
+                                                                 const float *in,
+                                                                 const float *out,
+                                                                 cnn_pool_ties ties, int F,
+                                                                 size_t Q)
 {
-    const size_t Q = (size_t)(H / 2) * (W / 2);
     for (int f = 0; f < F; f++)
         for (int k = 0; k < 4; k++) {
             float *restrict d = din + ((size_t)f * 4 + k) * Q;
@@ -58,6 +62,25 @@ void cnn_maxpool2_backward(float *din, const float *dout, const uint8_t *arg, co
                 }
             }
         }
+}
+
+CNN_VECTOR
+void cnn_maxpool2_forward(float *out, uint8_t *arg, const float *in, int F, int H, int W)
+{
+    if (H == 26 && W == 26)
+        pool_fwd_sized(out, arg, in, F, 169);
+    else
+        pool_fwd_sized(out, arg, in, F, (size_t)(H / 2) * (W / 2));
+}
+
+CNN_VECTOR
+void cnn_maxpool2_backward(float *din, const float *dout, const uint8_t *arg, const float *in,
+                           const float *out, cnn_pool_ties ties, int F, int H, int W)
+{
+    if (H == 26 && W == 26)
+        pool_bwd_sized(din, dout, arg, in, out, ties, F, 169);
+    else
+        pool_bwd_sized(din, dout, arg, in, out, ties, F, (size_t)(H / 2) * (W / 2));
 }
 
 /* ---- reference engine: the post's loops over 2x2 blocks of [F][H][W] maps */

@@ -220,6 +220,13 @@ int main(void)
     for (size_t i = 0; i < sizeof xm / sizeof *xm; i++)
         xm[i] = (float)(cnn_rng_uniform(&rng) - 0.5);
     compare_sample(&multi, "C=3 12x15 network", xm, 4, &rng);
+    /* too large for im2col's on-stack parity planes: the direct gather path */
+    const cnn_shape large = {.C = 1, .H = 70, .W = 66, .F = 2, .classes = 3};
+    float *xl = malloc(70 * 66 * sizeof(float));
+    for (int i = 0; i < 70 * 66; i++)
+        xl[i] = (float)(cnn_rng_uniform(&rng) - 0.5);
+    compare_sample(&large, "1x70x66 network", xl, 2, &rng);
+    free(xl);
     test_identical_patches(flat, &rng);
 
     compare_training(1, CNN_TIES_SINGLE, flat, flat_labels, 256, &rng);
