@@ -213,9 +213,9 @@ def time_to_accuracy(xtr, ytr, xte, yte, batch, threads, lr, seed, target, max_e
         print(f"  epoch {epoch}: {dt:.2f} s ({n / dt:.0f} images/s), test loss {loss:.4f}, "
               f"accuracy {acc:.4f}, {trained:.2f} s of training so far", flush=True)
         if acc >= target:
-            return {"engine": "pytorch", "batch": batch, "threads": threads,
+            return {"engine": "pytorch", "batch": batch, "threads": threads, "lr": lr,
                     "seconds": round(trained, 3), "epochs": epoch, "accuracy": acc}
-    return {"engine": "pytorch", "batch": batch, "threads": threads,
+    return {"engine": "pytorch", "batch": batch, "threads": threads, "lr": lr,
             "seconds": None, "epochs": max_epochs, "accuracy": acc}
 
 
@@ -339,7 +339,8 @@ def main(argv=None):
           f"interop threads {torch.get_num_interop_threads()}, default intra-op threads "
           f"{torch.get_num_threads()}")
     print(f"BLAS: {blas_description()}")
-    print(f"CPU: {cpu}, {cores} cores")
+    print(f"CPU: {cpu}, {cores} cores; load average {os.getloadavg()[0]:.2f} (other work on the "
+          f"machine skews the multi-thread figures most)")
     if kind == "mnist":
         print(f"data: {args.data}: {len(xtr)} training images, {len(xte)} test images")
     else:
@@ -392,6 +393,7 @@ def main(argv=None):
         else:
             print(f"  reached {r['accuracy']:.4f} after {r['epochs']} epoch(s): {r['seconds']:.2f} s of training")
 
+    print(f"\nload average at the end: {os.getloadavg()[0]:.2f}")
     if args.json:
         d = os.path.dirname(os.path.abspath(args.json))
         fd, tmp = tempfile.mkstemp(dir=d, prefix=".torch_cnn.", suffix=".json")
