@@ -1,10 +1,13 @@
-/* fileio.h - error messages and safe opening for the file readers (internal). */
+/* fileio.h - error messages, safe opening, whole-file reads and atomic writes for
+ * the file formats (internal). */
 #ifndef CNN_FILEIO_H
 #define CNN_FILEIO_H
 
 #include "cnn.h"
 
 #include <stddef.h>
+#include <stdint.h>
+#include <string.h>
 #include <sys/stat.h>
 
 /* Write one formatted line into err (when err and errlen allow); @return st. */
@@ -15,5 +18,60 @@ cnn_status cnn_errorf(cnn_status st, char *err, size_t errlen, const char *fmt, 
  * file (a directory, FIFO or device is refused without blocking). @return the
  * descriptor with *sb filled, or -1 with the reason in err. */
 int cnn_open_regular(const char *path, struct stat *sb, char *err, size_t errlen);
+
+/* Read a whole regular file of at most max bytes into *buf (malloc'ed, *len bytes);
+ * a file that changes size while being read is an error. */
+cnn_status cnn_read_file(const char *path, size_t max, unsigned char **buf, size_t *len,
+                         char *err, size_t errlen);
+
+/* Replace path with buf atomically: a temporary file beside it, fsync, rename,
+ * fsync of the directory. On failure the previous file, if any, is intact and no
+ * temporary file is left. */
+cnn_status cnn_write_atomic(const char *path, const unsigned char *buf, size_t len, char *err,
+                            size_t errlen);
+
+/* Little-endian fields. */
+static inline void cnn_put_u32(unsigned char *p, uint32_t v)
+{
+    for (int i = 0; i < 4; i++)
+        p[i] = (unsigned char)(v >> (8 * i));
+}
+static inline uint32_t cnn_get_u32(const unsigned char *p)
+{
+    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
+}
+static inline void cnn_put_u64(unsigned char *p, uint64_t v)
+{
+    cnn_put_u32(p, (uint32_t)v);
+    cnn_put_u32(p + 4, (uint32_t)(v >> 32));
+}
+static inline uint64_t cnn_get_u64(const unsigned char *p)
+{
+    return (uint64_t)cnn_get_u32(p) | (uint64_t)cnn_get_u32(p + 4) << 32;
+}
+static inline void cnn_put_f32(unsigned char *p, float f)
+{
+    uint32_t bits;
+    memcpy(&bits, &f, 4);
+    cnn_put_u32(p, bits);
+}
+static inline float cnn_get_f32(const unsigned char *p)
+{
+    const uint32_t bits = cnn_get_u32(p);
+    float f;
+    memcpy(&f, &bits, 4);
+    return f;
+}
+
+/* CRC-32 (zlib, IEEE) of n bytes. */
+uint32_t cnn_crc32(const unsigned char *p, size_t n);
+
+/* The model file format (cnn.h) in memory: the length of a model's bytes, the
+ * bytes themselves, and their parse with every check (path names the source in
+ * messages). */
+size_t cnn_model_bytes_len(const cnn_model *m);
+void cnn_model_to_bytes(const cnn_model *m, unsigned char *buf);
+cnn_status cnn_model_from_bytes(cnn_model *m, const unsigned char *buf, size_t len,
+                                const char *path, char *err, size_t errlen);
 
 #endif

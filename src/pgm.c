@@ -4,12 +4,9 @@
 #include "fileio.h"
 
 #include <ctype.h>
-#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
-#include <unistd.h>
 
 #define PGM_MAX_BYTES (64u << 20)
 
@@ -45,33 +42,12 @@ cnn_status cnn_pgm_read(const char *path, uint8_t **pixels, int *rows, int *cols
 {
     *pixels = NULL;
     *rows = *cols = 0;
-    struct stat sb;
-    const int fd = cnn_open_regular(path, &sb, err, errlen);
-    if (fd < 0)
-        return CNN_ERR_IO;
-    if ((unsigned long long)sb.st_size > PGM_MAX_BYTES) {
-        close(fd);
-        return cnn_errorf(CNN_ERR_FORMAT, err, errlen,
-                          "%s: too large for a PGM image (%lld bytes)", path,
-                          (long long)sb.st_size);
-    }
-    FILE *f = fdopen(fd, "rb");
-    if (!f) {
-        close(fd);
-        return cnn_errorf(CNN_ERR_NOMEM, err, errlen, "%s: out of memory", path);
-    }
-    const size_t n = (size_t)sb.st_size;
-    unsigned char *b = malloc(n + 1);
+    unsigned char *b;
+    size_t n;
+    cnn_status st = cnn_read_file(path, PGM_MAX_BYTES, &b, &n, err, errlen);
+    if (st != CNN_OK)
+        return st;
     uint8_t *px = NULL;
-    cnn_status st = CNN_OK;
-    if (!b) {
-        st = cnn_errorf(CNN_ERR_NOMEM, err, errlen, "%s: out of memory", path);
-        goto out;
-    }
-    if (fread(b, 1, n, f) != n) {
-        st = cnn_errorf(CNN_ERR_IO, err, errlen, "%s: read error", path);
-        goto out;
-    }
     if (n < 2 || b[0] != 'P' || (b[1] != '5' && b[1] != '2')) {
         st = cnn_errorf(CNN_ERR_FORMAT, err, errlen, "%s: not a PGM image (no P5 or P2 magic)", path);
         goto out;
@@ -145,6 +121,5 @@ cnn_status cnn_pgm_read(const char *path, uint8_t **pixels, int *rows, int *cols
 out:
     free(px);
     free(b);
-    fclose(f);
     return st;
 }
