@@ -325,6 +325,45 @@ cnn_status cnn_model_save(const cnn_model *m, const char *path, char *err, size_
  *  success and untouched on failure. */
 cnn_status cnn_model_load(cnn_model *m, const char *path, char *err, size_t errlen);
 
+/* ---------------------------------------------------------------- checkpoints */
+/*
+ * A training checkpoint holds everything a run needs to continue exactly where it
+ * stood: resuming from it gives bit-identical weights to a run never interrupted.
+ * Format (version 1, little-endian):
+ *   0  char[8]  magic "CNNCKPT1"          8  u32  format version (1)
+ *  12  u32      epoch in progress (from 1) 16  u64  samples of it already trained
+ *  24  u64      n, the training set size   32  u64[4] generator state after this
+ *                                                       epoch's shuffle
+ *  64  u32      batch   68 f32 lr   72 u32 pool ties   76 u32 engine   80 u32 shuffle
+ *  84  u64      seed    92 u64 L, the length of the model that follows
+ * 100  L bytes  the model, in the model file format
+ * 100+L u32[n]  this epoch's sample order (a permutation of 0..n-1)
+ * then u32      CRC-32 of every byte before it
+ */
+#define CNN_CHECKPOINT_MAGIC "CNNCKPT1"
+#define CNN_CHECKPOINT_VERSION 1u
+
+typedef struct cnn_checkpoint {
+    cnn_model model;
+    int epoch;          /* the epoch in progress, from 1 */
+    uint64_t pos;       /* samples of it already trained (a whole number of steps, or n) */
+    uint64_t n;         /* training set size */
+    uint32_t *order;    /* [n] this epoch's sample order */
+    cnn_rng rng;        /* the generator after this epoch's shuffle */
+    cnn_train_config cfg; /* batch, lr, ties, engine (threads do not change results) */
+    int shuffle;
+    uint64_t seed;
+} cnn_checkpoint;
+
+/** Save atomically, like a model. */
+cnn_status cnn_checkpoint_save(const cnn_checkpoint *c, const char *path, char *err,
+                               size_t errlen);
+/** Load and check everything; c owns its model and order afterwards. */
+cnn_status cnn_checkpoint_load(cnn_checkpoint *c, const char *path, char *err, size_t errlen);
+void cnn_checkpoint_free(cnn_checkpoint *c);
+/** @return 1 if the file at path starts with the checkpoint magic. */
+int cnn_is_checkpoint(const char *path);
+
 /* ---------------------------------------------------------------- BLAS */
 
 /** Describe the BLAS in use ("OpenBLAS 0.3.21, core SkylakeX, openmp threading").

@@ -4,6 +4,7 @@
 #include "config.h"
 
 #include <errno.h>
+#include <signal.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -284,11 +285,86 @@ static void print_test(const cnn_stats *st)
     printf("Test Accuracy: %.10g\n", (double)st->correct / (double)st->count);
 }
 
+/* ---------------------------------------------------------------- signals */
+
+/* The first SIGINT or SIGTERM asks training to stop after the current step and save;
+ * a second one ends the program at once, writing nothing. Saves run with both
+ * signals blocked, so a file is always either the previous one or complete. */
+static volatile sig_atomic_t stop_signal;
+
+static void on_signal(int sig)
+{
+    if (stop_signal)
+        _exit(128 + sig);
+    stop_signal = sig;
+}
+
+static void catch_signals(void)
+{
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_signal;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
+}
+
+static void block_signals(int block)
+{
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, SIGINT);
+    sigaddset(&set, SIGTERM);
+    sigprocmask(block ? SIG_BLOCK : SIG_UNBLOCK, &set, NULL);
+}
+
+static int save_model(const cnn_model *m, const char *path)
+{
+    char err[512];
+    block_signals(1);
+    const cnn_status st = cnn_model_save(m, path, err, sizeof err);
+    block_signals(0);
+    if (st != CNN_OK)
+        fprintf(stderr, "%s: %s\n", prog, err);
+    return st != CNN_OK;
+}
+
+static int write_checkpoint(const cnn_checkpoint *ck, const char *path)
+{
+    char err[512];
+    block_signals(1);
+    const cnn_status st = cnn_checkpoint_save(ck, path, err, sizeof err);
+    block_signals(0);
+    if (st != CNN_OK)
+        fprintf(stderr, "%s: %s\n", prog, err);
+    return st != CNN_OK;
+}
+
+/* After a stop signal: save what there is to save, and say where. */
+static void stop_and_save(const cnn_checkpoint *ck, const cnn_model *m, const char *save,
+                          const char *ckpt_path, long epoch, size_t step, size_t n)
+{
+    const char *name = stop_signal == SIGINT ? "SIGINT" : "SIGTERM";
+    const int saved = save && !save_model(m, save);
+    const int ckpt = ckpt_path && !write_checkpoint(ck, ckpt_path);
+    fprintf(stderr, "%s: stopped by %s after step %zu of %zu in epoch %ld", prog, name, step, n,
+            epoch);
+    if (saved)
+        fprintf(stderr, "; model saved to %s", save);
+    if (ckpt)
+        fprintf(stderr, "; checkpoint saved to %s (continue with --resume %s)", ckpt_path,
+                ckpt_path);
+    if (!saved && !ckpt)
+        fprintf(stderr, "; nothing saved (no --save or --checkpoint given)");
+    fprintf(stderr, "\n");
+}
+
 /* ---------------------------------------------------------------- train */
 
 static int cmd_train(int argc, char **argv)
 {
-    const char *data = "data/mnist", *save = NULL, *resume = NULL;
+    const char *data = "data/mnist", *save = NULL, *resume = NULL, *ckpt_path = NULL;
+    const char *ckpt_every_s = NULL;
     long epochs = 3, batch = 1, threads = all_cores(), train_limit = 0, test_limit = 0;
     long log_every = 100, synthetic = 0;
     uint64_t seed = 1;
@@ -316,7 +392,11 @@ static int cmd_train(int argc, char **argv)
          "print the post's progress line every N steps (default 100)"},
         {"--save", OPT_STR, &save, 0, 0, NULL, "FILE", "write the trained model to FILE (atomically)"},
         {"--resume", OPT_STR, &resume, 0, 0, NULL, "FILE",
-         "start from the model in FILE instead of new weights"},
+         "continue from a checkpoint exactly, or start from a model's weights"},
+        {"--checkpoint", OPT_STR, &ckpt_path, 0, 0, NULL, "FILE",
+         "keep a resumable checkpoint in FILE (atomically replaced)"},
+        {"--checkpoint-every", OPT_STR, &ckpt_every_s, 0, 0, NULL, "N|epoch",
+         "write it every N steps or every epoch (default: every epoch)"},
         {"--synthetic", OPT_INT, &synthetic, 10, 10000000, NULL, "N",
          "train on N synthetic digits (test on N/6) instead of MNIST"},
         {NULL, 0, NULL, 0, 0, NULL, NULL, NULL},
@@ -325,15 +405,39 @@ static int cmd_train(int argc, char **argv)
     if (rc)
         return rc == 1 ? 0 : rc;
 
-    if (save && check_save_path(save))
+    long ckpt_every = 0; /* steps; 0: at the end of every epoch */
+    if (ckpt_every_s && strcmp(ckpt_every_s, "epoch") != 0) {
+        const opt o = {"--checkpoint-every", OPT_INT, &ckpt_every, 1, 1L << 40, NULL, "N|epoch",
+                       NULL};
+        if (set_opt(&o, ckpt_every_s))
+            return 2;
+    }
+    if (ckpt_every_s && !ckpt_path) {
+        fprintf(stderr, "%s: --checkpoint-every needs --checkpoint FILE\n", prog);
+        return 2;
+    }
+    if ((save && check_save_path(save)) || (ckpt_path && check_save_path(ckpt_path)))
         return 1;
+
     data_set tr = {0}, te = {0};
     cnn_model model = {0};
+    cnn_checkpoint ck = {0};
     cnn_trainer *trainer = NULL;
     uint32_t *order = NULL;
+    const int from_ckpt = resume && cnn_is_checkpoint(resume);
+    char err[512];
     rc = 1;
-    if (resume && load_model(resume, &model))
+    if (from_ckpt) {
+        if (cnn_checkpoint_load(&ck, resume, err, sizeof err) != CNN_OK) {
+            fprintf(stderr, "%s: %s\n", prog, err);
+            return 1;
+        }
+        model = ck.model; /* the checkpoint's model and order now belong to this run */
+        order = ck.order;
+        ck.model = (cnn_model){0}, ck.order = NULL;
+    } else if (resume && load_model(resume, &model)) {
         return 1;
+    }
     if (synthetic) {
         if (make_synthetic(synthetic + synthetic / 6, seed, &tr))
             goto out;
@@ -365,49 +469,80 @@ static int cmd_train(int argc, char **argv)
                             .batch = (int)batch, .threads = (int)threads, .lr = lr};
     cnn_rng rng;
     cnn_rng_seed(&rng, seed);
+    long first_epoch = 1;
+    size_t first_pos = 0; /* where the first epoch resumes; 0: a fresh, shuffled epoch */
     cnn_status st = CNN_OK;
-    if (resume) {
-        if (check_model_shape(resume, &model, &shape))
+    if (resume && check_model_shape(resume, &model, &shape))
+        goto out;
+    if (from_ckpt) {
+        if (ck.n != tr.d.n) {
+            fprintf(stderr, "%s: %s: the checkpoint is of a %llu-image training set, this run "
+                    "has %zu (use the same data, --train-limit and --synthetic)\n", prog, resume,
+                    (unsigned long long)ck.n, tr.d.n);
             goto out;
-    } else {
+        }
+        if (ck.cfg.batch != cfg.batch || ck.cfg.lr != cfg.lr || ck.cfg.ties != cfg.ties ||
+            ck.cfg.engine != cfg.engine || ck.shuffle != !no_shuffle)
+            fprintf(stderr, "%s: warning: %s was made with other settings (batch %d, lr %g, "
+                    "pool ties %s, engine %s%s): the run will differ from one never "
+                    "interrupted\n", prog, resume, ck.cfg.batch, (double)ck.cfg.lr,
+                    tie_rules[ck.cfg.ties], engines[ck.cfg.engine],
+                    ck.shuffle ? "" : ", no shuffle");
+        rng = ck.rng;
+        first_epoch = ck.epoch;
+        first_pos = (size_t)ck.pos;
+        if (first_pos == tr.d.n) /* the epoch was complete */
+            first_epoch++, first_pos = 0;
+    } else if (!resume) {
         st = cnn_model_init(&model, &shape, &rng);
     }
     if (st == CNN_OK)
         st = cnn_trainer_create(&trainer, &shape, &cfg);
-    order = malloc(tr.d.n * sizeof *order);
+    if (!order && (order = malloc(tr.d.n * sizeof *order)))
+        for (size_t i = 0; i < tr.d.n; i++)
+            order[i] = (uint32_t)i;
     if (st != CNN_OK || !order) {
         fprintf(stderr, "%s: cannot set up training: %s\n", prog,
                 cnn_status_str(st != CNN_OK ? st : CNN_ERR_NOMEM));
         goto out;
     }
-    for (size_t i = 0; i < tr.d.n; i++)
-        order[i] = (uint32_t)i;
+    /* what a checkpoint records; epoch, pos and rng are filled in when one is written */
+    ck = (cnn_checkpoint){.model = model, .n = tr.d.n, .order = order, .cfg = cfg,
+                          .shuffle = !no_shuffle, .seed = seed};
 
     cnn_blas_setup();
     print_blas();
     printf("engine %s, batch %ld, lr %g, %ld thread%s, pool ties %s, seed %llu\n",
            engines[engine], batch, (double)lr, threads, threads == 1 ? "" : "s",
            tie_rules[ties], (unsigned long long)seed);
-    printf("data: %s: %zu training images, %zu test images%s%s\n",
-           synthetic ? "synthetic digits" : data, tr.d.n, te.d.n, resume ? "; resuming " : "",
-           resume ? resume : "");
+    printf("data: %s: %zu training images, %zu test images\n",
+           synthetic ? "synthetic digits" : data, tr.d.n, te.d.n);
+    if (from_ckpt)
+        printf("resuming %s: epoch %ld, step %zu\n", resume, first_epoch, first_pos);
+    else if (resume)
+        printf("starting from the weights of %s\n", resume);
     printf("MNIST CNN initialized!\n");
+    catch_signals();
 
-    for (long ep = 1; ep <= epochs; ep++) {
-        size_t step = 0; /* samples so far in this epoch: the post counts per epoch */
+    long steps = 0; /* minibatch steps of this run, for --checkpoint-every */
+    for (long ep = first_epoch; ep <= epochs; ep++) {
+        const size_t start = ep == first_epoch ? first_pos : 0;
+        size_t step = start; /* samples so far in this epoch: the post counts per epoch */
         printf("--- Epoch %ld ---\n", ep);
-        if (!no_shuffle)
+        if (start == 0 && !no_shuffle)
             cnn_rng_shuffle(&rng, order, tr.d.n);
         cnn_stats epoch = {0}, win = {0};
+        double io = 0.0; /* checkpoint writing, left out of the speed */
         const double t0 = now();
-        for (size_t i = 0; i < tr.d.n; i += (size_t)batch) {
+        for (size_t i = start; i < tr.d.n; i += (size_t)batch) {
             const size_t left = tr.d.n - i;
             const int n = (int)(left < (size_t)batch ? left : (size_t)batch);
             cnn_stats s = {0};
             st = cnn_train_step(trainer, &model, tr.x, tr.d.labels, order + i, n, &s);
             if (st == CNN_ERR_NUMERIC) {
-                fprintf(stderr, "%s: the loss became NaN or infinite at step %zu (epoch %ld); "
-                        "try a smaller --lr than %g\n", prog, step + (size_t)n, ep, (double)lr);
+                fprintf(stderr, "%s: the loss became NaN or infinite at step %zu of epoch %ld; "
+                        "nothing saved; try a smaller --lr than %g\n", prog, step + (size_t)n, ep,
+                        (double)lr);
                 goto out;
             }
             if (st != CNN_OK) {
@@ -418,14 +553,30 @@ static int cmd_train(int argc, char **argv)
             win.loss_sum += s.loss_sum, win.correct += s.correct, win.count += s.count;
             const size_t before = step;
             step += (size_t)n;
+            steps++;
             if (step / (size_t)log_every != before / (size_t)log_every) {
                 printf("[Step %zu] Past %zu steps: Average Loss %.3f | Accuracy: %.0f%%\n", step,
                        win.count, win.loss_sum / (double)win.count,
                        100.0 * (double)win.correct / (double)win.count);
+                fflush(stdout);
                 win = (cnn_stats){0};
             }
+            ck.epoch = (int)ep, ck.pos = step, ck.rng = rng;
+            if (stop_signal) {
+                rc = 128 + stop_signal;
+                stop_and_save(&ck, &model, save, ckpt_path, ep, step, tr.d.n);
+                goto out;
+            }
+            if (ckpt_path && ckpt_every && steps % ckpt_every == 0 && step < tr.d.n) {
+                const double c0 = now();
+                if (write_checkpoint(&ck, ckpt_path))
+                    goto out;
+                io += now() - c0;
+            }
         }
-        const double dt = now() - t0;
+        if (ckpt_path && write_checkpoint(&ck, ckpt_path)) /* the end of every epoch */
+            goto out;
+        const double dt = now() - t0 - io;
         printf("Epoch %ld: %.3f s, %.0f images/s; train loss %.4f, accuracy %.2f%%\n", ep, dt,
                (double)epoch.count / dt, epoch.loss_sum / (double)epoch.count,
                100.0 * (double)epoch.correct / (double)epoch.count);
@@ -439,14 +590,11 @@ static int cmd_train(int argc, char **argv)
     }
     print_test(&test);
     if (save) {
-        char err[512];
-        if (cnn_model_save(&model, save, err, sizeof err) != CNN_OK) {
-            fprintf(stderr, "%s: %s\n", prog, err);
+        if (save_model(&model, save))
             goto out;
-        }
         printf("model saved to %s\n", save);
     }
-    rc = 0;
+    rc = stop_signal ? 128 + stop_signal : 0; /* a signal during the test: still non-zero */
 out:
     free(order);
     cnn_trainer_free(trainer);

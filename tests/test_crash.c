@@ -1,0 +1,236 @@
+/* test_crash.c - crash-safe training through the cnn program: SIGINT and SIGTERM
+ * stop after the current step, save the model and a checkpoint, and exit non-zero;
+ * resuming from a checkpoint, mid-epoch or at an epoch's end, gives bit-identical
+ * weights to a run never interrupted; a second signal exits at once and leaves no
+ * partial file; a NaN loss stops the run and leaves the last checkpoint intact;
+ * broken checkpoints are refused. Data: synthetic digits (no MNIST needed). */
+#include "cnn.h"
+
+#include "check.h"
+#include "proc.h"
+
+#include <dirent.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+
+static const char *exe;
+static char dir[256];
+static char out[1 << 20], err[1 << 16];
+
+static const char *in_dir(const char *name)
+{
+    static char buf[64][512]; /* more slots than the test uses paths: each stays valid */
+    static int k;
+    k = (k + 1) % 64;
+    snprintf(buf[k], sizeof buf[k], "%s/%s", dir, name);
+    return buf[k];
+}
+
+/* The run every test compares with: 2 epochs of 20,000 synthetic digits, batch 8. */
+#define RUN "train", "--synthetic", "20000", "--epochs", "2", "--batch", "8", "--seed", "3"
+
+static int same_file(const char *a, const char *b)
+{
+    FILE *f = fopen(a, "rb"), *g = fopen(b, "rb");
+    int same = f && g;
+    while (same) {
+        const int x = fgetc(f), y = fgetc(g);
+        same = x == y;
+        if (x == EOF || y == EOF)
+            break;
+    }
+    if (f)
+        fclose(f);
+    if (g)
+        fclose(g);
+    return same;
+}
+
+static int leftovers(void) /* temporary files left in dir */
+{
+    DIR *d = opendir(dir);
+    int n = 0;
+    for (struct dirent *e; d && (e = readdir(d));)
+        n += strstr(e->d_name, ".tmp.") != NULL;
+    if (d)
+        closedir(d);
+    return n;
+}
+
+/* Start exe with args, read its stdout until `after` appears, send `sig` (twice if
+ * twice), and wait. @return the exit status (-1: killed by a signal). */
+static int interrupt(const char *const *args, const char *after, int sig, int twice)
+{
+    int po[2], pe[2];
+    if (pipe(po) || pipe(pe))
+        return -2;
+    const pid_t pid = fork();
+    if (pid == 0) {
+        dup2(po[1], 1), dup2(pe[1], 2);
+        close(po[0]), close(pe[0]), close(po[1]), close(pe[1]);
+        char *argv[64];
+        int n = 0;
+        argv[n++] = (char *)exe;
+        for (; args[n - 1] && n < 63; n++)
+            argv[n] = (char *)args[n - 1];
+        argv[n] = NULL;
+        execv(exe, argv);
+        _exit(127);
+    }
+    close(po[1]), close(pe[1]);
+    size_t no = 0;
+    int sent = 0;
+    for (;;) {
+        const ssize_t k = read(po[0], out + no, sizeof out - 1 - no);
+        if (k <= 0)
+            break;
+        no += (size_t)k;
+        out[no] = '\0';
+        if (!sent && strstr(out, after)) {
+            kill(pid, sig);
+            if (twice)
+                kill(pid, sig);
+            sent = 1;
+        }
+    }
+    out[no] = '\0';
+    const ssize_t ke = read(pe[0], err, sizeof err - 1);
+    err[ke > 0 ? ke : 0] = '\0';
+    close(po[0]), close(pe[0]);
+    int status;
+    waitpid(pid, &status, 0);
+    return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+}
+
+static int loads_model(const char *path)
+{
+    cnn_model m = {0};
+    const int ok = cnn_model_load(&m, path, NULL, 0) == CNN_OK;
+    cnn_model_free(&m);
+    return ok;
+}
+
+int main(int argc, char **argv)
+{
+    if (argc != 2) {
+        fprintf(stderr, "usage: test_crash PATH-TO-cnn\n");
+        return 1;
+    }
+    exe = argv[1];
+    snprintf(dir, sizeof dir, "%s/cnn-crash-XXXXXX", getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp");
+    if (!mkdtemp(dir)) {
+        printf("Bail out! cannot make a temporary directory\n");
+        return 1;
+    }
+    const char *A = in_dir("A.cnn");
+    int rc = run_cmd(exe, (const char *[]){RUN, "--save", A, NULL}, out, err, sizeof err);
+    tap_ok(rc == 0 && loads_model(A), "the uninterrupted run saves its model (stderr: %.*s)",
+           (int)strcspn(err, "\n"), err);
+
+    /* checkpoints along the way change nothing */
+    const char *C = in_dir("C.cnn"), *ckc = in_dir("every.ckpt");
+    rc = run_cmd(exe, (const char *[]){RUN, "--checkpoint", ckc, "--checkpoint-every", "37",
+                                       "--save", C, NULL},
+                 out, err, sizeof err);
+    tap_ok(rc == 0 && same_file(A, C), "checkpoints every 37 steps leave the weights bit-identical");
+
+    /* an epoch-end checkpoint, resumed */
+    const char *ck1 = in_dir("epoch1.ckpt"), *B = in_dir("B.cnn");
+    rc = run_cmd(exe, (const char *[]){"train", "--synthetic", "20000", "--epochs", "1",
+                                       "--batch", "8", "--seed", "3", "--checkpoint", ck1, NULL},
+                 out, err, sizeof err);
+    tap_ok(rc == 0, "one epoch with --checkpoint writes it");
+    rc = run_cmd(exe, (const char *[]){RUN, "--resume", ck1, "--save", B, NULL}, out, err,
+                 sizeof err);
+    tap_ok(rc == 0 && strstr(out, "resuming") && same_file(A, B),
+           "resuming the epoch-1 checkpoint for epoch 2 gives bit-identical weights");
+
+    /* SIGINT in the middle of epoch 1 */
+    const char *ck = in_dir("sigint.ckpt"), *D = in_dir("D.cnn"), *E = in_dir("E.cnn");
+    rc = interrupt((const char *[]){RUN, "--checkpoint", ck, "--checkpoint-every", "1000",
+                                    "--save", D, NULL},
+                   "[Step 2000]", SIGINT, 0);
+    tap_ok(rc == 130 && strstr(err, "stopped by SIGINT") && strstr(err, ck) && strstr(err, D) &&
+               loads_model(D) && leftovers() == 0,
+           "SIGINT: exit 130 after saving model and checkpoint, and saying where: %.*s", 
+           (int)strcspn(err, "\n"), err);
+    rc = run_cmd(exe, (const char *[]){RUN, "--resume", ck, "--save", E, NULL}, out, err,
+                 sizeof err);
+    tap_ok(rc == 0 && same_file(A, E),
+           "resuming after SIGINT in mid-epoch gives bit-identical weights");
+
+    /* SIGTERM */
+    const char *ckt = in_dir("sigterm.ckpt");
+    rc = interrupt((const char *[]){RUN, "--checkpoint", ckt, NULL}, "[Step 1000]", SIGTERM, 0);
+    cnn_checkpoint k;
+    const int ck_ok = cnn_checkpoint_load(&k, ckt, NULL, 0) == CNN_OK;
+    tap_ok(rc == 143 && strstr(err, "stopped by SIGTERM") && ck_ok && k.epoch == 1 &&
+               k.pos > 0 && k.pos < 20000 && k.pos % 8 == 0,
+           "SIGTERM: exit 143 with a checkpoint at a step boundary of epoch 1 (step %llu)",
+           ck_ok ? (unsigned long long)k.pos : 0ULL);
+    if (ck_ok)
+        cnn_checkpoint_free(&k);
+
+    /* two signals: out at once, no partial file */
+    const char *F = in_dir("F.cnn");
+    rc = interrupt((const char *[]){RUN, "--checkpoint", in_dir("twice.ckpt"), "--save", F, NULL},
+                   "[Step 1000]", SIGINT, 1);
+    FILE *fp = fopen(F, "rb");
+    const int f_ok = !fp || loads_model(F);
+    if (fp)
+        fclose(fp);
+    tap_ok(rc == 130 && f_ok && leftovers() == 0,
+           "a second SIGINT exits at once (130), leaving no partial or temporary file");
+
+    /* a NaN loss keeps the last good checkpoint */
+    const char *ckn = in_dir("nan.ckpt");
+    rc = run_cmd(exe, (const char *[]){"train", "--synthetic", "20000", "--epochs", "1",
+                                       "--batch", "8", "--seed", "3", "--checkpoint", ckn, NULL},
+                 out, err, sizeof err);
+    rc = run_cmd(exe, (const char *[]){"train", "--synthetic", "20000", "--epochs", "1",
+                                       "--lr", "1000", "--checkpoint", ckn, "--checkpoint-every",
+                                       "100000", NULL},
+                 out, err, sizeof err);
+    tap_ok(rc == 1 && strstr(err, "NaN or infinite at step") && strstr(err, "smaller --lr") &&
+               same_file(ckn, ck1),
+           "a NaN loss stops the run, names the step, and leaves the last checkpoint intact: %.*s",
+           (int)strcspn(err, "\n"), err);
+
+    /* broken checkpoints */
+    FILE *src = fopen(ck1, "rb");
+    static unsigned char buf[1 << 20];
+    const size_t n = src ? fread(buf, 1, sizeof buf, src) : 0;
+    if (src)
+        fclose(src);
+    const char *bad = in_dir("bad.ckpt");
+    FILE *w = fopen(bad, "wb");
+    fwrite(buf, 1, n / 2, w);
+    fclose(w);
+    rc = run_cmd(exe, (const char *[]){RUN, "--resume", bad, NULL}, out, err, sizeof err);
+    tap_ok(rc == 1 && strstr(err, bad) && count_lines(err) == 1,
+           "a truncated checkpoint is refused: %.*s", (int)strcspn(err, "\n"), err);
+    buf[200] ^= 1;
+    w = fopen(bad, "wb");
+    fwrite(buf, 1, n, w);
+    fclose(w);
+    rc = run_cmd(exe, (const char *[]){RUN, "--resume", bad, NULL}, out, err, sizeof err);
+    tap_ok(rc == 1 && strstr(err, "corrupt") && count_lines(err) == 1,
+           "a checkpoint with a flipped bit is refused: %.*s", (int)strcspn(err, "\n"), err);
+    rc = run_cmd(exe, (const char *[]){"train", "--synthetic", "5000", "--resume", ck1, NULL}, out,
+                 err, sizeof err);
+    tap_ok(rc == 1 && strstr(err, "20000-image training set"),
+           "a checkpoint of another training set is refused: %.*s", (int)strcspn(err, "\n"), err);
+    rc = run_cmd(exe, (const char *[]){RUN, "--checkpoint-every", "10", NULL}, out, err, sizeof err);
+    tap_ok(rc == 2 && strstr(err, "--checkpoint FILE"), "--checkpoint-every needs --checkpoint");
+
+    /* clean up */
+    DIR *d = opendir(dir);
+    for (struct dirent *e; d && (e = readdir(d));)
+        if (e->d_name[0] != '.')
+            unlink(in_dir(e->d_name));
+    if (d)
+        closedir(d);
+    rmdir(dir);
+    return tap_done();
+}
