@@ -173,6 +173,7 @@ cnn_status cnn_train_step(cnn_trainer *t, cnn_model *m, const float *images,
         return CNN_ERR_ARG;
     const int nchunks = chunk_count(n);
     const int threads = t->cfg.threads < nchunks ? t->cfg.threads : nchunks;
+    (void)threads; /* only OpenMP builds use it */
     const size_t np = t->n_params, stride = t->slot_stride;
     int finite = 1;
 
@@ -241,6 +242,7 @@ cnn_status cnn_evaluate(cnn_trainer *t, const cnn_model *m, const float *images,
         !labels_valid(labels, NULL, n, m->shape.classes))
         return CNN_ERR_ARG;
     const int threads = t->cfg.threads;
+    (void)threads; /* only OpenMP builds use it */
     for (size_t lo = 0; lo < n; lo += EVAL_BLOCK) {
         const int cnt = (int)(n - lo < EVAL_BLOCK ? n - lo : EVAL_BLOCK);
         const int nchunks = (cnt + CNN_CHUNK_MAX - 1) / CNN_CHUNK_MAX;
