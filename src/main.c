@@ -250,7 +250,7 @@ static int load_model(const char *path, cnn_model *m)
 }
 
 /* Fail before training, not after it, when the model could not be saved. */
-static int check_save_path(const char *path)
+static int check_save_path(const char *flag, const char *path)
 {
     const char *slash = strrchr(path, '/');
     char dir[4096];
@@ -263,16 +263,16 @@ static int check_save_path(const char *path)
     struct stat sb;
     errno = 0;
     if (slash && !slash[1]) {
-        fprintf(stderr, "%s: --save %s names a directory, not a file\n", prog, path);
+        fprintf(stderr, "%s: %s %s names a directory, not a file\n", prog, flag, path);
         return 1;
     }
     if (stat(dir, &sb) || !S_ISDIR(sb.st_mode) || access(dir, W_OK)) {
-        fprintf(stderr, "%s: --save %s: cannot write into %s: %s\n", prog, path, dir,
+        fprintf(stderr, "%s: %s %s: cannot write into %s: %s\n", prog, flag, path, dir,
                 errno ? strerror(errno) : "not a directory");
         return 1;
     }
     if (stat(path, &sb) == 0 && S_ISDIR(sb.st_mode)) {
-        fprintf(stderr, "%s: --save %s is a directory\n", prog, path);
+        fprintf(stderr, "%s: %s %s is a directory\n", prog, flag, path);
         return 1;
     }
     return 0;
@@ -416,7 +416,8 @@ static int cmd_train(int argc, char **argv)
         fprintf(stderr, "%s: --checkpoint-every needs --checkpoint FILE\n", prog);
         return 2;
     }
-    if ((save && check_save_path(save)) || (ckpt_path && check_save_path(ckpt_path)))
+    if ((save && check_save_path("--save", save)) ||
+        (ckpt_path && check_save_path("--checkpoint", ckpt_path)))
         return 1;
 
     data_set tr = {0}, te = {0};

@@ -56,6 +56,17 @@ int main(int argc, char **argv)
         (const char *[]){"train", "--synthetic", "60", "--epochs", "1", "--save",
                          "/nonexistent/dir/m.cnn", NULL},
         "/nonexistent/dir/m.cnn");
+    bad("zero checkpoint interval",
+        (const char *[]){"train", "--checkpoint", "c.ckpt", "--checkpoint-every", "0", NULL},
+        "--checkpoint-every");
+    bad("non-numeric checkpoint interval",
+        (const char *[]){"train", "--checkpoint", "c.ckpt", "--checkpoint-every", "often", NULL},
+        "--checkpoint-every");
+    bad("checkpoint into a missing directory",
+        (const char *[]){"train", "--checkpoint", "/nonexistent/dir/c.ckpt", NULL},
+        "/nonexistent/dir/c.ckpt");
+    bad("resume from a missing file", (const char *[]){"train", "--resume", "/nonexistent.ckpt", NULL},
+        "/nonexistent.ckpt");
     bad("batch larger than the data",
         (const char *[]){"train", "--synthetic", "20", "--batch", "64", NULL}, "--batch");
 

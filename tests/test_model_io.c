@@ -10,6 +10,7 @@
 #include <dirent.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 #include <zlib.h>
 
@@ -197,6 +198,29 @@ int main(void)
     mkdir(path_in("adir.cnn"), 0755);
     rejects("a directory", path_in("adir.cnn"), "directory");
     rejects("a missing file", path_in("missing.cnn"), "No such file");
+    /* /proc files claim size 0 and then deliver bytes: a file changing size as it is read */
+    rejects("a file that changes size while being read", "/proc/self/status",
+            "changed size while being read");
+    /* permissions: root reads everything, so this case needs another user */
+    spit(path_in("locked.cnn"), b, n);
+    chmod(path_in("locked.cnn"), 0);
+    if (geteuid() != 0) {
+        rejects("an unreadable file", path_in("locked.cnn"), "Permission denied");
+    } else { /* root reads everything: try it as nobody */
+        const pid_t pid = fork();
+        if (pid == 0) {
+            cnn_model u = {0};
+            char e[512] = "";
+            if (setgid(65534) || setuid(65534))
+                _exit(3);
+            const cnn_status s2 = cnn_model_load(&u, path_in("locked.cnn"), e, sizeof e);
+            _exit(s2 != CNN_OK && strstr(e, "Permission denied") && !u.params ? 0 : 1);
+        }
+        int status = 0;
+        waitpid(pid, &status, 0);
+        tap_ok(WIFEXITED(status) && WEXITSTATUS(status) == 0,
+               "an unreadable file (as user nobody): rejected with 'Permission denied'");
+    }
 
     /* failed saves */
     const int before = count_entries();

@@ -78,6 +78,7 @@ int main(void)
     rejects("a directory", sub, "is a directory");
     snprintf(sub, sizeof sub, "%s/none.pgm", dir);
     rejects("a missing file", sub, "No such file");
+    rejects("a file that changes size while being read", "/proc/self/status", "changed size");
 
     const char *names[] = {"a.pgm", "b.pgm", "t.pgm", "x.pgm", "w.pgm", "z.pgm", "m.pgm",
                            "e.pgm", "h.pgm", "n.pgm", "g.pgm", "v.pgm", "q.pgm", "y.pgm"};
