@@ -8,16 +8,14 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-/* Run exe with the NULL-terminated args; capture stdout and stderr (up to cap - 1
- * bytes each, NUL-terminated). @return the exit status, or -1 if the program did not
- * exit normally (a crash). */
-static inline int run_cmd(const char *exe, const char *const *args, char *out, char *err,
-                          size_t cap)
+/* Start exe with the NULL-terminated args, its stdout and stderr on pipes whose read
+ * ends land in *out_fd and *err_fd. @return the child's pid, or -1. */
+static inline pid_t spawn_cmd(const char *exe, const char *const *args, int *out_fd, int *err_fd)
 {
     int po[2], pe[2];
     if (pipe(po) || pipe(pe))
-        return -2;
-    pid_t pid = fork();
+        return -1;
+    const pid_t pid = fork();
     if (pid == 0) {
         dup2(po[1], 1);
         dup2(pe[1], 2);
@@ -32,8 +30,30 @@ static inline int run_cmd(const char *exe, const char *const *args, char *out, c
         _exit(127);
     }
     close(po[1]), close(pe[1]);
+    *out_fd = po[0], *err_fd = pe[0];
+    return pid;
+}
+
+/* Wait for pid; @return its exit status, or -1 if it did not exit normally. */
+static inline int wait_cmd(pid_t pid)
+{
+    int status;
+    waitpid(pid, &status, 0);
+    return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+}
+
+/* Run exe with the NULL-terminated args; capture stdout and stderr (up to cap - 1
+ * bytes each, NUL-terminated). @return the exit status, or -1 if the program did not
+ * exit normally (a crash). */
+static inline int run_cmd(const char *exe, const char *const *args, char *out, char *err,
+                          size_t cap)
+{
+    int ofd, efd;
+    const pid_t pid = spawn_cmd(exe, args, &ofd, &efd);
+    if (pid < 0)
+        return -2;
     size_t no = 0, ne = 0;
-    struct pollfd fds[2] = {{po[0], POLLIN, 0}, {pe[0], POLLIN, 0}};
+    struct pollfd fds[2] = {{ofd, POLLIN, 0}, {efd, POLLIN, 0}};
     while (fds[0].fd >= 0 || fds[1].fd >= 0) { /* drain both pipes as data comes */
         if (poll(fds, 2, -1) < 0)
             break;
@@ -53,10 +73,8 @@ static inline int run_cmd(const char *exe, const char *const *args, char *out, c
         }
     }
     out[no] = err[ne] = '\0';
-    close(po[0]), close(pe[0]);
-    int status;
-    waitpid(pid, &status, 0);
-    return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+    close(ofd), close(efd);
+    return wait_cmd(pid);
 }
 
 /* The number of lines of s. */

@@ -62,27 +62,14 @@ static int leftovers(void) /* temporary files left in dir */
  * twice), and wait. @return the exit status (-1: killed by a signal). */
 static int interrupt(const char *const *args, const char *after, int sig, int twice)
 {
-    int po[2], pe[2];
-    if (pipe(po) || pipe(pe))
+    int ofd, efd;
+    const pid_t pid = spawn_cmd(exe, args, &ofd, &efd);
+    if (pid < 0)
         return -2;
-    const pid_t pid = fork();
-    if (pid == 0) {
-        dup2(po[1], 1), dup2(pe[1], 2);
-        close(po[0]), close(pe[0]), close(po[1]), close(pe[1]);
-        char *argv[64];
-        int n = 0;
-        argv[n++] = (char *)exe;
-        for (; args[n - 1] && n < 63; n++)
-            argv[n] = (char *)args[n - 1];
-        argv[n] = NULL;
-        execv(exe, argv);
-        _exit(127);
-    }
-    close(po[1]), close(pe[1]);
     size_t no = 0;
     int sent = 0;
     for (;;) {
-        const ssize_t k = read(po[0], out + no, sizeof out - 1 - no);
+        const ssize_t k = read(ofd, out + no, sizeof out - 1 - no);
         if (k <= 0)
             break;
         no += (size_t)k;
@@ -95,12 +82,10 @@ static int interrupt(const char *const *args, const char *after, int sig, int tw
         }
     }
     out[no] = '\0';
-    const ssize_t ke = read(pe[0], err, sizeof err - 1);
+    const ssize_t ke = read(efd, err, sizeof err - 1);
     err[ke > 0 ? ke : 0] = '\0';
-    close(po[0]), close(pe[0]);
-    int status;
-    waitpid(pid, &status, 0);
-    return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+    close(ofd), close(efd);
+    return wait_cmd(pid);
 }
 
 static int loads_model(const char *path)
