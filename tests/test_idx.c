@@ -490,6 +490,10 @@ static void test_not_files(corpus *c)
     struct stat sb;
     if (stat("/dev/null", &sb) == 0)
         expect_images_fail(c, "/dev/null", "/dev/null", CNN_ERR_IO, "not a regular file");
+    /* a /proc file says it is empty, then delivers bytes: a size that changes as it is
+     * read; the reader goes by the bytes it gets, and these are no IDX header */
+    expect_images_fail(c, "a file that changes size while read", "/proc/self/status",
+                       CNN_ERR_FORMAT, "magic");
     p = new_path(c, "no-such-file", 0);
     if (p) {
         expect_images_fail(c, "a missing file", p, CNN_ERR_IO, "No such file or directory");
