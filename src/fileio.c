@@ -92,6 +92,19 @@ cnn_status cnn_read_file(const char *path, size_t max, unsigned char **buf, size
     return CNN_OK;
 }
 
+int cnn_dirname(char *dir, size_t len, const char *path)
+{
+    const char *slash = strrchr(path, '/');
+    const size_t n = !slash ? 0 : slash == path ? 1 : (size_t)(slash - path);
+    if (n + 2 > len)
+        return -1;
+    if (!slash)
+        strcpy(dir, ".");
+    else
+        memcpy(dir, path, n), dir[n] = '\0';
+    return 0;
+}
+
 /* Write all of buf to fd, retrying short writes. */
 static int write_all(int fd, const unsigned char *buf, size_t n)
 {
@@ -109,15 +122,8 @@ static int write_all(int fd, const unsigned char *buf, size_t n)
 /* fsync the directory holding path, so the rename itself is durable. */
 static int sync_dir_of(const char *path)
 {
-    const char *slash = strrchr(path, '/');
     char dir[4096];
-    if (!slash)
-        strcpy(dir, ".");
-    else if (slash == path)
-        strcpy(dir, "/");
-    else if ((size_t)(slash - path) < sizeof dir)
-        memcpy(dir, path, (size_t)(slash - path)), dir[slash - path] = '\0';
-    else
+    if (cnn_dirname(dir, sizeof dir, path))
         return -1;
     const int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     if (fd < 0)

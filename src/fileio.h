@@ -30,6 +30,10 @@ cnn_status cnn_read_file(const char *path, size_t max, unsigned char **buf, size
 cnn_status cnn_write_atomic(const char *path, const unsigned char *buf, size_t len, char *err,
                             size_t errlen);
 
+/* The directory part of path ("." when none) into dir; @return 0, or -1 if it does
+ * not fit in len bytes. */
+int cnn_dirname(char *dir, size_t len, const char *path);
+
 /* Little-endian fields. */
 static inline void cnn_put_u32(unsigned char *p, uint32_t v)
 {

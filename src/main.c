@@ -2,6 +2,7 @@
 #include "cnn.h"
 
 #include "config.h"
+#include "fileio.h"
 
 #include <errno.h>
 #include <signal.h>
@@ -252,17 +253,15 @@ static int load_model(const char *path, cnn_model *m)
 /* Fail before training, not after it, when the model could not be saved. */
 static int check_save_path(const char *flag, const char *path)
 {
-    const char *slash = strrchr(path, '/');
     char dir[4096];
-    if (!slash)
-        strcpy(dir, ".");
-    else if (slash == path)
-        strcpy(dir, "/");
-    else
-        snprintf(dir, sizeof dir, "%.*s", (int)(slash - path), path);
     struct stat sb;
+    const size_t len = strlen(path);
+    if (cnn_dirname(dir, sizeof dir, path)) {
+        fprintf(stderr, "%s: %s %s: the path is too long\n", prog, flag, path);
+        return 1;
+    }
     errno = 0;
-    if (slash && !slash[1]) {
+    if (path[len - 1] == '/') {
         fprintf(stderr, "%s: %s %s names a directory, not a file\n", prog, flag, path);
         return 1;
     }
@@ -318,26 +317,25 @@ static void block_signals(int block)
     sigprocmask(block ? SIG_BLOCK : SIG_UNBLOCK, &set, NULL);
 }
 
-static int save_model(const cnn_model *m, const char *path)
+/* Write the checkpoint ck, or else the model m, to path with the stop signals held
+ * back; @return 1 (after saying why) on failure. */
+static int write_out(const cnn_model *m, const cnn_checkpoint *ck, const char *path)
 {
     char err[512];
     block_signals(1);
-    const cnn_status st = cnn_model_save(m, path, err, sizeof err);
+    const cnn_status st = ck ? cnn_checkpoint_save(ck, path, err, sizeof err)
+                             : cnn_model_save(m, path, err, sizeof err);
     block_signals(0);
     if (st != CNN_OK)
         fprintf(stderr, "%s: %s\n", prog, err);
     return st != CNN_OK;
 }
 
+static int save_model(const cnn_model *m, const char *path) { return write_out(m, NULL, path); }
+
 static int write_checkpoint(const cnn_checkpoint *ck, const char *path)
 {
-    char err[512];
-    block_signals(1);
-    const cnn_status st = cnn_checkpoint_save(ck, path, err, sizeof err);
-    block_signals(0);
-    if (st != CNN_OK)
-        fprintf(stderr, "%s: %s\n", prog, err);
-    return st != CNN_OK;
+    return write_out(NULL, ck, path);
 }
 
 /* After a stop signal: save what there is to save, and say where. */
