@@ -96,7 +96,7 @@ static void print_help(FILE *f, const char *cmd, const char *synopsis, const opt
         char left[64];
         snprintf(left, sizeof left, "%s%s%s", o->name, o->kind == OPT_FLAG ? "" : " ",
                  o->kind == OPT_FLAG ? "" : o->arg);
-        fprintf(f, "  %-24s %s\n", left, o->help);
+        fprintf(f, "  %-27s %s\n", left, o->help);
     }
 }
 
