@@ -178,15 +178,17 @@ cnn_status cnn_train_step(cnn_trainer *t, cnn_model *m, const float *images,
     int finite = 1;
 
     if (n == 1) {
-        /* a one-thread region, so that blas_on_this_thread changes no setting of ours */
+        /* BLAS on this thread only, without the cost of a parallel region: this
+         * thread's OpenMP setting is lowered for the step and then restored. */
 #if HAVE_OPENMP
-#pragma omp parallel num_threads(1)
+        const int caller = omp_get_max_threads();
+        omp_set_num_threads(1);
 #endif
-        {
-            blas_on_this_thread();
-            finite = cnn_chunk_grad(m, &t->acts[0], m->params, -t->cfg.lr, images, labels, idx,
-                                    1, t->cfg.engine, t->cfg.ties, t->loss, t->pred);
-        }
+        finite = cnn_chunk_grad(m, &t->acts[0], m->params, -t->cfg.lr, images, labels, idx, 1,
+                                t->cfg.engine, t->cfg.ties, t->loss, t->pred);
+#if HAVE_OPENMP
+        omp_set_num_threads(caller);
+#endif
     } else {
 #if HAVE_OPENMP
 #pragma omp parallel num_threads(threads) if (threads > 1) reduction(&& : finite)
