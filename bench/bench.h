@@ -25,7 +25,7 @@ static int bench_cmp(const void *a, const void *b)
 }
 
 typedef struct {
-    double median, spread, min;
+    double median, spread;
 } bench_stat;
 
 /* Median and relative spread of n samples (sorts v). */
@@ -34,7 +34,6 @@ static inline bench_stat bench_stats(double *v, int n)
     qsort(v, (size_t)n, sizeof *v, bench_cmp);
     bench_stat s;
     s.median = n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
-    s.min = v[0];
     s.spread = s.median > 0 ? (v[n - 1] - v[0]) / s.median : 0;
     return s;
 }

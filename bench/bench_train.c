@@ -105,20 +105,29 @@ static double sgemm_peak(int n, int all_threads)
     return bench_stats(v, 3).median;
 }
 
+/* A fresh post network from seed 1, and a trainer for it; rng continues from the
+ * initialization (it then shuffles). */
+static cnn_trainer *start_run(cnn_model *m, cnn_rng *rng, cnn_engine e, int batch, int threads,
+                              float lr)
+{
+    const cnn_shape s = cnn_shape_post();
+    cnn_rng_seed(rng, 1);
+    cnn_model_init(m, &s, rng);
+    cnn_train_config c = {.engine = e, .ties = CNN_TIES_SINGLE, .batch = batch,
+                          .threads = threads, .lr = lr};
+    cnn_trainer *t;
+    cnn_trainer_create(&t, &s, &c);
+    return t;
+}
+
 /* Train `images` images (a whole number of steps) from a fresh model; @return the
  * images per second of the timed part. */
 static double train_ips(const split *tr, cnn_engine e, int batch, int threads, float lr,
                         size_t images, uint32_t *order)
 {
-    const cnn_shape s = cnn_shape_post();
     cnn_rng rng;
-    cnn_rng_seed(&rng, 1);
     cnn_model m;
-    cnn_model_init(&m, &s, &rng);
-    cnn_train_config c = {.engine = e, .ties = CNN_TIES_SINGLE, .batch = batch,
-                          .threads = threads, .lr = lr};
-    cnn_trainer *t;
-    cnn_trainer_create(&t, &s, &c);
+    cnn_trainer *t = start_run(&m, &rng, e, batch, threads, lr);
     for (size_t i = 0; i < tr->n; i++)
         order[i] = (uint32_t)i;
     cnn_rng_shuffle(&rng, order, tr->n);
@@ -141,15 +150,9 @@ static double train_ips(const split *tr, cnn_engine e, int batch, int threads, f
 
 static double infer_ips(const split *te, cnn_engine e, int threads, size_t images)
 {
-    const cnn_shape s = cnn_shape_post();
     cnn_rng rng;
-    cnn_rng_seed(&rng, 1);
     cnn_model m;
-    cnn_model_init(&m, &s, &rng);
-    cnn_train_config c = {.engine = e, .ties = CNN_TIES_SINGLE, .batch = 1, .threads = threads,
-                          .lr = 0.005f};
-    cnn_trainer *t;
-    cnn_trainer_create(&t, &s, &c);
+    cnn_trainer *t = start_run(&m, &rng, e, 1, threads, 0.005f);
     cnn_stats st = {0};
     cnn_evaluate(t, &m, te->x, te->y, images < 1024 ? images : 1024, NULL, &st); /* warm-up */
     double v[3];
@@ -168,15 +171,9 @@ static tta_result time_to_97(const split *tr, const split *te, int batch, int th
                              int max_epochs, uint32_t *order)
 {
     tta_result r = {.batch = batch, .threads = threads, .lr = lr, .seconds = NAN};
-    const cnn_shape s = cnn_shape_post();
     cnn_rng rng;
-    cnn_rng_seed(&rng, 1);
     cnn_model m;
-    cnn_model_init(&m, &s, &rng);
-    cnn_train_config c = {.engine = CNN_ENGINE_BLAS, .ties = CNN_TIES_SINGLE, .batch = batch,
-                          .threads = threads, .lr = lr};
-    cnn_trainer *t;
-    cnn_trainer_create(&t, &s, &c);
+    cnn_trainer *t = start_run(&m, &rng, CNN_ENGINE_BLAS, batch, threads, lr);
     for (size_t i = 0; i < tr->n; i++)
         order[i] = (uint32_t)i;
     double train_s = 0.0;
@@ -206,7 +203,7 @@ static tta_result time_to_97(const split *tr, const split *te, int batch, int th
 }
 
 static void write_plot(const char *json, const train_result *res, int nres, const int *batches,
-                       int nb, const int *threads, int nt)
+                       int nb)
 {
     char base[1024], dat[1100], png[1100];
     snprintf(base, sizeof base, "%s", json);
@@ -245,7 +242,6 @@ static void write_plot(const char *json, const train_result *res, int nres, cons
         fprintf(g, "%s'%s' index %d using 1:2 with linespoints lw 2 title 'batch %d'",
                 b ? ", " : "", dat, b, batches[b]);
     fprintf(g, "\n");
-    (void)threads, (void)nt;
     if (pclose(g) == 0)
         printf("wrote %s\n", png);
 }
@@ -430,7 +426,7 @@ int main(int argc, char **argv)
         fprintf(f, "\n ]}\n");
         fclose(f);
         printf("\nwrote %s\n", json);
-        write_plot(json, res, nres, batches, nb, threads, nt);
+        write_plot(json, res, nres, batches, nb);
     }
     free(order), free(xtr), free(xte);
     cnn_dataset_free(&dtr);

@@ -279,7 +279,6 @@ static int check_save_path(const char *flag, const char *path)
 
 static void print_test(const cnn_stats *st)
 {
-    printf("--- Testing the CNN ---\n");
     printf("Test Loss: %.10g\n", st->loss_sum / (double)st->count);
     printf("Test Accuracy: %.10g\n", (double)st->correct / (double)st->count);
 }
@@ -587,6 +586,7 @@ static int cmd_train(int argc, char **argv)
         fprintf(stderr, "%s: evaluation failed: %s\n", prog, cnn_status_str(st));
         goto out;
     }
+    printf("--- Testing the CNN ---\n");
     print_test(&test);
     if (save) {
         if (save_model(&model, save))
@@ -652,8 +652,7 @@ static int cmd_eval(int argc, char **argv)
         goto out;
     }
     printf("model: %s\ndata: %s: %zu test images\n", model_path, data, te.d.n);
-    printf("Test Loss: %.10g\n", st.loss_sum / (double)st.count);
-    printf("Test Accuracy: %.10g\n", (double)st.correct / (double)st.count);
+    print_test(&st);
     size_t conf[10][10] = {{0}};
     for (size_t i = 0; i < te.d.n; i++)
         conf[te.d.labels[i]][pred[i]]++;
