@@ -5,6 +5,7 @@
 #define CNN_BENCH_H
 
 #include "cnn.h"
+#include "src/autocore.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -41,11 +42,14 @@ static inline bench_stat bench_stats(double *v, int n)
 typedef struct {
     char cpu[128];
     int cores;
-    char blas[256];
+    char blas[512];
+    char core[32];      /* the OpenBLAS core in use */
+    char core_how[224]; /* how it was chosen: "OpenBLAS's choice", "chosen for this CPU: ..." */
     char compiler[128];
 } bench_machine;
 
-static inline void bench_machine_read(bench_machine *m)
+/* core: from cnn_core_autoselect, called first in main. */
+static inline void bench_machine_read(bench_machine *m, const cnn_core_report *core)
 {
     memset(m, 0, sizeof *m);
     snprintf(m->cpu, sizeof m->cpu, "unknown");
@@ -65,7 +69,11 @@ static inline void bench_machine_read(bench_machine *m)
     }
     if (f)
         fclose(f);
-    cnn_blas_describe(m->blas, sizeof m->blas);
+    cnn_core_describe(core, m->blas, sizeof m->blas);
+    const char *name = strstr(m->blas, ", core ");
+    snprintf(m->core, sizeof m->core, "%.*s", name ? (int)strcspn(name + 7, ",") : 7,
+             name ? name + 7 : "unknown");
+    snprintf(m->core_how, sizeof m->core_how, "%s", core->how[0] ? core->how : "OpenBLAS's choice");
 #ifdef __VERSION__
     snprintf(m->compiler, sizeof m->compiler, "%s %s", "gcc-compatible", __VERSION__);
 #endif
@@ -90,6 +98,10 @@ static inline void bench_json_machine(FILE *f, const bench_machine *m, const cha
     bench_json_str(f, m->cpu);
     fprintf(f, ", \"cores\": %d, \"blas\": ", m->cores);
     bench_json_str(f, m->blas);
+    fprintf(f, ", \"blas_core\": ");
+    bench_json_str(f, m->core);
+    fprintf(f, ", \"blas_core_how\": ");
+    bench_json_str(f, m->core_how);
     fprintf(f, ", \"compiler\": ");
     bench_json_str(f, m->compiler);
     fprintf(f, ", \"flags\": ");

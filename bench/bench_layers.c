@@ -223,6 +223,8 @@ enum { NROWS = sizeof rows / sizeof *rows };
 
 int main(int argc, char **argv)
 {
+    cnn_core_report core;
+    cnn_core_autoselect(argv, &core); /* may restart the program on a better core */
     const char *json = NULL;
     double budget = 0.02;
     for (int i = 1; i < argc; i++) {
@@ -240,8 +242,10 @@ int main(int argc, char **argv)
     omp_set_num_threads(1); /* one core: the layers are timed as a thread runs them */
 #endif
     bench_machine mach;
-    bench_machine_read(&mach);
+    bench_machine_read(&mach, &core);
     printf("machine: %s, %d cores\nBLAS: %s\n", mach.cpu, mach.cores, mach.blas);
+    if (core.warning[0])
+        printf("warning: %s\n", core.warning);
 
     cnn_rng rng;
     cnn_rng_seed(&rng, 1);

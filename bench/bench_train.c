@@ -248,6 +248,8 @@ static void write_plot(const char *json, const train_result *res, int nres, cons
 
 int main(int argc, char **argv)
 {
+    cnn_core_report core;
+    cnn_core_autoselect(argv, &core); /* may restart the program on a better core */
     const char *data = NULL, *json = NULL;
     int quick = 0, tta = 1;
     int batches[MAXLIST] = {1, 16, 64, 256}, nb = 4;
@@ -293,9 +295,11 @@ int main(int argc, char **argv)
     }
     cnn_blas_setup();
     bench_machine mach;
-    bench_machine_read(&mach);
+    bench_machine_read(&mach, &core);
     char warn[256];
     printf("machine: %s, %d cores\nBLAS: %s\n", mach.cpu, mach.cores, mach.blas);
+    if (core.warning[0])
+        printf("warning: %s\n", core.warning);
     if (cnn_blas_core_warning(warn, sizeof warn))
         printf("warning: %s\n", warn);
 

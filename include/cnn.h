@@ -366,7 +366,7 @@ int cnn_is_checkpoint(const char *path);
 
 /* ---------------------------------------------------------------- BLAS */
 
-/** Describe the BLAS in use ("OpenBLAS 0.3.21, core SkylakeX, openmp threading").
+/** Describe the BLAS in use ("OpenBLAS 0.3.21 ..., openmp threading, core SkylakeX").
  *  Writes at most len bytes into buf; @return buf. */
 const char *cnn_blas_describe(char *buf, size_t len);
 /** Make the BLAS safe to call from our OpenMP threads (one-time, at start). For the
@@ -375,6 +375,60 @@ void cnn_blas_setup(void);
 /** A warning when the BLAS core looks wrong for this CPU (e.g. Prescott kernels on an
  *  AVX-512 machine), with the fix; NULL when all is well. */
 const char *cnn_blas_core_warning(char *buf, size_t len);
+
+/*
+ * Choosing the OpenBLAS core. A DYNAMIC_ARCH OpenBLAS picks its kernels by CPU model
+ * when it loads; a CPU newer than the library can get kernels far below what it runs
+ * (OpenBLAS 0.3.21 gives an AVX-512 Xeon of family 6 model 207 its SSE3 Prescott
+ * kernels, three times slower). OpenBLAS reads OPENBLAS_CORETYPE only when it loads,
+ * so a program must set it before it starts: the cnn program and the benchmarks do it
+ * themselves (they restart once with it set); a program linking this library can ask
+ * cnn_blas_core_recommended() and do the same, or tell its users.
+ */
+
+/** The CPU's instruction sets that decide the core (x86-64; all 0 elsewhere). */
+typedef struct cnn_cpu_features {
+    int amd;                                     /* AMD or Hygon: AVX2 core Zen */
+    int avx2, fma;                               /* AVX2 cores need both */
+    int avx512f, avx512bw, avx512dq, avx512vl;   /* AVX-512 cores need all four */
+    int avx512bf16;                              /* Cooperlake */
+} cnn_cpu_features;
+
+/** This CPU's features, as far as the operating system enables them. */
+void cnn_cpu_features_read(cnn_cpu_features *f);
+
+/** OpenBLAS cores the choice considers, as bits of a mask. */
+enum {
+    CNN_CORE_HASWELL = 1u,
+    CNN_CORE_ZEN = 2u,
+    CNN_CORE_SKYLAKEX = 4u,
+    CNN_CORE_COOPERLAKE = 8u,
+};
+/** The cores this process's OpenBLAS carries (0 unless it is a DYNAMIC_ARCH build). */
+unsigned cnn_blas_cores_available(void);
+/** "OpenBLAS 0.3.21": the library and its version. @return buf. */
+const char *cnn_blas_version(char *buf, size_t len);
+
+typedef struct cnn_blas_core_choice {
+    const char *core; /* the core to run ("SkylakeX"), or NULL: keep OpenBLAS's */
+    char reason[160]; /* why, or "" when OpenBLAS's own choice fits */
+} cnn_blas_core_choice;
+
+/** The decision, a pure function of its arguments. cpu: the features; detected: the
+ *  core OpenBLAS chose itself; blas: "OpenBLAS 0.3.21"; available: the cores it has;
+ *  env_core: the user's OPENBLAS_CORETYPE (NULL if unset; always respected); keep:
+ *  the user asked to keep OpenBLAS's choice. A core is chosen only when the detected
+ *  one falls short of the CPU: AVX-512 F/BW/DQ/VL present but a core without AVX-512
+ *  kernels (then Cooperlake where AVX-512 BF16 is present, else SkylakeX), or AVX2 and
+ *  FMA present but a pre-Haswell core (then Zen on AMD, else Haswell). */
+cnn_blas_core_choice cnn_blas_core_decide(const cnn_cpu_features *cpu, const char *detected,
+                                          const char *blas, unsigned available,
+                                          const char *env_core, int keep);
+
+/** The core this process's CPU should run, when the one OpenBLAS runs falls short
+ *  (NULL when it fits); why (may be NULL) receives the reason. Set OPENBLAS_CORETYPE
+ *  to it before the program starts. */
+const char *cnn_blas_core_recommended(char *why, size_t len);
 
 #ifdef __cplusplus
 }

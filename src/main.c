@@ -1,6 +1,7 @@
 /* main.c - the cnn program: train, eval and predict. */
 #include "cnn.h"
 
+#include "autocore.h"
 #include "config.h"
 #include "fileio.h"
 
@@ -18,6 +19,7 @@
 #endif
 
 static const char *prog = "cnn";
+static cnn_core_report blas_core; /* how the OpenBLAS core was chosen, set first in main */
 
 /* ---------------------------------------------------------------- options */
 
@@ -147,9 +149,10 @@ static long all_cores(void)
 
 static void print_blas(void)
 {
-    char buf[256];
-    printf("BLAS: %s\n", cnn_blas_describe(buf, sizeof buf));
-    const char *warn = cnn_blas_core_warning(buf, sizeof buf);
+    char buf[512];
+    printf("BLAS: %s\n", cnn_core_describe(&blas_core, buf, sizeof buf));
+    const char *warn = blas_core.warning[0] ? blas_core.warning
+                                            : cnn_blas_core_warning(buf, sizeof buf);
     if (warn)
         fprintf(stderr, "%s: warning: %s\n", prog, warn);
 }
@@ -763,12 +766,18 @@ static void usage(FILE *f)
             "  eval      test loss, accuracy and confusion matrix of a saved model\n"
             "  predict   classify one image (PGM, or an image of an IDX file)\n"
             "\n"
-            "'%s COMMAND --help' lists the options of a command; '%s --version'.\n",
-            prog, prog, prog);
+            "'%s COMMAND --help' lists the options of a command; '%s --version'.\n"
+            "\n"
+            "OpenBLAS kernels: when the ones OpenBLAS picks fall short of this CPU (AVX-512\n"
+            "or AVX2 unused), %s restarts itself once with OPENBLAS_CORETYPE set to the\n"
+            "best core for it, after checking that core, and says so on the BLAS line.\n"
+            "A user's OPENBLAS_CORETYPE is always kept; CNN_KEEP_BLAS_CORE=1 turns this off.\n",
+            prog, prog, prog, prog);
 }
 
 int main(int argc, char **argv)
 {
+    cnn_core_autoselect(argv, &blas_core); /* may restart the program on a better core */
     if (argc < 2) {
         fprintf(stderr, "%s: missing command (see %s --help)\n", prog, prog);
         return 2;
