@@ -188,6 +188,7 @@ typedef struct cnn_acts {
     float *dlogits; /* [cap][classes] */
     float *dpool;   /* [cap][K] */
     float *dconv;   /* the gradient of one sample's conv output, laid out as conv */
+    float *x;       /* [cap][C][H][W] network input converted from pixels (the _u8 calls) */
 } cnn_acts;
 
 /** For one sample (cap 1), or for chunks of up to cap samples. */
@@ -212,6 +213,12 @@ void cnn_backward(const cnn_model *m, cnn_acts *a, float *grad, float *dx, const
 int cnn_chunk_grad(const cnn_model *m, cnn_acts *a, float *grad, float alpha,
                    const float *images, const uint8_t *labels, const uint32_t *idx, int nb,
                    cnn_engine e, cnn_pool_ties ties, float *loss, uint8_t *pred);
+/** As cnn_chunk_grad, for images given as uint8 pixels [.][C][H][W]: the nb images are
+ *  first converted to network input (as cnn_pixels_to_float, bit for bit) into a->x,
+ *  so the results are those of cnn_chunk_grad on the converted images. */
+int cnn_chunk_grad_u8(const cnn_model *m, cnn_acts *a, float *grad, float alpha,
+                      const uint8_t *pixels, const uint8_t *labels, const uint32_t *idx, int nb,
+                      cnn_engine e, cnn_pool_ties ties, float *loss, uint8_t *pred);
 /** @return the index of the largest probability (the first one on ties). */
 int cnn_argmax(const float *v, int n);
 
@@ -259,6 +266,14 @@ cnn_status cnn_train_step(cnn_trainer *t, cnn_model *m, const float *images,
  *  is not NULL, pred[i] receives the predicted class of sample i. */
 cnn_status cnn_evaluate(cnn_trainer *t, const cnn_model *m, const float *images,
                         const uint8_t *labels, size_t n, uint8_t *pred, cnn_stats *st);
+
+/* The same two for a data set kept as its uint8 pixels (a quarter of the memory of
+ * floats): each chunk's images are converted to px/255 - 0.5 inside the step, in the
+ * activations its thread owns, bit for bit as cnn_pixels_to_float. Same results. */
+cnn_status cnn_train_step_u8(cnn_trainer *t, cnn_model *m, const uint8_t *pixels,
+                             const uint8_t *labels, const uint32_t *idx, int n, cnn_stats *st);
+cnn_status cnn_evaluate_u8(cnn_trainer *t, const cnn_model *m, const uint8_t *pixels,
+                           const uint8_t *labels, size_t n, uint8_t *pred, cnn_stats *st);
 
 /* ---------------------------------------------------------------- data */
 

@@ -157,70 +157,51 @@ static void print_blas(void)
         fprintf(stderr, "%s: warning: %s\n", prog, warn);
 }
 
-/* Images and labels in memory, the images also as network input. */
-typedef struct {
-    cnn_dataset d;
-    float *x; /* [n][rows*cols] */
-} data_set;
-
-static void data_free(data_set *s)
-{
-    cnn_dataset_free(&s->d);
-    free(s->x);
-    s->x = NULL;
-}
-
-/* Keep the first `limit` images (0: all) and convert them to network input. */
-static int data_prepare(data_set *s, long limit, const char *flag, const char *what)
+/* Keep the first `limit` images (0: all). The images stay in memory as their pixels:
+ * training converts each chunk's images to network input as it goes. */
+static int apply_limit(cnn_dataset *d, long limit, const char *flag, const char *what)
 {
     if (limit > 0) {
-        if ((size_t)limit > s->d.n) {
-            fprintf(stderr, "%s: %s %ld exceeds the %zu %s images\n", prog, flag, limit, s->d.n,
+        if ((size_t)limit > d->n) {
+            fprintf(stderr, "%s: %s %ld exceeds the %zu %s images\n", prog, flag, limit, d->n,
                     what);
             return 1;
         }
-        s->d.n = (size_t)limit;
+        d->n = (size_t)limit;
     }
-    const size_t len = s->d.n * (size_t)s->d.rows * (size_t)s->d.cols;
-    s->x = malloc(len * sizeof(float));
-    if (!s->x) {
-        fprintf(stderr, "%s: out of memory for %zu %s images\n", prog, s->d.n, what);
-        return 1;
-    }
-    cnn_pixels_to_float(s->x, s->d.pixels, len);
     return 0;
 }
 
 static int load_mnist(const char *dir, const char *split, long limit, const char *flag,
-                      data_set *s)
+                      cnn_dataset *d)
 {
     char err[512];
-    memset(s, 0, sizeof *s);
-    if (cnn_mnist_load(dir, split, &s->d, err, sizeof err) != CNN_OK) {
+    memset(d, 0, sizeof *d);
+    if (cnn_mnist_load(dir, split, d, err, sizeof err) != CNN_OK) {
         fprintf(stderr, "%s: %s\n", prog, err);
         if (strstr(err, "no train") || strstr(err, "no t10k"))
             fprintf(stderr, "%s: fetch MNIST with scripts/fetch-mnist, or give --data DIR\n",
                     prog);
         return 1;
     }
-    return data_prepare(s, limit, flag, strcmp(split, "train") == 0 ? "training" : "test");
+    return apply_limit(d, limit, flag, strcmp(split, "train") == 0 ? "training" : "test");
 }
 
-static int make_synthetic(long n, uint64_t seed, data_set *s)
+static int make_synthetic(long n, uint64_t seed, cnn_dataset *d)
 {
-    memset(s, 0, sizeof *s);
-    s->d.n = (size_t)n;
-    s->d.rows = s->d.cols = 28;
-    s->d.pixels = malloc((size_t)n * 784);
-    s->d.labels = malloc((size_t)n);
-    if (!s->d.pixels || !s->d.labels) {
+    memset(d, 0, sizeof *d);
+    d->n = (size_t)n;
+    d->rows = d->cols = 28;
+    d->pixels = malloc((size_t)n * 784);
+    d->labels = malloc((size_t)n);
+    if (!d->pixels || !d->labels) {
         fprintf(stderr, "%s: out of memory for %ld synthetic images\n", prog, n);
         return 1;
     }
     cnn_rng rng;
     cnn_rng_seed(&rng, seed);
-    cnn_synth_digits(s->d.pixels, s->d.labels, (size_t)n, &rng);
-    return data_prepare(s, 0, "", "synthetic");
+    cnn_synth_digits(d->pixels, d->labels, (size_t)n, &rng);
+    return 0;
 }
 
 /* The post's network for images of the data's size. */
@@ -420,7 +401,7 @@ static int cmd_train(int argc, char **argv)
         (ckpt_path && check_save_path("--checkpoint", ckpt_path)))
         return 1;
 
-    data_set tr = {0}, te = {0};
+    cnn_dataset tr = {0}, te = {0};
     cnn_model model = {0};
     cnn_checkpoint ck = {0};
     cnn_trainer *trainer = NULL;
@@ -442,30 +423,30 @@ static int cmd_train(int argc, char **argv)
     if (synthetic) {
         if (make_synthetic(synthetic + synthetic / 6, seed, &tr))
             goto out;
-        te.d = tr.d; /* the last N/6 images, borrowed */
-        te.d.n = (size_t)(synthetic / 6 > 0 ? synthetic / 6 : 1);
-        tr.d.n = (size_t)synthetic;
-        te.x = tr.x + tr.d.n * 784;
-        te.d.labels = tr.d.labels + tr.d.n;
-        if (train_limit > synthetic || test_limit > (long)te.d.n) {
+        te = tr; /* the last N/6 images, borrowed */
+        te.n = (size_t)(synthetic / 6 > 0 ? synthetic / 6 : 1);
+        tr.n = (size_t)synthetic;
+        te.pixels = tr.pixels + tr.n * 784;
+        te.labels = tr.labels + tr.n;
+        if (train_limit > synthetic || test_limit > (long)te.n) {
             fprintf(stderr, "%s: --train-limit / --test-limit exceed the synthetic set\n", prog);
             goto out;
         }
         if (train_limit)
-            tr.d.n = (size_t)train_limit;
+            tr.n = (size_t)train_limit;
         if (test_limit)
-            te.d.n = (size_t)test_limit;
+            te.n = (size_t)test_limit;
     } else if (load_mnist(data, "train", train_limit, "--train-limit", &tr) ||
                load_mnist(data, "t10k", test_limit, "--test-limit", &te)) {
         goto out;
     }
-    if ((size_t)batch > tr.d.n) {
+    if ((size_t)batch > tr.n) {
         fprintf(stderr, "%s: --batch %ld is larger than the %zu training images\n", prog, batch,
-                tr.d.n);
+                tr.n);
         goto out;
     }
 
-    const cnn_shape shape = shape_for(&tr.d);
+    const cnn_shape shape = shape_for(&tr);
     cnn_train_config cfg = {.engine = (cnn_engine)engine, .ties = (cnn_pool_ties)ties,
                             .batch = (int)batch, .threads = (int)threads, .lr = lr};
     cnn_rng rng;
@@ -476,10 +457,10 @@ static int cmd_train(int argc, char **argv)
     if (resume && check_model_shape(resume, &model, &shape))
         goto out;
     if (from_ckpt) {
-        if (ck.n != tr.d.n) {
+        if (ck.n != tr.n) {
             fprintf(stderr, "%s: %s: the checkpoint is of a %llu-image training set, this run "
                     "has %zu (use the same data, --train-limit and --synthetic)\n", prog, resume,
-                    (unsigned long long)ck.n, tr.d.n);
+                    (unsigned long long)ck.n, tr.n);
             goto out;
         }
         if (ck.cfg.batch != cfg.batch || ck.cfg.lr != cfg.lr || ck.cfg.ties != cfg.ties ||
@@ -492,15 +473,15 @@ static int cmd_train(int argc, char **argv)
         rng = ck.rng;
         first_epoch = ck.epoch;
         first_pos = (size_t)ck.pos;
-        if (first_pos == tr.d.n) /* the epoch was complete */
+        if (first_pos == tr.n) /* the epoch was complete */
             first_epoch++, first_pos = 0;
     } else if (!resume) {
         st = cnn_model_init(&model, &shape, &rng);
     }
     if (st == CNN_OK)
         st = cnn_trainer_create(&trainer, &shape, &cfg);
-    if (!order && (order = malloc(tr.d.n * sizeof *order)))
-        for (size_t i = 0; i < tr.d.n; i++)
+    if (!order && (order = malloc(tr.n * sizeof *order)))
+        for (size_t i = 0; i < tr.n; i++)
             order[i] = (uint32_t)i;
     if (st != CNN_OK || !order) {
         fprintf(stderr, "%s: cannot set up training: %s\n", prog,
@@ -508,7 +489,7 @@ static int cmd_train(int argc, char **argv)
         goto out;
     }
     /* what a checkpoint records; epoch, pos and rng are filled in when one is written */
-    ck = (cnn_checkpoint){.model = model, .n = tr.d.n, .order = order, .cfg = cfg,
+    ck = (cnn_checkpoint){.model = model, .n = tr.n, .order = order, .cfg = cfg,
                           .shuffle = !no_shuffle, .seed = seed};
 
     cnn_blas_setup();
@@ -517,7 +498,7 @@ static int cmd_train(int argc, char **argv)
            engines[engine], batch, (double)lr, threads, threads == 1 ? "" : "s",
            tie_rules[ties], (unsigned long long)seed);
     printf("data: %s: %zu training images, %zu test images\n",
-           synthetic ? "synthetic digits" : data, tr.d.n, te.d.n);
+           synthetic ? "synthetic digits" : data, tr.n, te.n);
     if (from_ckpt)
         printf("resuming %s: epoch %ld, step %zu\n", resume, first_epoch, first_pos);
     else if (resume)
@@ -531,15 +512,15 @@ static int cmd_train(int argc, char **argv)
         size_t step = start; /* samples so far in this epoch: the post counts per epoch */
         printf("--- Epoch %ld ---\n", ep);
         if (start == 0 && !no_shuffle)
-            cnn_rng_shuffle(&rng, order, tr.d.n);
+            cnn_rng_shuffle(&rng, order, tr.n);
         cnn_stats epoch = {0}, win = {0};
         double io = 0.0; /* checkpoint writing, left out of the speed */
         const double t0 = now();
-        for (size_t i = start; i < tr.d.n; i += (size_t)batch) {
-            const size_t left = tr.d.n - i;
+        for (size_t i = start; i < tr.n; i += (size_t)batch) {
+            const size_t left = tr.n - i;
             const int n = (int)(left < (size_t)batch ? left : (size_t)batch);
             cnn_stats s = {0};
-            st = cnn_train_step(trainer, &model, tr.x, tr.d.labels, order + i, n, &s);
+            st = cnn_train_step_u8(trainer, &model, tr.pixels, tr.labels, order + i, n, &s);
             if (st == CNN_ERR_NUMERIC) {
                 fprintf(stderr, "%s: the loss became NaN or infinite at step %zu of epoch %ld; "
                         "nothing saved; try a smaller --lr than %g\n", prog, step + (size_t)n, ep,
@@ -565,10 +546,10 @@ static int cmd_train(int argc, char **argv)
             ck.epoch = (int)ep, ck.pos = step, ck.rng = rng;
             if (stop_signal) {
                 rc = 128 + stop_signal;
-                stop_and_save(&ck, &model, save, ckpt_path, ep, step, tr.d.n);
+                stop_and_save(&ck, &model, save, ckpt_path, ep, step, tr.n);
                 goto out;
             }
-            if (ckpt_path && ckpt_every && steps % ckpt_every == 0 && step < tr.d.n) {
+            if (ckpt_path && ckpt_every && steps % ckpt_every == 0 && step < tr.n) {
                 const double c0 = now();
                 if (write_checkpoint(&ck, ckpt_path))
                     goto out;
@@ -584,7 +565,7 @@ static int cmd_train(int argc, char **argv)
         fflush(stdout);
     }
     cnn_stats test = {0};
-    st = cnn_evaluate(trainer, &model, te.x, te.d.labels, te.d.n, NULL, &test);
+    st = cnn_evaluate_u8(trainer, &model, te.pixels, te.labels, te.n, NULL, &test);
     if (st != CNN_OK) {
         fprintf(stderr, "%s: evaluation failed: %s\n", prog, cnn_status_str(st));
         goto out;
@@ -602,9 +583,9 @@ out:
     cnn_trainer_free(trainer);
     cnn_model_free(&model);
     if (synthetic)
-        te.x = NULL, te.d = (cnn_dataset){0};
-    data_free(&tr);
-    data_free(&te);
+        te = (cnn_dataset){0};
+    cnn_dataset_free(&tr);
+    cnn_dataset_free(&te);
     return rc;
 }
 
@@ -632,7 +613,7 @@ static int cmd_eval(int argc, char **argv)
         fprintf(stderr, "%s: eval needs --model FILE\n", prog);
         return 2;
     }
-    data_set te = {0};
+    cnn_dataset te = {0};
     cnn_model model = {0};
     cnn_trainer *trainer = NULL;
     uint8_t *pred = NULL;
@@ -641,24 +622,24 @@ static int cmd_eval(int argc, char **argv)
     rc = 1;
     if (load_mnist(data, "t10k", test_limit, "--test-limit", &te))
         goto out;
-    const cnn_shape shape = shape_for(&te.d);
+    const cnn_shape shape = shape_for(&te);
     if (check_model_shape(model_path, &model, &shape))
         goto out;
     cnn_train_config cfg = cnn_train_config_default();
     cfg.engine = (cnn_engine)engine;
     cfg.threads = (int)threads;
-    pred = malloc(te.d.n);
+    pred = malloc(te.n);
     cnn_stats st = {0};
     if (!pred || cnn_trainer_create(&trainer, &shape, &cfg) != CNN_OK ||
-        cnn_evaluate(trainer, &model, te.x, te.d.labels, te.d.n, pred, &st) != CNN_OK) {
+        cnn_evaluate_u8(trainer, &model, te.pixels, te.labels, te.n, pred, &st) != CNN_OK) {
         fprintf(stderr, "%s: evaluation failed (out of memory)\n", prog);
         goto out;
     }
-    printf("model: %s\ndata: %s: %zu test images\n", model_path, data, te.d.n);
+    printf("model: %s\ndata: %s: %zu test images\n", model_path, data, te.n);
     print_test(&st);
     size_t conf[10][10] = {{0}};
-    for (size_t i = 0; i < te.d.n; i++)
-        conf[te.d.labels[i]][pred[i]]++;
+    for (size_t i = 0; i < te.n; i++)
+        conf[te.labels[i]][pred[i]]++;
     printf("Confusion matrix (rows: true digit, columns: predicted):\n      ");
     for (int c = 0; c < 10; c++)
         printf("%6d", c);
@@ -674,7 +655,7 @@ out:
     free(pred);
     cnn_trainer_free(trainer);
     cnn_model_free(&model);
-    data_free(&te);
+    cnn_dataset_free(&te);
     return rc;
 }
 

@@ -109,6 +109,7 @@ cnn_status cnn_acts_alloc_batch(cnn_acts *a, const cnn_shape *s, int cap)
     const size_t o_dlogits = cnn_arena_take(&off, c * N * sizeof(float));
     const size_t o_dpool = cnn_arena_take(&off, c * a->K_stride * sizeof(float));
     const size_t o_dconv = cnn_arena_take(&off, conv * sizeof(float));
+    const size_t o_x = cnn_arena_take(&off, c * cnn_shape_input_len(s) * sizeof(float));
     char *base = cnn_aligned_alloc(off);
     if (!base)
         return CNN_ERR_NOMEM;
@@ -125,6 +126,7 @@ cnn_status cnn_acts_alloc_batch(cnn_acts *a, const cnn_shape *s, int cap)
     a->dlogits = (float *)(base + o_dlogits);
     a->dpool = (float *)(base + o_dpool);
     a->dconv = (float *)(base + o_dconv);
+    a->x = (float *)(base + o_x);
     return CNN_OK;
 }
 
@@ -223,16 +225,18 @@ void cnn_backward(const cnn_model *m, cnn_acts *a, float *grad, float *dx, const
     backward_all(m, a, grad, 1.0f, dx, x, NULL, 1, e, ties);
 }
 
-/* The data flow of a training step, for the nb samples of one chunk. */
-int cnn_chunk_grad(const cnn_model *m, cnn_acts *a, float *grad, float alpha,
-                   const float *images, const uint8_t *labels, const uint32_t *idx, int nb,
-                   cnn_engine e, cnn_pool_ties ties, float *loss, uint8_t *pred)
+/* The data flow of a training step, for the nb samples of one chunk: image b is
+ * images[img_idx[b]] and its label labels[lab_idx[b]] (either index NULL: b). */
+static int chunk_grad(const cnn_model *m, cnn_acts *a, float *grad, float alpha,
+                      const float *images, const uint32_t *img_idx, const uint8_t *labels,
+                      const uint32_t *lab_idx, int nb, cnn_engine e, cnn_pool_ties ties,
+                      float *loss, uint8_t *pred)
 {
     const int N = m->shape.classes;
     int finite = 1;
-    forward_logits(m, a, images, idx, nb, e);
+    forward_logits(m, a, images, img_idx, nb, e);
     for (int b = 0; b < nb; b++) {
-        const int label = labels[idx ? idx[b] : (uint32_t)b];
+        const int label = labels[lab_idx ? lab_idx[b] : (uint32_t)b];
         float *probs = a->probs + (size_t)b * N;
         loss[b] = cnn_softmax_xent(probs, a->dlogits + (size_t)b * N, a->logits + (size_t)b * N,
                                    label, N);
@@ -240,6 +244,24 @@ int cnn_chunk_grad(const cnn_model *m, cnn_acts *a, float *grad, float alpha,
         finite &= isfinite(loss[b]) != 0;
     }
     if (grad && finite)
-        backward_all(m, a, grad, alpha, NULL, images, idx, nb, e, ties);
+        backward_all(m, a, grad, alpha, NULL, images, img_idx, nb, e, ties);
     return finite;
+}
+
+int cnn_chunk_grad(const cnn_model *m, cnn_acts *a, float *grad, float alpha,
+                   const float *images, const uint8_t *labels, const uint32_t *idx, int nb,
+                   cnn_engine e, cnn_pool_ties ties, float *loss, uint8_t *pred)
+{
+    return chunk_grad(m, a, grad, alpha, images, idx, labels, idx, nb, e, ties, loss, pred);
+}
+
+int cnn_chunk_grad_u8(const cnn_model *m, cnn_acts *a, float *grad, float alpha,
+                      const uint8_t *pixels, const uint8_t *labels, const uint32_t *idx, int nb,
+                      cnn_engine e, cnn_pool_ties ties, float *loss, uint8_t *pred)
+{
+    const size_t len = cnn_shape_input_len(&m->shape);
+    for (int b = 0; b < nb; b++)
+        cnn_pixels_to_float(a->x + (size_t)b * len, pixels + (idx ? idx[b] : (size_t)b) * len,
+                            len);
+    return chunk_grad(m, a, grad, alpha, a->x, NULL, labels, idx, nb, e, ties, loss, pred);
 }

@@ -160,14 +160,31 @@ static void apply_slots(float *restrict params, float *restrict slots, size_t st
     memset(g0 + lo, 0, (hi - lo) * sizeof(float));
 }
 
+/* The images of a step: network input, or uint8 pixels converted chunk by chunk. */
+typedef struct {
+    const float *x;
+    const uint8_t *px;
+} image_src;
+
+static int run_chunk(const cnn_model *m, cnn_acts *a, float *grad, float alpha, image_src src,
+                     const uint8_t *labels, const uint32_t *idx, int nb, const cnn_trainer *t,
+                     float *loss, uint8_t *pred)
+{
+    if (src.px)
+        return cnn_chunk_grad_u8(m, a, grad, alpha, src.px, labels, idx, nb, t->cfg.engine,
+                                 t->cfg.ties, loss, pred);
+    return cnn_chunk_grad(m, a, grad, alpha, src.x, labels, idx, nb, t->cfg.engine, t->cfg.ties,
+                          loss, pred);
+}
+
 /* One SGD step. One sample: the backward updates the parameters in place (alpha =
  * -lr), as the post does. More: every chunk's forward and backward into its gradient
  * slot, then params -= lr * (sum of slots in chunk order) / n, zeroing the slots on
  * the way. A non-finite loss leaves the parameters untouched. */
-cnn_status cnn_train_step(cnn_trainer *t, cnn_model *m, const float *images,
-                          const uint8_t *labels, const uint32_t *idx, int n, cnn_stats *st)
+static cnn_status train_step(cnn_trainer *t, cnn_model *m, image_src images,
+                             const uint8_t *labels, const uint32_t *idx, int n, cnn_stats *st)
 {
-    if (!t || !m || !images || !labels || n < 1 || n > t->cfg.batch ||
+    if (!t || !m || !(images.x || images.px) || !labels || n < 1 || n > t->cfg.batch ||
         !same_shape(&t->shape, &m->shape) ||
         !labels_valid(labels, idx, (size_t)n, m->shape.classes))
         return CNN_ERR_ARG;
@@ -184,8 +201,8 @@ cnn_status cnn_train_step(cnn_trainer *t, cnn_model *m, const float *images,
         const int caller = omp_get_max_threads();
         omp_set_num_threads(1);
 #endif
-        finite = cnn_chunk_grad(m, &t->acts[0], m->params, -t->cfg.lr, images, labels, idx, 1,
-                                t->cfg.engine, t->cfg.ties, t->loss, t->pred);
+        finite = run_chunk(m, &t->acts[0], m->params, -t->cfg.lr, images, labels, idx, 1, t,
+                           t->loss, t->pred);
 #if HAVE_OPENMP
         omp_set_num_threads(caller);
 #endif
@@ -207,9 +224,8 @@ cnn_status cnn_train_step(cnn_trainer *t, cnn_model *m, const float *images,
                 if (!idx)
                     for (int i = lo; i < hi; i++)
                         seq[i - lo] = (uint32_t)i;
-                finite = cnn_chunk_grad(m, a, t->slots + (size_t)c * stride, 1.0f, images, labels,
-                                        ci, hi - lo, t->cfg.engine, t->cfg.ties, t->loss + lo,
-                                        t->pred + lo) && finite;
+                finite = run_chunk(m, a, t->slots + (size_t)c * stride, 1.0f, images, labels, ci,
+                                   hi - lo, t, t->loss + lo, t->pred + lo) && finite;
             }
         }
         /* The reduction's barrier is behind us: every thread sees the same verdict. */
@@ -237,10 +253,10 @@ cnn_status cnn_train_step(cnn_trainer *t, cnn_model *m, const float *images,
 
 /* Blocks of EVAL_BLOCK samples, each cut into chunks of CNN_CHUNK_MAX: fixed
  * boundaries, so the result does not depend on the thread count either. */
-cnn_status cnn_evaluate(cnn_trainer *t, const cnn_model *m, const float *images,
-                        const uint8_t *labels, size_t n, uint8_t *pred, cnn_stats *st)
+static cnn_status evaluate(cnn_trainer *t, const cnn_model *m, image_src images,
+                           const uint8_t *labels, size_t n, uint8_t *pred, cnn_stats *st)
 {
-    if (!t || !m || !images || !labels || !same_shape(&t->shape, &m->shape) ||
+    if (!t || !m || !(images.x || images.px) || !labels || !same_shape(&t->shape, &m->shape) ||
         !labels_valid(labels, NULL, n, m->shape.classes))
         return CNN_ERR_ARG;
     const int threads = t->cfg.threads;
@@ -261,9 +277,11 @@ cnn_status cnn_evaluate(cnn_trainer *t, const cnn_model *m, const float *images,
                 const int b = c * CNN_CHUNK_MAX;
                 const int nb = cnt - b < CNN_CHUNK_MAX ? cnt - b : CNN_CHUNK_MAX;
                 const size_t first = lo + (size_t)b;
-                cnn_chunk_grad(m, a, NULL, 0.0f, images + first * cnn_shape_input_len(&m->shape),
-                               labels + first, NULL, nb, t->cfg.engine, t->cfg.ties,
-                               t->loss + b, t->pred + b);
+                const size_t at = first * cnn_shape_input_len(&m->shape);
+                const image_src part = {images.x ? images.x + at : NULL,
+                                        images.px ? images.px + at : NULL};
+                run_chunk(m, a, NULL, 0.0f, part, labels + first, NULL, nb, t, t->loss + b,
+                          t->pred + b);
             }
         }
         for (int i = 0; i < cnt; i++) {
@@ -277,4 +295,28 @@ cnn_status cnn_evaluate(cnn_trainer *t, const cnn_model *m, const float *images,
         }
     }
     return CNN_OK;
+}
+
+cnn_status cnn_train_step(cnn_trainer *t, cnn_model *m, const float *images,
+                          const uint8_t *labels, const uint32_t *idx, int n, cnn_stats *st)
+{
+    return train_step(t, m, (image_src){images, NULL}, labels, idx, n, st);
+}
+
+cnn_status cnn_train_step_u8(cnn_trainer *t, cnn_model *m, const uint8_t *pixels,
+                             const uint8_t *labels, const uint32_t *idx, int n, cnn_stats *st)
+{
+    return train_step(t, m, (image_src){NULL, pixels}, labels, idx, n, st);
+}
+
+cnn_status cnn_evaluate(cnn_trainer *t, const cnn_model *m, const float *images,
+                        const uint8_t *labels, size_t n, uint8_t *pred, cnn_stats *st)
+{
+    return evaluate(t, m, (image_src){images, NULL}, labels, n, pred, st);
+}
+
+cnn_status cnn_evaluate_u8(cnn_trainer *t, const cnn_model *m, const uint8_t *pixels,
+                           const uint8_t *labels, size_t n, uint8_t *pred, cnn_stats *st)
+{
+    return evaluate(t, m, (image_src){NULL, pixels}, labels, n, pred, st);
 }

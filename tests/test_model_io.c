@@ -120,6 +120,18 @@ int main(void)
     float x[10 * 784];
     cnn_synth_digits(pix, lab, 10, &rng);
     cnn_pixels_to_float(x, pix, sizeof pix);
+    uint8_t all[256];
+    float conv[256];
+    int exact = 1;
+    for (int v = 0; v < 256; v++)
+        all[v] = (uint8_t)v;
+    cnn_pixels_to_float(conv, all, 256);
+    for (int v = 0; v < 256; v++) {
+        volatile double px = v; /* computed here, at run time */
+        const float want = (float)(px / 255.0 - 0.5);
+        exact &= memcmp(&conv[v], &want, sizeof want) == 0;
+    }
+    tap_ok(exact, "input scaling: every pixel value gives (float)(px / 255.0 - 0.5) bit for bit");
     int same = 1;
     for (int i = 0; i < 10; i++) {
         cnn_forward(&m, &a1, x + i * 784, lab[i], CNN_ENGINE_BLAS);

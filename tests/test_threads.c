@@ -1,6 +1,7 @@
 /* test_threads.c - training the same data from the same seed gives bit-identical
  * weights, losses and evaluation results with 1, 2 and 3 threads, for both engines,
- * both tie rules and batch sizes 1, 7, 16 and 40 (more samples than CNN_MAX_CHUNKS).
+ * both tie rules and batch sizes 1, 7, 16 and 40 (more samples than CNN_MAX_CHUNKS),
+ * and so does training on the uint8 pixels (cnn_train_step_u8, cnn_evaluate_u8).
  * Also: a step leaves the caller's OpenMP thread count as it was. */
 #include "cnn.h"
 
@@ -21,8 +22,9 @@ typedef struct {
     cnn_stats eval;
 } run_result;
 
+/* Images as floats x, or as the pixels px when x is NULL. */
 static run_result run(int threads, int batch, cnn_engine e, cnn_pool_ties ties, const float *x,
-                      const uint8_t *labels)
+                      const uint8_t *px, const uint8_t *labels)
 {
     const cnn_shape s = cnn_shape_post();
     cnn_rng rng;
@@ -46,9 +48,15 @@ static run_result run(int threads, int batch, cnn_engine e, cnn_pool_ties ties, 
     cnn_stats st = {0};
     for (int i = 0; i < N; i += batch) {
         const int n = N - i < batch ? N - i : batch;
-        cnn_train_step(t, &m, x, labels, order + i, n, &st);
+        if (x)
+            cnn_train_step(t, &m, x, labels, order + i, n, &st);
+        else
+            cnn_train_step_u8(t, &m, px, labels, order + i, n, &st);
     }
-    cnn_evaluate(t, &m, x, labels, N, NULL, &r.eval);
+    if (x)
+        cnn_evaluate(t, &m, x, labels, N, NULL, &r.eval);
+    else
+        cnn_evaluate_u8(t, &m, px, labels, N, NULL, &r.eval);
     r.loss = st.loss_sum;
     r.correct = st.correct;
     r.params = malloc(m.n_params * sizeof(float));
@@ -83,20 +91,24 @@ int main(void)
                     continue; /* the reference is slow; one batch size shows the same */
                 const char *en = e == CNN_ENGINE_BLAS ? "blas" : "reference";
                 const char *tn = ties ? "all" : "single";
-                run_result r1 = run(1, batches[b], (cnn_engine)e, (cnn_pool_ties)ties, x, labels);
+                run_result r1 =
+                    run(1, batches[b], (cnn_engine)e, (cnn_pool_ties)ties, x, NULL, labels);
                 tap_ok(r1.params != NULL && r1.eval.count == N,
                        "%s batch %d ties=%s: 1 thread trains and evaluates", en, batches[b], tn);
-                for (int th = 2; th <= 3; th++) {
-                    run_result r = run(th, batches[b], (cnn_engine)e, (cnn_pool_ties)ties, x,
-                                       labels);
+                for (int th = 2; th <= 4; th++) {
+                    /* 4: 2 threads on the pixels */
+                    const int u8 = th == 4, threads = u8 ? 2 : th;
+                    run_result r = run(threads, batches[b], (cnn_engine)e, (cnn_pool_ties)ties,
+                                       u8 ? NULL : x, pix, labels);
                     const int same = r.params && r1.params &&
                                      memcmp(r.params, r1.params, np * sizeof(float)) == 0;
                     tap_ok(same && r.loss == r1.loss && r.correct == r1.correct &&
                                r.eval.loss_sum == r1.eval.loss_sum &&
                                r.eval.correct == r1.eval.correct,
-                           "%s batch %d ties=%s: %d threads bit-identical to 1 (train loss "
+                           "%s batch %d ties=%s: %d threads%s bit-identical to 1 (train loss "
                            "%.9g vs %.9g, eval loss %.9g vs %.9g)",
-                           en, batches[b], tn, th, r.loss, r1.loss, r.eval.loss_sum,
+                           en, batches[b], tn, threads, u8 ? " on uint8 pixels" : "", r.loss,
+                           r1.loss, r.eval.loss_sum,
                            r1.eval.loss_sum);
                     free(r.params);
                 }
