@@ -1,20 +1,16 @@
 /* data.c - input scaling and a synthetic, separable digit-like data set. */
 #include "cnn.h"
 
-/* px / 255 - 0.5 in double, rounded to float, for every pixel value: the compiler
- * folds each entry with the same IEEE arithmetic as the expression at run time
- * (test_model_io checks all 256 against it). A look-up is what makes converting a
- * chunk's images inside a training step cheap. */
-#define PX1(i) (float)((i) / 255.0 - 0.5)
-#define PX4(i) PX1(i), PX1((i) + 1), PX1((i) + 2), PX1((i) + 3)
-#define PX16(i) PX4(i), PX4((i) + 4), PX4((i) + 8), PX4((i) + 12)
-#define PX64(i) PX16(i), PX16((i) + 16), PX16((i) + 32), PX16((i) + 48)
-static const float px_to_input[256] = {PX64(0), PX64(64), PX64(128), PX64(192)};
+#include "simd.h"
 
-void cnn_pixels_to_float(float *dst, const uint8_t *src, size_t n)
+/* px / 255 - 0.5 in double, rounded to float: (px - 127.5) / 255 in float (an exact
+ * subtraction, one correctly rounded division) gives the same float for every one of
+ * the 256 values (test_model_io checks all of them), and vectorizes. */
+CNN_VECTOR
+void cnn_pixels_to_float(float *restrict dst, const uint8_t *restrict src, size_t n)
 {
     for (size_t i = 0; i < n; i++)
-        dst[i] = px_to_input[src[i]];
+        dst[i] = ((float)src[i] - 127.5f) / 255.0f;
 }
 
 /* Class k: a 5x5 bright square centred on a 2 x 5 grid (rows 8, 20; columns

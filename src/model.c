@@ -153,16 +153,18 @@ static const float *sample(const float *images, const uint32_t *idx, int b, size
 }
 
 /* Forward of nb samples up to the logits: conv and pool per sample, then the dense
- * layer for all of them at once. */
+ * layer for all of them at once. The conv output is kept per sample only when
+ * keep_conv (the reference engine, and the backward under CNN_TIES_ALL, read it);
+ * otherwise every sample writes the first sample's piece, which stays in L1. */
 static void forward_logits(const cnn_model *m, cnn_acts *a, const float *images,
-                           const uint32_t *idx, int nb, cnn_engine e)
+                           const uint32_t *idx, int nb, cnn_engine e, int keep_conv)
 {
     const cnn_shape *s = &m->shape;
     const size_t in_len = cnn_shape_input_len(s), Ks = a->K_stride;
     const int K = (int)cnn_shape_dense_len(s), N = s->classes;
     for (int b = 0; b < nb; b++) {
         const float *x = sample(images, idx, b, in_len);
-        float *conv = a->conv + b * a->conv_stride, *pool = a->pool + b * Ks;
+        float *conv = a->conv + (keep_conv ? b * a->conv_stride : 0), *pool = a->pool + b * Ks;
         if (e == CNN_ENGINE_BLAS) {
             cnn_conv3x3_forward(conv, a->col + b * a->col_stride, x, m->p.filters, s->C, s->H,
                                 s->W, s->F);
@@ -215,7 +217,7 @@ static void backward_all(const cnn_model *m, cnn_acts *a, float *grad, float alp
 
 float cnn_forward(const cnn_model *m, cnn_acts *a, const float *x, int label, cnn_engine e)
 {
-    forward_logits(m, a, x, NULL, 1, e);
+    forward_logits(m, a, x, NULL, 1, e, 1);
     return cnn_softmax_xent(a->probs, a->dlogits, a->logits, label, m->shape.classes);
 }
 
@@ -234,7 +236,8 @@ static int chunk_grad(const cnn_model *m, cnn_acts *a, float *grad, float alpha,
 {
     const int N = m->shape.classes;
     int finite = 1;
-    forward_logits(m, a, images, img_idx, nb, e);
+    forward_logits(m, a, images, img_idx, nb, e,
+                   e != CNN_ENGINE_BLAS || (grad && ties == CNN_TIES_ALL));
     for (int b = 0; b < nb; b++) {
         const int label = labels[lab_idx ? lab_idx[b] : (uint32_t)b];
         float *probs = a->probs + (size_t)b * N;

@@ -27,6 +27,7 @@ struct cnn_trainer {
     size_t slot_stride; /* floats between gradient slots (64-byte multiple) */
     int nslots;
     float *slots;       /* [nslots][slot_stride] per-chunk gradient sums, zero between steps */
+    uint8_t *chunk_ok;  /* [nslots] 1 if every loss of the chunk was finite */
     cnn_acts *acts;     /* [threads], each for CNN_CHUNK_MAX samples */
     float *loss;        /* [max(batch, EVAL_BLOCK)] per-sample loss of the last step */
     uint8_t *pred;      /* [max(batch, EVAL_BLOCK)] per-sample predicted class */
@@ -86,6 +87,7 @@ void cnn_trainer_free(cnn_trainer *t)
             cnn_acts_free(&t->acts[i]);
     free(t->acts);
     free(t->slots);
+    free(t->chunk_ok);
     free(t->loss);
     free(t->pred);
     free(t);
@@ -109,10 +111,11 @@ cnn_status cnn_trainer_create(cnn_trainer **out, const cnn_shape *s, const cnn_t
     t->nslots = chunk_count(c->batch); /* chunk_count grows with n */
     const size_t per_sample = (size_t)(c->batch > EVAL_BLOCK ? c->batch : EVAL_BLOCK);
     t->slots = cnn_aligned_alloc((size_t)t->nslots * t->slot_stride * sizeof(float));
+    t->chunk_ok = calloc((size_t)t->nslots, 1);
     t->acts = calloc((size_t)c->threads, sizeof *t->acts);
     t->loss = malloc(per_sample * sizeof *t->loss);
     t->pred = malloc(per_sample);
-    if (!t->slots || !t->acts || !t->loss || !t->pred) {
+    if (!t->slots || !t->chunk_ok || !t->acts || !t->loss || !t->pred) {
         cnn_trainer_free(t);
         return CNN_ERR_NOMEM;
     }
@@ -207,8 +210,11 @@ static cnn_status train_step(cnn_trainer *t, cnn_model *m, image_src images,
         omp_set_num_threads(caller);
 #endif
     } else {
+        /* One parallel region: the chunks, then (after the loop's barrier, which makes
+         * every chunk's verdict visible) the update, each thread over its own
+         * contiguous range of parameters. */
 #if HAVE_OPENMP
-#pragma omp parallel num_threads(threads) if (threads > 1) reduction(&& : finite)
+#pragma omp parallel num_threads(threads) if (threads > 1)
 #endif
         {
             blas_on_this_thread();
@@ -224,22 +230,21 @@ static cnn_status train_step(cnn_trainer *t, cnn_model *m, image_src images,
                 if (!idx)
                     for (int i = lo; i < hi; i++)
                         seq[i - lo] = (uint32_t)i;
-                finite = run_chunk(m, a, t->slots + (size_t)c * stride, 1.0f, images, labels, ci,
-                                   hi - lo, t, t->loss + lo, t->pred + lo) && finite;
+                t->chunk_ok[c] = (uint8_t)run_chunk(m, a, t->slots + (size_t)c * stride, 1.0f,
+                                                    images, labels, ci, hi - lo, t, t->loss + lo,
+                                                    t->pred + lo);
             }
-        }
-        /* The reduction's barrier is behind us: every thread sees the same verdict. */
-#if HAVE_OPENMP
-#pragma omp parallel num_threads(threads) if (threads > 1)
-#endif
-        {
-            /* Each thread takes its own contiguous range of parameters. */
+            int all_ok = 1;
+            for (int c = 0; c < nchunks; c++)
+                all_ok &= t->chunk_ok[c];
             const int nt = thread_count(), me = thread_id();
             const size_t lo = np * (size_t)me / (size_t)nt;
             const size_t hi = np * (size_t)(me + 1) / (size_t)nt;
-            apply_slots(m->params, t->slots, stride, nchunks, finite ? t->cfg.lr / (float)n : 0.0f,
+            apply_slots(m->params, t->slots, stride, nchunks, all_ok ? t->cfg.lr / (float)n : 0.0f,
                         lo, hi);
         }
+        for (int c = 0; c < nchunks; c++)
+            finite &= t->chunk_ok[c];
     }
 
     if (st)
