@@ -95,6 +95,24 @@ void cnn_conv3x3_forward_ref(float *out, const float *in, const float *filt,
                              int C, int H, int W, int F);
 void cnn_conv3x3_backward_ref(float *din, float *dfilt, float alpha, const float *dout,
                               const float *in, const float *filt, int C, int H, int W, int F);
+/* The general conv: blocked selects the pool-block order above (its im2col and
+ * col2im), otherwise the plain layout out [F][H-2][W-2] (cnn_im2col3x3_plain: col
+ * [C*9][(H-2)*(W-2)]); bias [F] may be NULL, as dbias. */
+void cnn_im2col3x3_plain(float *col, const float *in, int C, int H, int W);
+void cnn_col2im3x3_plain(float *in, const float *col, int C, int H, int W);
+void cnn_conv3x3_forward_ex(float *out, float *col, const float *in, const float *filt,
+                            const float *bias, int C, int H, int W, int F, int blocked);
+void cnn_conv3x3_backward_ex(float *din, float *dfilt, float *dbias, float alpha, float *col,
+                             const float *dout, const float *filt, int C, int H, int W, int F,
+                             int blocked);
+/* The reference engine's conv bias over P = (H-2)*(W-2) positions per filter. */
+void cnn_conv_bias_forward_ref(float *out, const float *bias, int F, int P);
+void cnn_conv_bias_backward_ref(float *dbias, float alpha, const float *dout, int F, int P);
+
+/* ReLU over n values: out = max(in, 0); din = dout where out > 0, else 0. */
+void cnn_relu_forward(float *out, const float *in, size_t n);
+void cnn_relu_backward(float *din, const float *dout, const float *out, size_t n);
+
 /* Pool-block order [F][4][H/2][W/2] to [F][H][W] (uncovered positions 0). */
 void cnn_blocks_to_nchw(float *dst, const float *src, int F, int H, int W);
 
@@ -123,9 +141,79 @@ void cnn_dense_forward_ref(float *logits, const float *x, const float *W, const 
 void cnn_dense_backward_ref(float *dx, float *dW, float *db, float alpha, const float *dlogits,
                             const float *x, const float *W, int K, int N);
 
+/* The same with the rows of x (and dx) ldx floats apart (ldx >= K). */
+void cnn_dense_forward_ld(float *logits, const float *x, int ldx, const float *W, const float *b,
+                          int B, int K, int N);
+void cnn_dense_backward_ld(float *dx, float *dW, float *db, float alpha, const float *dlogits,
+                           const float *x, int ldx, const float *W, int B, int K, int N);
+
 /* Softmax and cross-entropy, numerically stable. probs[N] = softmax(logits);
  * dlogits = probs - onehot(label) (may be NULL). @return -ln(probs[label]). */
 float cnn_softmax_xent(float *probs, float *dlogits, const float *logits, int label, int N);
+
+/* ---------------------------------------------------------------- architectures */
+/*
+ * A network is a list of layers, built from a description: comma-separated layers,
+ * shapes flowing from the input (C x H x W, from the data set):
+ *   conv<F>     3x3 convolution, valid padding, stride 1, F filters over all input
+ *               channels, no bias (the post's); conv<F>b: with a bias
+ *   relu        max(x, 0)
+ *   pool        2x2 max pooling, stride 2 (an odd last row or column is dropped)
+ *   dense<N>    fully connected, N outputs, with a bias (input flattened [C][H][W])
+ *   softmax<N>  the output layer: fully connected with a bias, softmax, cross-entropy;
+ *               last, exactly once
+ * The post's network is "conv8,pool,softmax10". Parameters are one flat vector, layer
+ * by layer: a conv's filters [F][C][3][3] then its bias [F]; a dense or softmax
+ * layer's W [N][K] then b [N].
+ */
+#define CNN_ARCH_POST "conv8,pool,softmax10"
+#define CNN_MAX_LAYERS 32
+#define CNN_ARCH_LEN 512 /* the longest description, with its NUL */
+
+typedef enum cnn_layer_kind {
+    CNN_LAYER_CONV = 0,
+    CNN_LAYER_RELU = 1,
+    CNN_LAYER_POOL = 2,
+    CNN_LAYER_DENSE = 3,
+    CNN_LAYER_SOFTMAX = 4,
+} cnn_layer_kind;
+
+/** One layer: its kind, hyperparameters, shapes and where its parameters are. */
+typedef struct cnn_layer {
+    cnn_layer_kind kind;
+    int units;      /* conv: filters; dense, softmax: outputs; else 0 */
+    int bias;       /* 1 if the layer has a bias (conv<F>b, dense, softmax) */
+    int C, H, W;    /* input: channels, height, width */
+    int OC, OH, OW; /* output (dense, softmax: units x 1 x 1) */
+    int blocked;    /* BLAS engine: output in pool-block order (conv, or relu after such a
+                       conv, feeding a pool) */
+    int he;         /* followed by relu: He initialisation */
+    size_t w, nw;   /* weights: offset in the parameter vector, count */
+    size_t b, nb;   /* biases: offset, count (0 without) */
+} cnn_layer;
+
+typedef struct cnn_arch {
+    int C, H, W;     /* input */
+    int n;           /* layers */
+    cnn_layer layer[CNN_MAX_LAYERS];
+    int classes;     /* the softmax layer's outputs */
+    size_t n_params;
+} cnn_arch;
+
+/** Build and check the network `desc` for C x H x W inputs. An impossible stack (an
+ *  unknown layer, a zero width, pooling a 1-pixel map, a conv on a map smaller than
+ *  3x3, no softmax layer or one that is not last, too many layers or parameters) is
+ *  CNN_ERR_ARG with one line naming the layer in err. */
+cnn_status cnn_arch_build(cnn_arch *a, const char *desc, int C, int H, int W, char *err,
+                          size_t errlen);
+/** The canonical description ("conv8,pool,softmax10"). @return buf. */
+const char *cnn_arch_describe(const cnn_arch *a, char *buf, size_t len);
+/** 1 if a and b are the same network for the same input. */
+int cnn_arch_equal(const cnn_arch *a, const cnn_arch *b);
+/** @return 1 for the post's shape of network: conv<F> (no bias), pool, softmax<N>. */
+int cnn_arch_is_post(const cnn_arch *a);
+/** Floats one sample's output of layer l takes (OC * OH * OW). */
+size_t cnn_layer_out_len(const cnn_layer *l);
 
 /* ---------------------------------------------------------------- model */
 
@@ -160,40 +248,58 @@ cnn_params cnn_params_view(const cnn_shape *s, float *flat);
 
 /** A model owns one parameter array. */
 typedef struct cnn_model {
-    cnn_shape shape;
+    cnn_arch arch;  /* the network */
+    cnn_shape shape; /* its input and classes; F: the first layer's filters (0 if no conv) */
     size_t n_params;
     float *params; /* owned, 64-byte aligned */
-    cnn_params p;  /* views into params */
+    cnn_params p;  /* views: the first layer's weights, the output layer's W and b */
 } cnn_model;
 
 /** Allocate and initialize as the post does: filters randn/9, W randn/K, b 0. */
 cnn_status cnn_model_init(cnn_model *m, const cnn_shape *s, cnn_rng *rng);
 /** Allocate with all parameters zero. */
 cnn_status cnn_model_alloc(cnn_model *m, const cnn_shape *s);
+/** The same for any network. Initialisation, layer by layer from rng, biases 0: a
+ *  layer a relu follows gets He's normal * sqrt(2 / fan_in) (fan_in 9C for a conv, K
+ *  for a dense layer); the others the post's scaling, normal / (9C) for a conv and
+ *  normal / K for a dense or softmax layer (the post's network exactly). */
+cnn_status cnn_model_init_arch(cnn_model *m, const cnn_arch *a, cnn_rng *rng);
+cnn_status cnn_model_alloc_arch(cnn_model *m, const cnn_arch *a);
 void cnn_model_free(cnn_model *m);
 
 /** Activations and scratch of up to `cap` samples for one thread; one allocation.
- *  Sample b's pieces start at b times the stride of their kind. */
+ *  Sample b's pieces start at b times the stride of their kind. For every network,
+ *  per layer l: out[l] its outputs, dout[l] their gradients ([cap][stride[l]]), cols[l]
+ *  a conv's im2col ([cap][col_strides[l]]), args[l] a pool's argmax. The named
+ *  pointers below are views of them for the post's network. */
 typedef struct cnn_acts {
     cnn_shape shape;
     int cap;
     void *arena;
+    size_t stride[CNN_MAX_LAYERS];
+    float *out[CNN_MAX_LAYERS];
+    float *dout[CNN_MAX_LAYERS];
+    size_t col_strides[CNN_MAX_LAYERS];
+    float *cols[CNN_MAX_LAYERS];
+    uint8_t *args[CNN_MAX_LAYERS];
+    float *probs;   /* [cap][classes] */
+    float *x;       /* [cap][C][H][W] input converted from pixels, or gathered */
+    /* the post's network: */
     size_t col_stride, conv_stride, K_stride; /* elements between samples' pieces */
     float *col;     /* [cap][C*9][4*PH*PW] im2col scratch (BLAS) */
     float *conv;    /* [cap] conv output: pool-block order (BLAS) or [F][H-2][W-2] (reference) */
     float *pool;    /* [cap][K] */
     uint8_t *arg;   /* [cap][K] pool argmax */
     float *logits;  /* [cap][classes] */
-    float *probs;   /* [cap][classes] */
     float *dlogits; /* [cap][classes] */
     float *dpool;   /* [cap][K] */
     float *dconv;   /* the gradient of one sample's conv output, laid out as conv */
-    float *x;       /* [cap][C][H][W] network input converted from pixels (the _u8 calls) */
 } cnn_acts;
 
 /** For one sample (cap 1), or for chunks of up to cap samples. */
 cnn_status cnn_acts_alloc(cnn_acts *a, const cnn_shape *s);
 cnn_status cnn_acts_alloc_batch(cnn_acts *a, const cnn_shape *s, int cap);
+cnn_status cnn_acts_alloc_arch(cnn_acts *a, const cnn_arch *arch, int cap);
 void cnn_acts_free(cnn_acts *a);
 
 /** Forward one image x [C][H][W]; probabilities land in a->probs.
@@ -252,6 +358,9 @@ typedef struct cnn_stats {
 typedef struct cnn_trainer cnn_trainer;
 
 cnn_status cnn_trainer_create(cnn_trainer **out, const cnn_shape *s, const cnn_train_config *c);
+/** The same for any network. */
+cnn_status cnn_trainer_create_arch(cnn_trainer **out, const cnn_arch *a,
+                                   const cnn_train_config *c);
 void cnn_trainer_free(cnn_trainer *t);
 const cnn_train_config *cnn_trainer_config(const cnn_trainer *t);
 

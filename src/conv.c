@@ -112,25 +112,116 @@ void cnn_blocks_to_nchw(float *dst, const float *src, int F, int H, int W)
                         src[(((size_t)f * 4 + k) * PH + i) * PW + j];
 }
 
+/* The plain layout: col[c*9 + ki*3 + kj][i*(W-2) + j] = in[c][i + ki][j + kj], for a
+ * conv whose output no pool reads next (its output is then [F][H-2][W-2]). */
+CNN_VECTOR
+void cnn_im2col3x3_plain(float *col, const float *in, int C, int H, int W)
+{
+    const int OH = H - 2, OW = W - 2;
+    const size_t P = (size_t)OH * OW;
+    for (int c = 0; c < C; c++)
+        for (int ki = 0; ki < 3; ki++)
+            for (int kj = 0; kj < 3; kj++) {
+                float *row = col + ((size_t)c * 9 + ki * 3 + kj) * P;
+                for (int i = 0; i < OH; i++)
+                    memcpy(row + (size_t)i * OW, in + ((size_t)c * H + i + ki) * W + kj,
+                           (size_t)OW * sizeof(float));
+            }
+}
+
+CNN_VECTOR
+void cnn_col2im3x3_plain(float *in, const float *col, int C, int H, int W)
+{
+    const int OH = H - 2, OW = W - 2;
+    const size_t P = (size_t)OH * OW;
+    memset(in, 0, (size_t)C * H * W * sizeof(float));
+    for (int c = 0; c < C; c++)
+        for (int ki = 0; ki < 3; ki++)
+            for (int kj = 0; kj < 3; kj++) {
+                const float *row = col + ((size_t)c * 9 + ki * 3 + kj) * P;
+                for (int i = 0; i < OH; i++) {
+                    float *dst = in + ((size_t)c * H + i + ki) * W + kj;
+                    const float *src = row + (size_t)i * OW;
+                    for (int j = 0; j < OW; j++)
+                        dst[j] += src[j];
+                }
+            }
+}
+
+/* Output positions per filter: the pool-covered ones (blocked) or all. */
+static int positions(int H, int W, int blocked)
+{
+    return blocked ? 4 * ((H - 2) / 2) * ((W - 2) / 2) : (H - 2) * (W - 2);
+}
+
+void cnn_conv3x3_forward_ex(float *out, float *col, const float *in, const float *filt,
+                            const float *bias, int C, int H, int W, int F, int blocked)
+{
+    const int P = positions(H, W, blocked), K = C * 9;
+    if (blocked)
+        cnn_im2col3x3(col, in, C, H, W);
+    else
+        cnn_im2col3x3_plain(col, in, C, H, W);
+    if (bias) /* out = bias, then += filt . col */
+        for (int f = 0; f < F; f++)
+            for (int p = 0; p < P; p++)
+                out[(size_t)f * P + p] = bias[f];
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, F, P, K,
+                1.0f, filt, K, col, P, bias ? 1.0f : 0.0f, out, P);
+}
+
+void cnn_conv3x3_backward_ex(float *din, float *dfilt, float *dbias, float alpha, float *col,
+                             const float *dout, const float *filt, int C, int H, int W, int F,
+                             int blocked)
+{
+    const int P = positions(H, W, blocked), K = C * 9;
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, F, K, P,
+                alpha, dout, P, col, P, 1.0f, dfilt, K);
+    if (dbias)
+        for (int f = 0; f < F; f++) {
+            float sum = 0.0f;
+            for (int p = 0; p < P; p++)
+                sum += dout[(size_t)f * P + p];
+            dbias[f] += alpha * sum;
+        }
+    if (din) {
+        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, K, P, F,
+                    1.0f, filt, K, dout, P, 0.0f, col, P);
+        if (blocked)
+            cnn_col2im3x3(din, col, C, H, W);
+        else
+            cnn_col2im3x3_plain(din, col, C, H, W);
+    }
+}
+
 void cnn_conv3x3_forward(float *out, float *col, const float *in, const float *filt,
                          int C, int H, int W, int F)
 {
-    const int P = 4 * ((H - 2) / 2) * ((W - 2) / 2), K = C * 9;
-    cnn_im2col3x3(col, in, C, H, W);
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, F, P, K,
-                1.0f, filt, K, col, P, 0.0f, out, P);
+    cnn_conv3x3_forward_ex(out, col, in, filt, NULL, C, H, W, F, 1);
 }
 
 void cnn_conv3x3_backward(float *din, float *dfilt, float alpha, float *col, const float *dout,
                           const float *filt, int C, int H, int W, int F)
 {
-    const int P = 4 * ((H - 2) / 2) * ((W - 2) / 2), K = C * 9;
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, F, K, P,
-                alpha, dout, P, col, P, 1.0f, dfilt, K);
-    if (din) {
-        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, K, P, F,
-                    1.0f, filt, K, dout, P, 0.0f, col, P);
-        cnn_col2im3x3(din, col, C, H, W);
+    cnn_conv3x3_backward_ex(din, dfilt, NULL, alpha, col, dout, filt, C, H, W, F, 1);
+}
+
+/* The reference engine's bias: added to every output position, its gradient the sum
+ * of the output gradient over them. */
+void cnn_conv_bias_forward_ref(float *out, const float *bias, int F, int P)
+{
+    for (int f = 0; f < F; f++)
+        for (int p = 0; p < P; p++)
+            out[(size_t)f * P + p] += bias[f];
+}
+
+void cnn_conv_bias_backward_ref(float *dbias, float alpha, const float *dout, int F, int P)
+{
+    for (int f = 0; f < F; f++) {
+        float sum = 0.0f;
+        for (int p = 0; p < P; p++)
+            sum += dout[(size_t)f * P + p];
+        dbias[f] += alpha * sum;
     }
 }
 

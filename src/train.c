@@ -13,6 +13,7 @@
 #include "simd.h"
 
 #include <math.h>
+#include <stdio.h>
 #include <string.h>
 #if HAVE_OPENMP
 #include <omp.h>
@@ -21,7 +22,7 @@
 #define EVAL_BLOCK 1024
 
 struct cnn_trainer {
-    cnn_shape shape;
+    cnn_arch arch;
     cnn_train_config cfg;
     size_t n_params;
     size_t slot_stride; /* floats between gradient slots (64-byte multiple) */
@@ -96,7 +97,21 @@ void cnn_trainer_free(cnn_trainer *t)
 cnn_status cnn_trainer_create(cnn_trainer **out, const cnn_shape *s, const cnn_train_config *c)
 {
     *out = NULL;
-    if (cnn_shape_check(s) != CNN_OK || !c || c->batch < 1 || c->threads < 1 ||
+    char desc[64];
+    cnn_arch a;
+    if (cnn_shape_check(s) != CNN_OK)
+        return CNN_ERR_ARG;
+    snprintf(desc, sizeof desc, "conv%d,pool,softmax%d", s->F, s->classes);
+    if (cnn_arch_build(&a, desc, s->C, s->H, s->W, NULL, 0) != CNN_OK)
+        return CNN_ERR_ARG;
+    return cnn_trainer_create_arch(out, &a, c);
+}
+
+cnn_status cnn_trainer_create_arch(cnn_trainer **out, const cnn_arch *arch,
+                                   const cnn_train_config *c)
+{
+    *out = NULL;
+    if (!arch || arch->n < 1 || !c || c->batch < 1 || c->threads < 1 ||
         c->threads > 1024 || !isfinite(c->lr) || !(c->lr > 0.0f) ||
         (c->engine != CNN_ENGINE_BLAS && c->engine != CNN_ENGINE_REFERENCE) ||
         (c->ties != CNN_TIES_SINGLE && c->ties != CNN_TIES_ALL))
@@ -104,9 +119,9 @@ cnn_status cnn_trainer_create(cnn_trainer **out, const cnn_shape *s, const cnn_t
     cnn_trainer *t = calloc(1, sizeof *t);
     if (!t)
         return CNN_ERR_NOMEM;
-    t->shape = *s;
+    t->arch = *arch;
     t->cfg = *c;
-    t->n_params = cnn_shape_param_len(s);
+    t->n_params = arch->n_params;
     t->slot_stride = cnn_align_up(t->n_params * sizeof(float)) / sizeof(float);
     t->nslots = chunk_count(c->batch); /* chunk_count grows with n */
     const size_t per_sample = (size_t)(c->batch > EVAL_BLOCK ? c->batch : EVAL_BLOCK);
@@ -121,7 +136,7 @@ cnn_status cnn_trainer_create(cnn_trainer **out, const cnn_shape *s, const cnn_t
     }
     memset(t->slots, 0, (size_t)t->nslots * t->slot_stride * sizeof(float));
     for (int i = 0; i < c->threads; i++)
-        if (cnn_acts_alloc_batch(&t->acts[i], s, CNN_CHUNK_MAX) != CNN_OK) {
+        if (cnn_acts_alloc_arch(&t->acts[i], arch, CNN_CHUNK_MAX) != CNN_OK) {
             cnn_trainer_free(t);
             return CNN_ERR_NOMEM;
         }
@@ -129,10 +144,16 @@ cnn_status cnn_trainer_create(cnn_trainer **out, const cnn_shape *s, const cnn_t
     return CNN_OK;
 }
 
-static int same_shape(const cnn_shape *a, const cnn_shape *b)
+/* A per-sample step may add -lr times the gradient straight into the parameters as
+ * the backward goes (the post's step) when no layer needs, after its own update, the
+ * weights it just changed: every layer computes its input gradient before its update,
+ * except a conv, which forms its filter gradient first, so only a first-layer conv. */
+static int in_place_ok(const cnn_arch *a)
 {
-    return a->C == b->C && a->H == b->H && a->W == b->W && a->F == b->F &&
-           a->classes == b->classes;
+    for (int l = 1; l < a->n; l++)
+        if (a->layer[l].kind == CNN_LAYER_CONV)
+            return 0;
+    return 1;
 }
 
 static int labels_valid(const uint8_t *labels, const uint32_t *idx, size_t n, int classes)
@@ -188,8 +209,8 @@ static cnn_status train_step(cnn_trainer *t, cnn_model *m, image_src images,
                              const uint8_t *labels, const uint32_t *idx, int n, cnn_stats *st)
 {
     if (!t || !m || !(images.x || images.px) || !labels || n < 1 || n > t->cfg.batch ||
-        !same_shape(&t->shape, &m->shape) ||
-        !labels_valid(labels, idx, (size_t)n, m->shape.classes))
+        !cnn_arch_equal(&t->arch, &m->arch) ||
+        !labels_valid(labels, idx, (size_t)n, m->arch.classes))
         return CNN_ERR_ARG;
     const int nchunks = chunk_count(n);
     const int threads = t->cfg.threads < nchunks ? t->cfg.threads : nchunks;
@@ -197,7 +218,7 @@ static cnn_status train_step(cnn_trainer *t, cnn_model *m, image_src images,
     const size_t np = t->n_params, stride = t->slot_stride;
     int finite = 1;
 
-    if (n == 1) {
+    if (n == 1 && in_place_ok(&t->arch)) {
         /* BLAS on this thread only, without the cost of a parallel region: this
          * thread's OpenMP setting is lowered for the step and then restored. */
 #if HAVE_OPENMP
@@ -261,8 +282,8 @@ static cnn_status train_step(cnn_trainer *t, cnn_model *m, image_src images,
 static cnn_status evaluate(cnn_trainer *t, const cnn_model *m, image_src images,
                            const uint8_t *labels, size_t n, uint8_t *pred, cnn_stats *st)
 {
-    if (!t || !m || !(images.x || images.px) || !labels || !same_shape(&t->shape, &m->shape) ||
-        !labels_valid(labels, NULL, n, m->shape.classes))
+    if (!t || !m || !(images.x || images.px) || !labels || !cnn_arch_equal(&t->arch, &m->arch) ||
+        !labels_valid(labels, NULL, n, m->arch.classes))
         return CNN_ERR_ARG;
     const int threads = t->cfg.threads;
     (void)threads; /* only OpenMP builds use it */
@@ -282,7 +303,7 @@ static cnn_status evaluate(cnn_trainer *t, const cnn_model *m, image_src images,
                 const int b = c * CNN_CHUNK_MAX;
                 const int nb = cnt - b < CNN_CHUNK_MAX ? cnt - b : CNN_CHUNK_MAX;
                 const size_t first = lo + (size_t)b;
-                const size_t at = first * cnn_shape_input_len(&m->shape);
+                const size_t at = first * ((size_t)m->arch.C * m->arch.H * m->arch.W);
                 const image_src part = {images.x ? images.x + at : NULL,
                                         images.px ? images.px + at : NULL};
                 run_chunk(m, a, NULL, 0.0f, part, labels + first, NULL, nb, t, t->loss + b,

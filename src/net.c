@@ -1,0 +1,313 @@
+/* net.c - the one place that walks a network's layers, forward and back, over the
+ * samples of a chunk.
+ *
+ * The BLAS engine runs dense and softmax layers over the whole chunk at once (SGEMM
+ * over its rows); every other layer, and every layer of the reference engine, runs
+ * per sample. Consecutive per-sample layers form a run, walked sample by sample: for
+ * the post's network, conv and pool for each sample, then the softmax layer for all.
+ * Within a run, a gradient that one layer's backward hands to the layer before it is
+ * used at once, so it lives in one piece per thread; so does a conv output that only
+ * its pool reads (the pool's backward needs only its argmax), unless the backward
+ * reads it (the `all` tie rule compares the pool's input with its output). */
+#include "cnn.h"
+
+#include <math.h>
+#include <string.h>
+
+static int batched(const cnn_layer *l, cnn_engine e)
+{
+    return e == CNN_ENGINE_BLAS && (l->kind == CNN_LAYER_DENSE || l->kind == CNN_LAYER_SOFTMAX);
+}
+
+/* Is layer l's output read by no backward, so one piece serves every sample? */
+static int transient(const cnn_arch *n, int l, cnn_engine e, int keep_pool_input)
+{
+    return e == CNN_ENGINE_BLAS && n->layer[l].kind == CNN_LAYER_CONV && l + 1 < n->n &&
+           n->layer[l + 1].kind == CNN_LAYER_POOL && !keep_pool_input;
+}
+
+/* Is the gradient of layer l's output made and used within one sample's run? */
+static int local_grad(const cnn_arch *n, int l, cnn_engine e)
+{
+    return l + 1 < n->n && !batched(&n->layer[l], e) && !batched(&n->layer[l + 1], e);
+}
+
+/* The samples' data for a walk: the input rows, and which pieces are shared. */
+typedef struct {
+    const cnn_arch *n;
+    cnn_acts *a;
+    const float *images; /* input of sample b: images + idx[b] * in_len (idx NULL: b) */
+    const uint32_t *idx;
+    size_t in_len;
+    cnn_engine e;
+    int keep_pool_input; /* the backward reads pool inputs (`all` ties) */
+} walk;
+
+static const float *input_of(const walk *w, int b)
+{
+    return w->images + (w->idx ? (size_t)w->idx[b] : (size_t)b) * w->in_len;
+}
+
+static float *out_of(const walk *w, int l, int b)
+{
+    const int shared = transient(w->n, l, w->e, w->keep_pool_input);
+    return w->a->out[l] + (shared ? 0 : (size_t)b * w->a->stride[l]);
+}
+
+static const float *in_of(const walk *w, int l, int b)
+{
+    return l == 0 ? input_of(w, b) : out_of(w, l - 1, b);
+}
+
+static float *dout_of(const walk *w, int l, int b)
+{
+    return w->a->dout[l] + (local_grad(w->n, l, w->e) ? 0 : (size_t)b * w->a->stride[l]);
+}
+
+/* Floats layer l stores per sample: fewer for a pool-block order output that drops
+ * an odd last row or column. */
+static size_t stored_len(const cnn_layer *l, cnn_engine e)
+{
+    if (e == CNN_ENGINE_BLAS && l->blocked)
+        return (size_t)l->OC * 4 * (l->OH / 2) * (l->OW / 2);
+    return cnn_layer_out_len(l);
+}
+
+/* ---------------------------------------------------------------- forward */
+
+static void forward_one(const walk *w, const float *params, int l, int b)
+{
+    const cnn_layer *L = &w->n->layer[l];
+    const float *in = in_of(w, l, b);
+    float *out = out_of(w, l, b);
+    const int blas = w->e == CNN_ENGINE_BLAS;
+    switch (L->kind) {
+    case CNN_LAYER_CONV:
+        if (blas) {
+            cnn_conv3x3_forward_ex(out, w->a->cols[l] + (size_t)b * w->a->col_strides[l], in,
+                                   params + L->w, L->nb ? params + L->b : NULL, L->C, L->H, L->W,
+                                   L->units, L->blocked);
+        } else {
+            cnn_conv3x3_forward_ref(out, in, params + L->w, L->C, L->H, L->W, L->units);
+            if (L->nb)
+                cnn_conv_bias_forward_ref(out, params + L->b, L->units, L->OH * L->OW);
+        }
+        break;
+    case CNN_LAYER_RELU:
+        cnn_relu_forward(out, in, stored_len(L, w->e));
+        break;
+    case CNN_LAYER_POOL:
+        if (blas && l > 0 && w->n->layer[l - 1].blocked)
+            cnn_maxpool2_forward(out, w->a->args[l] + (size_t)b * cnn_layer_out_len(L), in, L->C,
+                                 L->H, L->W);
+        else
+            cnn_maxpool2_forward_ref(out, w->a->args[l] + (size_t)b * cnn_layer_out_len(L), in,
+                                     L->C, L->H, L->W);
+        break;
+    case CNN_LAYER_DENSE:
+    case CNN_LAYER_SOFTMAX:
+        cnn_dense_forward_ref(out, in, params + L->w, params + L->b, L->C * L->H * L->W,
+                              L->units);
+        break;
+    }
+}
+
+/* A dense or softmax layer over the chunk's nb rows. */
+static void forward_rows(const walk *w, const float *params, int l, int nb)
+{
+    const cnn_layer *L = &w->n->layer[l];
+    const int K = L->C * L->H * L->W;
+    const float *x = l == 0 ? w->a->x : w->a->out[l - 1];
+    const int ldx = l == 0 ? K : (int)w->a->stride[l - 1];
+    cnn_dense_forward_ld(w->a->out[l], x, ldx, params + L->w, params + L->b, nb, K, L->units);
+}
+
+static void forward(const walk *w, const float *params, int nb)
+{
+    const cnn_arch *n = w->n;
+    for (int l = 0; l < n->n;) {
+        if (batched(&n->layer[l], w->e)) {
+            forward_rows(w, params, l, nb);
+            l++;
+            continue;
+        }
+        int end = l;
+        while (end < n->n && !batched(&n->layer[end], w->e))
+            end++;
+        for (int b = 0; b < nb; b++)
+            for (int k = l; k < end; k++)
+                forward_one(w, params, k, b);
+        l = end;
+    }
+}
+
+/* ---------------------------------------------------------------- backward */
+
+/* Layer l's backward for sample b: dout_of(l, b) to din (NULL: not wanted), adding
+ * alpha times its parameters' gradient to grad. */
+static void backward_one(const walk *w, const float *params, float *grad, float alpha,
+                         cnn_pool_ties ties, int l, int b, float *din)
+{
+    const cnn_layer *L = &w->n->layer[l];
+    const float *in = in_of(w, l, b), *dout = dout_of(w, l, b);
+    const int blas = w->e == CNN_ENGINE_BLAS;
+    switch (L->kind) {
+    case CNN_LAYER_CONV:
+        if (blas) {
+            cnn_conv3x3_backward_ex(din, grad + L->w, L->nb ? grad + L->b : NULL, alpha,
+                                    w->a->cols[l] + (size_t)b * w->a->col_strides[l], dout,
+                                    params + L->w, L->C, L->H, L->W, L->units, L->blocked);
+        } else {
+            cnn_conv3x3_backward_ref(din, grad + L->w, alpha, dout, in, params + L->w, L->C,
+                                     L->H, L->W, L->units);
+            if (L->nb)
+                cnn_conv_bias_backward_ref(grad + L->b, alpha, dout, L->units, L->OH * L->OW);
+        }
+        break;
+    case CNN_LAYER_RELU:
+        if (din)
+            cnn_relu_backward(din, dout, out_of(w, l, b), stored_len(L, w->e));
+        break;
+    case CNN_LAYER_POOL:
+        if (!din)
+            break;
+        if (blas && l > 0 && w->n->layer[l - 1].blocked)
+            cnn_maxpool2_backward(din, dout, w->a->args[l] + (size_t)b * cnn_layer_out_len(L), in,
+                                  out_of(w, l, b), ties, L->C, L->H, L->W);
+        else
+            cnn_maxpool2_backward_ref(din, dout, w->a->args[l] + (size_t)b * cnn_layer_out_len(L),
+                                      in, out_of(w, l, b), ties, L->C, L->H, L->W);
+        break;
+    case CNN_LAYER_DENSE:
+    case CNN_LAYER_SOFTMAX:
+        cnn_dense_backward_ref(din, grad + L->w, grad + L->b, alpha, dout, in, params + L->w,
+                               L->C * L->H * L->W, L->units);
+        break;
+    }
+}
+
+static void backward_rows(const walk *w, const float *params, float *grad, float alpha, int l,
+                          int nb, float *din)
+{
+    const cnn_layer *L = &w->n->layer[l];
+    const int K = L->C * L->H * L->W;
+    const float *x = l == 0 ? w->a->x : w->a->out[l - 1];
+    const int ldx = l == 0 ? K : (int)w->a->stride[l - 1];
+    cnn_dense_backward_ld(din, grad + L->w, grad + L->b, alpha, w->a->dout[l], x, ldx,
+                          params + L->w, nb, K, L->units);
+}
+
+/* The input gradient of layer l for sample b: into the gradient of layer l-1's
+ * output, or dx for the first layer; NULL when nothing below needs it. */
+static float *din_of(const walk *w, int l, int b, int first_param, float *dx)
+{
+    if (l == 0)
+        return dx ? dx + (size_t)b * w->in_len : NULL;
+    return l > first_param ? dout_of(w, l - 1, b) : NULL;
+}
+
+static void backward(const walk *w, const float *params, float *grad, float alpha,
+                     cnn_pool_ties ties, int nb, float *dx)
+{
+    const cnn_arch *n = w->n;
+    int first_param = n->n;
+    for (int l = n->n - 1; l >= 0; l--)
+        if (n->layer[l].nw)
+            first_param = l;
+    for (int l = n->n - 1; l >= 0;) {
+        if (batched(&n->layer[l], w->e)) {
+            float *din = NULL;
+            if (l == 0 && dx)
+                din = dx; /* the rows of x are the gathered inputs: in_len apart */
+            else if (l > 0 && l > first_param)
+                din = w->a->dout[l - 1];
+            backward_rows(w, params, grad, alpha, l, nb, din);
+            l--;
+            continue;
+        }
+        int start = l;
+        while (start > 0 && !batched(&n->layer[start - 1], w->e))
+            start--;
+        for (int b = 0; b < nb; b++)
+            for (int k = l; k >= start; k--)
+                backward_one(w, params, grad, alpha, ties, k, b, din_of(w, k, b, first_param, dx));
+        l = start - 1;
+    }
+}
+
+/* ---------------------------------------------------------------- a chunk */
+
+/* A batched first layer takes its inputs as one matrix: gather them into a->x. */
+static void gather_rows(walk *w, int nb)
+{
+    if (!batched(&w->n->layer[0], w->e) || w->images == w->a->x)
+        return;
+    for (int b = 0; b < nb; b++)
+        memcpy(w->a->x + (size_t)b * w->in_len, input_of(w, b), w->in_len * sizeof(float));
+    w->images = w->a->x, w->idx = NULL;
+}
+
+static int chunk_grad(const cnn_model *m, cnn_acts *a, float *grad, float alpha, float *dx,
+                      const float *images, const uint32_t *img_idx, const uint8_t *labels,
+                      const uint32_t *lab_idx, int nb, cnn_engine e, cnn_pool_ties ties,
+                      float *loss, uint8_t *pred)
+{
+    const int N = m->arch.classes, last = m->arch.n - 1;
+    walk w = {&m->arch, a, images, img_idx, (size_t)m->arch.C * m->arch.H * m->arch.W, e,
+              (grad || dx) && ties == CNN_TIES_ALL};
+    if (e != CNN_ENGINE_BLAS)
+        w.keep_pool_input = 1;
+    gather_rows(&w, nb);
+    forward(&w, m->params, nb);
+    int finite = 1;
+    for (int b = 0; b < nb; b++) {
+        const int label = labels ? labels[lab_idx ? lab_idx[b] : (uint32_t)b] : -1;
+        float *probs = a->probs + (size_t)b * N;
+        loss[b] = cnn_softmax_xent(probs, a->dout[last] + (size_t)b * N,
+                                   a->out[last] + (size_t)b * N, label, N);
+        if (pred)
+            pred[b] = (uint8_t)cnn_argmax(probs, N);
+        finite &= isfinite(loss[b]) != 0;
+    }
+    if ((grad || dx) && finite)
+        backward(&w, m->params, grad, alpha, ties, nb, dx);
+    return finite;
+}
+
+int cnn_chunk_grad(const cnn_model *m, cnn_acts *a, float *grad, float alpha,
+                   const float *images, const uint8_t *labels, const uint32_t *idx, int nb,
+                   cnn_engine e, cnn_pool_ties ties, float *loss, uint8_t *pred)
+{
+    return chunk_grad(m, a, grad, alpha, NULL, images, idx, labels, idx, nb, e, ties, loss,
+                      pred);
+}
+
+int cnn_chunk_grad_u8(const cnn_model *m, cnn_acts *a, float *grad, float alpha,
+                      const uint8_t *pixels, const uint8_t *labels, const uint32_t *idx, int nb,
+                      cnn_engine e, cnn_pool_ties ties, float *loss, uint8_t *pred)
+{
+    const size_t len = (size_t)m->arch.C * m->arch.H * m->arch.W;
+    for (int b = 0; b < nb; b++)
+        cnn_pixels_to_float(a->x + (size_t)b * len, pixels + (idx ? idx[b] : (size_t)b) * len,
+                            len);
+    return chunk_grad(m, a, grad, alpha, NULL, a->x, NULL, labels, idx, nb, e, ties, loss, pred);
+}
+
+float cnn_forward(const cnn_model *m, cnn_acts *a, const float *x, int label, cnn_engine e)
+{
+    float loss;
+    const int N = m->arch.classes, last = m->arch.n - 1;
+    walk w = {&m->arch, a, x, NULL, (size_t)m->arch.C * m->arch.H * m->arch.W, e, 1};
+    gather_rows(&w, 1);
+    forward(&w, m->params, 1);
+    loss = cnn_softmax_xent(a->probs, a->dout[last], a->out[last], label, N);
+    return loss;
+}
+
+void cnn_backward(const cnn_model *m, cnn_acts *a, float *grad, float *dx, const float *x,
+                  cnn_engine e, cnn_pool_ties ties)
+{
+    walk w = {&m->arch, a, x, NULL, (size_t)m->arch.C * m->arch.H * m->arch.W, e, 1};
+    gather_rows(&w, 1);
+    backward(&w, m->params, grad, 1.0f, ties, 1, dx);
+}
