@@ -336,6 +336,11 @@ typedef struct cnn_train_config {
     int batch;   /* the largest minibatch a step will see, >= 1 */
     int threads; /* OpenMP threads, >= 1 */
     float lr;    /* SGD learning rate, finite and > 0 */
+    /* The optimiser (PyTorch's SGD): g = mean gradient + weight_decay * p; v = momentum
+     * * v + g; p -= lr * (nesterov ? g + momentum * v : v). All 0: the post's SGD. */
+    float momentum;     /* 0 <= momentum < 1 */
+    int nesterov;       /* 1: Nesterov momentum (needs momentum > 0) */
+    float weight_decay; /* >= 0 */
 } cnn_train_config;
 
 /** The post's defaults: BLAS engine, single-max ties, batch 1, 1 thread, lr 0.005. */
@@ -370,6 +375,12 @@ const cnn_train_config *cnn_trainer_config(const cnn_trainer *t);
  *  @return CNN_ERR_NUMERIC (parameters untouched) if a loss is not finite. */
 cnn_status cnn_train_step(cnn_trainer *t, cnn_model *m, const float *images,
                           const uint8_t *labels, const uint32_t *idx, int n, cnn_stats *st);
+
+/** The learning rate of the next steps (a schedule sets it step by step); finite > 0. */
+cnn_status cnn_trainer_set_lr(cnn_trainer *t, float lr);
+/** The optimiser's velocities, [n_params] (NULL without momentum): a checkpoint saves
+ *  and restores them, so that a resumed run continues bit for bit. */
+float *cnn_trainer_velocity(cnn_trainer *t);
 
 /** Loss and accuracy of the model on n samples, in parallel, deterministic; when pred
  *  is not NULL, pred[i] receives the predicted class of sample i. */

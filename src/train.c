@@ -29,6 +29,7 @@ struct cnn_trainer {
     int nslots;
     float *slots;       /* [nslots][slot_stride] per-chunk gradient sums, zero between steps */
     uint8_t *chunk_ok;  /* [nslots] 1 if every loss of the chunk was finite */
+    float *velocity;    /* [n_params] momentum buffer, or NULL */
     cnn_acts *acts;     /* [threads], each for CNN_CHUNK_MAX samples */
     float *loss;        /* [max(batch, EVAL_BLOCK)] per-sample loss of the last step */
     uint8_t *pred;      /* [max(batch, EVAL_BLOCK)] per-sample predicted class */
@@ -50,6 +51,16 @@ cnn_train_config cnn_train_config_default(void)
 }
 
 const cnn_train_config *cnn_trainer_config(const cnn_trainer *t) { return &t->cfg; }
+
+cnn_status cnn_trainer_set_lr(cnn_trainer *t, float lr)
+{
+    if (!t || !isfinite(lr) || !(lr > 0.0f))
+        return CNN_ERR_ARG;
+    t->cfg.lr = lr;
+    return CNN_OK;
+}
+
+float *cnn_trainer_velocity(cnn_trainer *t) { return t ? t->velocity : NULL; }
 
 /* Inside our parallel regions BLAS calls must run on the calling thread only: the
  * OpenMP OpenBLAS checks omp_in_parallel(), which is false in a one-thread team, and
@@ -89,6 +100,7 @@ void cnn_trainer_free(cnn_trainer *t)
     free(t->acts);
     free(t->slots);
     free(t->chunk_ok);
+    free(t->velocity);
     free(t->loss);
     free(t->pred);
     free(t);
@@ -113,6 +125,8 @@ cnn_status cnn_trainer_create_arch(cnn_trainer **out, const cnn_arch *arch,
     *out = NULL;
     if (!arch || arch->n < 1 || !c || c->batch < 1 || c->threads < 1 ||
         c->threads > 1024 || !isfinite(c->lr) || !(c->lr > 0.0f) ||
+        !(c->momentum >= 0.0f && c->momentum < 1.0f) || (c->nesterov && c->momentum == 0.0f) ||
+        !(c->weight_decay >= 0.0f) || !isfinite(c->weight_decay) ||
         (c->engine != CNN_ENGINE_BLAS && c->engine != CNN_ENGINE_REFERENCE) ||
         (c->ties != CNN_TIES_SINGLE && c->ties != CNN_TIES_ALL))
         return CNN_ERR_ARG;
@@ -127,6 +141,10 @@ cnn_status cnn_trainer_create_arch(cnn_trainer **out, const cnn_arch *arch,
     const size_t per_sample = (size_t)(c->batch > EVAL_BLOCK ? c->batch : EVAL_BLOCK);
     t->slots = cnn_aligned_alloc((size_t)t->nslots * t->slot_stride * sizeof(float));
     t->chunk_ok = calloc((size_t)t->nslots, 1);
+    if (c->momentum > 0.0f && !(t->velocity = calloc(t->n_params, sizeof(float)))) {
+        cnn_trainer_free(t);
+        return CNN_ERR_NOMEM;
+    }
     t->acts = calloc((size_t)c->threads, sizeof *t->acts);
     t->loss = malloc(per_sample * sizeof *t->loss);
     t->pred = malloc(per_sample);
@@ -164,11 +182,21 @@ static int labels_valid(const uint8_t *labels, const uint32_t *idx, size_t n, in
     return 1;
 }
 
-/* Over parameters [lo, hi): slot 0 += slot 1, += slot 2, ... (chunk order), then
- * params -= step * slot 0 (step 0: no update), leaving every slot zero. */
+/* The update of one step over parameters [lo, hi) from g0, the sum of the n
+ * samples' gradients: plain SGD (the post), or with momentum and weight decay. */
+typedef struct {
+    float lr;
+    int n;
+    float momentum, weight_decay;
+    int nesterov;
+    int apply; /* 0: every loss was not finite, no update */
+} update_rule;
+
+/* Over parameters [lo, hi): slot 0 += slot 1, += slot 2, ... (chunk order), then the
+ * update from slot 0, leaving every slot zero. */
 CNN_VECTOR
-static void apply_slots(float *restrict params, float *restrict slots, size_t stride,
-                        int nchunks, float step, size_t lo, size_t hi)
+static void apply_slots(float *restrict params, float *restrict velocity, float *restrict slots,
+                        size_t stride, int nchunks, update_rule u, size_t lo, size_t hi)
 {
     float *restrict g0 = slots;
     for (int c = 1; c < nchunks; c++) {
@@ -178,9 +206,22 @@ static void apply_slots(float *restrict params, float *restrict slots, size_t st
             gc[p] = 0.0f;
         }
     }
-    if (step != 0.0f)
+    if (u.apply && !velocity && u.weight_decay == 0.0f) {
+        const float step = u.lr / (float)u.n;
         for (size_t p = lo; p < hi; p++)
             params[p] -= step * g0[p];
+    } else if (u.apply) {
+        const float nf = (float)u.n;
+        for (size_t p = lo; p < hi; p++) {
+            const float g = g0[p] / nf + u.weight_decay * params[p];
+            float d = g;
+            if (velocity) {
+                velocity[p] = u.momentum * velocity[p] + g;
+                d = u.nesterov ? g + u.momentum * velocity[p] : velocity[p];
+            }
+            params[p] -= u.lr * d;
+        }
+    }
     memset(g0 + lo, 0, (hi - lo) * sizeof(float));
 }
 
@@ -218,7 +259,7 @@ static cnn_status train_step(cnn_trainer *t, cnn_model *m, image_src images,
     const size_t np = t->n_params, stride = t->slot_stride;
     int finite = 1;
 
-    if (n == 1 && in_place_ok(&t->arch)) {
+    if (n == 1 && in_place_ok(&t->arch) && !t->velocity && t->cfg.weight_decay == 0.0f) {
         /* BLAS on this thread only, without the cost of a parallel region: this
          * thread's OpenMP setting is lowered for the step and then restored. */
 #if HAVE_OPENMP
@@ -261,8 +302,9 @@ static cnn_status train_step(cnn_trainer *t, cnn_model *m, image_src images,
             const int nt = thread_count(), me = thread_id();
             const size_t lo = np * (size_t)me / (size_t)nt;
             const size_t hi = np * (size_t)(me + 1) / (size_t)nt;
-            apply_slots(m->params, t->slots, stride, nchunks, all_ok ? t->cfg.lr / (float)n : 0.0f,
-                        lo, hi);
+            const update_rule u = {t->cfg.lr, n, t->cfg.momentum, t->cfg.weight_decay,
+                                   t->cfg.nesterov, all_ok};
+            apply_slots(m->params, t->velocity, t->slots, stride, nchunks, u, lo, hi);
         }
         for (int c = 0; c < nchunks; c++)
             finite &= t->chunk_ok[c];
