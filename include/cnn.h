@@ -442,22 +442,33 @@ cnn_status cnn_pgm_read(const char *path, uint8_t **pixels, int *rows, int *cols
 
 /* ---------------------------------------------------------------- model files */
 /*
- * Format (version 1), all integers and floats little-endian:
+ * All integers and floats little-endian. Version 1, the post's network (conv<F>, pool,
+ * softmax<N>), which is always written in it:
  *   0  char[8]  magic "CNNMODEL"
  *   8  u32      format version (1)
  *  12  u32 x 5  C, H, W, F, classes
  *  32  u64      P, the number of float32 parameters that follow
  *  40  f32[P]   filters [F][C][3][3], then W [classes][K], then b [classes]
  *  40+4P u32    CRC-32 (zlib, IEEE) of every byte before it
+ * Version 2, any other network:
+ *   0  char[8]  magic "CNNMODEL"
+ *   8  u32      format version (2)
+ *  12  u32 x 3  C, H, W (the input)
+ *  24  u32      L, the length of the network's description (1..511)
+ *  28  char[L]  the description (cnn_arch_describe), printable ASCII, no NUL
+ *  28+L u64     P
+ *  36+L f32[P]  the parameters, layer by layer (cnn_arch_build)
+ *  then u32     CRC-32 of every byte before it
  */
 #define CNN_MODEL_MAGIC "CNNMODEL"
-#define CNN_MODEL_VERSION 1u
+#define CNN_MODEL_VERSION 2u
 
 /** Save atomically: a temporary file in the same directory, fsync, rename, fsync of
  *  the directory. An interrupted or failed save leaves any previous file intact. */
 cnn_status cnn_model_save(const cnn_model *m, const char *path, char *err, size_t errlen);
-/** Load and check everything (magic, version, shape, size, CRC); m is allocated on
- *  success and untouched on failure. */
+/** Load and check everything (magic, version, the network: it must build and have P
+ *  parameters, size, CRC, finite parameters); m is allocated on success and untouched
+ *  on failure. Reads both versions. */
 cnn_status cnn_model_load(cnn_model *m, const char *path, char *err, size_t errlen);
 
 /* ---------------------------------------------------------------- checkpoints */
@@ -471,12 +482,23 @@ cnn_status cnn_model_load(cnn_model *m, const char *path, char *err, size_t errl
  *                                                       epoch's shuffle
  *  64  u32      batch   68 f32 lr   72 u32 pool ties   76 u32 engine   80 u32 shuffle
  *  84  u64      seed    92 u64 L, the length of the model that follows
- * 100  L bytes  the model, in the model file format
+ * 100  L bytes  the model, in the model file format (either version)
  * 100+L u32[n]  this epoch's sample order (a permutation of 0..n-1)
  * then u32      CRC-32 of every byte before it
+ * Version 2 (written when the run uses momentum, weight decay or a schedule) is the
+ * same with the version field 2 and, between the order and the CRC:
+ *   f32 momentum, u32 Nesterov (0/1), f32 weight decay, u32 schedule (0 constant,
+ *   1 cosine), u32 the run's epochs (the schedule's length), then f32[P] the
+ *   optimiser's velocities when momentum > 0.
  */
 #define CNN_CHECKPOINT_MAGIC "CNNCKPT1"
-#define CNN_CHECKPOINT_VERSION 1u
+#define CNN_CHECKPOINT_VERSION 2u
+
+/** Learning-rate schedules: constant, or cosine from lr to 0 over the run's steps. */
+typedef enum cnn_schedule { CNN_SCHEDULE_CONSTANT = 0, CNN_SCHEDULE_COSINE = 1 } cnn_schedule;
+
+/** The learning rate of step t (from 0) of a run of T steps. */
+float cnn_schedule_lr(cnn_schedule s, float lr, uint64_t t, uint64_t T);
 
 typedef struct cnn_checkpoint {
     cnn_model model;
@@ -485,9 +507,14 @@ typedef struct cnn_checkpoint {
     uint64_t n;         /* training set size */
     uint32_t *order;    /* [n] this epoch's sample order */
     cnn_rng rng;        /* the generator after this epoch's shuffle */
-    cnn_train_config cfg; /* batch, lr, ties, engine (threads do not change results) */
+    cnn_train_config cfg; /* batch, lr, ties, engine, the optimiser (threads do not change
+                             results) */
     int shuffle;
     uint64_t seed;
+    cnn_schedule schedule;
+    int epochs;         /* the run's epochs (version 2; 0 in version 1) */
+    float *velocity;    /* [P] the optimiser's velocities when cfg.momentum > 0 (owned after a
+                           load; borrowed for a save) */
 } cnn_checkpoint;
 
 /** Save atomically, like a model. */

@@ -12,19 +12,75 @@
 #define HEAD 100
 #define CKPT_MAX_BYTES (1ull << 34)
 
+#define TAIL_V2 20 /* momentum, Nesterov, weight decay, schedule, epochs */
+
+/* Version 1 holds the post's plain SGD; anything more takes version 2. */
+static int writes_v2(const cnn_checkpoint *c)
+{
+    return c->cfg.momentum != 0.0f || c->cfg.nesterov || c->cfg.weight_decay != 0.0f ||
+           c->schedule != CNN_SCHEDULE_CONSTANT;
+}
+
+float cnn_schedule_lr(cnn_schedule s, float lr, uint64_t t, uint64_t T)
+{
+    if (s != CNN_SCHEDULE_COSINE || T == 0)
+        return lr;
+    const double f = 0.5 * (1.0 + cos(3.14159265358979323846 * (double)t / (double)T));
+    const float v = (float)(lr * f);
+    return v > 0.0f ? v : lr * 1e-6f; /* the last step: a learning rate must stay > 0 */
+}
+
+/* Version 2's optimiser fields and velocities: n bytes at t. */
+static cnn_status read_tail(cnn_checkpoint *k, const unsigned char *t, size_t n, const char *path,
+                            char *err, size_t errlen)
+{
+    k->cfg.momentum = cnn_get_f32(t);
+    k->cfg.nesterov = (int)cnn_get_u32(t + 4);
+    k->cfg.weight_decay = cnn_get_f32(t + 8);
+    const uint32_t sched = cnn_get_u32(t + 12), epochs = cnn_get_u32(t + 16);
+    const size_t P = k->model.n_params;
+    const int mom = k->cfg.momentum > 0.0f;
+    if (!(k->cfg.momentum >= 0.0f && k->cfg.momentum < 1.0f) || (unsigned)k->cfg.nesterov > 1 ||
+        (k->cfg.nesterov && !mom) || !(k->cfg.weight_decay >= 0.0f) ||
+        !isfinite(k->cfg.weight_decay) || sched > 1 || epochs < 1 || epochs > 100000 ||
+        (int)epochs < k->epoch || n != TAIL_V2 + (mom ? 4 * P : 0))
+        return cnn_errorf(CNN_ERR_FORMAT, err, errlen,
+                          "%s: inconsistent optimiser fields (momentum %g, weight decay %g, "
+                          "schedule %u, %u epochs, %zu bytes)", path, (double)k->cfg.momentum,
+                          (double)k->cfg.weight_decay, sched, epochs, n);
+    k->schedule = (cnn_schedule)sched;
+    k->epochs = (int)epochs;
+    if (!mom)
+        return CNN_OK;
+    k->velocity = malloc(P * sizeof *k->velocity);
+    if (!k->velocity)
+        return cnn_errorf(CNN_ERR_NOMEM, err, errlen, "%s: out of memory", path);
+    for (size_t i = 0; i < P; i++) {
+        k->velocity[i] = cnn_get_f32(t + TAIL_V2 + 4 * i);
+        if (!isfinite(k->velocity[i]))
+            return cnn_errorf(CNN_ERR_FORMAT, err, errlen, "%s: velocity %zu is not finite",
+                              path, i);
+    }
+    return CNN_OK;
+}
+
 cnn_status cnn_checkpoint_save(const cnn_checkpoint *c, const char *path, char *err,
                                size_t errlen)
 {
     if (!c || !c->model.params || !c->order || !path || !*path)
         return cnn_errorf(CNN_ERR_ARG, err, errlen, "checkpoint save: nothing to save or no path");
     const size_t L = cnn_model_bytes_len(&c->model);
-    const size_t len = HEAD + L + 4 * (size_t)c->n + 4;
+    const int v2 = writes_v2(c);
+    if (v2 && c->cfg.momentum > 0.0f && !c->velocity)
+        return cnn_errorf(CNN_ERR_ARG, err, errlen, "checkpoint save: momentum without velocities");
+    const size_t tail = v2 ? TAIL_V2 + (c->cfg.momentum > 0.0f ? 4 * c->model.n_params : 0) : 0;
+    const size_t len = HEAD + L + 4 * (size_t)c->n + tail + 4;
     unsigned char *b = malloc(len);
     if (!b)
         return cnn_errorf(CNN_ERR_NOMEM, err, errlen, "%s: out of memory for %zu bytes", path,
                           len);
     memcpy(b, CNN_CHECKPOINT_MAGIC, 8);
-    cnn_put_u32(b + 8, CNN_CHECKPOINT_VERSION);
+    cnn_put_u32(b + 8, v2 ? 2 : 1);
     cnn_put_u32(b + 12, (uint32_t)c->epoch);
     cnn_put_u64(b + 16, c->pos);
     cnn_put_u64(b + 24, c->n);
@@ -40,6 +96,17 @@ cnn_status cnn_checkpoint_save(const cnn_checkpoint *c, const char *path, char *
     cnn_model_to_bytes(&c->model, b + HEAD);
     for (uint64_t i = 0; i < c->n; i++)
         cnn_put_u32(b + HEAD + L + 4 * i, c->order[i]);
+    if (v2) {
+        unsigned char *t = b + HEAD + L + 4 * c->n;
+        cnn_put_f32(t, c->cfg.momentum);
+        cnn_put_u32(t + 4, (uint32_t)c->cfg.nesterov);
+        cnn_put_f32(t + 8, c->cfg.weight_decay);
+        cnn_put_u32(t + 12, (uint32_t)c->schedule);
+        cnn_put_u32(t + 16, (uint32_t)c->epochs);
+        if (c->cfg.momentum > 0.0f)
+            for (size_t i = 0; i < c->model.n_params; i++)
+                cnn_put_f32(t + TAIL_V2 + 4 * i, c->velocity[i]);
+    }
     cnn_put_u32(b + len - 4, cnn_crc32(b, len - 4));
     const cnn_status st = cnn_write_atomic(path, b, len, err, errlen);
     free(b);
@@ -50,6 +117,7 @@ void cnn_checkpoint_free(cnn_checkpoint *c)
 {
     cnn_model_free(&c->model);
     free(c->order);
+    free(c->velocity);
     memset(c, 0, sizeof *c);
 }
 
@@ -83,10 +151,10 @@ cnn_status cnn_checkpoint_load(cnn_checkpoint *c, const char *path, char *err, s
         goto out;
     }
     const uint32_t version = cnn_get_u32(b + 8);
-    if (version != CNN_CHECKPOINT_VERSION) {
+    if (version != 1 && version != CNN_CHECKPOINT_VERSION) {
         st = cnn_errorf(CNN_ERR_FORMAT, err, errlen,
-                        "%s: checkpoint format version %u, this program reads version %u", path,
-                        version, CNN_CHECKPOINT_VERSION);
+                        "%s: checkpoint format version %u, this program reads versions 1 and %u",
+                        path, version, CNN_CHECKPOINT_VERSION);
         goto out;
     }
     const uint32_t crc = cnn_crc32(b, len - 4), stored = cnn_get_u32(b + len - 4);
@@ -112,7 +180,8 @@ cnn_status cnn_checkpoint_load(cnn_checkpoint *c, const char *path, char *err, s
     if (k.epoch < 1 || k.n < 1 || k.n > UINT32_MAX || k.pos > k.n || k.cfg.batch < 1 ||
         !isfinite(k.cfg.lr) || !(k.cfg.lr > 0) || (unsigned)k.cfg.ties > 1 ||
         (unsigned)k.cfg.engine > 1 || (unsigned)k.shuffle > 1 || L > len ||
-        len != HEAD + L + 4 * k.n + 4) {
+        len < HEAD + L + 4 * k.n + 4 + (version == 2 ? TAIL_V2 : 0) ||
+        (version == 1 && len != HEAD + L + 4 * k.n + 4)) {
         st = cnn_errorf(CNN_ERR_FORMAT, err, errlen,
                         "%s: inconsistent header (epoch %d, position %llu of %llu, batch %d, "
                         "%zu bytes)", path, k.epoch, (unsigned long long)k.pos,
@@ -122,6 +191,12 @@ cnn_status cnn_checkpoint_load(cnn_checkpoint *c, const char *path, char *err, s
     st = cnn_model_from_bytes(&k.model, b + HEAD, (size_t)L, path, err, errlen);
     if (st != CNN_OK)
         goto out;
+    if (version == 2) {
+        st = read_tail(&k, b + HEAD + L + 4 * k.n, len - (HEAD + L + 4 * k.n) - 4, path, err,
+                       errlen);
+        if (st != CNN_OK)
+            goto out;
+    }
     k.order = malloc(k.n * sizeof *k.order);
     seen = calloc(k.n, 1);
     if (!k.order || !seen) {

@@ -5,26 +5,104 @@
 #include "fileio.h"
 
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-#define HEADER_LEN 40
+#define HEADER_LEN 40    /* version 1: the post's network */
+#define HEADER_LEN_V2 36 /* version 2, without the description */
 #define MODEL_MAX_BYTES (1ull << 31)
 
-size_t cnn_model_bytes_len(const cnn_model *m) { return HEADER_LEN + 4 * m->n_params + 4; }
+/* The post's network is written as version 1, as it always was; any other as
+ * version 2, which carries its description. */
+static int writes_v1(const cnn_model *m) { return cnn_arch_is_post(&m->arch); }
+
+size_t cnn_model_bytes_len(const cnn_model *m)
+{
+    char desc[CNN_ARCH_LEN];
+    if (writes_v1(m))
+        return HEADER_LEN + 4 * m->n_params + 4;
+    return HEADER_LEN_V2 + strlen(cnn_arch_describe(&m->arch, desc, sizeof desc)) +
+           4 * m->n_params + 4;
+}
 
 void cnn_model_to_bytes(const cnn_model *m, unsigned char *buf)
 {
     const size_t len = cnn_model_bytes_len(m);
     memcpy(buf, CNN_MODEL_MAGIC, 8);
-    cnn_put_u32(buf + 8, CNN_MODEL_VERSION);
-    const int dims[5] = {m->shape.C, m->shape.H, m->shape.W, m->shape.F, m->shape.classes};
-    for (int i = 0; i < 5; i++)
-        cnn_put_u32(buf + 12 + 4 * i, (uint32_t)dims[i]);
-    cnn_put_u64(buf + 32, m->n_params);
+    size_t at;
+    if (writes_v1(m)) {
+        cnn_put_u32(buf + 8, 1);
+        const int dims[5] = {m->shape.C, m->shape.H, m->shape.W, m->shape.F, m->shape.classes};
+        for (int i = 0; i < 5; i++)
+            cnn_put_u32(buf + 12 + 4 * i, (uint32_t)dims[i]);
+        at = 32;
+    } else {
+        char desc[CNN_ARCH_LEN];
+        const size_t L = strlen(cnn_arch_describe(&m->arch, desc, sizeof desc));
+        cnn_put_u32(buf + 8, CNN_MODEL_VERSION);
+        cnn_put_u32(buf + 12, (uint32_t)m->arch.C);
+        cnn_put_u32(buf + 16, (uint32_t)m->arch.H);
+        cnn_put_u32(buf + 20, (uint32_t)m->arch.W);
+        cnn_put_u32(buf + 24, (uint32_t)L);
+        memcpy(buf + 28, desc, L);
+        at = 28 + L;
+    }
+    cnn_put_u64(buf + at, m->n_params);
     for (size_t i = 0; i < m->n_params; i++)
-        cnn_put_f32(buf + HEADER_LEN + 4 * i, m->params[i]);
+        cnn_put_f32(buf + at + 8 + 4 * i, m->params[i]);
     cnn_put_u32(buf + len - 4, cnn_crc32(buf, len - 4));
+}
+
+/* The architecture of a version 1 file: the post's network of its five dimensions. */
+static cnn_status arch_v1(cnn_arch *a, const unsigned char *buf, size_t len, const char *path,
+                          char *err, size_t errlen)
+{
+    if (len < HEADER_LEN)
+        return cnn_errorf(CNN_ERR_FORMAT, err, errlen, "%s: truncated header (%zu of %d bytes)",
+                          path, len, HEADER_LEN);
+    uint32_t d[5];
+    for (int i = 0; i < 5; i++)
+        d[i] = cnn_get_u32(buf + 12 + 4 * i);
+    const cnn_shape s = {.C = d[0] > 4096 ? 0 : (int)d[0], .H = d[1] > 4096 ? 0 : (int)d[1],
+                         .W = d[2] > 4096 ? 0 : (int)d[2], .F = d[3] > 4096 ? 0 : (int)d[3],
+                         .classes = d[4] > 4096 ? 0 : (int)d[4]};
+    char desc[64];
+    snprintf(desc, sizeof desc, "conv%d,pool,softmax%d", s.F, s.classes);
+    if (cnn_shape_check(&s) != CNN_OK || cnn_arch_build(a, desc, s.C, s.H, s.W, NULL, 0) != CNN_OK)
+        return cnn_errorf(CNN_ERR_FORMAT, err, errlen,
+                          "%s: unsupported architecture (input %ux%ux%u, %u filters, %u classes)",
+                          path, d[0], d[1], d[2], d[3], d[4]);
+    return CNN_OK;
+}
+
+/* The architecture of a version 2 file; *at: where the parameter count is. */
+static cnn_status arch_v2(cnn_arch *a, size_t *at, const unsigned char *buf, size_t len,
+                          const char *path, char *err, size_t errlen)
+{
+    if (len < 28)
+        return cnn_errorf(CNN_ERR_FORMAT, err, errlen, "%s: truncated header (%zu bytes)", path,
+                          len);
+    const uint32_t C = cnn_get_u32(buf + 12), H = cnn_get_u32(buf + 16), W = cnn_get_u32(buf + 20);
+    const uint32_t L = cnn_get_u32(buf + 24);
+    if (L == 0 || L >= CNN_ARCH_LEN || len < (size_t)28 + L + 8)
+        return cnn_errorf(CNN_ERR_FORMAT, err, errlen,
+                          "%s: truncated or bad architecture description (%u bytes)", path, L);
+    char desc[CNN_ARCH_LEN];
+    memcpy(desc, buf + 28, L);
+    desc[L] = '\0';
+    for (uint32_t i = 0; i < L; i++)
+        if (desc[i] < 0x21 || desc[i] > 0x7e)
+            return cnn_errorf(CNN_ERR_FORMAT, err, errlen,
+                              "%s: the architecture description has a non-printable byte", path);
+    char why[256];
+    if (C > 4096 || H > 4096 || W > 4096 ||
+        cnn_arch_build(a, desc, (int)C, (int)H, (int)W, why, sizeof why) != CNN_OK)
+        return cnn_errorf(CNN_ERR_FORMAT, err, errlen, "%s: the network '%s' for %ux%ux%u inputs "
+                          "does not build: %s", path, desc, C, H, W,
+                          C > 4096 || H > 4096 || W > 4096 ? "input too large" : why);
+    *at = 28 + L;
+    return CNN_OK;
 }
 
 cnn_status cnn_model_from_bytes(cnn_model *m, const unsigned char *buf, size_t len,
@@ -33,31 +111,27 @@ cnn_status cnn_model_from_bytes(cnn_model *m, const unsigned char *buf, size_t l
     if (len < 8 || memcmp(buf, CNN_MODEL_MAGIC, 8) != 0)
         return cnn_errorf(CNN_ERR_FORMAT, err, errlen, "%s: not a model file (no %s magic)", path,
                           CNN_MODEL_MAGIC);
-    if (len < HEADER_LEN)
-        return cnn_errorf(CNN_ERR_FORMAT, err, errlen, "%s: truncated header (%zu of %d bytes)",
-                          path, len, HEADER_LEN);
+    if (len < 12)
+        return cnn_errorf(CNN_ERR_FORMAT, err, errlen, "%s: truncated header (%zu bytes)", path,
+                          len);
     const uint32_t version = cnn_get_u32(buf + 8);
-    if (version != CNN_MODEL_VERSION)
+    if (version != 1 && version != CNN_MODEL_VERSION)
         return cnn_errorf(CNN_ERR_FORMAT, err, errlen,
-                          "%s: model format version %u, this program reads version %u", path,
-                          version, CNN_MODEL_VERSION);
-    uint32_t d[5];
-    for (int i = 0; i < 5; i++)
-        d[i] = cnn_get_u32(buf + 12 + 4 * i);
-    const cnn_shape s = {.C = d[0] > 4096 ? 0 : (int)d[0], .H = d[1] > 4096 ? 0 : (int)d[1],
-                         .W = d[2] > 4096 ? 0 : (int)d[2], .F = d[3] > 4096 ? 0 : (int)d[3],
-                         .classes = d[4] > 4096 ? 0 : (int)d[4]};
-    if (cnn_shape_check(&s) != CNN_OK)
-        return cnn_errorf(CNN_ERR_FORMAT, err, errlen,
-                          "%s: unsupported architecture (input %ux%ux%u, %u filters, %u classes)",
-                          path, d[0], d[1], d[2], d[3], d[4]);
-    const uint64_t np = cnn_get_u64(buf + 32);
-    const size_t want = cnn_shape_param_len(&s);
+                          "%s: model format version %u, this program reads versions 1 and %u",
+                          path, version, CNN_MODEL_VERSION);
+    cnn_arch a;
+    size_t at = 32;
+    cnn_status st = version == 1 ? arch_v1(&a, buf, len, path, err, errlen)
+                                 : arch_v2(&a, &at, buf, len, path, err, errlen);
+    if (st != CNN_OK)
+        return st;
+    const uint64_t np = cnn_get_u64(buf + at);
+    const size_t want = a.n_params;
     if (np != want)
         return cnn_errorf(CNN_ERR_FORMAT, err, errlen,
                           "%s: header lists %llu parameters, the architecture has %zu", path,
                           (unsigned long long)np, want);
-    const size_t flen = HEADER_LEN + 4 * want + 4;
+    const size_t flen = at + 8 + 4 * want + 4;
     if (len != flen)
         return cnn_errorf(CNN_ERR_FORMAT, err, errlen, "%s: %s (%zu bytes, expected %zu)", path,
                           len < flen ? "truncated" : "has trailing bytes", len, flen);
@@ -66,10 +140,10 @@ cnn_status cnn_model_from_bytes(cnn_model *m, const unsigned char *buf, size_t l
         return cnn_errorf(CNN_ERR_FORMAT, err, errlen,
                           "%s: corrupt (CRC-32 %08x, the file says %08x)", path, crc, stored);
     cnn_model tmp;
-    if (cnn_model_alloc(&tmp, &s) != CNN_OK)
+    if (cnn_model_alloc_arch(&tmp, &a) != CNN_OK)
         return cnn_errorf(CNN_ERR_NOMEM, err, errlen, "%s: out of memory", path);
     for (size_t i = 0; i < want; i++) {
-        tmp.params[i] = cnn_get_f32(buf + HEADER_LEN + 4 * i);
+        tmp.params[i] = cnn_get_f32(buf + at + 8 + 4 * i);
         if (!isfinite(tmp.params[i])) {
             cnn_model_free(&tmp);
             return cnn_errorf(CNN_ERR_FORMAT, err, errlen, "%s: parameter %zu is not finite",

@@ -72,6 +72,80 @@ static void rejects(const char *what, const char *path, const char *needle)
            "%s: rejected without an error buffer", what);
 }
 
+/* A version 2 file (any network but the post's): a stacked network's round trip and
+ * the layout; descriptions that do not parse or build, counts that do not match. */
+static void version2(void)
+{
+    cnn_arch a;
+    char err[512];
+    const char *desc = "conv4b,relu,conv6,relu,pool,dense16,relu,softmax10";
+    cnn_arch_build(&a, desc, 1, 12, 10, err, sizeof err);
+    cnn_model m, l = {0};
+    cnn_rng rng;
+    cnn_rng_seed(&rng, 5);
+    cnn_model_init_arch(&m, &a, &rng);
+    m.params[a.layer[0].b] = 0.25f; /* a bias that is not 0 */
+    const char *path = path_in("stacked.cnn");
+    cnn_status st = cnn_model_save(&m, path, err, sizeof err);
+    if (st == CNN_OK)
+        st = cnn_model_load(&l, path, err, sizeof err);
+    tap_ok(st == CNN_OK && cnn_arch_equal(&l.arch, &m.arch) && l.n_params == m.n_params &&
+               memcmp(l.params, m.params, m.n_params * sizeof(float)) == 0,
+           "version 2: a stacked network (%s, %zu parameters) saves and loads bit for bit (%s)",
+           desc, m.n_params, st == CNN_OK ? "ok" : err);
+    size_t n = 0;
+    unsigned char *b = slurp(path, &n);
+    const size_t L = strlen(desc), P = m.n_params;
+    tap_ok(b && n == 36 + L + 4 * P + 4 && b[8] == 2 && b[12] == 1 && b[16] == 12 && b[20] == 10 &&
+               b[24] == L && memcmp(b + 28, desc, L) == 0 && b[28 + L] + 256u * b[29 + L] == P,
+           "version 2 layout: version, input 1x12x10, the description, P, %zu bytes", n);
+    unsigned char *c = malloc(n + 64);
+    /* the same file with another description of the same length (28 + L bytes) */
+    static const struct {
+        const char *what, *desc, *needle;
+    } bad[] = {
+        {"an unknown layer", "conv4b,relu,conv6,relu,pool,dense16,relu,softmaX10", "is not one of"},
+        {"a network that does not build", "conv4b,relu,conv6,relu,pool,pool,pool,pool,softmax10",
+         "does not build"},
+        {"another network with another parameter count", "conv4b,relu,conv6,relu,pool,dense17,"
+                                                         "relu,softmax10", "parameters"},
+        {"a non-printable byte", "conv4b,relu,conv6,relu,pool,dense16,relu\001softmax10",
+         "non-printable"},
+    };
+    for (size_t i = 0; b && i < sizeof bad / sizeof *bad; i++) {
+        memcpy(c, b, n);
+        memcpy(c + 28, bad[i].desc, L);
+        fix_crc(c, n);
+        spit(path_in("bad2.cnn"), c, n);
+        char what[96];
+        snprintf(what, sizeof what, "version 2 with %s", bad[i].what);
+        rejects(what, path_in("bad2.cnn"), bad[i].needle);
+    }
+    const uint32_t lens[] = {0, 512, 0xffffffffu};
+    for (size_t i = 0; b && i < sizeof lens / sizeof *lens; i++) {
+        memcpy(c, b, n);
+        put_u32(c + 24, lens[i]);
+        fix_crc(c, n);
+        spit(path_in("len2.cnn"), c, n);
+        char what[96];
+        snprintf(what, sizeof what, "version 2 with a description length of %u", lens[i]);
+        rejects(what, path_in("len2.cnn"), "description");
+    }
+    if (b) {
+        memcpy(c, b, n);
+        put_u32(c + 16, 2); /* a 2-pixel-high input: the first conv cannot run */
+        fix_crc(c, n);
+        spit(path_in("tiny2.cnn"), c, n);
+        rejects("version 2 with a 1x2x10 input", path_in("tiny2.cnn"), "does not build");
+        spit(path_in("cut2.cnn"), b, 30 + L / 2);
+        rejects("version 2 cut in the description", path_in("cut2.cnn"), "truncated");
+    }
+    free(c);
+    free(b);
+    cnn_model_free(&l);
+    cnn_model_free(&m);
+}
+
 static int count_entries(void)
 {
     DIR *d = opendir(dir);
@@ -183,10 +257,10 @@ int main(void)
     spit(path_in("magic.cnn"), c, n);
     rejects("a wrong magic", path_in("magic.cnn"), "not a model file");
     memcpy(c, b, n);
-    put_u32(c + 8, 2);
+    put_u32(c + 8, 3);
     fix_crc(c, n);
-    spit(path_in("v2.cnn"), c, n);
-    rejects("format version 2", path_in("v2.cnn"), "version 2");
+    spit(path_in("v3.cnn"), c, n);
+    rejects("format version 3", path_in("v3.cnn"), "version 3");
     memcpy(c, b, n);
     put_u32(c + 24, 16); /* F = 16: the parameter count no longer matches */
     fix_crc(c, n);
@@ -233,6 +307,8 @@ int main(void)
         tap_ok(WIFEXITED(status) && WEXITSTATUS(status) == 0,
                "an unreadable file (as user nobody): rejected with 'Permission denied'");
     }
+
+    version2();
 
     /* failed saves */
     const int before = count_entries();
