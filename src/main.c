@@ -23,7 +23,7 @@ static cnn_core_report blas_core; /* how the OpenBLAS core was chosen, set first
 
 /* ---------------------------------------------------------------- options */
 
-typedef enum { OPT_FLAG, OPT_INT, OPT_U64, OPT_FLOAT, OPT_STR, OPT_CHOICE } opt_kind;
+typedef enum { OPT_FLAG, OPT_INT, OPT_U64, OPT_FLOAT, OPT_FRAC, OPT_STR, OPT_CHOICE } opt_kind;
 
 typedef struct {
     const char *name;
@@ -36,6 +36,7 @@ typedef struct {
 
 static const char *const engines[] = {"blas", "reference", NULL};
 static const char *const tie_rules[] = {"single", "all", NULL};
+static const char *const schedules[] = {"constant", "cosine", NULL};
 
 static int bad_value(const char *flag, const char *want, const char *got)
 {
@@ -72,6 +73,13 @@ static int set_opt(const opt *o, const char *val)
         double v = strtod(val, &end);
         if (errno || end == val || *end || !isfinite(v) || !(v > 0.0) || v > 1e3)
             return bad_value(o->name, "a number above 0 and at most 1000", val);
+        *(float *)o->dst = (float)v;
+        return 0;
+    }
+    case OPT_FRAC: {
+        double v = strtod(val, &end);
+        if (errno || end == val || *end || !isfinite(v) || !(v >= 0.0) || !(v < 1.0))
+            return bad_value(o->name, "a number from 0 up to (not including) 1", val);
         *(float *)o->dst = (float)v;
         return 0;
     }
@@ -225,6 +233,44 @@ static int check_model_shape(const char *path, const cnn_model *m, const cnn_sha
     return 1;
 }
 
+/* The network to train: --arch for the data's images, or the resumed model's (which
+ * --arch, when given, must name). @return 1 after saying why not. */
+static int network(cnn_arch *a, const char *desc, const cnn_model *resumed, const char *path,
+                   const cnn_dataset *d)
+{
+    char err[512];
+    if (cnn_arch_build(a, desc ? desc : CNN_ARCH_POST, 1, d->rows, d->cols, err, sizeof err)) {
+        fprintf(stderr, "%s: --arch: %s\n", prog, err);
+        return 1;
+    }
+    if (!resumed)
+        return 0;
+    if (desc && !cnn_arch_equal(a, &resumed->arch)) {
+        char mine[CNN_ARCH_LEN];
+        fprintf(stderr, "%s: --arch %s differs from the network of %s (%s)\n", prog, desc, path,
+                cnn_arch_describe(&resumed->arch, mine, sizeof mine));
+        return 1;
+    }
+    *a = resumed->arch;
+    return 0;
+}
+
+/* Beyond the post's network and SGD, one line says what trains. */
+static void print_network(const cnn_arch *a, const cnn_train_config *c, int schedule)
+{
+    if (cnn_arch_is_post(a) && a->layer[0].units == 8 && c->momentum == 0.0f &&
+        c->weight_decay == 0.0f && schedule == CNN_SCHEDULE_CONSTANT)
+        return;
+    char desc[CNN_ARCH_LEN];
+    printf("network %s (%zu parameters); SGD", cnn_arch_describe(a, desc, sizeof desc),
+           a->n_params);
+    if (c->momentum > 0.0f)
+        printf(", momentum %g%s", (double)c->momentum, c->nesterov ? " (Nesterov)" : "");
+    if (c->weight_decay > 0.0f)
+        printf(", weight decay %g", (double)c->weight_decay);
+    printf(", %s learning rate\n", schedules[schedule]);
+}
+
 static int load_model(const char *path, cnn_model *m)
 {
     char err[512];
@@ -349,14 +395,24 @@ static int cmd_train(int argc, char **argv)
     long epochs = 3, batch = 1, threads = all_cores(), train_limit = 0, test_limit = 0;
     long log_every = 100, synthetic = 0;
     uint64_t seed = 1;
-    float lr = 0.005f;
-    int engine = 0, ties = 0, no_shuffle = 0;
+    float lr = 0.005f, momentum = 0.0f, weight_decay = 0.0f;
+    int engine = 0, ties = 0, no_shuffle = 0, nesterov = 0, schedule = 0;
+    const char *arch_desc = NULL;
     const opt opts[] = {
-        {"--data", OPT_STR, &data, 0, 0, NULL, "DIR", "MNIST directory (default data/mnist)"},
+        {"--data", OPT_STR, &data, 0, 0, NULL, "DIR",
+         "MNIST or Fashion-MNIST directory (default data/mnist)"},
+        {"--arch", OPT_STR, &arch_desc, 0, 0, NULL, "LAYERS",
+         "the network, e.g. conv32b,relu,pool,dense128,relu,softmax10 (default conv8,pool,softmax10)"},
         {"--epochs", OPT_INT, &epochs, 1, 100000, NULL, "N", "passes over the training set (default 3)"},
         {"--batch", OPT_INT, &batch, 1, 65536, NULL, "N",
          "minibatch size; 1 is the post's per-sample SGD (default 1)"},
         {"--lr", OPT_FLOAT, &lr, 0, 0, NULL, "X", "SGD learning rate (default 0.005)"},
+        {"--momentum", OPT_FRAC, &momentum, 0, 0, NULL, "X", "SGD momentum, 0 <= X < 1 (default 0)"},
+        {"--nesterov", OPT_FLAG, &nesterov, 0, 0, NULL, "", "Nesterov momentum (needs --momentum)"},
+        {"--weight-decay", OPT_FRAC, &weight_decay, 0, 0, NULL, "X",
+         "L2 weight decay added to the gradient (default 0)"},
+        {"--schedule", OPT_CHOICE, &schedule, 0, 0, schedules, "constant|cosine",
+         "learning rate constant (default) or cosine from --lr to 0 over the run"},
         {"--threads", OPT_INT, &threads, 1, 1024, NULL, "N", "OpenMP threads (default: all cores)"},
         {"--seed", OPT_U64, &seed, 0, 0, NULL, "N", "seed of the weights and the shuffling (default 1)"},
         {"--train-limit", OPT_INT, &train_limit, 1, 1L << 40, NULL, "N",
@@ -397,6 +453,10 @@ static int cmd_train(int argc, char **argv)
         fprintf(stderr, "%s: --checkpoint-every needs --checkpoint FILE\n", prog);
         return 2;
     }
+    if (nesterov && momentum == 0.0f) {
+        fprintf(stderr, "%s: --nesterov needs --momentum X with X > 0\n", prog);
+        return 2;
+    }
     if ((save && check_save_path("--save", save)) ||
         (ckpt_path && check_save_path("--checkpoint", ckpt_path)))
         return 1;
@@ -406,6 +466,7 @@ static int cmd_train(int argc, char **argv)
     cnn_checkpoint ck = {0};
     cnn_trainer *trainer = NULL;
     uint32_t *order = NULL;
+    float *ck_velocity = NULL;
     const int from_ckpt = resume && cnn_is_checkpoint(resume);
     char err[512];
     rc = 1;
@@ -414,9 +475,10 @@ static int cmd_train(int argc, char **argv)
             fprintf(stderr, "%s: %s\n", prog, err);
             return 1;
         }
-        model = ck.model; /* the checkpoint's model and order now belong to this run */
+        model = ck.model; /* the checkpoint's model, order and velocities now belong to this run */
         order = ck.order;
-        ck.model = (cnn_model){0}, ck.order = NULL;
+        ck_velocity = ck.velocity;
+        ck.model = (cnn_model){0}, ck.order = NULL, ck.velocity = NULL;
     } else if (resume && load_model(resume, &model)) {
         return 1;
     }
@@ -447,8 +509,13 @@ static int cmd_train(int argc, char **argv)
     }
 
     const cnn_shape shape = shape_for(&tr);
+    cnn_arch arch;
+    if (network(&arch, arch_desc, resume ? &model : NULL, resume, &tr))
+        goto out;
     cnn_train_config cfg = {.engine = (cnn_engine)engine, .ties = (cnn_pool_ties)ties,
-                            .batch = (int)batch, .threads = (int)threads, .lr = lr};
+                            .batch = (int)batch, .threads = (int)threads, .lr = lr,
+                            .momentum = momentum, .nesterov = nesterov,
+                            .weight_decay = weight_decay};
     cnn_rng rng;
     cnn_rng_seed(&rng, seed);
     long first_epoch = 1;
@@ -464,22 +531,29 @@ static int cmd_train(int argc, char **argv)
             goto out;
         }
         if (ck.cfg.batch != cfg.batch || ck.cfg.lr != cfg.lr || ck.cfg.ties != cfg.ties ||
-            ck.cfg.engine != cfg.engine || ck.shuffle != !no_shuffle)
+            ck.cfg.engine != cfg.engine || ck.shuffle != !no_shuffle ||
+            ck.cfg.momentum != cfg.momentum || ck.cfg.nesterov != cfg.nesterov ||
+            ck.cfg.weight_decay != cfg.weight_decay || (int)ck.schedule != schedule ||
+            (ck.schedule != CNN_SCHEDULE_CONSTANT && ck.epochs != epochs))
             fprintf(stderr, "%s: warning: %s was made with other settings (batch %d, lr %g, "
-                    "pool ties %s, engine %s%s): the run will differ from one never "
-                    "interrupted\n", prog, resume, ck.cfg.batch, (double)ck.cfg.lr,
-                    tie_rules[ck.cfg.ties], engines[ck.cfg.engine],
-                    ck.shuffle ? "" : ", no shuffle");
+                    "pool ties %s, engine %s%s, momentum %g%s, weight decay %g, schedule %s "
+                    "over %d epochs): the run will differ from one never interrupted\n", prog,
+                    resume, ck.cfg.batch, (double)ck.cfg.lr, tie_rules[ck.cfg.ties],
+                    engines[ck.cfg.engine], ck.shuffle ? "" : ", no shuffle",
+                    (double)ck.cfg.momentum, ck.cfg.nesterov ? " (Nesterov)" : "",
+                    (double)ck.cfg.weight_decay, schedules[ck.schedule], ck.epochs);
         rng = ck.rng;
         first_epoch = ck.epoch;
         first_pos = (size_t)ck.pos;
         if (first_pos == tr.n) /* the epoch was complete */
             first_epoch++, first_pos = 0;
     } else if (!resume) {
-        st = cnn_model_init(&model, &shape, &rng);
+        st = cnn_model_init_arch(&model, &arch, &rng);
     }
     if (st == CNN_OK)
-        st = cnn_trainer_create(&trainer, &shape, &cfg);
+        st = cnn_trainer_create_arch(&trainer, &arch, &cfg);
+    if (st == CNN_OK && ck_velocity && cnn_trainer_velocity(trainer))
+        memcpy(cnn_trainer_velocity(trainer), ck_velocity, model.n_params * sizeof(float));
     if (!order && (order = malloc(tr.n * sizeof *order)))
         for (size_t i = 0; i < tr.n; i++)
             order[i] = (uint32_t)i;
@@ -490,13 +564,16 @@ static int cmd_train(int argc, char **argv)
     }
     /* what a checkpoint records; epoch, pos and rng are filled in when one is written */
     ck = (cnn_checkpoint){.model = model, .n = tr.n, .order = order, .cfg = cfg,
-                          .shuffle = !no_shuffle, .seed = seed};
+                          .shuffle = !no_shuffle, .seed = seed,
+                          .schedule = (cnn_schedule)schedule, .epochs = (int)epochs,
+                          .velocity = cnn_trainer_velocity(trainer)};
 
     cnn_blas_setup();
     print_blas();
     printf("engine %s, batch %ld, lr %g, %ld thread%s, pool ties %s, seed %llu\n",
            engines[engine], batch, (double)lr, threads, threads == 1 ? "" : "s",
            tie_rules[ties], (unsigned long long)seed);
+    print_network(&arch, &cfg, schedule);
     printf("data: %s: %zu training images, %zu test images\n",
            synthetic ? "synthetic digits" : data, tr.n, te.n);
     if (from_ckpt)
@@ -507,6 +584,7 @@ static int cmd_train(int argc, char **argv)
     catch_signals();
 
     long steps = 0; /* minibatch steps of this run, for --checkpoint-every */
+    const uint64_t steps_per_epoch = (tr.n + (size_t)batch - 1) / (size_t)batch;
     for (long ep = first_epoch; ep <= epochs; ep++) {
         const size_t start = ep == first_epoch ? first_pos : 0;
         size_t step = start; /* samples so far in this epoch: the post counts per epoch */
@@ -520,6 +598,11 @@ static int cmd_train(int argc, char **argv)
             const size_t left = tr.n - i;
             const int n = (int)(left < (size_t)batch ? left : (size_t)batch);
             cnn_stats s = {0};
+            if (schedule != CNN_SCHEDULE_CONSTANT)
+                cnn_trainer_set_lr(trainer, cnn_schedule_lr((cnn_schedule)schedule, lr,
+                                                             (uint64_t)(ep - 1) * steps_per_epoch +
+                                                                 i / (size_t)batch,
+                                                             (uint64_t)epochs * steps_per_epoch));
             st = cnn_train_step_u8(trainer, &model, tr.pixels, tr.labels, order + i, n, &s);
             if (st == CNN_ERR_NUMERIC) {
                 fprintf(stderr, "%s: the loss became NaN or infinite at step %zu of epoch %ld; "
@@ -580,6 +663,7 @@ static int cmd_train(int argc, char **argv)
     rc = stop_signal ? 128 + stop_signal : 0; /* a signal during the test: still non-zero */
 out:
     free(order);
+    free(ck_velocity);
     cnn_trainer_free(trainer);
     cnn_model_free(&model);
     if (synthetic)
@@ -630,7 +714,7 @@ static int cmd_eval(int argc, char **argv)
     cfg.threads = (int)threads;
     pred = malloc(te.n);
     cnn_stats st = {0};
-    if (!pred || cnn_trainer_create(&trainer, &shape, &cfg) != CNN_OK ||
+    if (!pred || cnn_trainer_create_arch(&trainer, &model.arch, &cfg) != CNN_OK ||
         cnn_evaluate_u8(trainer, &model, te.pixels, te.labels, te.n, pred, &st) != CNN_OK) {
         fprintf(stderr, "%s: evaluation failed (out of memory)\n", prog);
         goto out;
@@ -709,7 +793,7 @@ static int cmd_predict(int argc, char **argv)
         goto out;
     const size_t len = (size_t)rows * (size_t)cols;
     x = malloc(len * sizeof *x);
-    if (!x || cnn_acts_alloc(&acts, &model.shape) != CNN_OK) {
+    if (!x || cnn_acts_alloc_arch(&acts, &model.arch, 1) != CNN_OK) {
         fprintf(stderr, "%s: out of memory\n", prog);
         goto out;
     }
