@@ -46,6 +46,7 @@ static inline __attribute__((always_inline)) void im2col_sized(float *col, const
     const int RH = PH + 1, RW = PW + 1; /* a parity plane */
     const size_t Q = (size_t)PH * PW, P = 4 * Q;
     const int fits = 4 * RH * RW <= PLANES_MAX;
+    const int wide = 4 * RH * RW + 16 <= PLANES_MAX && PH * PW != 169; /* not the post's: kept */
     float planes[PLANES_MAX];
     for (int c = 0; c < C; c++) {
         const float *chan = in + (size_t)c * H * W;
@@ -63,7 +64,18 @@ static inline __attribute__((always_inline)) void im2col_sized(float *col, const
                     }
                     const float *restrict src =
                         planes + ((a % 2) * 2 + b % 2) * RH * RW + (a / 2) * RW + b / 2;
-                    for (int i = 0; i < PH; i++)
+                    /* Short rows go as whole 8- or 16-float copies (no library call per
+                     * row): each spills into the next row or block, written after it;
+                     * only the very last row of col is copied exactly. */
+                    const int last = c == C - 1 && ki == 2 && kj == 2 && k == 3;
+                    int i = 0;
+                    if (PW <= 8 && wide)
+                        for (; i < PH - last; i++)
+                            memcpy(dst + (size_t)i * PW, src + (size_t)i * RW, 8 * sizeof(float));
+                    else if (PW <= 16 && wide)
+                        for (; i < PH - last; i++)
+                            memcpy(dst + (size_t)i * PW, src + (size_t)i * RW, 16 * sizeof(float));
+                    for (; i < PH; i++)
                         for (int j = 0; j < PW; j++)
                             dst[(size_t)i * PW + j] = src[(size_t)i * RW + j];
                 }
@@ -79,13 +91,39 @@ void cnn_im2col3x3(float *col, const float *in, int C, int H, int W)
         im2col_sized(col, in, C, H, W, (H - 2) / 2, (W - 2) / 2);
 }
 
-/* The adjoint of im2col: in = the sum of the col entries that copied each pixel. */
+/* The adjoint of im2col: in = the sum of the col entries that copied each pixel.
+ * Through the parity planes, as im2col: every block adds into its window of one plane
+ * with contiguous rows, then the planes are interleaved into the channel. */
 CNN_VECTOR
 void cnn_col2im3x3(float *in, const float *col, int C, int H, int W)
 {
-    const int PH = (H - 2) / 2, PW = (W - 2) / 2;
-    const size_t P = 4 * (size_t)PH * PW;
+    const int PH = (H - 2) / 2, PW = (W - 2) / 2, RH = PH + 1, RW = PW + 1;
+    const size_t P = 4 * (size_t)PH * PW, Q = (size_t)PH * PW;
     memset(in, 0, (size_t)C * H * W * sizeof(float));
+    if (4 * RH * RW <= PLANES_MAX) {
+        float planes[PLANES_MAX];
+        for (int c = 0; c < C; c++) {
+            memset(planes, 0, (size_t)4 * RH * RW * sizeof(float));
+            for (int ki = 0; ki < 3; ki++)
+                for (int kj = 0; kj < 3; kj++)
+                    for (int k = 0; k < 4; k++) {
+                        const int a = k / 2 + ki, b = k % 2 + kj;
+                        const float *restrict src = col + ((size_t)c * 9 + ki * 3 + kj) * P + k * Q;
+                        float *restrict dst =
+                            planes + ((a % 2) * 2 + b % 2) * RH * RW + (a / 2) * RW + b / 2;
+                        for (int i = 0; i < PH; i++)
+                            for (int j = 0; j < PW; j++)
+                                dst[(size_t)i * RW + j] += src[(size_t)i * PW + j];
+                    }
+            float *chan = in + (size_t)c * H * W;
+            for (int p = 0; p < 4; p++)
+                for (int r = 0; r < RH && 2 * r + p / 2 < H; r++)
+                    for (int q = 0; q < RW && 2 * q + p % 2 < W; q++)
+                        chan[(size_t)(2 * r + p / 2) * W + 2 * q + p % 2] =
+                            planes[(size_t)p * RH * RW + (size_t)r * RW + q];
+        }
+        return;
+    }
     for (int c = 0; c < C; c++)
         for (int ki = 0; ki < 3; ki++)
             for (int kj = 0; kj < 3; kj++) {
@@ -170,6 +208,24 @@ void cnn_conv3x3_forward_ex(float *out, float *col, const float *in, const float
                 1.0f, filt, K, col, P, bias ? 1.0f : 0.0f, out, P);
 }
 
+/* The sum of v[0..n) in a fixed order of 16 partial sums: vectorizes, and does not
+ * depend on where v is. */
+CNN_VECTOR
+static float sum_fixed(const float *restrict v, size_t n)
+{
+    float acc[16] = {0};
+    size_t i = 0;
+    for (; i + 16 <= n; i += 16)
+        for (int k = 0; k < 16; k++)
+            acc[k] += v[i + k];
+    for (int k = 0; i < n; i++, k++)
+        acc[k] += v[i];
+    float s = 0.0f;
+    for (int k = 0; k < 16; k++)
+        s += acc[k];
+    return s;
+}
+
 void cnn_conv3x3_backward_ex(float *din, float *dfilt, float *dbias, float alpha, float *col,
                              const float *dout, const float *filt, int C, int H, int W, int F,
                              int blocked)
@@ -178,12 +234,8 @@ void cnn_conv3x3_backward_ex(float *din, float *dfilt, float *dbias, float alpha
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, F, K, P,
                 alpha, dout, P, col, P, 1.0f, dfilt, K);
     if (dbias)
-        for (int f = 0; f < F; f++) {
-            float sum = 0.0f;
-            for (int p = 0; p < P; p++)
-                sum += dout[(size_t)f * P + p];
-            dbias[f] += alpha * sum;
-        }
+        for (int f = 0; f < F; f++)
+            dbias[f] += alpha * sum_fixed(dout + (size_t)f * P, (size_t)P);
     if (din) {
         cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, K, P, F,
                     1.0f, filt, K, dout, P, 0.0f, col, P);
