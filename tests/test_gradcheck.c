@@ -1,6 +1,8 @@
 /* test_gradcheck.c - finite-difference gradient checks of every layer, of both
  * engines, and of the whole network (including the conv input gradient with C > 1
- * and both max-pool tie rules).
+ * and both max-pool tie rules), and of stacked networks (two convs with C > 1, biases,
+ * ReLU, hidden dense layers, both tie rules, both engines) against an independent
+ * float64 forward.
  *
  * Central differences (f(p+h) - f(p-h)) / (2h), with the loss accumulated in
  * double. A point passes when |numeric - analytic| <= ATOL + RTOL * max(|numeric|,
@@ -602,6 +604,242 @@ static void test_network(cnn_rng *rng, const cnn_shape *s, const char *what, int
     cnn_model_free(&m);
 }
 
+/* ------------------------------------------------------------------ stacked networks */
+
+
+static double dstack_loss(void *ctx);
+
+/* v[at..at+n) against ana[at..at+n), per element, step 1e-6 of the float64 loss. */
+static fd_result fd_compare_stack(double *v, const float *ana, size_t at, size_t n, void *d)
+{
+    const double h = 1e-6;
+    fd_result r = {0};
+    for (size_t i = at; i < at + n; i++) {
+        const double keep = v[i];
+        v[i] = keep + h;
+        const double lp = dstack_loss(d);
+        v[i] = keep - h;
+        const double lm = dstack_loss(d);
+        v[i] = keep;
+        const double num = (lp - lm) / (2 * h), a = ana[i];
+        const double q = fabs(num - a) / (D_ATOL + D_RTOL * fmax(fabs(num), fabs(a)));
+        if (!(q <= r.worst)) {
+            r.worst = isnan(q) ? INFINITY : q;
+            r.at = i, r.num = num, r.ana = a;
+        }
+        r.maxabs = fmax(r.maxabs, fabs(a));
+    }
+    return r;
+}
+
+/* relu, and the conv with a bias in both layouts: layer losses linear in what is
+ * perturbed (relu is, away from 0). */
+typedef struct {
+    const float *x;
+    float *out;
+    const float *R;
+    size_t n;
+} relu_ctx;
+
+static double relu_loss(void *p)
+{
+    relu_ctx *c = p;
+    cnn_relu_forward(c->out, c->x, c->n);
+    return dot(c->out, c->R, c->n);
+}
+
+static void test_relu(cnn_rng *rng)
+{
+    enum { N = 300 };
+    float x[N], out[N], R[N], dx[N];
+    fill_uniform(x, N, rng, -1, 1);
+    fill_uniform(R, N, rng, -1, 1);
+    relu_ctx c = {x, out, R, N};
+    relu_loss(&c);
+    cnn_relu_backward(dx, R, out, N);
+    fd_check("relu: input gradient", x, dx, N, NULL, 0, relu_loss, &c, 1e-2f, 1e-3, 1e-4);
+    fd_self_test("relu", x, dx, N, relu_loss, &c, 1e-2f, 1e-3, 1e-4);
+}
+
+typedef struct {
+    float *x, *filt, *bias, *out, *col;
+    const float *R;
+    int C, H, W, F, blocked;
+    size_t nout;
+} cb_ctx;
+
+static double cb_loss(void *p)
+{
+    cb_ctx *c = p;
+    cnn_conv3x3_forward_ex(c->out, c->col, c->x, c->filt, c->bias, c->C, c->H, c->W, c->F,
+                           c->blocked);
+    return dot(c->out, c->R, c->nout);
+}
+
+static void test_conv_bias(cnn_rng *rng, int blocked)
+{
+    const int C = 3, H = 9, W = 8, F = 4; /* odd: the blocked layout drops a row */
+    const size_t nout = (size_t)F * (blocked ? 4 * ((H - 2) / 2) * ((W - 2) / 2) : (H - 2) * (W - 2));
+    const size_t nin = (size_t)C * H * W, nf = (size_t)F * C * 9;
+    float *x = malloc(nin * 4), *filt = malloc(nf * 4), bias[4], *out = malloc(nout * 4);
+    float *col = malloc((size_t)C * 9 * (H - 2) * (W - 2) * 4), *R = malloc(nout * 4);
+    float *dx = malloc(nin * 4), *df = calloc(nf, 4), db[4] = {0};
+    fill_uniform(x, nin, rng, -1, 1);
+    fill_uniform(filt, nf, rng, -1, 1);
+    fill_uniform(bias, 4, rng, -1, 1);
+    fill_uniform(R, nout, rng, -1, 1);
+    cb_ctx c = {x, filt, bias, out, col, R, C, H, W, F, blocked, nout};
+    cb_loss(&c);
+    cnn_conv3x3_backward_ex(dx, df, db, 1.0f, col, R, filt, C, H, W, F, blocked);
+    const char *lay = blocked ? "pool-block order" : "plain layout";
+    char name[96];
+    snprintf(name, sizeof name, "conv with bias, %s: filter gradient", lay);
+    fd_check(name, filt, df, nf, NULL, 0, cb_loss, &c, 1e-2f, 1e-3, 1e-4);
+    snprintf(name, sizeof name, "conv with bias, %s: bias gradient", lay);
+    fd_check(name, bias, db, 4, NULL, 0, cb_loss, &c, 1e-2f, 1e-3, 1e-4);
+    snprintf(name, sizeof name, "conv with bias, %s: input gradient", lay);
+    fd_check(name, x, dx, nin, NULL, 0, cb_loss, &c, 1e-2f, 1e-3, 1e-4);
+    snprintf(name, sizeof name, "conv with bias, %s", lay);
+    fd_self_test(name, bias, db, 4, cb_loss, &c, 1e-2f, 1e-3, 1e-4);
+    free(x), free(filt), free(out), free(col), free(R), free(dx), free(df);
+}
+
+/* col2im is the adjoint of im2col: <im2col(x), y> = <x, col2im(y)>, both layouts,
+ * sizes through the parity planes and past them. */
+static void test_adjoint(cnn_rng *rng)
+{
+    static const int sizes[][3] = {{2, 13, 13}, {3, 10, 9}, {1, 28, 28}, {1, 70, 66}};
+    for (int s = 0; s < 4; s++)
+        for (int blocked = 0; blocked < 2; blocked++) {
+            const int C = sizes[s][0], H = sizes[s][1], W = sizes[s][2];
+            const size_t P = blocked ? 4 * (size_t)((H - 2) / 2) * ((W - 2) / 2)
+                                     : (size_t)(H - 2) * (W - 2);
+            const size_t nin = (size_t)C * H * W, ncol = (size_t)C * 9 * P;
+            float *x = malloc(nin * 4), *y = malloc(ncol * 4), *col = malloc(ncol * 4);
+            float *back = malloc(nin * 4);
+            fill_uniform(x, nin, rng, -1, 1);
+            fill_uniform(y, ncol, rng, -1, 1);
+            (blocked ? cnn_im2col3x3 : cnn_im2col3x3_plain)(col, x, C, H, W);
+            (blocked ? cnn_col2im3x3 : cnn_col2im3x3_plain)(back, y, C, H, W);
+            const double l = dot(col, y, ncol), r = dot(x, back, nin);
+            tap_ok(fabs(l - r) <= 1e-4 * (1 + fabs(l)),
+                   "col2im is the adjoint of im2col, %s, %dx%dx%d: %.9g vs %.9g",
+                   blocked ? "pool-block order" : "plain", C, H, W, l, r);
+            free(x), free(y), free(col), free(back);
+        }
+}
+
+/* An independent float64 forward of any stacked network, from the layer definitions
+ * (not the engine's code), for per-element finite differences. */
+typedef struct dstack {
+    const cnn_arch *n;
+    double *p; /* laid out like cnn_model.params */
+    double *x;
+    int label;
+} dstack;
+
+static double dstack_loss(void *ctx)
+{
+    const dstack *d = ctx;
+    const cnn_arch *n = d->n;
+    size_t cap = (size_t)n->C * n->H * n->W;
+    for (int l = 0; l < n->n; l++)
+        cap = cap > cnn_layer_out_len(&n->layer[l]) ? cap : cnn_layer_out_len(&n->layer[l]);
+    double *a = malloc(cap * sizeof *a), *b = malloc(cap * sizeof *b);
+    memcpy(a, d->x, (size_t)n->C * n->H * n->W * sizeof *a);
+    for (int l = 0; l < n->n; l++) {
+        const cnn_layer *L = &n->layer[l];
+        const double *w = d->p + L->w, *bias = L->nb ? d->p + L->b : NULL;
+        const size_t K = (size_t)L->C * L->H * L->W;
+        for (int o = 0; o < L->OC; o++)
+            for (int i = 0; i < L->OH; i++)
+                for (int j = 0; j < L->OW; j++) {
+                    double v = 0;
+                    const size_t at = ((size_t)o * L->OH + i) * L->OW + j;
+                    if (L->kind == CNN_LAYER_CONV) {
+                        v = bias ? bias[o] : 0;
+                        for (int c = 0; c < L->C; c++)
+                            for (int ki = 0; ki < 3; ki++)
+                                for (int kj = 0; kj < 3; kj++)
+                                    v += w[(((size_t)o * L->C + c) * 3 + ki) * 3 + kj] *
+                                         a[((size_t)c * L->H + i + ki) * L->W + j + kj];
+                    } else if (L->kind == CNN_LAYER_RELU) {
+                        v = a[at] > 0 ? a[at] : 0;
+                    } else if (L->kind == CNN_LAYER_POOL) {
+                        v = -INFINITY;
+                        for (int di = 0; di < 2; di++)
+                            for (int dj = 0; dj < 2; dj++)
+                                v = fmax(v, a[((size_t)o * L->H + 2 * i + di) * L->W + 2 * j + dj]);
+                    } else {
+                        v = bias[o];
+                        for (size_t k = 0; k < K; k++)
+                            v += w[(size_t)o * K + k] * a[k];
+                    }
+                    b[at] = v;
+                }
+        double *t = a;
+        a = b, b = t;
+    }
+    double mx = -INFINITY, sum = 0;
+    for (int c = 0; c < n->classes; c++)
+        mx = fmax(mx, a[c]);
+    for (int c = 0; c < n->classes; c++)
+        sum += exp(a[c] - mx);
+    const double loss = log(sum) - (a[d->label] - mx);
+    free(a), free(b);
+    return loss;
+}
+
+static void test_stacked(cnn_rng *rng, const char *desc, int C, int H, int W)
+{
+    cnn_arch arch;
+    char err[256] = "";
+    if (!tap_ok(cnn_arch_build(&arch, desc, C, H, W, err, sizeof err) == CNN_OK, "%s builds %s",
+                desc, err))
+        return;
+    cnn_model m;
+    cnn_acts a;
+    cnn_model_init_arch(&m, &arch, rng);
+    cnn_acts_alloc_arch(&a, &arch, 1);
+    for (int l = 0; l < arch.n; l++) /* biases that are not 0 */
+        fill_uniform(m.params + arch.layer[l].b, arch.layer[l].nb, rng, -0.2, 0.2);
+    const size_t nin = (size_t)C * H * W, np = m.n_params;
+    float *x = malloc(nin * 4), *dx = malloc(nin * 4), *grad = malloc(np * 4);
+    fill_uniform(x, nin, rng, -0.5, 0.5);
+    dstack d = {&arch, malloc(np * sizeof(double)), malloc(nin * sizeof(double)), 2};
+    for (size_t i = 0; i < np; i++)
+        d.p[i] = m.params[i];
+    for (size_t i = 0; i < nin; i++)
+        d.x[i] = x[i];
+    /* the float64 forward agrees with the engine's */
+    const float lf = cnn_forward(&m, &a, x, d.label, CNN_ENGINE_REFERENCE);
+    const double ld = dstack_loss(&d);
+    tap_ok(fabs(lf - ld) <= 1e-5 * (1 + fabs(ld)), "%s: float64 forward %.9g, engine %.9g", desc,
+           ld, (double)lf);
+    for (int e = 0; e < 2; e++)
+        for (int rule = 0; rule < 2; rule++) {
+            memset(grad, 0, np * 4);
+            cnn_forward(&m, &a, x, d.label, (cnn_engine)e);
+            cnn_backward(&m, &a, grad, dx, x, (cnn_engine)e, (cnn_pool_ties)rule);
+            char name[300];
+            for (int l = 0; l < arch.n; l++) {
+                const cnn_layer *L = &arch.layer[l];
+                if (!L->nw)
+                    continue;
+                snprintf(name, sizeof name, "%s %s, ties=%s: layer %d weights and bias", desc,
+                         e ? "reference" : "blas", rule ? "all" : "single", l + 1);
+                fd_report(name, fd_compare_stack(d.p, grad, L->w, L->nw + L->nb, &d),
+                          L->nw + L->nb, 1e-3);
+            }
+            snprintf(name, sizeof name, "%s %s, ties=%s: input gradient", desc,
+                     e ? "reference" : "blas", rule ? "all" : "single");
+            fd_report(name, fd_compare_stack(d.x, dx, 0, nin, &d), nin, 1e-3);
+        }
+    free(x), free(dx), free(grad), free(d.p), free(d.x);
+    cnn_acts_free(&a);
+    cnn_model_free(&m);
+}
+
 int main(void)
 {
     cnn_rng rng;
@@ -620,5 +858,12 @@ int main(void)
     test_network(&rng, &post, "post network, tied image", 1);
     const cnn_shape multi = {.C = 2, .H = 10, .W = 9, .F = 3, .classes = 4};
     test_network(&rng, &multi, "C=2 10x9 network", 0);
+    test_relu(&rng);
+    test_conv_bias(&rng, 0);
+    test_conv_bias(&rng, 1);
+    test_adjoint(&rng);
+    test_stacked(&rng, "conv4b,relu,conv5b,relu,pool,dense12,relu,softmax6", 2, 12, 11);
+    test_stacked(&rng, "conv3,relu,pool,conv4b,pool,relu,dense7,softmax5", 1, 15, 14);
+    test_stacked(&rng, "dense9,relu,softmax4", 2, 5, 4);
     return tap_done();
 }
