@@ -66,6 +66,50 @@ static run_result run(int threads, int batch, cnn_engine e, cnn_pool_ties ties, 
     return r;
 }
 
+/* A stacked network with momentum, weight decay and a cosine schedule: the weights
+ * and velocities after training on 1 thread and on 2 and 3 are the same bits. */
+static void stacked_threads(const uint8_t *px, const uint8_t *labels)
+{
+    const char *desc = "conv6b,relu,pool,conv8b,relu,pool,dense16,relu,softmax10";
+    cnn_arch arch;
+    cnn_arch_build(&arch, desc, 1, 28, 28, NULL, 0);
+    float *first = NULL, *first_v = NULL;
+    for (int batch = 1; batch <= 40; batch += 39)
+        for (int th = 1; th <= 3; th++) {
+            cnn_rng rng;
+            cnn_rng_seed(&rng, 11);
+            cnn_model m;
+            cnn_model_init_arch(&m, &arch, &rng);
+            cnn_train_config c = cnn_train_config_default();
+            c.batch = batch, c.threads = th, c.lr = 0.05f, c.momentum = 0.9f, c.nesterov = 1;
+            c.weight_decay = 5e-4f;
+            cnn_trainer *t;
+            cnn_trainer_create_arch(&t, &arch, &c);
+            const int steps = batch == 1 ? 40 : N / batch;
+            for (int i = 0; i < steps; i++) {
+                cnn_trainer_set_lr(t, cnn_schedule_lr(CNN_SCHEDULE_COSINE, 0.05f, (uint64_t)i,
+                                                      (uint64_t)steps));
+                const int n = batch == 1 ? 1 : batch;
+                cnn_train_step_u8(t, &m, px, labels, NULL, n, NULL);
+            }
+            const size_t np = m.n_params;
+            if (th == 1) {
+                free(first), free(first_v);
+                first = malloc(np * 4), first_v = malloc(np * 4);
+                memcpy(first, m.params, np * 4);
+                memcpy(first_v, cnn_trainer_velocity(t), np * 4);
+            } else {
+                tap_ok(memcmp(first, m.params, np * 4) == 0 &&
+                           memcmp(first_v, cnn_trainer_velocity(t), np * 4) == 0,
+                       "%s, batch %d, Nesterov, weight decay, cosine: %d threads bit-identical "
+                       "to 1 (weights and velocities)", desc, batch, th);
+            }
+            cnn_trainer_free(t);
+            cnn_model_free(&m);
+        }
+    free(first), free(first_v);
+}
+
 int main(void)
 {
     cnn_blas_setup();
@@ -114,6 +158,7 @@ int main(void)
                 }
                 free(r1.params);
             }
+    stacked_threads(pix, labels);
 #if HAVE_OPENMP
     tap_ok(omp_get_max_threads() == before,
            "training leaves the caller's OpenMP thread count as it was (%d)", before);
