@@ -67,6 +67,27 @@ int main(int argc, char **argv)
         "/nonexistent/dir/c.ckpt");
     bad("resume from a missing file", (const char *[]){"train", "--resume", "/nonexistent.ckpt", NULL},
         "/nonexistent.ckpt");
+    bad("an unknown layer", (const char *[]){"train", "--synthetic", "60", "--arch", "conv8,tanh,softmax10", NULL},
+        "layer 2 'tanh'");
+    bad("pooling a 1x1 map",
+        (const char *[]){"train", "--synthetic", "60", "--arch",
+                         "conv8,pool,pool,pool,pool,pool,softmax10", NULL},
+        "layer 6 'pool' cannot pool");
+    bad("a conv on a map smaller than 3x3",
+        (const char *[]){"train", "--synthetic", "60", "--arch", "pool,pool,pool,pool,conv8,softmax10", NULL},
+        "layer 5 'conv8' needs a map of at least 3x3");
+    bad("no output layer", (const char *[]){"train", "--synthetic", "60", "--arch", "conv8,pool", NULL},
+        "no output layer");
+    bad("a zero-width layer", (const char *[]){"train", "--synthetic", "60", "--arch", "conv0,softmax10", NULL},
+        "layer 1 'conv0' has no filters");
+    bad("a layer after the output",
+        (const char *[]){"train", "--synthetic", "60", "--arch", "softmax10,relu", NULL},
+        "must be last");
+    bad("an empty layer", (const char *[]){"train", "--synthetic", "60", "--arch", "conv8,,softmax10", NULL},
+        "layer 2 ''");
+    bad("momentum 1", (const char *[]){"train", "--momentum", "1", NULL}, "--momentum");
+    bad("Nesterov without momentum", (const char *[]){"train", "--nesterov", NULL}, "--nesterov");
+    bad("an unknown schedule", (const char *[]){"train", "--schedule", "step", NULL}, "--schedule");
     bad("batch larger than the data",
         (const char *[]){"train", "--synthetic", "20", "--batch", "64", NULL}, "--batch");
 

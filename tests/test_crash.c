@@ -145,6 +145,41 @@ int main(int argc, char **argv)
     tap_ok(rc == 0 && same_file(A, E),
            "resuming after SIGINT in mid-epoch gives bit-identical weights");
 
+    /* A stacked network with Nesterov momentum, weight decay and a cosine schedule:
+     * a mid-epoch checkpoint (version 2, with the velocities) resumes bit for bit */
+#define STACKED "train", "--synthetic", "3000", "--epochs", "2", "--batch", "16", "--lr", "0.05", \
+        "--arch", "conv4b,relu,pool,conv6b,relu,pool,dense16,relu,softmax10", "--momentum",   \
+        "0.9", "--nesterov", "--weight-decay", "0.0005", "--schedule", "cosine", "--seed", "5"
+    const char *S1 = in_dir("S1.cnn"), *S2 = in_dir("S2.cnn"), *cks = in_dir("stacked.ckpt");
+    rc = run_cmd(exe, (const char *[]){STACKED, "--save", S1, NULL}, out, err, sizeof err);
+    tap_ok(rc == 0 && loads_model(S1) && strstr(out, "network conv4b"),
+           "a stacked network with Nesterov momentum and a cosine schedule trains and saves "
+           "(stderr: %.*s)", (int)strcspn(err, "\n"), err);
+    rc = interrupt((const char *[]){STACKED, "--checkpoint", cks, "--checkpoint-every", "50",
+                                    NULL},
+                   "[Step 1008]", SIGINT, 0);
+    cnn_checkpoint ks;
+    const int ks_ok = cnn_checkpoint_load(&ks, cks, NULL, 0) == CNN_OK;
+    tap_ok(rc == 130 && ks_ok && ks.velocity && ks.cfg.nesterov && ks.schedule == CNN_SCHEDULE_COSINE &&
+               ks.epochs == 2 && !cnn_arch_is_post(&ks.model.arch),
+           "SIGINT: its checkpoint holds the network, the optimiser and its velocities");
+    if (ks_ok)
+        cnn_checkpoint_free(&ks);
+    rc = run_cmd(exe, (const char *[]){STACKED, "--resume", cks, "--save", S2, NULL}, out, err,
+                 sizeof err);
+    tap_ok(rc == 0 && same_file(S1, S2) && !strstr(err, "warning"),
+           "resuming it gives bit-identical weights (stderr: %.*s)", (int)strcspn(err, "\n"),
+           err);
+    rc = run_cmd(exe, (const char *[]){STACKED, "--momentum", "0.5", "--resume", cks, NULL}, out,
+                 err, sizeof err);
+    tap_ok(rc == 0 && strstr(err, "warning") && strstr(err, "momentum 0.9"),
+           "resuming with another momentum warns that the run will differ");
+    rc = run_cmd(exe, (const char *[]){"train", "--synthetic", "3000", "--epochs", "2", "--arch",
+                                       "conv8,pool,softmax10", "--resume", cks, NULL},
+                 out, err, sizeof err);
+    tap_ok(rc != 0 && strstr(err, "differs from the network"),
+           "resuming with another --arch is refused: %.*s", (int)strcspn(err, "\n"), err);
+
     /* SIGTERM */
     const char *ckt = in_dir("sigterm.ckpt");
     rc = interrupt((const char *[]){RUN, "--checkpoint", ckt, NULL}, "[Step 1000]", SIGTERM, 0);

@@ -1,25 +1,37 @@
 #!/usr/bin/python3
-"""torch_cnn.py - PyTorch peer benchmark for the CNN of "CNNs, Part 2".
+"""torch_cnn.py - PyTorch peer benchmark for the CNN trainer of "CNNs, Part 2".
 
-Trains the identical network in PyTorch with the data in memory:
-Conv2d(1, 8, 3, bias=False) (weights randn/9) -> MaxPool2d(2) -> flatten (NCHW, so
-input k = f*169 + i*13 + j as in the C code) -> Linear(1352, 10) (weights randn/1352,
-bias 0); input pixel/255 - 0.5; CrossEntropyLoss (mean over the batch); plain SGD
-(no momentum, the same lr for every batch size).
+Trains the network the C program would train, in PyTorch with the data in memory.
+--arch takes the C program's description (comma-separated, shapes flowing from the
+1x28x28 input): conv<F> (3x3, valid, stride 1, no bias), conv<F>b (with bias), relu,
+pool (2x2 max, floor), dense<N> (Linear with bias on the flattened [C][H][W] input),
+softmax<N> (the output Linear, last; CrossEntropyLoss, mean over the batch).
+
+The default, conv8,pool,softmax10, is the post's network with the post's
+initialisation: Conv2d(1, 8, 3, bias=False) (weights randn/9) -> MaxPool2d(2) ->
+flatten (NCHW, so input k = f*169 + i*13 + j as in the C code) -> Linear(1352, 10)
+(weights randn/1352, bias 0). Any network is initialised as the C code does: a layer
+followed by relu gets He normal randn*sqrt(2/fan_in) (fan_in 9*C for a conv, K for a
+linear layer), any other conv randn/(9*C), any other linear layer randn/K; biases 0.
+Input pixel/255 - 0.5. torch.optim.SGD with --momentum, --nesterov, --weight-decay
+(default plain SGD, the same lr for every batch size); --schedule cosine sets
+lr * 0.5 * (1 + cos(pi t / T)) before each step t of the run's T steps.
 
 Measures training throughput per (batch, threads), inference throughput on the test
-set per thread count, and optionally the wall time to 97% test accuracy. Prints a
-table and, with --json FILE, writes the same JSON schema as bench/bench_train so that
-bench/compare.py can pair the entries.
+set per thread count, and optionally the wall time to a test accuracy (per-epoch
+accuracy and cumulative training time). Prints a table and, with --json FILE, writes
+the same JSON schema as bench/bench_train so that bench/compare.py can pair the entries.
 
 Run with Debian's python (apt-get install -y python3-torch python3-numpy):
-    bench/peers/torch_cnn.py [--json FILE] [--quick] [--time-to-accuracy] ...
+    bench/peers/torch_cnn.py [--json FILE] [--quick] [--time-to-accuracy] [--arch A] ...
 """
 
 import argparse
 import gzip
 import json
+import math
 import os
+import re
 import statistics
 import sys
 import tempfile
@@ -33,8 +45,14 @@ except ImportError as e:  # pragma: no cover - depends on the machine
     sys.exit(f"torch_cnn.py: {e}; install with: apt-get install -y python3-torch python3-numpy"
              " (and run with /usr/bin/python3)")
 
-FLOPS_PER_IMAGE = 275808  # one training step, per image (forward + backward + update)
+DEFAULT_ARCH = "conv8,pool,softmax10"
+FLOPS_PER_IMAGE = 275808  # the default network's training step, per image (see flops_per_image)
 EPOCH_IMAGES = 60000
+INPUT_SHAPE = (1, 28, 28)
+MAX_LAYERS = 32      # CNN_MAX_LAYERS
+ARCH_LEN = 512       # CNN_ARCH_LEN, with the NUL
+MAX_UNITS = 65536
+MAX_PARAMS = 1 << 28
 DEFAULT_DATA = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "data", "mnist")
 
 
@@ -103,21 +121,199 @@ def load_data(directory, seed):
 
 # ---------------------------------------------------------------------------- model
 
-def make_model(seed):
-    """The post's network with the post's initialisation, seeded."""
+class ArchError(ValueError):
+    pass
+
+
+def _parse_layer(tok):
+    """One token to (kind, units, bias), or None (src/arch.c: parse_layer, units_of)."""
+    if tok in ("relu", "pool"):
+        return tok, 0, False
+    for name, allow_bias in (("conv", True), ("dense", False), ("softmax", False)):
+        if tok.startswith(name) and len(tok) > len(name):
+            num = tok[len(name):]
+            if len(num) >= 32:
+                return None
+            bias = False
+            if allow_bias and num.endswith("b"):
+                bias, num = True, num[:-1]
+            if not re.fullmatch(r"[0-9]+", num) or int(num) > MAX_UNITS:
+                return None
+            return name, int(num), bias or name != "conv"
+    return None
+
+
+def parse_arch(desc, shape=INPUT_SHAPE):
+    """A description to a list of layer dicts with their input and output shapes; raises
+    ArchError with the C program's reasons (src/arch.c: cnn_arch_build)."""
+    if not desc:
+        raise ArchError("architecture: empty description")
+    if len(desc) >= ARCH_LEN:
+        raise ArchError(f"architecture: description longer than {ARCH_LEN - 1} characters")
+    c, h, w = shape
+    layers, params = [], 0
+    for at, tok in enumerate(desc.split(","), 1):
+        if len(layers) == MAX_LAYERS:
+            raise ArchError(f"architecture: more than {MAX_LAYERS} layers")
+        p = _parse_layer(tok)
+        if p is None:
+            raise ArchError(f"architecture: layer {at} '{tok[:40]}' is not one of conv<F>, conv<F>b, "
+                            "relu, pool, dense<N>, softmax<N>")
+        if layers and layers[-1]["kind"] == "softmax":
+            raise ArchError(f"architecture: layer {at} '{tok}' follows the softmax output layer, "
+                            "which must be last")
+        kind, units, bias = p
+        why = None
+        if kind == "conv":
+            if units < 1:
+                why = "has no filters"
+            elif h < 3 or w < 3:
+                why = "needs a map of at least 3x3"
+            out = (units, h - 2, w - 2)
+        elif kind == "relu":
+            out = (c, h, w)
+        elif kind == "pool":
+            if h < 2 or w < 2:
+                why = "cannot pool a map smaller than 2x2"
+            out = (c, h // 2, w // 2)
+        else:
+            if units < (2 if kind == "softmax" else 1):
+                why = "needs at least 2 classes" if kind == "softmax" else "has no outputs"
+            out = (units, 1, 1)
+        if why:
+            raise ArchError(f"architecture: layer {at} '{tok}' {why} (its input is {c}x{h}x{w})")
+        K = c * h * w
+        nw = units * c * 9 if kind == "conv" else units * K if kind in ("dense", "softmax") else 0
+        params += nw + (units if bias else 0)
+        if params > MAX_PARAMS:
+            raise ArchError(f"architecture: layer {at} '{tok}' takes the parameters past {MAX_PARAMS}")
+        layers.append({"kind": kind, "units": units, "bias": bias, "in": (c, h, w), "out": out,
+                       "params": nw + (units if bias else 0)})
+        c, h, w = out
+    if layers[-1]["kind"] != "softmax":
+        raise ArchError(f"architecture: no output layer: '{desc}' must end with softmax<N>")
+    for i, l in enumerate(layers):
+        l["he"] = i + 1 < len(layers) and layers[i + 1]["kind"] == "relu"
+    return layers
+
+
+def describe_arch(layers):
+    """The canonical description (src/arch.c: cnn_arch_describe)."""
+    return ",".join(l["kind"] if l["kind"] in ("relu", "pool") else
+                    f"{l['kind']}{l['units']}{'b' if l['kind'] == 'conv' and l['bias'] else ''}"
+                    for l in layers)
+
+
+def flops_per_image(layers):
+    """FLOPs of one training step per image, a multiply-add counted as 2: every conv
+    2*F*C*9*OH*OW and every linear layer 2*K*N per pass, each pass done for the forward,
+    the weight gradient and the input gradient, which the first layer with weights does
+    not need (nothing below it learns). relu, pool, biases, the loss and the update are
+    not counted. 275,808 for the default network."""
+    total, first = 0, True
+    for l in layers:
+        C, H, W = l["in"]
+        if l["kind"] == "conv":
+            per = 2 * l["units"] * C * 9 * l["out"][1] * l["out"][2]
+        elif l["kind"] in ("dense", "softmax"):
+            per = 2 * C * H * W * l["units"]
+        else:
+            continue
+        total += per * (2 if first else 3)
+        first = False
+    return total
+
+
+def make_model(seed, layers=None):
+    """The network with the C code's initialisation, seeded. The modules are built first
+    and then their weights drawn in layer order, so the default network keeps exactly
+    the draws (and so the results) of the original post-only version."""
+    if layers is None:
+        layers = parse_arch(DEFAULT_ARCH)
     torch.manual_seed(seed)
-    conv = nn.Conv2d(1, 8, 3, bias=False)
-    dense = nn.Linear(1352, 10)
+    mods, weighted, flat = [], [], False
+    for l in layers:
+        C, H, W = l["in"]
+        if l["kind"] == "conv":
+            m = nn.Conv2d(C, l["units"], 3, bias=l["bias"])
+            fan_in = 9 * C
+        elif l["kind"] in ("dense", "softmax"):
+            if not flat:
+                mods.append(nn.Flatten())
+                flat = True
+            m = nn.Linear(C * H * W, l["units"])
+            fan_in = C * H * W
+        elif l["kind"] == "relu":
+            mods.append(nn.ReLU())
+            continue
+        else:
+            mods.append(nn.MaxPool2d(2))
+            continue
+        mods.append(m)
+        weighted.append((m, fan_in, l["he"]))
     with torch.no_grad():
-        conv.weight.copy_(torch.randn(8, 1, 3, 3) / 9)
-        dense.weight.copy_(torch.randn(10, 1352) / 1352)
-        dense.bias.zero_()
-    return nn.Sequential(conv, nn.MaxPool2d(2), nn.Flatten(), dense)
+        for m, fan_in, he in weighted:
+            r = torch.randn(m.weight.shape)
+            m.weight.copy_(r * math.sqrt(2.0 / fan_in) if he else r / fan_in)
+            if m.bias is not None:
+                m.bias.zero_()
+    return nn.Sequential(*mods)
 
 
-def train_images(model, opt, loss_fn, x, y, batch, images, start=0):
+class Optim:
+    """The optimiser settings: torch.optim.SGD's, plus the learning-rate schedule."""
+
+    def __init__(self, lr, momentum=0.0, nesterov=False, weight_decay=0.0, schedule="constant"):
+        self.lr, self.momentum, self.nesterov = lr, momentum, nesterov
+        self.weight_decay, self.schedule = weight_decay, schedule
+
+    def make(self, model):
+        return torch.optim.SGD(model.parameters(), lr=self.lr, momentum=self.momentum,
+                               nesterov=self.nesterov, weight_decay=self.weight_decay)
+
+    def lr_at(self, t, T):
+        """The learning rate of step t (from 0) of T (src/checkpoint.c: cnn_schedule_lr)."""
+        if self.schedule != "cosine" or T <= 0:
+            return self.lr
+        v = float(np.float32(self.lr * 0.5 * (1.0 + math.cos(math.pi * t / T))))
+        return v if v > 0 else self.lr * 1e-6
+
+    def describe(self):
+        s = f"lr {self.lr:g}"
+        if self.momentum:
+            s += f", momentum {self.momentum:g}" + (" (Nesterov)" if self.nesterov else "")
+        if self.weight_decay:
+            s += f", weight decay {self.weight_decay:g}"
+        return s + f", {self.schedule} schedule"
+
+    def fields(self):
+        return {"momentum": self.momentum, "nesterov": self.nesterov,
+                "weight_decay": self.weight_decay, "schedule": self.schedule}
+
+
+class Schedule:
+    """Step counter over a run of T steps; sets the optimiser's lr before each step."""
+
+    def __init__(self, optim, opt, T):
+        self.optim, self.opt, self.T, self.t = optim, opt, T, 0
+        self.fixed = optim.schedule == "constant"
+
+    def before_step(self):
+        if not self.fixed:
+            lr = self.optim.lr_at(self.t, self.T)
+            for g in self.opt.param_groups:
+                g["lr"] = lr
+        self.t += 1
+
+
+def steps_for(images, batch):
+    return (images + batch - 1) // batch
+
+
+def train_images(model, opt, loss_fn, x, y, batch, images, start=0, sched=None):
     """Train on `images` images in steps of `batch` (the last step may be smaller) over
-    x in order from `start`, wrapping around; returns the next start position."""
+    x in order from `start`, wrapping around; returns the next start position. sched,
+    if given, sets the learning rate before each step."""
     n = x.shape[0]
     pos = start
     left = images
@@ -126,6 +322,8 @@ def train_images(model, opt, loss_fn, x, y, batch, images, start=0):
         if pos + b > n:
             pos = 0
         xb, yb = x[pos:pos + b], y[pos:pos + b]
+        if sched is not None:
+            sched.before_step()
         opt.zero_grad(set_to_none=True)
         loss = loss_fn(model(xb), yb)
         loss.backward()
@@ -155,29 +353,34 @@ def stats(samples):
     return med, spread
 
 
-def bench_train(x, y, batch, threads, images, repeats, warmup, lr, seed):
+def bench_train(x, y, batch, threads, images, repeats, warmup, optim, seed, layers=None,
+                flops=FLOPS_PER_IMAGE):
+    """Training throughput; a cosine schedule runs over the warm-up and all repeats."""
     torch.set_num_threads(threads)
-    model = make_model(seed)
-    opt = torch.optim.SGD(model.parameters(), lr=lr)
+    model = make_model(seed, layers)
+    opt = optim.make(model)
     loss_fn = nn.CrossEntropyLoss()
-    pos = train_images(model, opt, loss_fn, x, y, batch, max(warmup, 2 * batch))
+    warm = max(warmup, 2 * batch)
+    sched = Schedule(optim, opt, steps_for(warm, batch) + repeats * steps_for(images, batch))
+    pos = train_images(model, opt, loss_fn, x, y, batch, warm, sched=sched)
     rates = []
     for _ in range(repeats):
         t0 = time.perf_counter()
-        pos = train_images(model, opt, loss_fn, x, y, batch, images, pos)
+        pos = train_images(model, opt, loss_fn, x, y, batch, images, pos, sched)
         rates.append(images / (time.perf_counter() - t0))
     if not all(torch.isfinite(p).all() for p in model.parameters()):
-        print(f"warning: batch {batch}, lr {lr}: the weights diverged (NaN/inf)", file=sys.stderr)
+        print(f"warning: batch {batch}, lr {optim.lr}: the weights diverged (NaN/inf)", file=sys.stderr)
     med, spread = stats(rates)
     return {"engine": "pytorch", "batch": batch, "threads": threads, "images": images,
             "images_per_s": round(med, 2), "spread": round(spread, 4),
             "epoch_s": round(EPOCH_IMAGES / med, 4),
-            "gflops": round(med * FLOPS_PER_IMAGE / 1e9, 4)}
+            "gflops": round(med * flops / 1e9, 4),
+            "samples": [round(r, 2) for r in rates]}
 
 
-def bench_infer(x, y, threads, repeats, seed, batch=1000):
+def bench_infer(x, y, threads, repeats, seed, batch=1000, layers=None):
     torch.set_num_threads(threads)
-    model = make_model(seed)
+    model = make_model(seed, layers)
     model.eval()
     evaluate(model, x[:batch], y[:batch], batch)  # warm-up
     rates = []
@@ -189,34 +392,48 @@ def bench_infer(x, y, threads, repeats, seed, batch=1000):
     return {"engine": "pytorch", "threads": threads, "images_per_s": round(med, 2)}, spread
 
 
-def time_to_accuracy(xtr, ytr, xte, yte, batch, threads, lr, seed, target, max_epochs, limit):
+def time_to_accuracy(xtr, ytr, xte, yte, batch, threads, optim, seed, target, max_epochs, limit,
+                     layers=None, keep_going=False):
     """Train epoch by epoch with a fresh permutation per epoch; evaluate (untimed) after
-    each epoch; the training wall time until the test accuracy first reaches target."""
+    each epoch; the training wall time until the test accuracy first reaches target.
+    A cosine schedule runs over all max_epochs epochs (as the C program's --epochs),
+    even when the target is reached sooner; keep_going trains all of them anyway."""
     torch.set_num_threads(threads)
-    model = make_model(seed)
-    opt = torch.optim.SGD(model.parameters(), lr=lr)
+    model = make_model(seed, layers)
+    opt = optim.make(model)
     loss_fn = nn.CrossEntropyLoss()
     gen = torch.Generator().manual_seed(seed + 1)
     n = xtr.shape[0] if limit is None else min(limit, xtr.shape[0])
+    sched = Schedule(optim, opt, max_epochs * steps_for(n, batch))
     trained = 0.0
     acc = 0.0
+    reached = None
+    per_epoch = []
     for epoch in range(1, max_epochs + 1):
         t0 = time.perf_counter()
         perm = torch.randperm(xtr.shape[0], generator=gen)[:n]
         xs, ys = xtr[perm], ytr[perm]
-        train_images(model, opt, loss_fn, xs, ys, batch, n)
+        train_images(model, opt, loss_fn, xs, ys, batch, n, sched=sched)
         dt = time.perf_counter() - t0
         trained += dt
         model.eval()
         loss, acc = evaluate(model, xte, yte)
         model.train()
+        per_epoch.append({"epoch": epoch, "seconds": round(dt, 3), "cumulative_s": round(trained, 3),
+                          "test_loss": round(loss, 5), "accuracy": acc})
         print(f"  epoch {epoch}: {dt:.2f} s ({n / dt:.0f} images/s), test loss {loss:.4f}, "
               f"accuracy {acc:.4f}, {trained:.2f} s of training so far", flush=True)
-        if acc >= target:
-            return {"engine": "pytorch", "batch": batch, "threads": threads, "lr": lr,
-                    "seconds": round(trained, 3), "epochs": epoch, "accuracy": acc}
-    return {"engine": "pytorch", "batch": batch, "threads": threads, "lr": lr,
-            "seconds": None, "epochs": max_epochs, "accuracy": acc}
+        if acc >= target and reached is None:
+            reached = (trained, epoch, acc)
+            if not keep_going:
+                break
+    r = {"engine": "pytorch", "batch": batch, "threads": threads, "lr": optim.lr,
+         "seconds": None, "epochs": max_epochs, "accuracy": acc}
+    if reached is not None:
+        r.update(seconds=round(reached[0], 3), epochs=reached[1], accuracy=reached[2])
+    r.update(target=target, max_epochs=max_epochs, images_per_epoch=n, **optim.fields(),
+             final_accuracy=acc, per_epoch=per_epoch)
+    return r
 
 
 # --------------------------------------------------------------------------- machine
@@ -260,10 +477,15 @@ def blas_description():
         return "unknown (not OpenBLAS?)"
 
 
-def conv_backend(batch):
+def conv_backend(batch, layers=None):
+    """The backend torch picks for the first conv layer at this batch size."""
+    convs = [l for l in (layers or parse_arch(DEFAULT_ARCH)) if l["kind"] == "conv"]
+    if not convs:
+        return "-"
+    C, H, W = convs[0]["in"]
     try:
-        x = torch.empty(batch, 1, 28, 28)
-        w = torch.empty(8, 1, 3, 3)
+        x = torch.empty(batch, C, H, W)
+        w = torch.empty(convs[0]["units"], C, 3, 3)
         b = torch._C._select_conv_backend(x, w, None, [1, 1], [0, 0], [1, 1], False, [0, 0], 1)
         return str(b).split(".")[-1]
     except Exception:  # private API; absent in other versions
@@ -292,13 +514,34 @@ def positive(s):
     return v
 
 
+def nonneg_float(s):
+    try:
+        v = float(s)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {s!r}")
+    if not (v >= 0 and math.isfinite(v)):
+        raise argparse.ArgumentTypeError(f"must be finite and >= 0: {s!r}")
+    return v
+
+
+def arch_arg(s):
+    try:
+        return parse_arch(s)
+    except ArchError as e:
+        raise argparse.ArgumentTypeError(str(e))
+
+
 def main(argv=None):
     ncpu = os.cpu_count() or 1
     ap = argparse.ArgumentParser(
-        description="PyTorch peer benchmark of the CNNs-Part-2 network (training and "
-                    "inference throughput, optional time to 97% test accuracy).")
+        description="PyTorch peer benchmark of the CNNs-Part-2 trainer: any network it takes "
+                    "(training and inference throughput, optional time to a test accuracy).")
     ap.add_argument("--data", default=os.path.normpath(DEFAULT_DATA),
-                    help="MNIST IDX directory (default: %(default)s); synthetic data if absent")
+                    help="MNIST-format IDX directory, raw or .gz (default: %(default)s); "
+                         "synthetic data if absent")
+    ap.add_argument("--arch", type=arch_arg, default=DEFAULT_ARCH,
+                    help="the C program's network description: conv<F>, conv<F>b, relu, pool, "
+                         "dense<N>, ending with softmax<N> (default %(default)s)")
     ap.add_argument("--batches", type=int_list, default=[1, 16, 64, 256],
                     help="batch sizes, comma-separated (default 1,16,64,256)")
     ap.add_argument("--threads", type=int_list, default=list(range(1, ncpu + 1)),
@@ -308,6 +551,14 @@ def main(argv=None):
     ap.add_argument("--repeats", type=positive, default=3, help="timed repeats; the median is reported (default 3)")
     ap.add_argument("--warmup", type=positive, default=200, help="warm-up images per configuration (default 200)")
     ap.add_argument("--lr", type=float, default=0.005, help="SGD learning rate, every batch size (default 0.005)")
+    ap.add_argument("--momentum", type=nonneg_float, default=0.0,
+                    help="SGD momentum in [0, 1) (torch.optim.SGD, dampening 0; default 0)")
+    ap.add_argument("--nesterov", action="store_true", help="Nesterov momentum (needs --momentum)")
+    ap.add_argument("--weight-decay", type=nonneg_float, default=0.0,
+                    help="L2 weight decay added to every gradient, biases too (default 0)")
+    ap.add_argument("--schedule", choices=("constant", "cosine"), default="constant",
+                    help="learning rate constant (default) or cosine from --lr to 0 over the "
+                         "run's steps (--epochs epochs for --time-to-accuracy)")
     ap.add_argument("--seed", type=int, default=1, help="torch.manual_seed (default 1)")
     ap.add_argument("--no-train", action="store_true", help="skip the training throughput runs")
     ap.add_argument("--no-inference", action="store_true", help="skip the inference runs")
@@ -316,7 +567,11 @@ def main(argv=None):
     ap.add_argument("--tta-batch", type=positive, default=1, help="batch size for --time-to-accuracy (default 1)")
     ap.add_argument("--tta-threads", type=positive, default=ncpu,
                     help=f"threads for --time-to-accuracy (default {ncpu})")
-    ap.add_argument("--tta-epochs", type=positive, default=3, help="at most this many epochs (default 3)")
+    ap.add_argument("--epochs", "--tta-epochs", dest="epochs", type=positive, default=3,
+                    help="--time-to-accuracy: at most this many epochs, and the length of the "
+                         "cosine schedule (default 3)")
+    ap.add_argument("--tta-all-epochs", action="store_true",
+                    help="--time-to-accuracy: train all --epochs even after the target is reached")
     ap.add_argument("--tta-target", type=float, default=0.97, help="target test accuracy (default 0.97)")
     ap.add_argument("--tta-limit", type=positive,
                     help="train on only N images per epoch (smoke runs; the time is then not comparable)")
@@ -324,6 +579,18 @@ def main(argv=None):
                     help="smoke run: few images, one repeat (and --tta-limit 3000)")
     ap.add_argument("--json", metavar="FILE", help="write the results as JSON to FILE")
     args = ap.parse_args(argv)
+    if not (args.lr > 0 and math.isfinite(args.lr)):
+        ap.error(f"--lr must be finite and > 0, not {args.lr}")
+    if args.momentum >= 1:
+        ap.error(f"--momentum must be below 1, not {args.momentum}")
+    if args.nesterov and args.momentum == 0:
+        ap.error("--nesterov needs --momentum above 0")
+    if not 0 < args.tta_target <= 1:
+        ap.error(f"--tta-target must be in (0, 1], not {args.tta_target}")
+    layers = args.arch
+    arch = describe_arch(layers)
+    flops = flops_per_image(layers)
+    optim = Optim(args.lr, args.momentum, args.nesterov, args.weight_decay, args.schedule)
 
     if args.quick:
         args.repeats = 1
@@ -346,14 +613,18 @@ def main(argv=None):
     else:
         print(f"data: SYNTHETIC random images ({len(xtr)} train, {len(xte)} test): "
               f"no MNIST IDX files in {args.data}; accuracies are meaningless")
-    print(f"lr {args.lr}, seed {args.seed}, repeats {args.repeats}, warm-up {args.warmup} images"
+    n_params = sum(l["params"] for l in layers)
+    print(f"network {arch}: {n_params} parameters, {flops} FLOPs per image and training step")
+    print(f"{optim.describe()}, seed {args.seed}, repeats {args.repeats}, warm-up {args.warmup} images"
           + (" (--quick)" if args.quick else ""))
-    print("conv backend by batch: " + ", ".join(f"{b}: {conv_backend(b)}" for b in args.batches))
+    print("conv backend by batch: " + ", ".join(f"{b}: {conv_backend(b, layers)}" for b in args.batches))
 
     result = {"tool": "pytorch-peer",
               "machine": {"cpu": cpu, "cores": cores, "torch": torch.__version__,
                           "torch_config": torch_config()},
-              "data": kind, "train": [], "inference": [], "time_to_97": []}
+              "data": kind, "data_dir": os.path.abspath(args.data), "arch": arch,
+              "params": n_params, "flops_per_image": flops, "lr": args.lr, **optim.fields(),
+              "seed": args.seed, "train": [], "inference": [], "time_to_97": []}
 
     if not args.no_train:
         print("\ntraining throughput (median of repeats; spread = (max-min)/median)")
@@ -368,7 +639,7 @@ def main(argv=None):
                 else:
                     images = 6000 if batch == 1 else 60000
                 r = bench_train(xtr, ytr, batch, threads, images, args.repeats, args.warmup,
-                                args.lr, args.seed)
+                                optim, args.seed, layers, flops)
                 result["train"].append(r)
                 print(f"{batch:>6} {threads:>7} {images:>7} {r['images_per_s']:>10.0f} "
                       f"{r['spread'] * 100:>6.1f}% {r['epoch_s']:>8.2f} {r['gflops']:>8.3f}", flush=True)
@@ -377,21 +648,24 @@ def main(argv=None):
         print(f"\ninference throughput ({len(xte)} test images, batch 1000, no_grad)")
         print(f"{'threads':>7} {'images/s':>10} {'spread':>7}")
         for threads in args.threads:
-            r, spread = bench_infer(xte, yte, threads, args.repeats, args.seed)
+            r, spread = bench_infer(xte, yte, threads, args.repeats, args.seed, layers=layers)
             result["inference"].append(r)
             print(f"{threads:>7} {r['images_per_s']:>10.0f} {spread * 100:>6.1f}%", flush=True)
 
     if args.time_to_accuracy:
         limit = f", {args.tta_limit} images per epoch (NOT comparable)" if args.tta_limit else ""
-        print(f"\ntime to {args.tta_target:.2f} test accuracy: batch {args.tta_batch}, "
-              f"{args.tta_threads} threads, lr {args.lr}, at most {args.tta_epochs} epochs{limit}")
-        r = time_to_accuracy(xtr, ytr, xte, yte, args.tta_batch, args.tta_threads, args.lr,
-                             args.seed, args.tta_target, args.tta_epochs, args.tta_limit)
+        print(f"\ntime to {args.tta_target:.4g} test accuracy: batch {args.tta_batch}, "
+              f"{args.tta_threads} threads, {optim.describe()}, at most {args.epochs} epochs{limit}")
+        r = time_to_accuracy(xtr, ytr, xte, yte, args.tta_batch, args.tta_threads, optim,
+                             args.seed, args.tta_target, args.epochs, args.tta_limit, layers,
+                             args.tta_all_epochs)
         result["time_to_97"].append(r)
         if r["seconds"] is None:
-            print(f"  not reached in {r['epochs']} epochs (final accuracy {r['accuracy']:.4f})")
+            print(f"  {args.tta_target:.4g} not reached in {r['epochs']} epochs (final accuracy "
+                  f"{r['accuracy']:.4f})")
         else:
-            print(f"  reached {r['accuracy']:.4f} after {r['epochs']} epoch(s): {r['seconds']:.2f} s of training")
+            print(f"  reached {r['accuracy']:.4f} >= {args.tta_target:.4g} after {r['epochs']} epoch(s): "
+                  f"{r['seconds']:.2f} s of training")
 
     print(f"\nload average at the end: {os.getloadavg()[0]:.2f}")
     if args.json:
