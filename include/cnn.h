@@ -325,6 +325,11 @@ int cnn_chunk_grad(const cnn_model *m, cnn_acts *a, float *grad, float alpha,
 int cnn_chunk_grad_u8(const cnn_model *m, cnn_acts *a, float *grad, float alpha,
                       const uint8_t *pixels, const uint8_t *labels, const uint32_t *idx, int nb,
                       cnn_engine e, cnn_pool_ties ties, float *loss, uint8_t *pred);
+/** The same with image b moved by shift[2b] rows, shift[2b+1] columns (NULL: none). */
+int cnn_chunk_grad_u8_shift(const cnn_model *m, cnn_acts *a, float *grad, float alpha,
+                            const uint8_t *pixels, const uint8_t *labels, const uint32_t *idx,
+                            int nb, const int8_t *shift, cnn_engine e, cnn_pool_ties ties,
+                            float *loss, uint8_t *pred);
 /** @return the index of the largest probability (the first one on ties). */
 int cnn_argmax(const float *v, int n);
 
@@ -394,6 +399,12 @@ cnn_status cnn_train_step_u8(cnn_trainer *t, cnn_model *m, const uint8_t *pixels
                              const uint8_t *labels, const uint32_t *idx, int n, cnn_stats *st);
 cnn_status cnn_evaluate_u8(cnn_trainer *t, const cnn_model *m, const uint8_t *pixels,
                            const uint8_t *labels, size_t n, uint8_t *pred, cnn_stats *st);
+/** As cnn_train_step_u8, with image i moved by shift[2i] rows and shift[2i+1] columns
+ *  (each -8..8; vacated pixels are 0, the background) as it is converted: data
+ *  augmentation without a copy of the data set. shift NULL: no move. */
+cnn_status cnn_train_step_u8_shift(cnn_trainer *t, cnn_model *m, const uint8_t *pixels,
+                                   const uint8_t *labels, const uint32_t *idx, int n,
+                                   const int8_t *shift, cnn_stats *st);
 
 /* ---------------------------------------------------------------- data */
 
@@ -485,11 +496,12 @@ cnn_status cnn_model_load(cnn_model *m, const char *path, char *err, size_t errl
  * 100  L bytes  the model, in the model file format (either version)
  * 100+L u32[n]  this epoch's sample order (a permutation of 0..n-1)
  * then u32      CRC-32 of every byte before it
- * Version 2 (written when the run uses momentum, weight decay or a schedule) is the
+ * Version 2 (written when the run uses momentum, weight decay, a schedule or shifts) is the
  * same with the version field 2 and, between the order and the CRC:
  *   f32 momentum, u32 Nesterov (0/1), f32 weight decay, u32 schedule (0 constant,
- *   1 cosine), u32 the run's epochs (the schedule's length), then f32[P] the
- *   optimiser's velocities when momentum > 0.
+ *   1 cosine), u32 the run's epochs (the schedule's length), u32 the largest random
+ *   shift of the training images (0..8), then f32[P] the optimiser's velocities when
+ *   momentum > 0.
  */
 #define CNN_CHECKPOINT_MAGIC "CNNCKPT1"
 #define CNN_CHECKPOINT_VERSION 2u
@@ -513,6 +525,7 @@ typedef struct cnn_checkpoint {
     uint64_t seed;
     cnn_schedule schedule;
     int epochs;         /* the run's epochs (version 2; 0 in version 1) */
+    int shift;          /* training images moved by up to this many pixels (0..8) */
     float *velocity;    /* [P] the optimiser's velocities when cfg.momentum > 0 (owned after a
                            load; borrowed for a save) */
 } cnn_checkpoint;

@@ -12,13 +12,13 @@
 #define HEAD 100
 #define CKPT_MAX_BYTES (1ull << 34)
 
-#define TAIL_V2 20 /* momentum, Nesterov, weight decay, schedule, epochs */
+#define TAIL_V2 24 /* momentum, Nesterov, weight decay, schedule, epochs, shift */
 
 /* Version 1 holds the post's plain SGD; anything more takes version 2. */
 static int writes_v2(const cnn_checkpoint *c)
 {
     return c->cfg.momentum != 0.0f || c->cfg.nesterov || c->cfg.weight_decay != 0.0f ||
-           c->schedule != CNN_SCHEDULE_CONSTANT;
+           c->schedule != CNN_SCHEDULE_CONSTANT || c->shift != 0;
 }
 
 float cnn_schedule_lr(cnn_schedule s, float lr, uint64_t t, uint64_t T)
@@ -38,11 +38,12 @@ static cnn_status read_tail(cnn_checkpoint *k, const unsigned char *t, size_t n,
     k->cfg.nesterov = (int)cnn_get_u32(t + 4);
     k->cfg.weight_decay = cnn_get_f32(t + 8);
     const uint32_t sched = cnn_get_u32(t + 12), epochs = cnn_get_u32(t + 16);
+    const uint32_t shift = cnn_get_u32(t + 20);
     const size_t P = k->model.n_params;
     const int mom = k->cfg.momentum > 0.0f;
     if (!(k->cfg.momentum >= 0.0f && k->cfg.momentum < 1.0f) || (unsigned)k->cfg.nesterov > 1 ||
         (k->cfg.nesterov && !mom) || !(k->cfg.weight_decay >= 0.0f) ||
-        !isfinite(k->cfg.weight_decay) || sched > 1 || epochs < 1 || epochs > 100000 ||
+        !isfinite(k->cfg.weight_decay) || sched > 1 || epochs < 1 || epochs > 100000 || shift > 8 ||
         (int)epochs < k->epoch || n != TAIL_V2 + (mom ? 4 * P : 0))
         return cnn_errorf(CNN_ERR_FORMAT, err, errlen,
                           "%s: inconsistent optimiser fields (momentum %g, weight decay %g, "
@@ -50,6 +51,7 @@ static cnn_status read_tail(cnn_checkpoint *k, const unsigned char *t, size_t n,
                           (double)k->cfg.weight_decay, sched, epochs, n);
     k->schedule = (cnn_schedule)sched;
     k->epochs = (int)epochs;
+    k->shift = (int)shift;
     if (!mom)
         return CNN_OK;
     k->velocity = malloc(P * sizeof *k->velocity);
@@ -103,6 +105,7 @@ cnn_status cnn_checkpoint_save(const cnn_checkpoint *c, const char *path, char *
         cnn_put_f32(t + 8, c->cfg.weight_decay);
         cnn_put_u32(t + 12, (uint32_t)c->schedule);
         cnn_put_u32(t + 16, (uint32_t)c->epochs);
+        cnn_put_u32(t + 20, (uint32_t)c->shift);
         if (c->cfg.momentum > 0.0f)
             for (size_t i = 0; i < c->model.n_params; i++)
                 cnn_put_f32(t + TAIL_V2 + 4 * i, c->velocity[i]);

@@ -255,11 +255,26 @@ static int network(cnn_arch *a, const char *desc, const cnn_model *resumed, cons
     return 0;
 }
 
+/* Each sample's random move for epoch ep, a function of (seed, epoch, sample) alone:
+ * the same for any thread count, and after resuming from a checkpoint. */
+static void draw_shifts(int8_t *out, uint64_t seed, long ep, const uint32_t *idx, int n, int max)
+{
+    for (int i = 0; i < n; i++) {
+        uint64_t z = seed ^ ((uint64_t)ep << 32) ^ ((uint64_t)idx[i] * 0x9e3779b97f4a7c15ULL);
+        z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL; /* splitmix64's finaliser */
+        z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+        z ^= z >> 31;
+        const uint64_t span = 2 * (uint64_t)max + 1;
+        out[2 * i] = (int8_t)((int)(z % span) - max);
+        out[2 * i + 1] = (int8_t)((int)((z >> 32) % span) - max);
+    }
+}
+
 /* Beyond the post's network and SGD, one line says what trains. */
-static void print_network(const cnn_arch *a, const cnn_train_config *c, int schedule)
+static void print_network(const cnn_arch *a, const cnn_train_config *c, int schedule, int shift)
 {
     if (cnn_arch_is_post(a) && a->layer[0].units == 8 && c->momentum == 0.0f &&
-        c->weight_decay == 0.0f && schedule == CNN_SCHEDULE_CONSTANT)
+        c->weight_decay == 0.0f && schedule == CNN_SCHEDULE_CONSTANT && !shift)
         return;
     char desc[CNN_ARCH_LEN];
     printf("network %s (%zu parameters); SGD", cnn_arch_describe(a, desc, sizeof desc),
@@ -268,7 +283,10 @@ static void print_network(const cnn_arch *a, const cnn_train_config *c, int sche
         printf(", momentum %g%s", (double)c->momentum, c->nesterov ? " (Nesterov)" : "");
     if (c->weight_decay > 0.0f)
         printf(", weight decay %g", (double)c->weight_decay);
-    printf(", %s learning rate\n", schedules[schedule]);
+    printf(", %s learning rate", schedules[schedule]);
+    if (shift)
+        printf("; training images moved by up to %d pixels", shift);
+    printf("\n");
 }
 
 static int load_model(const char *path, cnn_model *m)
@@ -396,7 +414,8 @@ static int cmd_train(int argc, char **argv)
     long log_every = 100, synthetic = 0;
     uint64_t seed = 1;
     float lr = 0.005f, momentum = 0.0f, weight_decay = 0.0f;
-    int engine = 0, ties = 0, no_shuffle = 0, nesterov = 0, schedule = 0;
+    int engine = 0, ties = 0, no_shuffle = 0, nesterov = 0, schedule = 0, test_every = 0;
+    long shift = 0;
     const char *arch_desc = NULL;
     const opt opts[] = {
         {"--data", OPT_STR, &data, 0, 0, NULL, "DIR",
@@ -427,6 +446,10 @@ static int cmd_train(int argc, char **argv)
          "keep the data order (the post shuffles every epoch)"},
         {"--log-every", OPT_INT, &log_every, 1, 1L << 40, NULL, "N",
          "print the post's progress line every N steps (default 100)"},
+        {"--shift", OPT_INT, &shift, 0, 8, NULL, "N",
+         "move each training image by a random -N..N pixels each way, every epoch (default 0)"},
+        {"--test-every-epoch", OPT_FLAG, &test_every, 0, 0, NULL, "",
+         "also test after every epoch (not counted in the epoch's time)"},
         {"--save", OPT_STR, &save, 0, 0, NULL, "FILE", "write the trained model to FILE (atomically)"},
         {"--resume", OPT_STR, &resume, 0, 0, NULL, "FILE",
          "continue from a checkpoint exactly, or start from a model's weights"},
@@ -467,6 +490,7 @@ static int cmd_train(int argc, char **argv)
     cnn_trainer *trainer = NULL;
     uint32_t *order = NULL;
     float *ck_velocity = NULL;
+    int8_t *shifts = NULL;
     const int from_ckpt = resume && cnn_is_checkpoint(resume);
     char err[512];
     rc = 1;
@@ -534,6 +558,7 @@ static int cmd_train(int argc, char **argv)
             ck.cfg.engine != cfg.engine || ck.shuffle != !no_shuffle ||
             ck.cfg.momentum != cfg.momentum || ck.cfg.nesterov != cfg.nesterov ||
             ck.cfg.weight_decay != cfg.weight_decay || (int)ck.schedule != schedule ||
+            ck.shift != shift ||
             (ck.schedule != CNN_SCHEDULE_CONSTANT && ck.epochs != epochs))
             fprintf(stderr, "%s: warning: %s was made with other settings (batch %d, lr %g, "
                     "pool ties %s, engine %s%s, momentum %g%s, weight decay %g, schedule %s "
@@ -554,10 +579,11 @@ static int cmd_train(int argc, char **argv)
         st = cnn_trainer_create_arch(&trainer, &arch, &cfg);
     if (st == CNN_OK && ck_velocity && cnn_trainer_velocity(trainer))
         memcpy(cnn_trainer_velocity(trainer), ck_velocity, model.n_params * sizeof(float));
+    shifts = malloc(2 * (size_t)batch);
     if (!order && (order = malloc(tr.n * sizeof *order)))
         for (size_t i = 0; i < tr.n; i++)
             order[i] = (uint32_t)i;
-    if (st != CNN_OK || !order) {
+    if (st != CNN_OK || !order || !shifts) {
         fprintf(stderr, "%s: cannot set up training: %s\n", prog,
                 cnn_status_str(st != CNN_OK ? st : CNN_ERR_NOMEM));
         goto out;
@@ -566,6 +592,7 @@ static int cmd_train(int argc, char **argv)
     ck = (cnn_checkpoint){.model = model, .n = tr.n, .order = order, .cfg = cfg,
                           .shuffle = !no_shuffle, .seed = seed,
                           .schedule = (cnn_schedule)schedule, .epochs = (int)epochs,
+                          .shift = (int)shift,
                           .velocity = cnn_trainer_velocity(trainer)};
 
     cnn_blas_setup();
@@ -573,7 +600,7 @@ static int cmd_train(int argc, char **argv)
     printf("engine %s, batch %ld, lr %g, %ld thread%s, pool ties %s, seed %llu\n",
            engines[engine], batch, (double)lr, threads, threads == 1 ? "" : "s",
            tie_rules[ties], (unsigned long long)seed);
-    print_network(&arch, &cfg, schedule);
+    print_network(&arch, &cfg, schedule, (int)shift);
     printf("data: %s: %zu training images, %zu test images\n",
            synthetic ? "synthetic digits" : data, tr.n, te.n);
     if (from_ckpt)
@@ -584,6 +611,7 @@ static int cmd_train(int argc, char **argv)
     catch_signals();
 
     long steps = 0; /* minibatch steps of this run, for --checkpoint-every */
+    double train_s = 0.0; /* training time of this run so far */
     const uint64_t steps_per_epoch = (tr.n + (size_t)batch - 1) / (size_t)batch;
     for (long ep = first_epoch; ep <= epochs; ep++) {
         const size_t start = ep == first_epoch ? first_pos : 0;
@@ -603,7 +631,10 @@ static int cmd_train(int argc, char **argv)
                                                              (uint64_t)(ep - 1) * steps_per_epoch +
                                                                  i / (size_t)batch,
                                                              (uint64_t)epochs * steps_per_epoch));
-            st = cnn_train_step_u8(trainer, &model, tr.pixels, tr.labels, order + i, n, &s);
+            if (shift)
+                draw_shifts(shifts, seed, ep, order + i, n, (int)shift);
+            st = cnn_train_step_u8_shift(trainer, &model, tr.pixels, tr.labels, order + i, n,
+                                         shift ? shifts : NULL, &s);
             if (st == CNN_ERR_NUMERIC) {
                 fprintf(stderr, "%s: the loss became NaN or infinite at step %zu of epoch %ld; "
                         "nothing saved; try a smaller --lr than %g\n", prog, step + (size_t)n, ep,
@@ -642,9 +673,18 @@ static int cmd_train(int argc, char **argv)
         if (ckpt_path && write_checkpoint(&ck, ckpt_path)) /* the end of every epoch */
             goto out;
         const double dt = now() - t0 - io;
+        train_s += dt;
         printf("Epoch %ld: %.3f s, %.0f images/s; train loss %.4f, accuracy %.2f%%\n", ep, dt,
                (double)epoch.count / dt, epoch.loss_sum / (double)epoch.count,
                100.0 * (double)epoch.correct / (double)epoch.count);
+        if (test_every && ep < epochs) {
+            cnn_stats t = {0};
+            const double e0 = now();
+            if (cnn_evaluate_u8(trainer, &model, te.pixels, te.labels, te.n, NULL, &t) == CNN_OK)
+                printf("Epoch %ld: test loss %.4f, accuracy %.2f%% after %.1f s of training "
+                       "(evaluation %.2f s)\n", ep, t.loss_sum / (double)t.count,
+                       100.0 * (double)t.correct / (double)t.count, train_s, now() - e0);
+        }
         fflush(stdout);
     }
     cnn_stats test = {0};
@@ -663,6 +703,7 @@ static int cmd_train(int argc, char **argv)
     rc = stop_signal ? 128 + stop_signal : 0; /* a signal during the test: still non-zero */
 out:
     free(order);
+    free(shifts);
     free(ck_velocity);
     cnn_trainer_free(trainer);
     cnn_model_free(&model);

@@ -282,15 +282,54 @@ int cnn_chunk_grad(const cnn_model *m, cnn_acts *a, float *grad, float alpha,
                       pred);
 }
 
+/* dst = the image px [C][H][W] moved by (dy, dx), vacated pixels 0, as input. */
+static void shifted_input(float *dst, const uint8_t *px, int C, int H, int W, int dy, int dx)
+{
+    const float zero = 0.0f / 255.0f - 0.5f; /* cnn_pixels_to_float of pixel 0 */
+    for (int c = 0; c < C; c++)
+        for (int y = 0; y < H; y++) {
+            float *row = dst + ((size_t)c * H + y) * W;
+            const int sy = y - dy;
+            if (sy < 0 || sy >= H) {
+                for (int x = 0; x < W; x++)
+                    row[x] = zero;
+                continue;
+            }
+            const int x0 = dx > 0 ? dx : 0, x1 = dx < 0 ? W + dx : W; /* [x0, x1) from px */
+            for (int x = 0; x < x0 && x < W; x++)
+                row[x] = zero;
+            if (x1 > x0)
+                cnn_pixels_to_float(row + x0, px + ((size_t)c * H + sy) * W + x0 - dx,
+                                    (size_t)(x1 - x0));
+            for (int x = x1 > 0 ? x1 : 0; x < W; x++)
+                row[x] = zero;
+        }
+}
+
+int cnn_chunk_grad_u8_shift(const cnn_model *m, cnn_acts *a, float *grad, float alpha,
+                            const uint8_t *pixels, const uint8_t *labels, const uint32_t *idx,
+                            int nb, const int8_t *shift, cnn_engine e, cnn_pool_ties ties,
+                            float *loss, uint8_t *pred)
+{
+    const cnn_arch *n = &m->arch;
+    const size_t len = (size_t)n->C * n->H * n->W;
+    for (int b = 0; b < nb; b++) {
+        const uint8_t *px = pixels + (idx ? idx[b] : (size_t)b) * len;
+        if (shift && (shift[2 * b] || shift[2 * b + 1]))
+            shifted_input(a->x + (size_t)b * len, px, n->C, n->H, n->W, shift[2 * b],
+                          shift[2 * b + 1]);
+        else
+            cnn_pixels_to_float(a->x + (size_t)b * len, px, len);
+    }
+    return chunk_grad(m, a, grad, alpha, NULL, a->x, NULL, labels, idx, nb, e, ties, loss, pred);
+}
+
 int cnn_chunk_grad_u8(const cnn_model *m, cnn_acts *a, float *grad, float alpha,
                       const uint8_t *pixels, const uint8_t *labels, const uint32_t *idx, int nb,
                       cnn_engine e, cnn_pool_ties ties, float *loss, uint8_t *pred)
 {
-    const size_t len = (size_t)m->arch.C * m->arch.H * m->arch.W;
-    for (int b = 0; b < nb; b++)
-        cnn_pixels_to_float(a->x + (size_t)b * len, pixels + (idx ? idx[b] : (size_t)b) * len,
-                            len);
-    return chunk_grad(m, a, grad, alpha, NULL, a->x, NULL, labels, idx, nb, e, ties, loss, pred);
+    return cnn_chunk_grad_u8_shift(m, a, grad, alpha, pixels, labels, idx, nb, NULL, e, ties,
+                                   loss, pred);
 }
 
 float cnn_forward(const cnn_model *m, cnn_acts *a, const float *x, int label, cnn_engine e)

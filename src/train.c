@@ -229,6 +229,7 @@ static void apply_slots(float *restrict params, float *restrict velocity, float 
 typedef struct {
     const float *x;
     const uint8_t *px;
+    const int8_t *shift; /* with px: [n][2] each sample's move, or NULL */
 } image_src;
 
 static int run_chunk(const cnn_model *m, cnn_acts *a, float *grad, float alpha, image_src src,
@@ -236,8 +237,8 @@ static int run_chunk(const cnn_model *m, cnn_acts *a, float *grad, float alpha, 
                      float *loss, uint8_t *pred)
 {
     if (src.px)
-        return cnn_chunk_grad_u8(m, a, grad, alpha, src.px, labels, idx, nb, t->cfg.engine,
-                                 t->cfg.ties, loss, pred);
+        return cnn_chunk_grad_u8_shift(m, a, grad, alpha, src.px, labels, idx, nb, src.shift,
+                                       t->cfg.engine, t->cfg.ties, loss, pred);
     return cnn_chunk_grad(m, a, grad, alpha, src.x, labels, idx, nb, t->cfg.engine, t->cfg.ties,
                           loss, pred);
 }
@@ -292,8 +293,11 @@ static cnn_status train_step(cnn_trainer *t, cnn_model *m, image_src images,
                 if (!idx)
                     for (int i = lo; i < hi; i++)
                         seq[i - lo] = (uint32_t)i;
+                image_src part = images;
+                if (part.shift)
+                    part.shift += 2 * lo;
                 t->chunk_ok[c] = (uint8_t)run_chunk(m, a, t->slots + (size_t)c * stride, 1.0f,
-                                                    images, labels, ci, hi - lo, t, t->loss + lo,
+                                                    part, labels, ci, hi - lo, t, t->loss + lo,
                                                     t->pred + lo);
             }
             int all_ok = 1;
@@ -347,7 +351,7 @@ static cnn_status evaluate(cnn_trainer *t, const cnn_model *m, image_src images,
                 const size_t first = lo + (size_t)b;
                 const size_t at = first * ((size_t)m->arch.C * m->arch.H * m->arch.W);
                 const image_src part = {images.x ? images.x + at : NULL,
-                                        images.px ? images.px + at : NULL};
+                                        images.px ? images.px + at : NULL, NULL};
                 run_chunk(m, a, NULL, 0.0f, part, labels + first, NULL, nb, t, t->loss + b,
                           t->pred + b);
             }
@@ -368,23 +372,34 @@ static cnn_status evaluate(cnn_trainer *t, const cnn_model *m, image_src images,
 cnn_status cnn_train_step(cnn_trainer *t, cnn_model *m, const float *images,
                           const uint8_t *labels, const uint32_t *idx, int n, cnn_stats *st)
 {
-    return train_step(t, m, (image_src){images, NULL}, labels, idx, n, st);
+    return train_step(t, m, (image_src){images, NULL, NULL}, labels, idx, n, st);
 }
 
 cnn_status cnn_train_step_u8(cnn_trainer *t, cnn_model *m, const uint8_t *pixels,
                              const uint8_t *labels, const uint32_t *idx, int n, cnn_stats *st)
 {
-    return train_step(t, m, (image_src){NULL, pixels}, labels, idx, n, st);
+    return train_step(t, m, (image_src){NULL, pixels, NULL}, labels, idx, n, st);
+}
+
+cnn_status cnn_train_step_u8_shift(cnn_trainer *t, cnn_model *m, const uint8_t *pixels,
+                                   const uint8_t *labels, const uint32_t *idx, int n,
+                                   const int8_t *shift, cnn_stats *st)
+{
+    if (shift)
+        for (int i = 0; i < 2 * n; i++)
+            if (shift[i] < -8 || shift[i] > 8)
+                return CNN_ERR_ARG;
+    return train_step(t, m, (image_src){NULL, pixels, shift}, labels, idx, n, st);
 }
 
 cnn_status cnn_evaluate(cnn_trainer *t, const cnn_model *m, const float *images,
                         const uint8_t *labels, size_t n, uint8_t *pred, cnn_stats *st)
 {
-    return evaluate(t, m, (image_src){images, NULL}, labels, n, pred, st);
+    return evaluate(t, m, (image_src){images, NULL, NULL}, labels, n, pred, st);
 }
 
 cnn_status cnn_evaluate_u8(cnn_trainer *t, const cnn_model *m, const uint8_t *pixels,
                            const uint8_t *labels, size_t n, uint8_t *pred, cnn_stats *st)
 {
-    return evaluate(t, m, (image_src){NULL, pixels}, labels, n, pred, st);
+    return evaluate(t, m, (image_src){NULL, pixels, NULL}, labels, n, pred, st);
 }
