@@ -110,6 +110,67 @@ static void stacked_threads(const uint8_t *px, const uint8_t *labels)
     free(first), free(first_v);
 }
 
+/* Shifted images: a step on the pixels with shifts is the step on images moved by hand
+ * (bit for bit), and any thread count gives the same bits. */
+static void shifted(const uint8_t *pix, const uint8_t *labels)
+{
+    enum { B = 24 };
+    int8_t sh[2 * B];
+    for (int i = 0; i < B; i++)
+        sh[2 * i] = (int8_t)(i % 5 - 2), sh[2 * i + 1] = (int8_t)((i * 7) % 9 - 4);
+    uint8_t *moved = calloc((size_t)B * 784, 1);
+    for (int i = 0; i < B; i++)
+        for (int y = 0; y < 28; y++)
+            for (int x = 0; x < 28; x++) {
+                const int sy = y - sh[2 * i], sx = x - sh[2 * i + 1];
+                if (sy >= 0 && sy < 28 && sx >= 0 && sx < 28)
+                    moved[(size_t)i * 784 + y * 28 + x] = pix[(size_t)i * 784 + sy * 28 + sx];
+            }
+    float *x = malloc((size_t)B * 784 * sizeof *x);
+    cnn_pixels_to_float(x, moved, (size_t)B * 784);
+    const cnn_shape s = cnn_shape_post();
+    float *ref = NULL;
+    for (int run = 0; run < 4; run++) { /* 0: by hand, 1 thread; 1..3: shifted, 1..3 threads */
+        cnn_rng rng;
+        cnn_rng_seed(&rng, 8);
+        cnn_model m;
+        cnn_model_init(&m, &s, &rng);
+        cnn_train_config c = cnn_train_config_default();
+        c.batch = B, c.threads = run ? run : 1, c.lr = 0.05f;
+        cnn_trainer *t;
+        cnn_trainer_create(&t, &s, &c);
+        for (int k = 0; k < 3; k++)
+            if (run == 0)
+                cnn_train_step(t, &m, x, labels, NULL, B, NULL);
+            else
+                cnn_train_step_u8_shift(t, &m, pix, labels, NULL, B, sh, NULL);
+        if (run == 0) {
+            ref = malloc(m.n_params * 4);
+            memcpy(ref, m.params, m.n_params * 4);
+        } else {
+            tap_ok(memcmp(ref, m.params, m.n_params * 4) == 0,
+                   "shifted images, %d thread%s: bit-identical to training on images moved by "
+                   "hand", run, run > 1 ? "s" : "");
+        }
+        cnn_trainer_free(t);
+        cnn_model_free(&m);
+    }
+    int8_t bad[2 * B];
+    memcpy(bad, sh, sizeof bad);
+    bad[5] = 9;
+    cnn_model m;
+    cnn_trainer *t;
+    cnn_train_config c = cnn_train_config_default();
+    c.batch = B;
+    cnn_model_alloc(&m, &s);
+    cnn_trainer_create(&t, &s, &c);
+    tap_ok(cnn_train_step_u8_shift(t, &m, pix, labels, NULL, B, bad, NULL) == CNN_ERR_ARG,
+           "a shift of 9 pixels is refused");
+    cnn_trainer_free(t);
+    cnn_model_free(&m);
+    free(ref), free(x), free(moved);
+}
+
 int main(void)
 {
     cnn_blas_setup();
@@ -159,6 +220,7 @@ int main(void)
                 free(r1.params);
             }
     stacked_threads(pix, labels);
+    shifted(pix, labels);
 #if HAVE_OPENMP
     tap_ok(omp_get_max_threads() == before,
            "training leaves the caller's OpenMP thread count as it was (%d)", before);
