@@ -765,7 +765,7 @@ static int cmd_eval(int argc, char **argv)
     size_t conf[10][10] = {{0}};
     for (size_t i = 0; i < te.n; i++)
         conf[te.labels[i]][pred[i]]++;
-    printf("Confusion matrix (rows: true digit, columns: predicted):\n      ");
+    printf("Confusion matrix (rows: true class, columns: predicted):\n      ");
     for (int c = 0; c < 10; c++)
         printf("%6d", c);
     printf("\n");
