@@ -30,8 +30,15 @@
 #include <omp.h>
 #endif
 
-#define FLOPS_PER_IMAGE 275808.0
 #define MAXLIST 16
+
+/* What trains: the network (the post's by default, or --arch) and its optimiser. */
+typedef struct {
+    cnn_arch arch;
+    float momentum, weight_decay;
+    int nesterov;
+    double flops; /* per training image */
+} network;
 
 /* A data set as the trainer keeps it: the uint8 pixels, converted chunk by chunk. */
 typedef struct {
@@ -112,29 +119,29 @@ static double sgemm_peak(int n, int all_threads)
     return bench_stats(v, 3).median;
 }
 
-/* A fresh post network from seed 1, and a trainer for it; rng continues from the
+/* A fresh network from seed 1, and a trainer for it; rng continues from the
  * initialization (it then shuffles). */
-static cnn_trainer *start_run(cnn_model *m, cnn_rng *rng, cnn_engine e, int batch, int threads,
-                              float lr)
+static cnn_trainer *start_run(const network *net, cnn_model *m, cnn_rng *rng, cnn_engine e,
+                              int batch, int threads, float lr)
 {
-    const cnn_shape s = cnn_shape_post();
     cnn_rng_seed(rng, 1);
-    cnn_model_init(m, &s, rng);
+    cnn_model_init_arch(m, &net->arch, rng);
     cnn_train_config c = {.engine = e, .ties = CNN_TIES_SINGLE, .batch = batch,
-                          .threads = threads, .lr = lr};
+                          .threads = threads, .lr = lr, .momentum = net->momentum,
+                          .nesterov = net->nesterov, .weight_decay = net->weight_decay};
     cnn_trainer *t;
-    cnn_trainer_create(&t, &s, &c);
+    cnn_trainer_create_arch(&t, &net->arch, &c);
     return t;
 }
 
 /* Train `images` images (a whole number of steps) from a fresh model; @return the
  * images per second of the timed part. */
-static double train_ips(const split *tr, cnn_engine e, int batch, int threads, float lr,
-                        size_t images, uint32_t *order)
+static double train_ips(const network *net, const split *tr, cnn_engine e, int batch, int threads,
+                        float lr, size_t images, uint32_t *order)
 {
     cnn_rng rng;
     cnn_model m;
-    cnn_trainer *t = start_run(&m, &rng, e, batch, threads, lr);
+    cnn_trainer *t = start_run(net, &m, &rng, e, batch, threads, lr);
     for (size_t i = 0; i < tr->n; i++)
         order[i] = (uint32_t)i;
     cnn_rng_shuffle(&rng, order, tr->n);
@@ -155,11 +162,12 @@ static double train_ips(const split *tr, cnn_engine e, int batch, int threads, f
     return (double)done / dt;
 }
 
-static double infer_ips(const split *te, cnn_engine e, int threads, size_t images)
+static double infer_ips(const network *net, const split *te, cnn_engine e, int threads,
+                        size_t images)
 {
     cnn_rng rng;
     cnn_model m;
-    cnn_trainer *t = start_run(&m, &rng, e, 1, threads, 0.005f);
+    cnn_trainer *t = start_run(net, &m, &rng, e, 1, threads, 0.005f);
     cnn_stats st = {0};
     cnn_evaluate_u8(t, &m, te->px, te->y, images < 1024 ? images : 1024, NULL, &st); /* warm-up */
     double v[3];
@@ -174,13 +182,13 @@ static double infer_ips(const split *te, cnn_engine e, int threads, size_t image
 }
 
 /* Epochs of shuffled training, the test accuracy after each, until >= 97%. */
-static tta_result time_to_97(const split *tr, const split *te, int batch, int threads, float lr,
-                             int max_epochs, uint32_t *order)
+static tta_result time_to_97(const network *net, const split *tr, const split *te, int batch,
+                             int threads, float lr, int max_epochs, uint32_t *order)
 {
     tta_result r = {.batch = batch, .threads = threads, .lr = lr, .seconds = NAN};
     cnn_rng rng;
     cnn_model m;
-    cnn_trainer *t = start_run(&m, &rng, CNN_ENGINE_BLAS, batch, threads, lr);
+    cnn_trainer *t = start_run(net, &m, &rng, CNN_ENGINE_BLAS, batch, threads, lr);
     for (size_t i = 0; i < tr->n; i++)
         order[i] = (uint32_t)i;
     double train_s = 0.0;
@@ -286,8 +294,10 @@ int main(int argc, char **argv)
 {
     cnn_core_report core;
     cnn_core_autoselect(argv, &core); /* may restart the program on a better core */
-    const char *data = NULL, *json = NULL, *cnn = NULL;
+    const char *data = NULL, *json = NULL, *cnn = NULL, *arch_desc = CNN_ARCH_POST;
     int quick = 0, tta = 1;
+    float lr = 0.005f;
+    network net = {0};
     int batches[MAXLIST] = {1, 16, 64, 256}, nb = 4;
     int threads[MAXLIST], nt = 0;
     cnn_engine engines[2] = {CNN_ENGINE_BLAS, CNN_ENGINE_REFERENCE};
@@ -309,6 +319,18 @@ int main(int argc, char **argv)
             cnn = v, i++;
         else if (strcmp(a, "--quick") == 0)
             quick = 1;
+        else if (strcmp(a, "--arch") == 0 && v)
+            arch_desc = v, i++;
+        else if (strcmp(a, "--lr") == 0 && v && (lr = strtof(v, NULL)) > 0)
+            i++;
+        else if (strcmp(a, "--momentum") == 0 && v && (net.momentum = strtof(v, NULL)) >= 0 &&
+                 net.momentum < 1)
+            i++;
+        else if (strcmp(a, "--nesterov") == 0)
+            net.nesterov = 1;
+        else if (strcmp(a, "--weight-decay") == 0 && v &&
+                 (net.weight_decay = strtof(v, NULL)) >= 0)
+            i++;
         else if (strcmp(a, "--no-tta") == 0)
             tta = 0;
         else if (strcmp(a, "--batches") == 0 && v && (nb = parse_list(v, batches, MAXLIST)) > 0)
@@ -327,10 +349,21 @@ int main(int argc, char **argv)
         } else {
         usage:
             fprintf(stderr, "usage: bench_train [--data DIR] [--json FILE] [--quick] [--no-tta] "
-                            "[--cnn PATH] [--batches 1,16,64,256] [--threads 1,2] [--engines blas,reference]\n");
+                            "[--cnn PATH] [--arch LAYERS] [--lr X] [--momentum X] [--nesterov] "
+                            "[--weight-decay X] [--batches 1,16,64,256] [--threads 1,2] [--engines blas,reference]\n");
             return 2;
         }
     }
+    char err[512];
+    if (cnn_arch_build(&net.arch, arch_desc, 1, 28, 28, err, sizeof err) != CNN_OK ||
+        (net.nesterov && net.momentum == 0.0f)) {
+        fprintf(stderr, "bench_train: %s\n", net.nesterov ? "--nesterov needs --momentum" : err);
+        return 2;
+    }
+    net.flops = cnn_arch_train_flops(&net.arch);
+    const int post = strcmp(arch_desc, CNN_ARCH_POST) == 0;
+    if (!post)
+        tta = 0; /* the post's settings; time to accuracy of a recipe: cnn train */
     cnn_blas_setup();
     bench_machine mach;
     bench_machine_read(&mach, &core);
@@ -343,7 +376,6 @@ int main(int argc, char **argv)
 
     /* data: MNIST when present, else synthetic images of the same shape */
     cnn_dataset dtr = {0}, dte = {0};
-    char err[512];
     int real = data && cnn_mnist_load(data, "train", &dtr, err, sizeof err) == CNN_OK &&
                cnn_mnist_load(data, "t10k", &dte, err, sizeof err) == CNN_OK;
     if (!real) {
@@ -361,6 +393,11 @@ int main(int argc, char **argv)
     uint32_t *order = malloc(tr.n * sizeof *order);
     printf("data: %s (%zu training, %zu test images)\n",
            real ? data : "synthetic digits (no MNIST given or found)", tr.n, te.n);
+    char desc[CNN_ARCH_LEN];
+    printf("network: %s, %zu parameters, %.0f FLOPs per training image; SGD lr %g, momentum %g%s, "
+           "weight decay %g\n", cnn_arch_describe(&net.arch, desc, sizeof desc), net.arch.n_params,
+           net.flops, (double)lr, (double)net.momentum, net.nesterov ? " (Nesterov)" : "",
+           (double)net.weight_decay);
 
     const double peak1 = sgemm_peak(quick ? 512 : 1024, 0);
     const double peakn = sgemm_peak(quick ? 512 : 1024, 1);
@@ -382,10 +419,10 @@ int main(int argc, char **argv)
                 const int reps = ref ? 1 : (quick ? 1 : 3);
                 double v[3];
                 for (int k = 0; k < reps; k++)
-                    v[k] = train_ips(&tr, r.engine, r.batch, r.threads, 0.005f, r.images, order);
+                    v[k] = train_ips(&net, &tr, r.engine, r.batch, r.threads, lr, r.images, order);
                 bench_stat s = bench_stats(v, reps);
                 r.ips = s.median, r.spread = s.spread;
-                const double gf = r.ips * FLOPS_PER_IMAGE / 1e9;
+                const double gf = r.ips * net.flops / 1e9;
                 const double peak = r.threads == 1 ? peak1 : peakn * r.threads / cores;
                 printf("%-10s %6d %8d %9zu %14.0f %10.3f %9.1f %7.1f%% (%.0f%%)\n",
                        engine_name(r.engine), r.batch, r.threads, r.images, r.ips, 60000.0 / r.ips,
@@ -401,7 +438,8 @@ int main(int argc, char **argv)
     for (int e = 0; e < ne; e++)
         for (int t = 0; t < nt; t++) {
             const size_t n = engines[e] == CNN_ENGINE_REFERENCE ? 2000 : te.n;
-            infer_result r = {engines[e], threads[t], infer_ips(&te, engines[e], threads[t], n)};
+            infer_result r = {engines[e], threads[t],
+                              infer_ips(&net, &te, engines[e], threads[t], n)};
             printf("%-10s threads %d: %12.0f images/s\n", engine_name(r.engine), r.threads, r.ips);
             inf[ninf++] = r;
         }
@@ -417,7 +455,7 @@ int main(int argc, char **argv)
         printf("\ntime to 97%% test accuracy (evaluated after each epoch, up to 5; training time "
                "only), %d threads\n", cores);
         for (size_t k = 0; k < sizeof settings / sizeof *settings; k++) {
-            tta_result r = time_to_97(&tr, &te, settings[k].batch, cores, settings[k].lr,
+            tta_result r = time_to_97(&net, &tr, &te, settings[k].batch, cores, settings[k].lr,
                                       quick ? 2 : 5, order);
             if (isnan(r.seconds))
                 printf("batch %3d lr %-6g: not reached in %d epochs (best %.2f%%)\n", r.batch,
@@ -448,8 +486,11 @@ int main(int argc, char **argv)
         }
         fprintf(f, "{\"tool\": \"cnn-bench\", \"machine\": ");
         bench_json_machine(f, &mach, CNN_BUILD_FLAGS);
+        fprintf(f, ",\n \"network\": \"%s\", \"lr\": %g, \"momentum\": %g, \"nesterov\": %d, "
+                "\"weight_decay\": %g", desc, (double)lr, (double)net.momentum, net.nesterov,
+                (double)net.weight_decay);
         fprintf(f, ",\n \"data\": \"%s\", \"flops_per_image\": %.0f,\n", real ? "mnist" : "synthetic",
-                FLOPS_PER_IMAGE);
+                net.flops);
         fprintf(f, " \"sgemm_peak_gflops\": {\"threads_1\": %.2f, \"threads_all\": %.2f},\n", peak1,
                 peakn);
         fprintf(f, " \"train\": [");
@@ -458,7 +499,7 @@ int main(int argc, char **argv)
                     "\"images_per_s\": %.1f, \"spread\": %.3f, \"epoch_s\": %.4f, \"gflops\": %.2f}",
                     i ? "," : "", engine_name(res[i].engine), res[i].batch, res[i].threads,
                     res[i].images, res[i].ips, res[i].spread, 60000.0 / res[i].ips,
-                    res[i].ips * FLOPS_PER_IMAGE / 1e9);
+                    res[i].ips * net.flops / 1e9);
         fprintf(f, "\n ],\n \"inference\": [");
         for (int i = 0; i < ninf; i++)
             fprintf(f, "%s\n  {\"engine\": \"%s\", \"threads\": %d, \"images_per_s\": %.1f}",

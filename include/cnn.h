@@ -212,6 +212,10 @@ const char *cnn_arch_describe(const cnn_arch *a, char *buf, size_t len);
 int cnn_arch_equal(const cnn_arch *a, const cnn_arch *b);
 /** @return 1 for the post's shape of network: conv<F> (no bias), pool, softmax<N>. */
 int cnn_arch_is_post(const cnn_arch *a);
+/** Multiply-add FLOPs (2 each) of one training image: every conv and dense layer's
+ *  forward, weight gradient and, above the first layer with parameters, input
+ *  gradient (over all H-2 x W-2 conv positions). The post's network: 275,808. */
+double cnn_arch_train_flops(const cnn_arch *a);
 /** Floats one sample's output of layer l takes (OC * OH * OW). */
 size_t cnn_layer_out_len(const cnn_layer *l);
 

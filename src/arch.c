@@ -226,3 +226,23 @@ int cnn_arch_is_post(const cnn_arch *a)
     return a->n == 3 && a->layer[0].kind == CNN_LAYER_CONV && !a->layer[0].bias &&
            a->layer[1].kind == CNN_LAYER_POOL && a->layer[2].kind == CNN_LAYER_SOFTMAX;
 }
+
+double cnn_arch_train_flops(const cnn_arch *a)
+{
+    double f = 0.0;
+    int first_param = a->n;
+    for (int l = a->n - 1; l >= 0; l--)
+        if (a->layer[l].nw)
+            first_param = l;
+    for (int l = 0; l < a->n; l++) {
+        const cnn_layer *L = &a->layer[l];
+        double pass = 0.0;
+        if (L->kind == CNN_LAYER_CONV)
+            pass = 2.0 * L->units * L->C * 9 * L->OH * L->OW;
+        else if (L->kind == CNN_LAYER_DENSE || L->kind == CNN_LAYER_SOFTMAX)
+            pass = 2.0 * L->units * L->C * L->H * L->W;
+        /* forward and weight gradient; the input gradient when a layer below learns */
+        f += pass * (l > first_param ? 3 : 2);
+    }
+    return f;
+}
