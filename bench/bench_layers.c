@@ -1,5 +1,7 @@
 /* bench_layers.c - each layer and direction of the post's network, reference engine
- * against BLAS engine, per image, at batch sizes 1, 16 and 64.
+ * against BLAS engine, per image, at batch sizes 1, 16 and 64; then the layers of the
+ * recipe network (two convs with bias, the second with its input gradient, relu, a
+ * hidden dense layer), with the GFLOP/s the BLAS engine reaches.
  *
  * Every row first checks that the two engines agree on the data it times, then
  * times each engine: a warm-up, then REPEATS repeats of enough calls to last about
@@ -221,6 +223,208 @@ static const struct {
 };
 enum { NROWS = sizeof rows / sizeof *rows };
 
+/* ---- the layers of the recipe network (conv32b,relu,pool,conv64b,relu,pool,
+ * dense128,relu,softmax10), one image at a time as a thread runs them (the dense
+ * layer over a chunk of 16), BLAS engine against the reference loops ---- */
+
+typedef struct {
+    int C, H, W, F; /* a conv: C x H x W in, F filters, bias, output into a pool */
+    float *in, *filt, *bias, *out, *col, *dout, *dfilt, *dbias, *din;
+    float *out_r, *dout_r; /* the reference layout [F][H-2][W-2] */
+} rconv;
+
+static void rconv_init(rconv *c, int C, int H, int W, int F, cnn_rng *rng)
+{
+    const int OH = H - 2, OW = W - 2;
+    const size_t nin = (size_t)C * H * W, nf = (size_t)F * C * 9, nout = (size_t)F * OH * OW;
+    memset(c, 0, sizeof *c);
+    c->C = C, c->H = H, c->W = W, c->F = F;
+    c->in = malloc(nin * 4), c->din = malloc(nin * 4), c->filt = malloc(nf * 4);
+    c->dfilt = calloc(nf, 4), c->bias = malloc((size_t)F * 4), c->dbias = calloc((size_t)F, 4);
+    c->out = malloc(nout * 4), c->out_r = malloc(nout * 4), c->dout = malloc(nout * 4);
+    c->dout_r = malloc(nout * 4), c->col = malloc((size_t)C * 9 * OH * OW * 4);
+    for (size_t i = 0; i < nin; i++)
+        c->in[i] = (float)(cnn_rng_uniform(rng) - 0.5);
+    for (size_t i = 0; i < nf; i++)
+        c->filt[i] = (float)(0.1 * cnn_rng_normal(rng));
+    for (int i = 0; i < F; i++)
+        c->bias[i] = (float)(0.1 * cnn_rng_normal(rng));
+    /* an upstream gradient in pool-block order, and the same as [F][H-2][W-2] */
+    const size_t nb = (size_t)F * 4 * (OH / 2) * (OW / 2);
+    for (size_t i = 0; i < nb; i++)
+        c->dout[i] = (float)cnn_rng_normal(rng);
+    cnn_blocks_to_nchw(c->dout_r, c->dout, F, OH, OW);
+}
+
+static void rconv_free(rconv *c)
+{
+    free(c->in), free(c->din), free(c->filt), free(c->dfilt), free(c->bias), free(c->dbias);
+    free(c->out), free(c->out_r), free(c->dout), free(c->dout_r), free(c->col);
+}
+
+static void rconv_fwd(rconv *c, int blas)
+{
+    if (blas) {
+        cnn_conv3x3_forward_ex(c->out, c->col, c->in, c->filt, c->bias, c->C, c->H, c->W, c->F, 1);
+    } else {
+        cnn_conv3x3_forward_ref(c->out_r, c->in, c->filt, c->C, c->H, c->W, c->F);
+        cnn_conv_bias_forward_ref(c->out_r, c->bias, c->F, (c->H - 2) * (c->W - 2));
+    }
+}
+
+static void rconv_bwd(rconv *c, int blas, int input)
+{
+    if (blas) {
+        cnn_im2col3x3(c->col, c->in, c->C, c->H, c->W); /* as the forward leaves it */
+        cnn_conv3x3_backward_ex(input ? c->din : NULL, c->dfilt, c->dbias, 1.0f, c->col, c->dout,
+                                c->filt, c->C, c->H, c->W, c->F, 1);
+    } else {
+        cnn_conv3x3_backward_ref(input ? c->din : NULL, c->dfilt, 1.0f, c->dout_r, c->in, c->filt,
+                                 c->C, c->H, c->W, c->F);
+        cnn_conv_bias_backward_ref(c->dbias, 1.0f, c->dout_r, c->F, (c->H - 2) * (c->W - 2));
+    }
+}
+
+/* Median seconds per call of one row: engine blas or reference. */
+typedef void (*rrow_fn)(void *st, int blas);
+static bench_stat time_rrow(rrow_fn f, void *st, int blas, double budget)
+{
+    f(st, blas);
+    const double t0 = bench_now();
+    f(st, blas);
+    const double once = fmax(bench_now() - t0, 1e-7);
+    const int reps = (int)fmax(1.0, fmin(1e6, budget / once));
+    double v[REPEATS];
+    for (int r = 0; r < REPEATS; r++) {
+        const double s = bench_now();
+        for (int i = 0; i < reps; i++)
+            f(st, blas);
+        v[r] = (bench_now() - s) / reps;
+    }
+    return bench_stats(v, REPEATS);
+}
+
+typedef struct {
+    rconv *c;
+    int input;
+} rconv_job;
+static void job_fwd(void *p, int blas) { rconv_fwd(((rconv_job *)p)->c, blas); }
+static void job_bwd(void *p, int blas)
+{
+    rconv_job *j = p;
+    rconv_bwd(j->c, blas, j->input);
+}
+
+typedef struct {
+    float *x, *W, *b, *out, *dout, *dW, *db, *dx;
+    int B, K, N;
+} rdense;
+static void job_dense(void *p, int blas)
+{
+    rdense *d = p;
+    if (blas) {
+        cnn_dense_forward(d->out, d->x, d->W, d->b, d->B, d->K, d->N);
+        cnn_dense_backward(d->dx, d->dW, d->db, 1.0f, d->dout, d->x, d->W, d->B, d->K, d->N);
+    } else {
+        for (int r = 0; r < d->B; r++) {
+            cnn_dense_forward_ref(d->out + (size_t)r * d->N, d->x + (size_t)r * d->K, d->W, d->b,
+                                  d->K, d->N);
+            cnn_dense_backward_ref(d->dx + (size_t)r * d->K, d->dW, d->db, 1.0f,
+                                   d->dout + (size_t)r * d->N, d->x + (size_t)r * d->K, d->W,
+                                   d->K, d->N);
+        }
+    }
+}
+
+typedef struct {
+    float *in, *out, *dout, *din;
+    size_t n;
+} rrelu;
+static void job_relu(void *p, int blas)
+{
+    rrelu *r = p;
+    (void)blas; /* one implementation */
+    cnn_relu_forward(r->out, r->in, r->n);
+    cnn_relu_backward(r->din, r->dout, r->out, r->n);
+}
+
+/* The engines must agree on a conv row before it is timed. */
+static double rconv_agree(rconv *c, int input)
+{
+    const int OH = c->H - 2, OW = c->W - 2;
+    const size_t nf = (size_t)c->F * c->C * 9, nin = (size_t)c->C * c->H * c->W;
+    const size_t nout = (size_t)c->F * OH * OW;
+    float *o = malloc(nout * 4), *df = malloc(nf * 4), *db = malloc((size_t)c->F * 4);
+    float *dx = malloc(nin * 4);
+    rconv_fwd(c, 1);
+    rconv_fwd(c, 0);
+    cnn_blocks_to_nchw(o, c->out, c->F, OH, OW);
+    for (int f = 0; f < c->F; f++) /* positions no pool block covers: not computed */
+        for (int i = 0; i < OH; i++)
+            for (int j = 0; j < OW; j++)
+                if (i >= OH / 2 * 2 || j >= OW / 2 * 2)
+                    c->out_r[((size_t)f * OH + i) * OW + j] = 0;
+    double d = max_rel_diff(o, c->out_r, nout);
+    memset(c->dfilt, 0, nf * 4), memset(c->dbias, 0, (size_t)c->F * 4);
+    rconv_bwd(c, 1, input);
+    memcpy(df, c->dfilt, nf * 4), memcpy(db, c->dbias, (size_t)c->F * 4), memcpy(dx, c->din, nin * 4);
+    memset(c->dfilt, 0, nf * 4), memset(c->dbias, 0, (size_t)c->F * 4);
+    rconv_bwd(c, 0, input);
+    d = fmax(d, fmax(max_rel_diff(df, c->dfilt, nf), max_rel_diff(db, c->dbias, (size_t)c->F)));
+    if (input)
+        d = fmax(d, max_rel_diff(dx, c->din, nin));
+    free(o), free(df), free(db), free(dx);
+    return d;
+}
+
+static void recipe_layers(double budget, cnn_rng *rng)
+{
+    rconv c1, c2;
+    rconv_init(&c1, 1, 28, 28, 32, rng);
+    rconv_init(&c2, 32, 13, 13, 64, rng);
+    rconv_job j1f = {&c1, 0}, j1b = {&c1, 0}, j2f = {&c2, 0}, j2w = {&c2, 0}, j2b = {&c2, 1};
+    enum { B = 16, K1 = 1600, N1 = 128 };
+    rdense d = {malloc(B * K1 * 4), malloc(N1 * K1 * 4), calloc(N1, 4), malloc(B * N1 * 4),
+                malloc(B * N1 * 4), calloc(N1 * K1, 4), calloc(N1, 4), malloc(B * K1 * 4), B, K1,
+                N1};
+    for (int i = 0; i < B * K1; i++)
+        d.x[i] = (float)cnn_rng_uniform(rng);
+    for (int i = 0; i < N1 * K1; i++)
+        d.W[i] = (float)(0.03 * cnn_rng_normal(rng));
+    for (int i = 0; i < B * N1; i++)
+        d.dout[i] = (float)cnn_rng_normal(rng);
+    rrelu r = {c1.out, malloc(32 * 676 * 4), c1.dout, malloc(32 * 676 * 4), 32 * 676};
+    static const char *const names[] = {
+        "conv1 1->32 forward (+bias)", "conv1 filter+bias gradient", "conv2 32->64 forward",
+        "conv2 filter+bias gradient", "conv2 filter+input gradient", "relu fwd+bwd 32x26x26",
+        "dense 1600->128 fwd+bwd (/16)"};
+    void *jobs[] = {&j1f, &j1b, &j2f, &j2w, &j2b, &r, &d};
+    rrow_fn fns[] = {job_fwd, job_bwd, job_fwd, job_bwd, job_bwd, job_relu, job_dense};
+    const double per[] = {1, 1, 1, 1, 1, 1, B};
+    const double flops[] = {2.0 * 32 * 9 * 676, 2.0 * 32 * 9 * 676, 2.0 * 64 * 288 * 121,
+                            2.0 * 64 * 288 * 121, 4.0 * 64 * 288 * 121, 0, 6.0 * K1 * N1};
+    printf("\nthe recipe network's layers, per image, one thread; median of %d repeats\n",
+           REPEATS);
+    printf("%-32s %14s %14s %8s %10s\n", "layer", "reference", "blas", "ratio", "GFLOP/s");
+    for (int k = 0; k < 7; k++) {
+        if (k < 5) {
+            const double dd = rconv_agree(((rconv_job *)jobs[k])->c, ((rconv_job *)jobs[k])->input);
+            if (!(dd <= 1e-4)) {
+                printf("%-32s ENGINES DISAGREE: relative difference %.3g\n", names[k], dd);
+                continue;
+            }
+        }
+        const bench_stat sb = time_rrow(fns[k], jobs[k], 1, budget);
+        const bench_stat sr = k == 5 ? sb : time_rrow(fns[k], jobs[k], 0, budget);
+        const double tb = sb.median / per[k], tr = sr.median / per[k];
+        printf("%-32s %11.2f us %11.2f us %7.1fx %10.1f\n", names[k], tr * 1e6, tb * 1e6, tr / tb,
+               flops[k] / tb / 1e9);
+    }
+    rconv_free(&c1), rconv_free(&c2);
+    free(d.x), free(d.W), free(d.b), free(d.out), free(d.dout), free(d.dW), free(d.db), free(d.dx);
+    free(r.out), free(r.din);
+}
+
 int main(int argc, char **argv)
 {
     cnn_core_report core;
@@ -297,6 +501,8 @@ int main(int argc, char **argv)
                    100 * spread[bi][r][1].spread, res[bi][r][0] / res[bi][r][1]);
         }
     }
+    recipe_layers(budget, &rng);
+
     /* The SGD update is the same code for both engines: params -= lr/n * grad over all
      * 13,602 parameters, once per minibatch (at batch 1 the BLAS and reference
      * backward apply it in place instead). */
