@@ -111,9 +111,16 @@ void cnn_col2im3x3(float *in, const float *col, int C, int H, int W)
                         const float *restrict src = col + ((size_t)c * 9 + ki * 3 + kj) * P + k * Q;
                         float *restrict dst =
                             planes + ((a % 2) * 2 + b % 2) * RH * RW + (a / 2) * RW + b / 2;
-                        for (int i = 0; i < PH; i++)
-                            for (int j = 0; j < PW; j++)
-                                dst[(size_t)i * RW + j] += src[(size_t)i * PW + j];
+                        if (PW <= 8) { /* short rows: fixed-width masked vector adds */
+                            for (int i = 0; i < PH; i++)
+                                for (int j = 0; j < 8; j++)
+                                    if (j < PW)
+                                        dst[(size_t)i * RW + j] += src[(size_t)i * PW + j];
+                        } else {
+                            for (int i = 0; i < PH; i++)
+                                for (int j = 0; j < PW; j++)
+                                    dst[(size_t)i * RW + j] += src[(size_t)i * PW + j];
+                        }
                     }
             float *chan = in + (size_t)c * H * W;
             for (int p = 0; p < 4; p++)
