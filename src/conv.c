@@ -65,15 +65,17 @@ static inline __attribute__((always_inline)) void im2col_sized(float *col, const
                     const float *restrict src =
                         planes + ((a % 2) * 2 + b % 2) * RH * RW + (a / 2) * RW + b / 2;
                     /* Short rows go as whole 8- or 16-float copies (no library call per
-                     * row): each spills into the next row or block, written after it;
-                     * only the very last row of col is copied exactly. */
-                    const int last = c == C - 1 && ki == 2 && kj == 2 && k == 3;
+                     * row): each spills into the rows and blocks after it, which are
+                     * written later; a row whose copy would pass the end of col is
+                     * copied exactly, as are the rows after it. */
+                    const size_t width = PW <= 8 ? 8 : 16;
+                    const size_t left = (size_t)C * 9 * P - (size_t)(dst - col);
                     int i = 0;
-                    if (PW <= 8 && wide)
-                        for (; i < PH - last; i++)
+                    if (wide && PW <= 8)
+                        for (; i < PH && (size_t)i * PW + width <= left; i++)
                             memcpy(dst + (size_t)i * PW, src + (size_t)i * RW, 8 * sizeof(float));
-                    else if (PW <= 16 && wide)
-                        for (; i < PH - last; i++)
+                    else if (wide && PW <= 16)
+                        for (; i < PH && (size_t)i * PW + width <= left; i++)
                             memcpy(dst + (size_t)i * PW, src + (size_t)i * RW, 16 * sizeof(float));
                     for (; i < PH; i++)
                         for (int j = 0; j < PW; j++)

@@ -77,6 +77,16 @@ static inline int run_cmd(const char *exe, const char *const *args, char *out, c
     return wait_cmd(pid);
 }
 
+/* The number printed after `key` in text, or -1. */
+static inline double out_field(const char *text, const char *key)
+{
+    const char *p = strstr(text, key);
+    double v = -1;
+    if (!p || sscanf(p + strlen(key), "%lf", &v) != 1)
+        return -1;
+    return v;
+}
+
 /* The number of lines of s. */
 static inline int count_lines(const char *s)
 {

@@ -15,14 +15,7 @@
 
 static char out[1 << 20], err[1 << 16];
 
-static double field(const char *key)
-{
-    const char *p = strstr(out, key);
-    double v = -1;
-    if (!p || sscanf(p + strlen(key), "%lf", &v) != 1)
-        return -1;
-    return v;
-}
+static double field(const char *key) { return out_field(out, key); }
 
 int main(int argc, char **argv)
 {

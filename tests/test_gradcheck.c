@@ -426,12 +426,12 @@ static double dnet_loss(void *ctx)
     return log(sum) - (logit[d->label] - mx);
 }
 
-/* Per-element: numeric derivative of dnet_loss with respect to v[idx[t]] (double,
- * step 1e-6) against the engine's float analytic gradient ana[idx[t]]. */
+/* Per-element: numeric derivative of a float64 loss f with respect to v[idx[t]]
+ * (double, step 1e-6) against the engine's float analytic gradient ana[idx[t]]. */
 #define D_RTOL 1e-3
 #define D_ATOL 1e-6
-static fd_result fd_compare_d(double *v, const float *ana, size_t n, const size_t *idx,
-                              size_t nidx, dnet *d)
+static fd_result fd_compare_f64(double *v, const float *ana, size_t n, const size_t *idx,
+                                size_t nidx, loss_fn f, void *ctx)
 {
     const double h = 1e-6;
     fd_result r = {0};
@@ -441,9 +441,9 @@ static fd_result fd_compare_d(double *v, const float *ana, size_t n, const size_
         const size_t i = idx ? idx[t] : t;
         const double keep = v[i];
         v[i] = keep + h;
-        const double lp = dnet_loss(d);
+        const double lp = f(ctx);
         v[i] = keep - h;
-        const double lm = dnet_loss(d);
+        const double lm = f(ctx);
         v[i] = keep;
         const double num = (lp - lm) / (2 * h), a = ana[i];
         const double q = fabs(num - a) / (D_ATOL + D_RTOL * fmax(fabs(num), fabs(a)));
@@ -454,6 +454,12 @@ static fd_result fd_compare_d(double *v, const float *ana, size_t n, const size_
         r.maxabs = fmax(r.maxabs, fabs(a));
     }
     return r;
+}
+
+static fd_result fd_compare_d(double *v, const float *ana, size_t n, const size_t *idx,
+                              size_t nidx, dnet *d)
+{
+    return fd_compare_f64(v, ana, n, idx, nidx, dnet_loss, d);
 }
 
 static int fd_check_d(const char *name, double *v, const float *ana, size_t n, const size_t *idx,
@@ -612,24 +618,7 @@ static double dstack_loss(void *ctx);
 /* v[at..at+n) against ana[at..at+n), per element, step 1e-6 of the float64 loss. */
 static fd_result fd_compare_stack(double *v, const float *ana, size_t at, size_t n, void *d)
 {
-    const double h = 1e-6;
-    fd_result r = {0};
-    for (size_t i = at; i < at + n; i++) {
-        const double keep = v[i];
-        v[i] = keep + h;
-        const double lp = dstack_loss(d);
-        v[i] = keep - h;
-        const double lm = dstack_loss(d);
-        v[i] = keep;
-        const double num = (lp - lm) / (2 * h), a = ana[i];
-        const double q = fabs(num - a) / (D_ATOL + D_RTOL * fmax(fabs(num), fabs(a)));
-        if (!(q <= r.worst)) {
-            r.worst = isnan(q) ? INFINITY : q;
-            r.at = i, r.num = num, r.ana = a;
-        }
-        r.maxabs = fmax(r.maxabs, fabs(a));
-    }
-    return r;
+    return fd_compare_f64(v + at, ana + at, n, NULL, 0, dstack_loss, d);
 }
 
 /* relu, and the conv with a bias in both layouts: layer losses linear in what is
