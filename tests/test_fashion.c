@@ -1,7 +1,8 @@
 /* test_fashion.c - Fashion-MNIST as Debian ships it (dataset-fashion-mnist: the four
  * gzip IDX files in /usr/share/datasets/fashion-mnist) through the cnn program: the
  * loader's counts and first labels, a stacked network trained briefly reaches a stated
- * accuracy, and eval of the saved model reproduces the training run's test figures.
+ * accuracy, eval of the saved model reproduces the training run's test figures, and
+ * predict rebuilds the network from the file.
  *
  * Without the files the test is skipped, but only outside CI: with CI set in the
  * environment (as .ci/run does) missing data is a failure. */
@@ -10,6 +11,7 @@
 #include "check.h"
 #include "proc.h"
 
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -62,6 +64,20 @@ int main(int argc, char **argv)
                  out, err, sizeof err);
     tap_ok(rc == 0 && field("Test Accuracy: ") == acc && field("Test Loss: ") == loss,
            "eval of the saved model gives the same loss and accuracy (%.10g, %.4f)", loss, acc);
+    char images[600];
+    snprintf(images, sizeof images, "%s/t10k-images-idx3-ubyte.gz", dir);
+    rc = run_cmd(exe, (const char *[]){"predict", "--model", model, "--idx", images, "--index", "0",
+                                       NULL},
+                 out, err, sizeof err);
+    double psum = 0;
+    for (int c = 0; c < 10; c++) {
+        char key[16];
+        snprintf(key, sizeof key, "p(%d) = ", c);
+        psum += field(key);
+    }
+    tap_ok(rc == 0 && strstr(out, "predicted digit: ") && fabs(psum - 1.0) < 1e-4,
+           "predict rebuilds the stacked network from the file: ten probabilities summing to %.6f",
+           psum);
     remove(model);
     return tap_done();
 }
