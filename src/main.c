@@ -417,311 +417,397 @@ static void stop_and_save(const cnn_checkpoint *ck, const cnn_model *m, const ch
 
 /* ---------------------------------------------------------------- train */
 
-static int cmd_train(int argc, char **argv)
+/* Everything `cnn train` was asked to do. */
+typedef struct {
+    const char *data, *save, *resume, *ckpt_path, *arch;
+    long epochs, batch, threads, train_limit, test_limit, log_every, synthetic, shift;
+    long ckpt_every; /* steps; 0: at the end of every epoch */
+    uint64_t seed;
+    float lr, momentum, weight_decay;
+    int engine, ties, no_shuffle, nesterov, schedule, test_every;
+} train_args;
+
+/* @return 0 to go on, 1 after --help, 2 on a bad flag (already reported). */
+static int train_options(train_args *o, int argc, char **argv)
 {
-    const char *data = "data/mnist", *save = NULL, *resume = NULL, *ckpt_path = NULL;
     const char *ckpt_every_s = NULL;
-    long epochs = 3, batch = 1, threads = all_cores(), train_limit = 0, test_limit = 0;
-    long log_every = 100, synthetic = 0;
-    uint64_t seed = 1;
-    float lr = 0.005f, momentum = 0.0f, weight_decay = 0.0f;
-    int engine = 0, ties = 0, no_shuffle = 0, nesterov = 0, schedule = 0, test_every = 0;
-    long shift = 0;
-    const char *arch_desc = NULL;
+    *o = (train_args){.data = "data/mnist", .epochs = 3, .batch = 1, .threads = all_cores(),
+                      .log_every = 100, .seed = 1, .lr = 0.005f};
     const opt opts[] = {
-        {"--data", OPT_STR, &data, 0, 0, NULL, "DIR",
+        {"--data", OPT_STR, &o->data, 0, 0, NULL, "DIR",
          "MNIST or Fashion-MNIST directory (default data/mnist)"},
-        {"--arch", OPT_STR, &arch_desc, 0, 0, NULL, "LAYERS",
+        {"--arch", OPT_STR, &o->arch, 0, 0, NULL, "LAYERS",
          "the network, e.g. conv32b,relu,pool,dense128,relu,softmax10 (default conv8,pool,softmax10)"},
-        {"--epochs", OPT_INT, &epochs, 1, 100000, NULL, "N", "passes over the training set (default 3)"},
-        {"--batch", OPT_INT, &batch, 1, 65536, NULL, "N",
+        {"--epochs", OPT_INT, &o->epochs, 1, 100000, NULL, "N", "passes over the training set (default 3)"},
+        {"--batch", OPT_INT, &o->batch, 1, 65536, NULL, "N",
          "minibatch size; 1 is the post's per-sample SGD (default 1)"},
-        {"--lr", OPT_FLOAT, &lr, 0, 0, NULL, "X", "SGD learning rate (default 0.005)"},
-        {"--momentum", OPT_FRAC, &momentum, 0, 0, NULL, "X", "SGD momentum, 0 <= X < 1 (default 0)"},
-        {"--nesterov", OPT_FLAG, &nesterov, 0, 0, NULL, "", "Nesterov momentum (needs --momentum)"},
-        {"--weight-decay", OPT_FRAC, &weight_decay, 0, 0, NULL, "X",
+        {"--lr", OPT_FLOAT, &o->lr, 0, 0, NULL, "X", "SGD learning rate (default 0.005)"},
+        {"--momentum", OPT_FRAC, &o->momentum, 0, 0, NULL, "X", "SGD momentum, 0 <= X < 1 (default 0)"},
+        {"--nesterov", OPT_FLAG, &o->nesterov, 0, 0, NULL, "", "Nesterov momentum (needs --momentum)"},
+        {"--weight-decay", OPT_FRAC, &o->weight_decay, 0, 0, NULL, "X",
          "L2 weight decay added to the gradient (default 0)"},
-        {"--schedule", OPT_CHOICE, &schedule, 0, 0, schedules, "constant|cosine",
+        {"--schedule", OPT_CHOICE, &o->schedule, 0, 0, schedules, "constant|cosine",
          "learning rate constant (default) or cosine from --lr to 0 over the run"},
-        {"--threads", OPT_INT, &threads, 1, 1024, NULL, "N", "OpenMP threads (default: all cores)"},
-        {"--seed", OPT_U64, &seed, 0, 0, NULL, "N", "seed of the weights and the shuffling (default 1)"},
-        {"--train-limit", OPT_INT, &train_limit, 1, 1L << 40, NULL, "N",
+        {"--threads", OPT_INT, &o->threads, 1, 1024, NULL, "N", "OpenMP threads (default: all cores)"},
+        {"--seed", OPT_U64, &o->seed, 0, 0, NULL, "N", "seed of the weights and the shuffling (default 1)"},
+        {"--train-limit", OPT_INT, &o->train_limit, 1, 1L << 40, NULL, "N",
          "train on the first N images (the post: 1000; default all)"},
-        {"--test-limit", OPT_INT, &test_limit, 1, 1L << 40, NULL, "N",
+        {"--test-limit", OPT_INT, &o->test_limit, 1, 1L << 40, NULL, "N",
          "test on the first N images (the post: 1000; default all)"},
-        {"--engine", OPT_CHOICE, &engine, 0, 0, engines, "blas|reference",
+        {"--engine", OPT_CHOICE, &o->engine, 0, 0, engines, "blas|reference",
          "im2col + BLAS (default) or the naive reference loops"},
-        {"--pool-ties", OPT_CHOICE, &ties, 0, 0, tie_rules, "single|all",
+        {"--pool-ties", OPT_CHOICE, &o->ties, 0, 0, tie_rules, "single|all",
          "gradient of tied pool maxima to the first (default) or to all (the post)"},
-        {"--no-shuffle", OPT_FLAG, &no_shuffle, 0, 0, NULL, "",
+        {"--no-shuffle", OPT_FLAG, &o->no_shuffle, 0, 0, NULL, "",
          "keep the data order (the post shuffles every epoch)"},
-        {"--log-every", OPT_INT, &log_every, 1, 1L << 40, NULL, "N",
+        {"--log-every", OPT_INT, &o->log_every, 1, 1L << 40, NULL, "N",
          "print the post's progress line every N steps (default 100)"},
-        {"--shift", OPT_INT, &shift, 0, 8, NULL, "N",
+        {"--shift", OPT_INT, &o->shift, 0, 8, NULL, "N",
          "move each training image by a random -N..N pixels each way, every epoch (default 0)"},
-        {"--test-every-epoch", OPT_FLAG, &test_every, 0, 0, NULL, "",
+        {"--test-every-epoch", OPT_FLAG, &o->test_every, 0, 0, NULL, "",
          "also test after every epoch (not counted in the epoch's time)"},
-        {"--save", OPT_STR, &save, 0, 0, NULL, "FILE", "write the trained model to FILE (atomically)"},
-        {"--resume", OPT_STR, &resume, 0, 0, NULL, "FILE",
+        {"--save", OPT_STR, &o->save, 0, 0, NULL, "FILE", "write the trained model to FILE (atomically)"},
+        {"--resume", OPT_STR, &o->resume, 0, 0, NULL, "FILE",
          "continue from a checkpoint exactly, or start from a model's weights"},
-        {"--checkpoint", OPT_STR, &ckpt_path, 0, 0, NULL, "FILE",
+        {"--checkpoint", OPT_STR, &o->ckpt_path, 0, 0, NULL, "FILE",
          "keep a resumable checkpoint in FILE (atomically replaced)"},
         {"--checkpoint-every", OPT_STR, &ckpt_every_s, 0, 0, NULL, "N|epoch",
          "write it every N steps or every epoch (default: every epoch)"},
-        {"--synthetic", OPT_INT, &synthetic, 10, 10000000, NULL, "N",
+        {"--synthetic", OPT_INT, &o->synthetic, 10, 10000000, NULL, "N",
          "train on N synthetic digits (test on N/6) instead of MNIST"},
         {NULL, 0, NULL, 0, 0, NULL, NULL, NULL},
     };
-    int rc = parse_opts("train", "[options]", opts, argc, argv);
+    const int rc = parse_opts("train", "[options]", opts, argc, argv);
     if (rc)
-        return rc == 1 ? 0 : rc;
-
-    long ckpt_every = 0; /* steps; 0: at the end of every epoch */
+        return rc;
     if (ckpt_every_s && strcmp(ckpt_every_s, "epoch") != 0) {
-        const opt o = {"--checkpoint-every", OPT_INT, &ckpt_every, 1, 1L << 40, NULL, "N|epoch",
+        const opt e = {"--checkpoint-every", OPT_INT, &o->ckpt_every, 1, 1L << 40, NULL, "N|epoch",
                        NULL};
-        if (set_opt(&o, ckpt_every_s))
+        if (set_opt(&e, ckpt_every_s))
             return 2;
     }
-    if (ckpt_every_s && !ckpt_path) {
+    if (ckpt_every_s && !o->ckpt_path) {
         fprintf(stderr, "%s: --checkpoint-every needs --checkpoint FILE\n", prog);
         return 2;
     }
-    if (nesterov && momentum == 0.0f) {
+    if (o->nesterov && o->momentum == 0.0f) {
         fprintf(stderr, "%s: --nesterov needs --momentum X with X > 0\n", prog);
         return 2;
     }
-    if ((save && check_save_path("--save", save)) ||
-        (ckpt_path && check_save_path("--checkpoint", ckpt_path)))
-        return 1;
+    return 0;
+}
 
-    cnn_dataset tr = {0}, te = {0};
-    cnn_model model = {0};
-    cnn_checkpoint ck = {0};
-    cnn_trainer *trainer = NULL;
-    uint32_t *order = NULL;
-    float *ck_velocity = NULL;
-    int8_t *shifts = NULL;
-    const int from_ckpt = resume && cnn_is_checkpoint(resume);
+/* The training and test sets: MNIST (or Fashion-MNIST) from --data, or synthetic
+ * digits (the test set then borrows the last N/6 of the same allocation). */
+static int load_training_data(const train_args *o, cnn_dataset *tr, cnn_dataset *te)
+{
+    if (!o->synthetic)
+        return load_mnist(o->data, "train", o->train_limit, "--train-limit", tr) ||
+               load_mnist(o->data, "t10k", o->test_limit, "--test-limit", te);
+    if (make_synthetic(o->synthetic + o->synthetic / 6, o->seed, tr))
+        return 1;
+    *te = *tr;
+    te->n = (size_t)(o->synthetic / 6 > 0 ? o->synthetic / 6 : 1);
+    tr->n = (size_t)o->synthetic;
+    te->pixels = tr->pixels + tr->n * 784;
+    te->labels = tr->labels + tr->n;
+    if (o->train_limit > o->synthetic || o->test_limit > (long)te->n) {
+        fprintf(stderr, "%s: --train-limit / --test-limit exceed the synthetic set\n", prog);
+        return 1;
+    }
+    if (o->train_limit)
+        tr->n = (size_t)o->train_limit;
+    if (o->test_limit)
+        te->n = (size_t)o->test_limit;
+    return 0;
+}
+
+/* A run in progress: what it trains, on what, and where it stands. */
+typedef struct {
+    cnn_dataset tr, te;
+    cnn_arch arch;
+    cnn_train_config cfg;
+    cnn_model model;
+    cnn_trainer *trainer;
+    cnn_checkpoint ck; /* what a checkpoint records (borrows model, order, velocities) */
+    uint32_t *order;
+    int8_t *shifts;    /* [batch][2] the step's image moves */
+    float *velocity;   /* a resumed checkpoint's, until the trainer has them */
+    cnn_rng rng;
+    long first_epoch;
+    size_t first_pos;  /* where the first epoch resumes; 0: a fresh, shuffled epoch */
+    int from_ckpt;
+} train_run;
+
+static void run_free(train_run *r, const train_args *o)
+{
+    free(r->order);
+    free(r->shifts);
+    free(r->velocity);
+    cnn_trainer_free(r->trainer);
+    cnn_model_free(&r->model);
+    if (o->synthetic)
+        r->te = (cnn_dataset){0};
+    cnn_dataset_free(&r->tr);
+    cnn_dataset_free(&r->te);
+}
+
+/* Resuming a checkpoint with other settings: the run will not be the one it came
+ * from; say so. */
+static void warn_other_settings(const cnn_checkpoint *c, const train_args *o)
+{
+    const cnn_train_config *k = &c->cfg;
+    if (k->batch == o->batch && k->lr == o->lr && (int)k->ties == o->ties &&
+        (int)k->engine == o->engine && c->shuffle == !o->no_shuffle &&
+        k->momentum == o->momentum && k->nesterov == o->nesterov &&
+        k->weight_decay == o->weight_decay && (int)c->schedule == o->schedule &&
+        c->shift == o->shift && (c->schedule == CNN_SCHEDULE_CONSTANT || c->epochs == o->epochs))
+        return;
+    fprintf(stderr, "%s: warning: %s was made with other settings (batch %d, lr %g, pool ties "
+            "%s, engine %s%s, momentum %g%s, weight decay %g, schedule %s over %d epochs, shift "
+            "%d): the run will differ from one never interrupted\n", prog, o->resume, k->batch,
+            (double)k->lr, tie_rules[k->ties], engines[k->engine],
+            c->shuffle ? "" : ", no shuffle", (double)k->momentum,
+            k->nesterov ? " (Nesterov)" : "", (double)k->weight_decay, schedules[c->schedule],
+            c->epochs, c->shift);
+}
+
+/* The starting point: a checkpoint's state, a model's weights, or a fresh network. */
+static int start_point(train_run *r, const train_args *o)
+{
     char err[512];
-    rc = 1;
-    if (from_ckpt) {
-        if (cnn_checkpoint_load(&ck, resume, err, sizeof err) != CNN_OK) {
+    r->from_ckpt = o->resume && cnn_is_checkpoint(o->resume);
+    if (r->from_ckpt) {
+        cnn_checkpoint k;
+        if (cnn_checkpoint_load(&k, o->resume, err, sizeof err) != CNN_OK) {
             fprintf(stderr, "%s: %s\n", prog, err);
             return 1;
         }
-        model = ck.model; /* the checkpoint's model, order and velocities now belong to this run */
-        order = ck.order;
-        ck_velocity = ck.velocity;
-        ck.model = (cnn_model){0}, ck.order = NULL, ck.velocity = NULL;
-    } else if (resume && load_model(resume, &model)) {
+        r->ck = k; /* its model, order and velocities now belong to this run */
+        r->model = k.model, r->order = k.order, r->velocity = k.velocity;
+        r->ck.model = (cnn_model){0}, r->ck.order = NULL, r->ck.velocity = NULL;
+    } else if (o->resume && load_model(o->resume, &r->model)) {
         return 1;
     }
-    if (synthetic) {
-        if (make_synthetic(synthetic + synthetic / 6, seed, &tr))
-            goto out;
-        te = tr; /* the last N/6 images, borrowed */
-        te.n = (size_t)(synthetic / 6 > 0 ? synthetic / 6 : 1);
-        tr.n = (size_t)synthetic;
-        te.pixels = tr.pixels + tr.n * 784;
-        te.labels = tr.labels + tr.n;
-        if (train_limit > synthetic || test_limit > (long)te.n) {
-            fprintf(stderr, "%s: --train-limit / --test-limit exceed the synthetic set\n", prog);
-            goto out;
-        }
-        if (train_limit)
-            tr.n = (size_t)train_limit;
-        if (test_limit)
-            te.n = (size_t)test_limit;
-    } else if (load_mnist(data, "train", train_limit, "--train-limit", &tr) ||
-               load_mnist(data, "t10k", test_limit, "--test-limit", &te)) {
-        goto out;
-    }
-    if ((size_t)batch > tr.n) {
-        fprintf(stderr, "%s: --batch %ld is larger than the %zu training images\n", prog, batch,
-                tr.n);
-        goto out;
-    }
+    return 0;
+}
 
-    const cnn_shape shape = shape_for(&tr);
-    cnn_arch arch;
-    if (network(&arch, arch_desc, resume ? &model : NULL, resume, &tr))
-        goto out;
-    cnn_train_config cfg = {.engine = (cnn_engine)engine, .ties = (cnn_pool_ties)ties,
-                            .batch = (int)batch, .threads = (int)threads, .lr = lr,
-                            .momentum = momentum, .nesterov = nesterov,
-                            .weight_decay = weight_decay};
-    cnn_rng rng;
-    cnn_rng_seed(&rng, seed);
-    long first_epoch = 1;
-    size_t first_pos = 0; /* where the first epoch resumes; 0: a fresh, shuffled epoch */
+/* Everything a run needs before its first step, or 1 after saying why not. */
+static int set_up(train_run *r, const train_args *o)
+{
+    if (start_point(r, o) || load_training_data(o, &r->tr, &r->te))
+        return 1;
+    if ((size_t)o->batch > r->tr.n) {
+        fprintf(stderr, "%s: --batch %ld is larger than the %zu training images\n", prog,
+                o->batch, r->tr.n);
+        return 1;
+    }
+    const cnn_shape shape = shape_for(&r->tr);
+    if (network(&r->arch, o->arch, o->resume ? &r->model : NULL, o->resume, &r->tr) ||
+        (o->resume && check_model_shape(o->resume, &r->model, &shape)))
+        return 1;
+    r->cfg = (cnn_train_config){.engine = (cnn_engine)o->engine,
+                                .ties = (cnn_pool_ties)o->ties, .batch = (int)o->batch,
+                                .threads = (int)o->threads, .lr = o->lr,
+                                .momentum = o->momentum, .nesterov = o->nesterov,
+                                .weight_decay = o->weight_decay};
+    cnn_rng_seed(&r->rng, o->seed);
+    r->first_epoch = 1;
     cnn_status st = CNN_OK;
-    if (resume && check_model_shape(resume, &model, &shape))
-        goto out;
-    if (from_ckpt) {
-        if (ck.n != tr.n) {
+    if (r->from_ckpt) {
+        const cnn_checkpoint *c = &r->ck;
+        if (c->n != r->tr.n) {
             fprintf(stderr, "%s: %s: the checkpoint is of a %llu-image training set, this run "
-                    "has %zu (use the same data, --train-limit and --synthetic)\n", prog, resume,
-                    (unsigned long long)ck.n, tr.n);
-            goto out;
+                    "has %zu (use the same data, --train-limit and --synthetic)\n", prog,
+                    o->resume, (unsigned long long)c->n, r->tr.n);
+            return 1;
         }
-        if (ck.cfg.batch != cfg.batch || ck.cfg.lr != cfg.lr || ck.cfg.ties != cfg.ties ||
-            ck.cfg.engine != cfg.engine || ck.shuffle != !no_shuffle ||
-            ck.cfg.momentum != cfg.momentum || ck.cfg.nesterov != cfg.nesterov ||
-            ck.cfg.weight_decay != cfg.weight_decay || (int)ck.schedule != schedule ||
-            ck.shift != shift ||
-            (ck.schedule != CNN_SCHEDULE_CONSTANT && ck.epochs != epochs))
-            fprintf(stderr, "%s: warning: %s was made with other settings (batch %d, lr %g, "
-                    "pool ties %s, engine %s%s, momentum %g%s, weight decay %g, schedule %s "
-                    "over %d epochs): the run will differ from one never interrupted\n", prog,
-                    resume, ck.cfg.batch, (double)ck.cfg.lr, tie_rules[ck.cfg.ties],
-                    engines[ck.cfg.engine], ck.shuffle ? "" : ", no shuffle",
-                    (double)ck.cfg.momentum, ck.cfg.nesterov ? " (Nesterov)" : "",
-                    (double)ck.cfg.weight_decay, schedules[ck.schedule], ck.epochs);
-        rng = ck.rng;
-        first_epoch = ck.epoch;
-        first_pos = (size_t)ck.pos;
-        if (first_pos == tr.n) /* the epoch was complete */
-            first_epoch++, first_pos = 0;
-    } else if (!resume) {
-        st = cnn_model_init_arch(&model, &arch, &rng);
+        warn_other_settings(c, o);
+        r->rng = c->rng;
+        r->first_epoch = c->epoch;
+        r->first_pos = (size_t)c->pos;
+        if (r->first_pos == r->tr.n) /* the epoch was complete */
+            r->first_epoch++, r->first_pos = 0;
+    } else if (!o->resume) {
+        st = cnn_model_init_arch(&r->model, &r->arch, &r->rng);
     }
     if (st == CNN_OK)
-        st = cnn_trainer_create_arch(&trainer, &arch, &cfg);
-    if (st == CNN_OK && ck_velocity && cnn_trainer_velocity(trainer))
-        memcpy(cnn_trainer_velocity(trainer), ck_velocity, model.n_params * sizeof(float));
-    shifts = malloc(2 * (size_t)batch);
-    if (!order && (order = malloc(tr.n * sizeof *order)))
-        for (size_t i = 0; i < tr.n; i++)
-            order[i] = (uint32_t)i;
-    if (st != CNN_OK || !order || !shifts) {
+        st = cnn_trainer_create_arch(&r->trainer, &r->arch, &r->cfg);
+    if (st == CNN_OK && r->velocity && cnn_trainer_velocity(r->trainer))
+        memcpy(cnn_trainer_velocity(r->trainer), r->velocity, r->model.n_params * sizeof(float));
+    r->shifts = malloc(2 * (size_t)o->batch);
+    if (!r->order && (r->order = malloc(r->tr.n * sizeof *r->order)))
+        for (size_t i = 0; i < r->tr.n; i++)
+            r->order[i] = (uint32_t)i;
+    if (st != CNN_OK || !r->order || !r->shifts) {
         fprintf(stderr, "%s: cannot set up training: %s\n", prog,
                 cnn_status_str(st != CNN_OK ? st : CNN_ERR_NOMEM));
-        goto out;
+        return 1;
     }
-    /* what a checkpoint records; epoch, pos and rng are filled in when one is written */
-    ck = (cnn_checkpoint){.model = model, .n = tr.n, .order = order, .cfg = cfg,
-                          .shuffle = !no_shuffle, .seed = seed,
-                          .schedule = (cnn_schedule)schedule, .epochs = (int)epochs,
-                          .shift = (int)shift,
-                          .velocity = cnn_trainer_velocity(trainer)};
+    /* epoch, pos and rng are filled in when a checkpoint is written */
+    r->ck = (cnn_checkpoint){.model = r->model, .n = r->tr.n, .order = r->order,
+                             .cfg = r->cfg, .shuffle = !o->no_shuffle, .seed = o->seed,
+                             .schedule = (cnn_schedule)o->schedule, .epochs = (int)o->epochs,
+                             .shift = (int)o->shift,
+                             .velocity = cnn_trainer_velocity(r->trainer)};
+    return 0;
+}
 
+static void print_run(const train_run *r, const train_args *o)
+{
     cnn_blas_setup();
     print_blas();
     printf("engine %s, batch %ld, lr %g, %ld thread%s, pool ties %s, seed %llu\n",
-           engines[engine], batch, (double)lr, threads, threads == 1 ? "" : "s",
-           tie_rules[ties], (unsigned long long)seed);
-    print_network(&arch, &cfg, schedule, (int)shift);
+           engines[o->engine], o->batch, (double)o->lr, o->threads, o->threads == 1 ? "" : "s",
+           tie_rules[o->ties], (unsigned long long)o->seed);
+    print_network(&r->arch, &r->cfg, o->schedule, (int)o->shift);
     printf("data: %s: %zu training images, %zu test images\n",
-           synthetic ? "synthetic digits" : data, tr.n, te.n);
-    if (from_ckpt)
-        printf("resuming %s: epoch %ld, step %zu\n", resume, first_epoch, first_pos);
-    else if (resume)
-        printf("starting from the weights of %s\n", resume);
+           o->synthetic ? "synthetic digits" : o->data, r->tr.n, r->te.n);
+    if (r->from_ckpt)
+        printf("resuming %s: epoch %ld, step %zu\n", o->resume, r->first_epoch, r->first_pos);
+    else if (o->resume)
+        printf("starting from the weights of %s\n", o->resume);
     printf("MNIST CNN initialized!\n");
-    catch_signals();
+}
 
-    long steps = 0; /* minibatch steps of this run, for --checkpoint-every */
+static void add_stats(cnn_stats *to, const cnn_stats *s)
+{
+    to->loss_sum += s->loss_sum, to->correct += s->correct, to->count += s->count;
+}
+
+/* One epoch's steps from `start` (samples already trained). @return 0, or the exit
+ * status after a failure or a stop signal (already reported, files saved). */
+static int run_epoch(train_run *r, const train_args *o, long ep, size_t start, long *steps,
+                     cnn_stats *epoch, double *io)
+{
+    const size_t n_all = r->tr.n, batch = (size_t)o->batch;
+    const uint64_t per_epoch = (n_all + batch - 1) / batch;
+    size_t step = start; /* samples so far in this epoch: the post counts per epoch */
+    cnn_stats win = {0};
+    for (size_t i = start; i < n_all; i += batch) {
+        const int n = (int)(n_all - i < batch ? n_all - i : batch);
+        cnn_stats s = {0};
+        if (o->schedule != CNN_SCHEDULE_CONSTANT)
+            cnn_trainer_set_lr(r->trainer,
+                               cnn_schedule_lr((cnn_schedule)o->schedule, o->lr,
+                                               (uint64_t)(ep - 1) * per_epoch + i / batch,
+                                               (uint64_t)o->epochs * per_epoch));
+        if (o->shift)
+            draw_shifts(r->shifts, o->seed, ep, r->order + i, n, (int)o->shift);
+        const cnn_status st = cnn_train_step_u8_shift(r->trainer, &r->model, r->tr.pixels,
+                                                      r->tr.labels, r->order + i, n,
+                                                      o->shift ? r->shifts : NULL, &s);
+        if (st == CNN_ERR_NUMERIC) {
+            fprintf(stderr, "%s: the loss became NaN or infinite at step %zu of epoch %ld; "
+                    "nothing saved; try a smaller --lr than %g\n", prog, step + (size_t)n, ep,
+                    (double)o->lr);
+            return 1;
+        }
+        if (st != CNN_OK) {
+            fprintf(stderr, "%s: training step failed: %s\n", prog, cnn_status_str(st));
+            return 1;
+        }
+        add_stats(epoch, &s), add_stats(&win, &s);
+        const size_t before = step;
+        step += (size_t)n;
+        (*steps)++;
+        if (step / (size_t)o->log_every != before / (size_t)o->log_every) {
+            printf("[Step %zu] Past %zu steps: Average Loss %.3f | Accuracy: %.0f%%\n", step,
+                   win.count, win.loss_sum / (double)win.count,
+                   100.0 * (double)win.correct / (double)win.count);
+            fflush(stdout);
+            win = (cnn_stats){0};
+        }
+        r->ck.epoch = (int)ep, r->ck.pos = step, r->ck.rng = r->rng;
+        if (stop_signal) {
+            stop_and_save(&r->ck, &r->model, o->save, o->ckpt_path, ep, step, n_all);
+            return 128 + stop_signal;
+        }
+        if (o->ckpt_path && o->ckpt_every && *steps % o->ckpt_every == 0 && step < n_all) {
+            const double c0 = now();
+            if (write_checkpoint(&r->ck, o->ckpt_path))
+                return 1;
+            *io += now() - c0;
+        }
+    }
+    return 0;
+}
+
+/* The test set's loss and accuracy after an epoch, with the training time so far. */
+static void test_after(train_run *r, long ep, double train_s)
+{
+    cnn_stats t = {0};
+    const double e0 = now();
+    if (cnn_evaluate_u8(r->trainer, &r->model, r->te.pixels, r->te.labels, r->te.n, NULL, &t) ==
+        CNN_OK)
+        printf("Epoch %ld: test loss %.4f, accuracy %.2f%% after %.1f s of training "
+               "(evaluation %.2f s)\n", ep, t.loss_sum / (double)t.count,
+               100.0 * (double)t.correct / (double)t.count, train_s, now() - e0);
+}
+
+/* The data flow of a run: epochs of steps, a checkpoint at each epoch's end, the
+ * post's lines; then the test and the model file. */
+static int train_and_test(train_run *r, const train_args *o)
+{
+    long steps = 0;       /* minibatch steps of this run, for --checkpoint-every */
     double train_s = 0.0; /* training time of this run so far */
-    const uint64_t steps_per_epoch = (tr.n + (size_t)batch - 1) / (size_t)batch;
-    for (long ep = first_epoch; ep <= epochs; ep++) {
-        const size_t start = ep == first_epoch ? first_pos : 0;
-        size_t step = start; /* samples so far in this epoch: the post counts per epoch */
+    for (long ep = r->first_epoch; ep <= o->epochs; ep++) {
+        const size_t start = ep == r->first_epoch ? r->first_pos : 0;
         printf("--- Epoch %ld ---\n", ep);
-        if (start == 0 && !no_shuffle)
-            cnn_rng_shuffle(&rng, order, tr.n);
-        cnn_stats epoch = {0}, win = {0};
+        if (start == 0 && !o->no_shuffle)
+            cnn_rng_shuffle(&r->rng, r->order, r->tr.n);
+        cnn_stats epoch = {0};
         double io = 0.0; /* checkpoint writing, left out of the speed */
         const double t0 = now();
-        for (size_t i = start; i < tr.n; i += (size_t)batch) {
-            const size_t left = tr.n - i;
-            const int n = (int)(left < (size_t)batch ? left : (size_t)batch);
-            cnn_stats s = {0};
-            if (schedule != CNN_SCHEDULE_CONSTANT)
-                cnn_trainer_set_lr(trainer, cnn_schedule_lr((cnn_schedule)schedule, lr,
-                                                             (uint64_t)(ep - 1) * steps_per_epoch +
-                                                                 i / (size_t)batch,
-                                                             (uint64_t)epochs * steps_per_epoch));
-            if (shift)
-                draw_shifts(shifts, seed, ep, order + i, n, (int)shift);
-            st = cnn_train_step_u8_shift(trainer, &model, tr.pixels, tr.labels, order + i, n,
-                                         shift ? shifts : NULL, &s);
-            if (st == CNN_ERR_NUMERIC) {
-                fprintf(stderr, "%s: the loss became NaN or infinite at step %zu of epoch %ld; "
-                        "nothing saved; try a smaller --lr than %g\n", prog, step + (size_t)n, ep,
-                        (double)lr);
-                goto out;
-            }
-            if (st != CNN_OK) {
-                fprintf(stderr, "%s: training step failed: %s\n", prog, cnn_status_str(st));
-                goto out;
-            }
-            epoch.loss_sum += s.loss_sum, epoch.correct += s.correct, epoch.count += s.count;
-            win.loss_sum += s.loss_sum, win.correct += s.correct, win.count += s.count;
-            const size_t before = step;
-            step += (size_t)n;
-            steps++;
-            if (step / (size_t)log_every != before / (size_t)log_every) {
-                printf("[Step %zu] Past %zu steps: Average Loss %.3f | Accuracy: %.0f%%\n", step,
-                       win.count, win.loss_sum / (double)win.count,
-                       100.0 * (double)win.correct / (double)win.count);
-                fflush(stdout);
-                win = (cnn_stats){0};
-            }
-            ck.epoch = (int)ep, ck.pos = step, ck.rng = rng;
-            if (stop_signal) {
-                rc = 128 + stop_signal;
-                stop_and_save(&ck, &model, save, ckpt_path, ep, step, tr.n);
-                goto out;
-            }
-            if (ckpt_path && ckpt_every && steps % ckpt_every == 0 && step < tr.n) {
-                const double c0 = now();
-                if (write_checkpoint(&ck, ckpt_path))
-                    goto out;
-                io += now() - c0;
-            }
-        }
-        if (ckpt_path && write_checkpoint(&ck, ckpt_path)) /* the end of every epoch */
-            goto out;
+        const int rc = run_epoch(r, o, ep, start, &steps, &epoch, &io);
+        if (rc)
+            return rc;
+        if (o->ckpt_path && write_checkpoint(&r->ck, o->ckpt_path)) /* every epoch's end */
+            return 1;
         const double dt = now() - t0 - io;
         train_s += dt;
         printf("Epoch %ld: %.3f s, %.0f images/s; train loss %.4f, accuracy %.2f%%\n", ep, dt,
                (double)epoch.count / dt, epoch.loss_sum / (double)epoch.count,
                100.0 * (double)epoch.correct / (double)epoch.count);
-        if (test_every && ep < epochs) {
-            cnn_stats t = {0};
-            const double e0 = now();
-            if (cnn_evaluate_u8(trainer, &model, te.pixels, te.labels, te.n, NULL, &t) == CNN_OK)
-                printf("Epoch %ld: test loss %.4f, accuracy %.2f%% after %.1f s of training "
-                       "(evaluation %.2f s)\n", ep, t.loss_sum / (double)t.count,
-                       100.0 * (double)t.correct / (double)t.count, train_s, now() - e0);
-        }
+        if (o->test_every && ep < o->epochs)
+            test_after(r, ep, train_s);
         fflush(stdout);
     }
     cnn_stats test = {0};
-    st = cnn_evaluate_u8(trainer, &model, te.pixels, te.labels, te.n, NULL, &test);
+    const cnn_status st =
+        cnn_evaluate_u8(r->trainer, &r->model, r->te.pixels, r->te.labels, r->te.n, NULL, &test);
     if (st != CNN_OK) {
         fprintf(stderr, "%s: evaluation failed: %s\n", prog, cnn_status_str(st));
-        goto out;
+        return 1;
     }
     printf("--- Testing the CNN ---\n");
     print_test(&test);
-    if (save) {
-        if (save_model(&model, save))
-            goto out;
-        printf("model saved to %s\n", save);
+    if (o->save) {
+        if (save_model(&r->model, o->save))
+            return 1;
+        printf("model saved to %s\n", o->save);
     }
-    rc = stop_signal ? 128 + stop_signal : 0; /* a signal during the test: still non-zero */
-out:
-    free(order);
-    free(shifts);
-    free(ck_velocity);
-    cnn_trainer_free(trainer);
-    cnn_model_free(&model);
-    if (synthetic)
-        te = (cnn_dataset){0};
-    cnn_dataset_free(&tr);
-    cnn_dataset_free(&te);
+    return stop_signal ? 128 + stop_signal : 0; /* a signal during the test: still non-zero */
+}
+
+static int cmd_train(int argc, char **argv)
+{
+    train_args o;
+    int rc = train_options(&o, argc, argv);
+    if (rc)
+        return rc == 1 ? 0 : rc;
+    if ((o.save && check_save_path("--save", o.save)) ||
+        (o.ckpt_path && check_save_path("--checkpoint", o.ckpt_path)))
+        return 1;
+    train_run r;
+    memset(&r, 0, sizeof r);
+    rc = 1;
+    if (!set_up(&r, &o)) {
+        print_run(&r, &o);
+        catch_signals();
+        rc = train_and_test(&r, &o);
+    }
+    run_free(&r, &o);
     return rc;
 }
 
