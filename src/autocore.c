@@ -132,10 +132,18 @@ int cnn_blas_selfcheck(char *why, size_t len)
 
 /* ---------------------------------------------------------------- restarting */
 
-/* Replace this process with the same program and arguments; returns only on failure. */
+/* Replace this process with the same program and arguments; returns only on failure.
+ * The program's own path, as the kernel (or a tool running it, such as valgrind)
+ * reports it, else the /proc link itself. */
 static void restart(char **argv)
 {
+    char self[4096];
+    const ssize_t n = readlink("/proc/self/exe", self, sizeof self - 1);
     fflush(NULL);
+    if (n > 0) {
+        self[n] = '\0';
+        execv(self, argv);
+    }
     execv("/proc/self/exe", argv);
 }
 
