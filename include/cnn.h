@@ -385,6 +385,28 @@ const cnn_train_config *cnn_trainer_config(const cnn_trainer *t);
 cnn_status cnn_train_step(cnn_trainer *t, cnn_model *m, const float *images,
                           const uint8_t *labels, const uint32_t *idx, int n, cnn_stats *st);
 
+/* A step in parts, for data-parallel training over several processes that hold the
+ * same model: each computes some of the minibatch's chunks, the processes exchange
+ * what they computed, and each applies the same update, summing the chunks in chunk
+ * order, so every process holds the same bits as one process alone would.
+ *   1. cnn_train_step_chunks(..., c0, c1): chunks [c0, c1) of the cnn_chunk_count(n)
+ *      chunks (their samples are fixed by n alone) into their gradient slots, with
+ *      their samples' losses, predictions and finite flags;
+ *   2. the caller makes every process's slots, losses, predictions and flags those of
+ *      the process that computed them (cnn_trainer_exchange: slots is nchunks x stride
+ *      floats, chunk c's at c * stride; loss and pred [n], chunk_ok [nchunks]);
+ *   3. cnn_train_step_finish: the update from every slot (none if a loss was not
+ *      finite: CNN_ERR_NUMERIC), zeroing them, and the step's statistics.
+ * Steps in parts never take the post's in-place per-sample path: use batch >= 2. */
+int cnn_chunk_count(int n);
+cnn_status cnn_train_step_chunks(cnn_trainer *t, cnn_model *m, const uint8_t *pixels,
+                                 const uint8_t *labels, const uint32_t *idx, int n,
+                                 const int8_t *shift, int c0, int c1);
+void cnn_trainer_exchange(cnn_trainer *t, float **slots, size_t *stride, float **loss,
+                          uint8_t **pred, uint8_t **chunk_ok);
+cnn_status cnn_train_step_finish(cnn_trainer *t, cnn_model *m, const uint8_t *labels,
+                                 const uint32_t *idx, int n, cnn_stats *st);
+
 /** The learning rate of the next steps (a schedule sets it step by step); finite > 0. */
 cnn_status cnn_trainer_set_lr(cnn_trainer *t, float lr);
 /** The optimiser's velocities, [n_params] (NULL without momentum): a checkpoint saves

@@ -243,6 +243,67 @@ static int run_chunk(const cnn_model *m, cnn_acts *a, float *grad, float alpha, 
                           loss, pred);
 }
 
+/* Chunks [c0, c1) of a minibatch of n (of nchunks) into their gradient slots, with
+ * their samples' losses and predictions; then, when apply, the update from all the
+ * slots. One parallel region: the chunks, then (after the loop's barrier, which makes
+ * every chunk's verdict visible) the update, each thread over its own contiguous
+ * range of parameters. */
+static void run_chunks(cnn_trainer *t, cnn_model *m, image_src images, const uint8_t *labels,
+                       const uint32_t *idx, int n, int c0, int c1, int apply)
+{
+    const int nchunks = chunk_count(n), todo = c1 - c0 > 0 ? c1 - c0 : nchunks;
+    const int threads = t->cfg.threads < todo ? t->cfg.threads : todo;
+    (void)threads; /* only OpenMP builds use it */
+    const size_t np = t->n_params, stride = t->slot_stride;
+#if HAVE_OPENMP
+#pragma omp parallel num_threads(threads) if (threads > 1)
+#endif
+    {
+        blas_on_this_thread();
+        cnn_acts *a = &t->acts[thread_id()];
+#if HAVE_OPENMP
+#pragma omp for schedule(static)
+#endif
+        for (int c = c0; c < c1; c++) {
+            const int lo = (int)((long)c * n / nchunks);
+            const int hi = (int)((long)(c + 1) * n / nchunks);
+            uint32_t seq[CNN_CHUNK_MAX];
+            const uint32_t *ci = idx ? idx + lo : seq;
+            if (!idx)
+                for (int i = lo; i < hi; i++)
+                    seq[i - lo] = (uint32_t)i;
+            image_src part = images;
+            if (part.shift)
+                part.shift += 2 * lo;
+            t->chunk_ok[c] = (uint8_t)run_chunk(m, a, t->slots + (size_t)c * stride, 1.0f, part,
+                                                labels, ci, hi - lo, t, t->loss + lo,
+                                                t->pred + lo);
+        }
+        if (apply) {
+            int all_ok = 1;
+            for (int c = 0; c < nchunks; c++)
+                all_ok &= t->chunk_ok[c];
+            const int nt = thread_count(), me = thread_id();
+            const size_t lo = np * (size_t)me / (size_t)nt;
+            const size_t hi = np * (size_t)(me + 1) / (size_t)nt;
+            const update_rule u = {t->cfg.lr, n, t->cfg.momentum, t->cfg.weight_decay,
+                                   t->cfg.nesterov, all_ok};
+            apply_slots(m->params, t->velocity, t->slots, stride, nchunks, u, lo, hi);
+        }
+    }
+}
+
+static void add_step_stats(const cnn_trainer *t, const uint8_t *labels, const uint32_t *idx,
+                           int n, cnn_stats *st)
+{
+    if (st)
+        for (int i = 0; i < n; i++) {
+            st->loss_sum += t->loss[i];
+            st->correct += t->pred[i] == labels[idx ? idx[i] : (uint32_t)i];
+            st->count++;
+        }
+}
+
 /* One SGD step. One sample: the backward updates the parameters in place (alpha =
  * -lr), as the post does. More: every chunk's forward and backward into its gradient
  * slot, then params -= lr * (sum of slots in chunk order) / n, zeroing the slots on
@@ -255,9 +316,6 @@ static cnn_status train_step(cnn_trainer *t, cnn_model *m, image_src images,
         !labels_valid(labels, idx, (size_t)n, m->arch.classes))
         return CNN_ERR_ARG;
     const int nchunks = chunk_count(n);
-    const int threads = t->cfg.threads < nchunks ? t->cfg.threads : nchunks;
-    (void)threads; /* only OpenMP builds use it */
-    const size_t np = t->n_params, stride = t->slot_stride;
     int finite = 1;
 
     if (n == 1 && in_place_ok(&t->arch) && !t->velocity && t->cfg.weight_decay == 0.0f) {
@@ -273,53 +331,12 @@ static cnn_status train_step(cnn_trainer *t, cnn_model *m, image_src images,
         omp_set_num_threads(caller);
 #endif
     } else {
-        /* One parallel region: the chunks, then (after the loop's barrier, which makes
-         * every chunk's verdict visible) the update, each thread over its own
-         * contiguous range of parameters. */
-#if HAVE_OPENMP
-#pragma omp parallel num_threads(threads) if (threads > 1)
-#endif
-        {
-            blas_on_this_thread();
-            cnn_acts *a = &t->acts[thread_id()];
-#if HAVE_OPENMP
-#pragma omp for schedule(static)
-#endif
-            for (int c = 0; c < nchunks; c++) {
-                const int lo = (int)((long)c * n / nchunks);
-                const int hi = (int)((long)(c + 1) * n / nchunks);
-                uint32_t seq[CNN_CHUNK_MAX];
-                const uint32_t *ci = idx ? idx + lo : seq;
-                if (!idx)
-                    for (int i = lo; i < hi; i++)
-                        seq[i - lo] = (uint32_t)i;
-                image_src part = images;
-                if (part.shift)
-                    part.shift += 2 * lo;
-                t->chunk_ok[c] = (uint8_t)run_chunk(m, a, t->slots + (size_t)c * stride, 1.0f,
-                                                    part, labels, ci, hi - lo, t, t->loss + lo,
-                                                    t->pred + lo);
-            }
-            int all_ok = 1;
-            for (int c = 0; c < nchunks; c++)
-                all_ok &= t->chunk_ok[c];
-            const int nt = thread_count(), me = thread_id();
-            const size_t lo = np * (size_t)me / (size_t)nt;
-            const size_t hi = np * (size_t)(me + 1) / (size_t)nt;
-            const update_rule u = {t->cfg.lr, n, t->cfg.momentum, t->cfg.weight_decay,
-                                   t->cfg.nesterov, all_ok};
-            apply_slots(m->params, t->velocity, t->slots, stride, nchunks, u, lo, hi);
-        }
+        run_chunks(t, m, images, labels, idx, n, 0, nchunks, 1);
         for (int c = 0; c < nchunks; c++)
             finite &= t->chunk_ok[c];
     }
 
-    if (st)
-        for (int i = 0; i < n; i++) {
-            st->loss_sum += t->loss[i];
-            st->correct += t->pred[i] == labels[idx ? idx[i] : (uint32_t)i];
-            st->count++;
-        }
+    add_step_stats(t, labels, idx, n, st);
     return finite ? CNN_OK : CNN_ERR_NUMERIC;
 }
 
@@ -402,4 +419,42 @@ cnn_status cnn_evaluate_u8(cnn_trainer *t, const cnn_model *m, const uint8_t *pi
                            const uint8_t *labels, size_t n, uint8_t *pred, cnn_stats *st)
 {
     return evaluate(t, m, (image_src){NULL, pixels, NULL}, labels, n, pred, st);
+}
+
+/* ---------------------------------------------------------------- steps in parts */
+
+int cnn_chunk_count(int n) { return n < 1 ? 0 : chunk_count(n); }
+
+cnn_status cnn_train_step_chunks(cnn_trainer *t, cnn_model *m, const uint8_t *pixels,
+                                 const uint8_t *labels, const uint32_t *idx, int n,
+                                 const int8_t *shift, int c0, int c1)
+{
+    if (!t || !m || !pixels || !labels || n < 1 || n > t->cfg.batch ||
+        !cnn_arch_equal(&t->arch, &m->arch) || c0 < 0 || c1 < c0 || c1 > chunk_count(n) ||
+        !labels_valid(labels, idx, (size_t)n, m->arch.classes))
+        return CNN_ERR_ARG;
+    if (c1 > c0)
+        run_chunks(t, m, (image_src){NULL, pixels, shift}, labels, idx, n, c0, c1, 0);
+    return CNN_OK;
+}
+
+void cnn_trainer_exchange(cnn_trainer *t, float **slots, size_t *stride, float **loss,
+                          uint8_t **pred, uint8_t **chunk_ok)
+{
+    *slots = t->slots, *stride = t->slot_stride;
+    *loss = t->loss, *pred = t->pred, *chunk_ok = t->chunk_ok;
+}
+
+cnn_status cnn_train_step_finish(cnn_trainer *t, cnn_model *m, const uint8_t *labels,
+                                 const uint32_t *idx, int n, cnn_stats *st)
+{
+    if (!t || !m || !labels || n < 1 || n > t->cfg.batch)
+        return CNN_ERR_ARG;
+    const int nchunks = chunk_count(n);
+    int finite = 1;
+    for (int c = 0; c < nchunks; c++)
+        finite &= t->chunk_ok[c];
+    run_chunks(t, m, (image_src){NULL, NULL, NULL}, labels, idx, n, 0, 0, 1);
+    add_step_stats(t, labels, idx, n, st);
+    return finite ? CNN_OK : CNN_ERR_NUMERIC;
 }

@@ -171,6 +171,79 @@ static void shifted(const uint8_t *pix, const uint8_t *labels)
     free(ref), free(x), free(moved);
 }
 
+/* Steps in parts (as data-parallel processes run them): P trainers, each computing
+ * its contiguous share of the chunks, exchanging slots, losses, predictions and flags
+ * by copying, then finishing: every "process" holds the weights one trainer alone
+ * reaches, bit for bit, for P = 2 and 3, a stacked network with Nesterov momentum. */
+static void in_parts(const uint8_t *pix, const uint8_t *labels)
+{
+    cnn_arch arch;
+    cnn_arch_build(&arch, "conv4b,relu,pool,conv6b,relu,pool,dense12,relu,softmax10", 1, 28, 28,
+                   NULL, 0);
+    enum { B = 40, STEPS = 5, PMAX = 3 };
+    cnn_train_config c = cnn_train_config_default();
+    c.batch = B, c.lr = 0.05f, c.momentum = 0.9f, c.nesterov = 1, c.weight_decay = 1e-4f;
+    cnn_rng rng;
+    cnn_rng_seed(&rng, 21);
+    cnn_model ref;
+    cnn_model_init_arch(&ref, &arch, &rng);
+    const size_t np = ref.n_params;
+    float *init = malloc(np * 4);
+    memcpy(init, ref.params, np * 4);
+    cnn_trainer *t;
+    cnn_trainer_create_arch(&t, &arch, &c);
+    cnn_stats whole = {0};
+    for (int s = 0; s < STEPS; s++)
+        cnn_train_step_u8(t, &ref, pix + (size_t)s * B * 784, labels + s * B, NULL, B, &whole);
+    cnn_trainer_free(t);
+    for (int P = 2; P <= PMAX; P++) {
+        cnn_model m[PMAX];
+        cnn_trainer *tr[PMAX];
+        for (int r = 0; r < P; r++) {
+            cnn_model_alloc_arch(&m[r], &arch);
+            memcpy(m[r].params, init, np * 4);
+            cnn_trainer_create_arch(&tr[r], &arch, &c);
+        }
+        cnn_stats st = {0};
+        const int nch = cnn_chunk_count(B);
+        for (int s = 0; s < STEPS; s++) {
+            const uint8_t *px = pix + (size_t)s * B * 784, *lab = labels + s * B;
+            for (int r = 0; r < P; r++)
+                cnn_train_step_chunks(tr[r], &m[r], px, lab, NULL, B, NULL, r * nch / P,
+                                      (r + 1) * nch / P);
+            for (int r = 0; r < P; r++) /* rank r's chunks to every other rank */
+                for (int q = 0; q < P; q++) {
+                    if (q == r)
+                        continue;
+                    float *sr, *sq, *lr_, *lq;
+                    uint8_t *pr, *pq, *okr, *okq;
+                    size_t stride;
+                    cnn_trainer_exchange(tr[r], &sr, &stride, &lr_, &pr, &okr);
+                    cnn_trainer_exchange(tr[q], &sq, &stride, &lq, &pq, &okq);
+                    for (int ch = r * nch / P; ch < (r + 1) * nch / P; ch++) {
+                        const int lo = ch * B / nch, hi = (ch + 1) * B / nch;
+                        memcpy(sq + (size_t)ch * stride, sr + (size_t)ch * stride, np * 4);
+                        memcpy(lq + lo, lr_ + lo, (size_t)(hi - lo) * 4);
+                        memcpy(pq + lo, pr + lo, (size_t)(hi - lo));
+                        okq[ch] = okr[ch];
+                    }
+                }
+            for (int r = 0; r < P; r++)
+                cnn_train_step_finish(tr[r], &m[r], lab, NULL, B, r == 0 ? &st : NULL);
+        }
+        int same = st.loss_sum == whole.loss_sum && st.correct == whole.correct;
+        for (int r = 0; r < P; r++) {
+            same &= memcmp(m[r].params, ref.params, np * 4) == 0;
+            cnn_trainer_free(tr[r]);
+            cnn_model_free(&m[r]);
+        }
+        tap_ok(same, "steps in parts over %d processes: every process's weights and the step "
+               "statistics are bit-identical to one trainer's", P);
+    }
+    free(init);
+    cnn_model_free(&ref);
+}
+
 int main(void)
 {
     cnn_blas_setup();
@@ -221,6 +294,7 @@ int main(void)
             }
     stacked_threads(pix, labels);
     shifted(pix, labels);
+    in_parts(pix, labels);
 #if HAVE_OPENMP
     tap_ok(omp_get_max_threads() == before,
            "training leaves the caller's OpenMP thread count as it was (%d)", before);
