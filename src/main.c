@@ -3,6 +3,7 @@
 
 #include "autocore.h"
 #include "config.h"
+#include "dist.h"
 #include "fileio.h"
 
 #include <errno.h>
@@ -14,11 +15,12 @@
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
+#include <zlib.h>
 #if HAVE_OPENMP
 #include <omp.h>
 #endif
 
-static const char *prog = "cnn";
+static const char *prog = "cnn"; /* "cnn (rank 1 of 2)" when ranks train together */
 static cnn_core_report blas_core; /* how the OpenBLAS core was chosen, set first in main */
 
 /* ---------------------------------------------------------------- options */
@@ -537,6 +539,7 @@ typedef struct {
     long first_epoch;
     size_t first_pos;  /* where the first epoch resumes; 0: a fresh, shuffled epoch */
     int from_ckpt;
+    const cnn_dist *dist; /* this rank of the ranks training together */
 } train_run;
 
 static void run_free(train_run *r, const train_args *o)
@@ -675,6 +678,61 @@ static void add_stats(cnn_stats *to, const cnn_stats *s)
     to->loss_sum += s->loss_sum, to->correct += s->correct, to->count += s->count;
 }
 
+/* One step of the n samples order[i..]: alone, or this rank's share of the chunks,
+ * then every rank's shares, then the same update on every rank. */
+static cnn_status train_one_step(train_run *r, const train_args *o, size_t i, int n,
+                                 cnn_stats *s)
+{
+    const int8_t *shift = o->shift ? r->shifts : NULL;
+    if (r->dist->size == 1)
+        return cnn_train_step_u8_shift(r->trainer, &r->model, r->tr.pixels, r->tr.labels,
+                                       r->order + i, n, shift, s);
+    int c0, c1;
+    dist_share(r->dist, cnn_chunk_count(n), &c0, &c1);
+    const cnn_status st = cnn_train_step_chunks(r->trainer, &r->model, r->tr.pixels,
+                                                r->tr.labels, r->order + i, n, shift, c0, c1);
+    if (st != CNN_OK)
+        dist_abort(r->dist, 1); /* the same on every rank: cannot happen on one alone */
+    dist_exchange(r->dist, r->trainer, n);
+    return cnn_train_step_finish(r->trainer, &r->model, r->tr.labels, r->order + i, n, s);
+}
+
+/* The checkpoint, written by the first rank; a failure there ends every rank. */
+static int save_checkpoint(const train_run *r, const train_args *o)
+{
+    if (r->dist->rank != 0)
+        return 0;
+    if (!write_checkpoint(&r->ck, o->ckpt_path))
+        return 0;
+    if (r->dist->size > 1)
+        dist_abort(r->dist, 1);
+    return 1;
+}
+
+/* The test set's statistics: each rank tests a slice whose ends fall on the chunks of
+ * 16 that one process would use (so every image's loss is the same bits), and the
+ * slices' sums are added in rank order. */
+static cnn_status test_split(train_run *r, cnn_stats *st)
+{
+    const cnn_dist *d = r->dist;
+    const size_t n = r->te.n, len = (size_t)r->te.rows * (size_t)r->te.cols;
+    size_t lo = n * (size_t)d->rank / (size_t)d->size / CNN_CHUNK_MAX * CNN_CHUNK_MAX;
+    size_t hi = n * (size_t)(d->rank + 1) / (size_t)d->size / CNN_CHUNK_MAX * CNN_CHUNK_MAX;
+    if (d->rank == d->size - 1)
+        hi = n;
+    cnn_stats mine = {0};
+    const cnn_status s = hi > lo ? cnn_evaluate_u8(r->trainer, &r->model, r->te.pixels + lo * len,
+                                                   r->te.labels + lo, hi - lo, NULL, &mine)
+                                 : CNN_OK;
+    int bad;
+    if (!dist_all_ok(d, s == CNN_OK, &bad))
+        return CNN_ERR_NOMEM;
+    st->loss_sum += dist_sum(d, mine.loss_sum);
+    st->correct += (size_t)dist_sum(d, (double)mine.correct);
+    st->count += n;
+    return CNN_OK;
+}
+
 /* One epoch's steps from `start` (samples already trained). @return 0, or the exit
  * status after a failure or a stop signal (already reported, files saved). */
 static int run_epoch(train_run *r, const train_args *o, long ep, size_t start, long *steps,
@@ -694,9 +752,7 @@ static int run_epoch(train_run *r, const train_args *o, long ep, size_t start, l
                                                (uint64_t)o->epochs * per_epoch));
         if (o->shift)
             draw_shifts(r->shifts, o->seed, ep, r->order + i, n, (int)o->shift);
-        const cnn_status st = cnn_train_step_u8_shift(r->trainer, &r->model, r->tr.pixels,
-                                                      r->tr.labels, r->order + i, n,
-                                                      o->shift ? r->shifts : NULL, &s);
+        const cnn_status st = train_one_step(r, o, i, n, &s);
         if (st == CNN_ERR_NUMERIC) {
             fprintf(stderr, "%s: the loss became NaN or infinite at step %zu of epoch %ld; "
                     "nothing saved; try a smaller --lr than %g\n", prog, step + (size_t)n, ep,
@@ -719,13 +775,17 @@ static int run_epoch(train_run *r, const train_args *o, long ep, size_t start, l
             win = (cnn_stats){0};
         }
         r->ck.epoch = (int)ep, r->ck.pos = step, r->ck.rng = r->rng;
-        if (stop_signal) {
-            stop_and_save(&r->ck, &r->model, o->save, o->ckpt_path, ep, step, n_all);
-            return 128 + stop_signal;
+        const int sig = r->dist->size > 1 ? dist_max(r->dist, stop_signal) : stop_signal;
+        if (sig) { /* every rank stops after the same step; the first saves */
+            if (!stop_signal)
+                stop_signal = sig;
+            if (r->dist->rank == 0)
+                stop_and_save(&r->ck, &r->model, o->save, o->ckpt_path, ep, step, n_all);
+            return 128 + sig;
         }
         if (o->ckpt_path && o->ckpt_every && *steps % o->ckpt_every == 0 && step < n_all) {
             const double c0 = now();
-            if (write_checkpoint(&r->ck, o->ckpt_path))
+            if (save_checkpoint(r, o))
                 return 1;
             *io += now() - c0;
         }
@@ -738,8 +798,7 @@ static void test_after(train_run *r, long ep, double train_s)
 {
     cnn_stats t = {0};
     const double e0 = now();
-    if (cnn_evaluate_u8(r->trainer, &r->model, r->te.pixels, r->te.labels, r->te.n, NULL, &t) ==
-        CNN_OK)
+    if (test_split(r, &t) == CNN_OK)
         printf("Epoch %ld: test loss %.4f, accuracy %.2f%% after %.1f s of training "
                "(evaluation %.2f s)\n", ep, t.loss_sum / (double)t.count,
                100.0 * (double)t.correct / (double)t.count, train_s, now() - e0);
@@ -762,7 +821,7 @@ static int train_and_test(train_run *r, const train_args *o)
         const int rc = run_epoch(r, o, ep, start, &steps, &epoch, &io);
         if (rc)
             return rc;
-        if (o->ckpt_path && write_checkpoint(&r->ck, o->ckpt_path)) /* every epoch's end */
+        if (o->ckpt_path && save_checkpoint(r, o)) /* every epoch's end */
             return 1;
         const double dt = now() - t0 - io;
         train_s += dt;
@@ -774,15 +833,14 @@ static int train_and_test(train_run *r, const train_args *o)
         fflush(stdout);
     }
     cnn_stats test = {0};
-    const cnn_status st =
-        cnn_evaluate_u8(r->trainer, &r->model, r->te.pixels, r->te.labels, r->te.n, NULL, &test);
+    const cnn_status st = test_split(r, &test);
     if (st != CNN_OK) {
         fprintf(stderr, "%s: evaluation failed: %s\n", prog, cnn_status_str(st));
         return 1;
     }
     printf("--- Testing the CNN ---\n");
     print_test(&test);
-    if (o->save) {
+    if (o->save && r->dist->rank == 0) {
         if (save_model(&r->model, o->save))
             return 1;
         printf("model saved to %s\n", o->save);
@@ -790,24 +848,81 @@ static int train_and_test(train_run *r, const train_args *o)
     return stop_signal ? 128 + stop_signal : 0; /* a signal during the test: still non-zero */
 }
 
+/* The data every rank trains on must be the same: a CRC-32 of it, compared. */
+static uint32_t data_checksum(const train_run *r)
+{
+    const size_t len = (size_t)r->tr.rows * (size_t)r->tr.cols;
+    uLong c = crc32(0L, Z_NULL, 0);
+    const cnn_dataset *sets[2] = {&r->tr, &r->te};
+    for (int k = 0; k < 2; k++)
+        for (size_t at = 0, total = sets[k]->n * len; at < total;) {
+            const uInt part = (uInt)(total - at < (1u << 30) ? total - at : (1u << 30));
+            c = crc32(c, sets[k]->pixels + at, part);
+            at += part;
+        }
+    for (int k = 0; k < 2; k++)
+        c = crc32(c, sets[k]->labels, (uInt)sets[k]->n);
+    return (uint32_t)c;
+}
+
+/* Several ranks: only the first prints and writes files; every message names its
+ * rank. Every rank must be able to start before any of them does. */
+static int ranks_agree(train_run *r, const train_args *o, int ok)
+{
+    const cnn_dist *d = r->dist;
+    int bad;
+    if (!dist_all_ok(d, ok, &bad)) {
+        if (d->rank == 0 && bad != 0)
+            fprintf(stderr, "%s: stopped: rank %d could not start (its message says why)\n",
+                    prog, bad);
+        return 0;
+    }
+    if (d->size > 1 && !dist_same(d, data_checksum(r), &bad)) {
+        if (d->rank == bad)
+            fprintf(stderr, "%s: the data in %s differs from rank 0's (a CRC-32 of its images "
+                    "and labels)\n", prog, o->synthetic ? "the synthetic set" : o->data);
+        return 0;
+    }
+    return 1;
+}
+
 static int cmd_train(int argc, char **argv)
 {
+    static char name[64];
+    cnn_dist dist;
+    dist_init(&dist, NULL, NULL);
+    if (dist.size > 1) {
+        snprintf(name, sizeof name, "cnn (rank %d of %d)", dist.rank, dist.size);
+        prog = name;
+        if (dist.rank != 0 && !freopen("/dev/null", "w", stdout))
+            dist_abort(&dist, 1);
+    }
     train_args o;
-    int rc = train_options(&o, argc, argv);
-    if (rc)
-        return rc == 1 ? 0 : rc;
-    if ((o.save && check_save_path("--save", o.save)) ||
-        (o.ckpt_path && check_save_path("--checkpoint", o.ckpt_path)))
-        return 1;
+    const int opts = train_options(&o, argc, argv); /* 1: --help, 2: a bad flag */
+    int rc = opts == 2 ? 2 : 0, ok = opts == 0;
     train_run r;
     memset(&r, 0, sizeof r);
-    rc = 1;
-    if (!set_up(&r, &o)) {
+    r.dist = &dist;
+    if (ok && dist.size > 1 && o.batch < dist.size) {
+        fprintf(stderr, "%s: --batch %ld cannot be split over %d ranks: give a batch of at "
+                "least %d (batch 1, the post's per-sample SGD, runs in one process)\n", prog,
+                o.batch, dist.size, dist.size);
+        ok = 0, rc = 2;
+    }
+    if (ok && dist.rank == 0 && ((o.save && check_save_path("--save", o.save)) ||
+                                 (o.ckpt_path && check_save_path("--checkpoint", o.ckpt_path))))
+        ok = 0, rc = 1;
+    if (ok && set_up(&r, &o))
+        ok = 0, rc = 1;
+    if (ranks_agree(&r, &o, ok)) {
         print_run(&r, &o);
         catch_signals();
         rc = train_and_test(&r, &o);
+    } else if (ok) {
+        rc = 1; /* this rank could start, another could not */
     }
     run_free(&r, &o);
+    dist_finalize(&dist);
     return rc;
 }
 

@@ -1,0 +1,50 @@
+/* dist.h - data-parallel training across processes with MPI, for the cnn program
+ * (internal; the library itself knows nothing of MPI).
+ *
+ * Under mpirun (or srun), every rank holds the same model and data. A minibatch's
+ * chunks (fixed by its size alone) are split into contiguous shares, one per rank;
+ * each rank computes its share (cnn_train_step_chunks, across its OpenMP threads),
+ * the shares are gathered to every rank (MPI_Allgatherv of the chunks' gradient slots,
+ * losses, predictions and finite flags), and every rank applies the same update,
+ * summing the chunks in chunk order: the weights are bit-identical on every rank and
+ * for any number of ranks. Without MPI (or outside mpirun) there is one rank. */
+#ifndef CNN_DIST_H
+#define CNN_DIST_H
+
+#include "cnn.h"
+
+typedef struct cnn_dist {
+    int rank, size; /* this process, and how many; 0 and 1 without MPI */
+    int mpi;        /* MPI is initialised */
+} cnn_dist;
+
+/* Initialise MPI when the program runs under an MPI launcher; else one rank. */
+void dist_init(cnn_dist *d, int *argc, char ***argv);
+void dist_finalize(cnn_dist *d);
+
+/* Every rank passes its own ok; @return 1 if all are ok, else 0 with *bad the lowest
+ * rank that is not. A collective: every rank must call it at the same point. */
+int dist_all_ok(const cnn_dist *d, int ok, int *bad);
+
+/* @return 1 if every rank passed the same v, else 0 with *bad a rank whose v differs
+ * from rank 0's. */
+int dist_same(const cnn_dist *d, uint32_t v, int *bad);
+
+/* @return the largest flag of all ranks (a stop signal on any rank stops them all). */
+int dist_max(const cnn_dist *d, int flag);
+
+/* This rank's share [c0, c1) of the nchunks chunks. */
+void dist_share(const cnn_dist *d, int nchunks, int *c0, int *c1);
+
+/* After each rank computed its share of a step of n samples: every rank gets every
+ * rank's chunk slots, losses, predictions and flags. @return seconds spent. */
+double dist_exchange(const cnn_dist *d, cnn_trainer *t, int n);
+
+/* A sum over ranks, in rank order, delivered to every rank (deterministic for a given
+ * number of ranks). */
+double dist_sum(const cnn_dist *d, double v);
+
+/* End every rank now (after a failure on some ranks that others cannot see). */
+void dist_abort(const cnn_dist *d, int code);
+
+#endif
