@@ -903,10 +903,11 @@ static int cmd_train(int argc, char **argv)
     train_run r;
     memset(&r, 0, sizeof r);
     r.dist = &dist;
-    if (ok && dist.size > 1 && o.batch < dist.size) {
-        fprintf(stderr, "%s: --batch %ld cannot be split over %d ranks: give a batch of at "
-                "least %d (batch 1, the post's per-sample SGD, runs in one process)\n", prog,
-                o.batch, dist.size, dist.size);
+    if (ok && dist.size > 1 && o.batch < dist.size) { /* the same on every rank: one says it */
+        if (dist.rank == 0)
+                fprintf(stderr, "%s: --batch %ld cannot be split over %d ranks: give a batch of "
+                    "at least %d (batch 1, the post's per-sample SGD, runs in one process)\n",
+                    prog, o.batch, dist.size, dist.size);
         ok = 0, rc = 2;
     }
     if (ok && dist.rank == 0 && ((o.save && check_save_path("--save", o.save)) ||
