@@ -105,6 +105,31 @@ void dist_share(const cnn_dist *d, int nchunks, int *c0, int *c1)
     *c1 = (int)((long)(d->rank + 1) * nchunks / d->size);
 }
 
+#if HAVE_MPI
+/* Each rank's chunks [c0, c1) and their samples, as Allgatherv counts and offsets. */
+static void shares(int P, int nch, int n, int *chunks, int *cdis, int *samples, int *sdis)
+{
+    for (int r = 0; r < P; r++) {
+        const int r0 = (int)((long)r * nch / P), r1 = (int)((long)(r + 1) * nch / P);
+        chunks[r] = r1 - r0, cdis[r] = r0;
+        sdis[r] = (int)((long)r0 * n / nch);
+        samples[r] = (int)((long)r1 * n / nch) - sdis[r];
+    }
+}
+
+/* Every rank's samples' losses and predictions, and its chunks' finite flags. */
+static void gather_outcomes(const int *chunks, const int *cdis, const int *samples,
+                            const int *sdis, float *loss, uint8_t *pred, uint8_t *ok)
+{
+    MPI_Allgatherv(MPI_IN_PLACE, 0, MPI_DATATYPE_NULL, loss, samples, sdis, MPI_FLOAT,
+                   MPI_COMM_WORLD);
+    MPI_Allgatherv(MPI_IN_PLACE, 0, MPI_DATATYPE_NULL, pred, samples, sdis, MPI_UINT8_T,
+                   MPI_COMM_WORLD);
+    MPI_Allgatherv(MPI_IN_PLACE, 0, MPI_DATATYPE_NULL, ok, chunks, cdis, MPI_UINT8_T,
+                   MPI_COMM_WORLD);
+}
+#endif
+
 double dist_exchange(const cnn_dist *d, cnn_trainer *t, int n)
 {
     const double t0 = seconds();
@@ -117,27 +142,61 @@ double dist_exchange(const cnn_dist *d, cnn_trainer *t, int n)
     cnn_trainer_exchange(t, &slots, &stride, &loss, &pred, &ok);
     const int nch = cnn_chunk_count(n), P = d->size;
     int chunks[P], cdis[P], samples[P], sdis[P];
-    for (int r = 0; r < P; r++) {
-        const int c0 = (int)((long)r * nch / P), c1 = (int)((long)(r + 1) * nch / P);
-        chunks[r] = c1 - c0, cdis[r] = c0;
-        sdis[r] = (int)((long)c0 * n / nch);
-        samples[r] = (int)((long)c1 * n / nch) - sdis[r];
-    }
+    shares(P, nch, n, chunks, cdis, samples, sdis);
     MPI_Datatype slot;
     MPI_Type_contiguous((int)stride, MPI_FLOAT, &slot);
     MPI_Type_commit(&slot);
     MPI_Allgatherv(MPI_IN_PLACE, 0, MPI_DATATYPE_NULL, slots, chunks, cdis, slot, MPI_COMM_WORLD);
     MPI_Type_free(&slot);
-    MPI_Allgatherv(MPI_IN_PLACE, 0, MPI_DATATYPE_NULL, loss, samples, sdis, MPI_FLOAT,
-                   MPI_COMM_WORLD);
-    MPI_Allgatherv(MPI_IN_PLACE, 0, MPI_DATATYPE_NULL, pred, samples, sdis, MPI_UINT8_T,
-                   MPI_COMM_WORLD);
-    MPI_Allgatherv(MPI_IN_PLACE, 0, MPI_DATATYPE_NULL, ok, chunks, cdis, MPI_UINT8_T,
-                   MPI_COMM_WORLD);
+    gather_outcomes(chunks, cdis, samples, sdis, loss, pred, ok);
 #else
     (void)d;
     (void)t;
     (void)n;
+#endif
+    return seconds() - t0;
+}
+
+double dist_allreduce(const cnn_dist *d, cnn_trainer *t, int n, size_t n_params)
+{
+    const double t0 = seconds();
+#if HAVE_MPI
+    if (!d->mpi || d->size < 2)
+        return 0.0;
+    float *slots, *loss;
+    uint8_t *pred, *ok;
+    size_t stride;
+    cnn_trainer_exchange(t, &slots, &stride, &loss, &pred, &ok);
+    const int nch = cnn_chunk_count(n), P = d->size;
+    int c0, c1;
+    dist_share(d, nch, &c0, &c1);
+    /* this rank's chunks summed in chunk order into slot 0, every other slot zero */
+    float *sum = slots;
+    if (c0 > 0 && c1 > c0) {
+        memcpy(sum, slots + (size_t)c0 * stride, n_params * sizeof(float));
+        memset(slots + (size_t)c0 * stride, 0, n_params * sizeof(float));
+    } else if (c1 == c0) {
+        memset(sum, 0, n_params * sizeof(float));
+    }
+    for (int c = c0 + 1; c < c1; c++) {
+        float *g = slots + (size_t)c * stride;
+        for (size_t p = 0; p < n_params; p++)
+            sum[p] += g[p];
+        memset(g, 0, n_params * sizeof(float));
+    }
+    for (size_t at = 0; at < n_params;) { /* counts are ints */
+        const int part = (int)(n_params - at < (1u << 30) ? n_params - at : (1u << 30));
+        MPI_Allreduce(MPI_IN_PLACE, sum + at, part, MPI_FLOAT, MPI_SUM, MPI_COMM_WORLD);
+        at += (size_t)part;
+    }
+    int chunks[P], cdis[P], samples[P], sdis[P];
+    shares(P, nch, n, chunks, cdis, samples, sdis);
+    gather_outcomes(chunks, cdis, samples, sdis, loss, pred, ok);
+#else
+    (void)d;
+    (void)t;
+    (void)n;
+    (void)n_params;
 #endif
     return seconds() - t0;
 }

@@ -40,6 +40,12 @@ void dist_share(const cnn_dist *d, int nchunks, int *c0, int *c1);
  * rank's chunk slots, losses, predictions and flags. @return seconds spent. */
 double dist_exchange(const cnn_dist *d, cnn_trainer *t, int n);
 
+/* The same, but the gradient as one MPI_Allreduce of each rank's sum of its chunks:
+ * 2 gradients' worth of traffic per rank (a ring) instead of every chunk's, in an
+ * order MPI chooses, so the weights agree across ranks and with one process only
+ * within rounding. @return seconds spent. */
+double dist_allreduce(const cnn_dist *d, cnn_trainer *t, int n, size_t n_params);
+
 /* A sum over ranks, in rank order, delivered to every rank (deterministic for a given
  * number of ranks). */
 double dist_sum(const cnn_dist *d, double v);
