@@ -39,7 +39,7 @@ typedef struct {
 static const char *const engines[] = {"blas", "reference", NULL};
 static const char *const tie_rules[] = {"single", "all", NULL};
 static const char *const schedules[] = {"constant", "cosine", NULL};
-static const char *const reductions[] = {"allreduce", "exact", NULL};
+static const char *const reductions[] = {"exact", "allreduce", NULL};
 
 static int bad_value(const char *flag, const char *want, const char *got)
 {
@@ -428,7 +428,7 @@ typedef struct {
     uint64_t seed;
     float lr, momentum, weight_decay;
     int engine, ties, no_shuffle, nesterov, schedule, test_every;
-    int exact; /* under MPI: gather every chunk (bit-identical for any number of ranks) */
+    int allreduce; /* under MPI: MPI_Allreduce, not every chunk gathered (bit-identical) */
 } train_args;
 
 /* @return 0 to go on, 1 after --help, 2 on a bad flag (already reported). */
@@ -479,9 +479,9 @@ static int train_options(train_args *o, int argc, char **argv)
          "write it every N steps or every epoch (default: every epoch)"},
         {"--synthetic", OPT_INT, &o->synthetic, 10, 10000000, NULL, "N",
          "train on N synthetic digits (test on N/6) instead of MNIST"},
-        {"--reduce", OPT_CHOICE, &o->exact, 0, 0, reductions, "allreduce|exact",
-         "under mpirun: sum gradients with MPI_Allreduce (default), or gather every chunk "
-         "(the same bits for any number of ranks)"},
+        {"--reduce", OPT_CHOICE, &o->allreduce, 0, 0, reductions, "exact|allreduce",
+         "under mpirun: gather every chunk's gradient, the same bits for any number of ranks "
+         "(default), or MPI_Allreduce"},
         {NULL, 0, NULL, 0, 0, NULL, NULL, NULL},
     };
     const int rc = parse_opts("train", "[options]", opts, argc, argv);
@@ -698,10 +698,10 @@ static cnn_status train_one_step(train_run *r, const train_args *o, size_t i, in
                                                 r->tr.labels, r->order + i, n, shift, c0, c1);
     if (st != CNN_OK)
         dist_abort(r->dist, 1); /* the same on every rank: cannot happen on one alone */
-    if (o->exact)
-        dist_exchange(r->dist, r->trainer, n);
-    else
+    if (o->allreduce)
         dist_allreduce(r->dist, r->trainer, n, r->model.n_params);
+    else
+        dist_exchange(r->dist, r->trainer, n);
     return cnn_train_step_finish(r->trainer, &r->model, r->tr.labels, r->order + i, n, s);
 }
 
