@@ -30,6 +30,14 @@ extern "C" {
 
 #define CNN_VERSION "0.1.0"
 
+/* The library's public functions; everything else in it is hidden from programs that
+ * link the shared library. */
+#if defined(__GNUC__) && !defined(_WIN32)
+#define CNN_API __attribute__((visibility("default")))
+#else
+#define CNN_API
+#endif
+
 /* ---------------------------------------------------------------- status */
 
 typedef enum cnn_status {
@@ -42,7 +50,7 @@ typedef enum cnn_status {
 } cnn_status;
 
 /** @return a short English description of @p s (never NULL). */
-const char *cnn_status_str(cnn_status s);
+CNN_API const char *cnn_status_str(cnn_status s);
 
 /* ---------------------------------------------------------------- random */
 
@@ -51,16 +59,16 @@ typedef struct cnn_rng {
     uint64_t s[4];
 } cnn_rng;
 
-void cnn_rng_seed(cnn_rng *r, uint64_t seed);
-uint64_t cnn_rng_u64(cnn_rng *r);
+CNN_API void cnn_rng_seed(cnn_rng *r, uint64_t seed);
+CNN_API uint64_t cnn_rng_u64(cnn_rng *r);
 /** @return a uniform double in [0, 1). */
-double cnn_rng_uniform(cnn_rng *r);
+CNN_API double cnn_rng_uniform(cnn_rng *r);
 /** @return a standard normal double (Marsaglia's polar method). */
-double cnn_rng_normal(cnn_rng *r);
+CNN_API double cnn_rng_normal(cnn_rng *r);
 /** @return a uniform integer in [0, n), without modulo bias; n > 0. */
-uint64_t cnn_rng_below(cnn_rng *r, uint64_t n);
+CNN_API uint64_t cnn_rng_below(cnn_rng *r, uint64_t n);
 /** Fisher-Yates shuffle of idx[0..n). */
-void cnn_rng_shuffle(cnn_rng *r, uint32_t *idx, size_t n);
+CNN_API void cnn_rng_shuffle(cnn_rng *r, uint32_t *idx, size_t n);
 
 /* ---------------------------------------------------------------- layers */
 /*
@@ -81,50 +89,50 @@ typedef enum cnn_pool_ties {
  * pool block (i, j); positions outside every pool block are not computed. col is
  * scratch of C*9 x 4*PH*PW floats; forward leaves im2col(in) in it.
  * Reference engine: out [F][H-2][W-2], the usual layout. */
-void cnn_im2col3x3(float *col, const float *in, int C, int H, int W);
-void cnn_col2im3x3(float *in, const float *col, int C, int H, int W); /* in = col2im(col) */
-void cnn_conv3x3_forward(float *out, float *col, const float *in, const float *filt,
+CNN_API void cnn_im2col3x3(float *col, const float *in, int C, int H, int W);
+CNN_API void cnn_col2im3x3(float *in, const float *col, int C, int H, int W); /* in = col2im(col) */
+CNN_API void cnn_conv3x3_forward(float *out, float *col, const float *in, const float *filt,
                          int C, int H, int W, int F);
 /* Backward: dfilt += alpha * the filter gradient (alpha 1 accumulates a gradient;
  * dfilt == filt with alpha = -lr is an in-place SGD step, then din must be NULL).
  * col must hold im2col(in) from the forward; it is overwritten when din != NULL.
  * din [C][H][W] may be NULL (first layer: no input gradient). dout is laid out as out. */
-void cnn_conv3x3_backward(float *din, float *dfilt, float alpha, float *col, const float *dout,
+CNN_API void cnn_conv3x3_backward(float *din, float *dfilt, float alpha, float *col, const float *dout,
                           const float *filt, int C, int H, int W, int F);
-void cnn_conv3x3_forward_ref(float *out, const float *in, const float *filt,
+CNN_API void cnn_conv3x3_forward_ref(float *out, const float *in, const float *filt,
                              int C, int H, int W, int F);
-void cnn_conv3x3_backward_ref(float *din, float *dfilt, float alpha, const float *dout,
+CNN_API void cnn_conv3x3_backward_ref(float *din, float *dfilt, float alpha, const float *dout,
                               const float *in, const float *filt, int C, int H, int W, int F);
 /* The general conv: blocked selects the pool-block order above (its im2col and
  * col2im), otherwise the plain layout out [F][H-2][W-2] (cnn_im2col3x3_plain: col
  * [C*9][(H-2)*(W-2)]); bias [F] may be NULL, as dbias. */
-void cnn_im2col3x3_plain(float *col, const float *in, int C, int H, int W);
-void cnn_col2im3x3_plain(float *in, const float *col, int C, int H, int W);
-void cnn_conv3x3_forward_ex(float *out, float *col, const float *in, const float *filt,
+CNN_API void cnn_im2col3x3_plain(float *col, const float *in, int C, int H, int W);
+CNN_API void cnn_col2im3x3_plain(float *in, const float *col, int C, int H, int W);
+CNN_API void cnn_conv3x3_forward_ex(float *out, float *col, const float *in, const float *filt,
                             const float *bias, int C, int H, int W, int F, int blocked);
-void cnn_conv3x3_backward_ex(float *din, float *dfilt, float *dbias, float alpha, float *col,
+CNN_API void cnn_conv3x3_backward_ex(float *din, float *dfilt, float *dbias, float alpha, float *col,
                              const float *dout, const float *filt, int C, int H, int W, int F,
                              int blocked);
 /* The reference engine's conv bias over P = (H-2)*(W-2) positions per filter. */
-void cnn_conv_bias_forward_ref(float *out, const float *bias, int F, int P);
-void cnn_conv_bias_backward_ref(float *dbias, float alpha, const float *dout, int F, int P);
+CNN_API void cnn_conv_bias_forward_ref(float *out, const float *bias, int F, int P);
+CNN_API void cnn_conv_bias_backward_ref(float *dbias, float alpha, const float *dout, int F, int P);
 
 /* ReLU over n values: out = max(in, 0); din = dout where out > 0, else 0. */
-void cnn_relu_forward(float *out, const float *in, size_t n);
-void cnn_relu_backward(float *din, const float *dout, const float *out, size_t n);
+CNN_API void cnn_relu_forward(float *out, const float *in, size_t n);
+CNN_API void cnn_relu_backward(float *din, const float *dout, const float *out, size_t n);
 
 /* Pool-block order [F][4][H/2][W/2] to [F][H][W] (uncovered positions 0). */
-void cnn_blocks_to_nchw(float *dst, const float *src, int F, int H, int W);
+CNN_API void cnn_blocks_to_nchw(float *dst, const float *src, int F, int H, int W);
 
 /* MaxPool2, stride 2, over F maps of H x W: out [F][H/2][W/2], arg [F][H/2][W/2] =
  * 0..3, the position of the first max in its block. Backward overwrites din (laid out
  * as in); CNN_TIES_ALL compares in with out, CNN_TIES_SINGLE uses arg. The BLAS
  * engine's functions take in / din in pool-block order, the _ref ones [F][H][W]. */
-void cnn_maxpool2_forward(float *out, uint8_t *arg, const float *in, int F, int H, int W);
-void cnn_maxpool2_backward(float *din, const float *dout, const uint8_t *arg, const float *in,
+CNN_API void cnn_maxpool2_forward(float *out, uint8_t *arg, const float *in, int F, int H, int W);
+CNN_API void cnn_maxpool2_backward(float *din, const float *dout, const uint8_t *arg, const float *in,
                            const float *out, cnn_pool_ties ties, int F, int H, int W);
-void cnn_maxpool2_forward_ref(float *out, uint8_t *arg, const float *in, int F, int H, int W);
-void cnn_maxpool2_backward_ref(float *din, const float *dout, const uint8_t *arg,
+CNN_API void cnn_maxpool2_forward_ref(float *out, uint8_t *arg, const float *in, int F, int H, int W);
+CNN_API void cnn_maxpool2_backward_ref(float *din, const float *dout, const uint8_t *arg,
                                const float *in, const float *out, cnn_pool_ties ties, int F,
                                int H, int W);
 
@@ -132,24 +140,24 @@ void cnn_maxpool2_backward_ref(float *din, const float *dout, const uint8_t *arg
  * dL W (dx may be NULL), then dW += alpha dL^T X and db += alpha * the column sums of dL
  * (dW == W, db == b with alpha = -lr is an in-place SGD step: dx sees the old W). B = 1
  * uses SGEMV and SGER, B > 1 SGEMM. The _ref versions take one sample. */
-void cnn_dense_forward(float *logits, const float *x, const float *W, const float *b, int B,
+CNN_API void cnn_dense_forward(float *logits, const float *x, const float *W, const float *b, int B,
                        int K, int N);
-void cnn_dense_backward(float *dx, float *dW, float *db, float alpha, const float *dlogits,
+CNN_API void cnn_dense_backward(float *dx, float *dW, float *db, float alpha, const float *dlogits,
                         const float *x, const float *W, int B, int K, int N);
-void cnn_dense_forward_ref(float *logits, const float *x, const float *W, const float *b,
+CNN_API void cnn_dense_forward_ref(float *logits, const float *x, const float *W, const float *b,
                            int K, int N);
-void cnn_dense_backward_ref(float *dx, float *dW, float *db, float alpha, const float *dlogits,
+CNN_API void cnn_dense_backward_ref(float *dx, float *dW, float *db, float alpha, const float *dlogits,
                             const float *x, const float *W, int K, int N);
 
 /* The same with the rows of x (and dx) ldx floats apart (ldx >= K). */
-void cnn_dense_forward_ld(float *logits, const float *x, int ldx, const float *W, const float *b,
+CNN_API void cnn_dense_forward_ld(float *logits, const float *x, int ldx, const float *W, const float *b,
                           int B, int K, int N);
-void cnn_dense_backward_ld(float *dx, float *dW, float *db, float alpha, const float *dlogits,
+CNN_API void cnn_dense_backward_ld(float *dx, float *dW, float *db, float alpha, const float *dlogits,
                            const float *x, int ldx, const float *W, int B, int K, int N);
 
 /* Softmax and cross-entropy, numerically stable. probs[N] = softmax(logits);
  * dlogits = probs - onehot(label) (may be NULL). @return -ln(probs[label]). */
-float cnn_softmax_xent(float *probs, float *dlogits, const float *logits, int label, int N);
+CNN_API float cnn_softmax_xent(float *probs, float *dlogits, const float *logits, int label, int N);
 
 /* ---------------------------------------------------------------- architectures */
 /*
@@ -204,20 +212,20 @@ typedef struct cnn_arch {
  *  unknown layer, a zero width, pooling a 1-pixel map, a conv on a map smaller than
  *  3x3, no softmax layer or one that is not last, too many layers or parameters) is
  *  CNN_ERR_ARG with one line naming the layer in err. */
-cnn_status cnn_arch_build(cnn_arch *a, const char *desc, int C, int H, int W, char *err,
+CNN_API cnn_status cnn_arch_build(cnn_arch *a, const char *desc, int C, int H, int W, char *err,
                           size_t errlen);
 /** The canonical description ("conv8,pool,softmax10"). @return buf. */
-const char *cnn_arch_describe(const cnn_arch *a, char *buf, size_t len);
+CNN_API const char *cnn_arch_describe(const cnn_arch *a, char *buf, size_t len);
 /** 1 if a and b are the same network for the same input. */
-int cnn_arch_equal(const cnn_arch *a, const cnn_arch *b);
+CNN_API int cnn_arch_equal(const cnn_arch *a, const cnn_arch *b);
 /** @return 1 for the post's shape of network: conv<F> (no bias), pool, softmax<N>. */
-int cnn_arch_is_post(const cnn_arch *a);
+CNN_API int cnn_arch_is_post(const cnn_arch *a);
 /** Multiply-add FLOPs (2 each) of one training image: every conv and dense layer's
  *  forward, weight gradient and, above the first layer with parameters, input
  *  gradient (over all H-2 x W-2 conv positions). The post's network: 275,808. */
-double cnn_arch_train_flops(const cnn_arch *a);
+CNN_API double cnn_arch_train_flops(const cnn_arch *a);
 /** Floats one sample's output of layer l takes (OC * OH * OW). */
-size_t cnn_layer_out_len(const cnn_layer *l);
+CNN_API size_t cnn_layer_out_len(const cnn_layer *l);
 
 /* ---------------------------------------------------------------- model */
 
@@ -234,13 +242,13 @@ typedef struct cnn_shape {
 } cnn_shape;
 
 /** The post's network: 1x28x28 input, 8 filters, 10 classes. */
-cnn_shape cnn_shape_post(void);
+CNN_API cnn_shape cnn_shape_post(void);
 /** @return CNN_OK if every dimension is in range (H, W >= 4, all <= 4096). */
-cnn_status cnn_shape_check(const cnn_shape *s);
-size_t cnn_shape_input_len(const cnn_shape *s);  /* C*H*W */
-size_t cnn_shape_conv_len(const cnn_shape *s);   /* F*(H-2)*(W-2) */
-size_t cnn_shape_dense_len(const cnn_shape *s);  /* K = F*((H-2)/2)*((W-2)/2) */
-size_t cnn_shape_param_len(const cnn_shape *s);  /* F*C*9 + classes*K + classes */
+CNN_API cnn_status cnn_shape_check(const cnn_shape *s);
+CNN_API size_t cnn_shape_input_len(const cnn_shape *s);  /* C*H*W */
+CNN_API size_t cnn_shape_conv_len(const cnn_shape *s);   /* F*(H-2)*(W-2) */
+CNN_API size_t cnn_shape_dense_len(const cnn_shape *s);  /* K = F*((H-2)/2)*((W-2)/2) */
+CNN_API size_t cnn_shape_param_len(const cnn_shape *s);  /* F*C*9 + classes*K + classes */
 
 /** Named views into one flat parameter (or gradient) vector: filters | W | b. */
 typedef struct cnn_params {
@@ -248,7 +256,7 @@ typedef struct cnn_params {
     float *W;       /* [classes][K] */
     float *b;       /* [classes] */
 } cnn_params;
-cnn_params cnn_params_view(const cnn_shape *s, float *flat);
+CNN_API cnn_params cnn_params_view(const cnn_shape *s, float *flat);
 
 /** A model owns one parameter array. */
 typedef struct cnn_model {
@@ -260,16 +268,16 @@ typedef struct cnn_model {
 } cnn_model;
 
 /** Allocate and initialize as the post does: filters randn/9, W randn/K, b 0. */
-cnn_status cnn_model_init(cnn_model *m, const cnn_shape *s, cnn_rng *rng);
+CNN_API cnn_status cnn_model_init(cnn_model *m, const cnn_shape *s, cnn_rng *rng);
 /** Allocate with all parameters zero. */
-cnn_status cnn_model_alloc(cnn_model *m, const cnn_shape *s);
+CNN_API cnn_status cnn_model_alloc(cnn_model *m, const cnn_shape *s);
 /** The same for any network. Initialisation, layer by layer from rng, biases 0: a
  *  layer a relu follows gets He's normal * sqrt(2 / fan_in) (fan_in 9C for a conv, K
  *  for a dense layer); the others the post's scaling, normal / (9C) for a conv and
  *  normal / K for a dense or softmax layer (the post's network exactly). */
-cnn_status cnn_model_init_arch(cnn_model *m, const cnn_arch *a, cnn_rng *rng);
-cnn_status cnn_model_alloc_arch(cnn_model *m, const cnn_arch *a);
-void cnn_model_free(cnn_model *m);
+CNN_API cnn_status cnn_model_init_arch(cnn_model *m, const cnn_arch *a, cnn_rng *rng);
+CNN_API cnn_status cnn_model_alloc_arch(cnn_model *m, const cnn_arch *a);
+CNN_API void cnn_model_free(cnn_model *m);
 
 /** Activations and scratch of up to `cap` samples for one thread; one allocation.
  *  Sample b's pieces start at b times the stride of their kind. For every network,
@@ -301,18 +309,18 @@ typedef struct cnn_acts {
 } cnn_acts;
 
 /** For one sample (cap 1), or for chunks of up to cap samples. */
-cnn_status cnn_acts_alloc(cnn_acts *a, const cnn_shape *s);
-cnn_status cnn_acts_alloc_batch(cnn_acts *a, const cnn_shape *s, int cap);
-cnn_status cnn_acts_alloc_arch(cnn_acts *a, const cnn_arch *arch, int cap);
-void cnn_acts_free(cnn_acts *a);
+CNN_API cnn_status cnn_acts_alloc(cnn_acts *a, const cnn_shape *s);
+CNN_API cnn_status cnn_acts_alloc_batch(cnn_acts *a, const cnn_shape *s, int cap);
+CNN_API cnn_status cnn_acts_alloc_arch(cnn_acts *a, const cnn_arch *arch, int cap);
+CNN_API void cnn_acts_free(cnn_acts *a);
 
 /** Forward one image x [C][H][W]; probabilities land in a->probs.
  *  @return the cross-entropy loss for label (0 if label < 0). */
-float cnn_forward(const cnn_model *m, cnn_acts *a, const float *x, int label, cnn_engine e);
+CNN_API float cnn_forward(const cnn_model *m, cnn_acts *a, const float *x, int label, cnn_engine e);
 /** Backward after cnn_forward with the same x and label: ACCUMULATES the parameter
  *  gradient into grad (a flat vector laid out like m->params). dx [C][H][W] receives
  *  the input gradient when not NULL. */
-void cnn_backward(const cnn_model *m, cnn_acts *a, float *grad, float *dx, const float *x,
+CNN_API void cnn_backward(const cnn_model *m, cnn_acts *a, float *grad, float *dx, const float *x,
                   cnn_engine e, cnn_pool_ties ties);
 /** The data flow of a training step for nb <= a->cap samples images[idx[b]] (idx NULL:
  *  0..nb-1): conv and pool per sample, the dense layer for all nb at once (SGEMM),
@@ -320,22 +328,22 @@ void cnn_backward(const cnn_model *m, cnn_acts *a, float *grad, float *dx, const
  *  and every loss is finite, the backward, adding alpha times the SUM of the nb
  *  gradients to grad (grad == m->params with alpha = -lr is an in-place SGD step).
  *  @return 1 if every loss is finite, else 0 (and grad is untouched). */
-int cnn_chunk_grad(const cnn_model *m, cnn_acts *a, float *grad, float alpha,
+CNN_API int cnn_chunk_grad(const cnn_model *m, cnn_acts *a, float *grad, float alpha,
                    const float *images, const uint8_t *labels, const uint32_t *idx, int nb,
                    cnn_engine e, cnn_pool_ties ties, float *loss, uint8_t *pred);
 /** As cnn_chunk_grad, for images given as uint8 pixels [.][C][H][W]: the nb images are
  *  first converted to network input (as cnn_pixels_to_float, bit for bit) into a->x,
  *  so the results are those of cnn_chunk_grad on the converted images. */
-int cnn_chunk_grad_u8(const cnn_model *m, cnn_acts *a, float *grad, float alpha,
+CNN_API int cnn_chunk_grad_u8(const cnn_model *m, cnn_acts *a, float *grad, float alpha,
                       const uint8_t *pixels, const uint8_t *labels, const uint32_t *idx, int nb,
                       cnn_engine e, cnn_pool_ties ties, float *loss, uint8_t *pred);
 /** The same with image b moved by shift[2b] rows, shift[2b+1] columns (NULL: none). */
-int cnn_chunk_grad_u8_shift(const cnn_model *m, cnn_acts *a, float *grad, float alpha,
+CNN_API int cnn_chunk_grad_u8_shift(const cnn_model *m, cnn_acts *a, float *grad, float alpha,
                             const uint8_t *pixels, const uint8_t *labels, const uint32_t *idx,
                             int nb, const int8_t *shift, cnn_engine e, cnn_pool_ties ties,
                             float *loss, uint8_t *pred);
 /** @return the index of the largest probability (the first one on ties). */
-int cnn_argmax(const float *v, int n);
+CNN_API int cnn_argmax(const float *v, int n);
 
 /* ---------------------------------------------------------------- training */
 
@@ -353,7 +361,7 @@ typedef struct cnn_train_config {
 } cnn_train_config;
 
 /** The post's defaults: BLAS engine, single-max ties, batch 1, 1 thread, lr 0.005. */
-cnn_train_config cnn_train_config_default(void);
+CNN_API cnn_train_config cnn_train_config_default(void);
 
 /** Loss and accuracy of the samples of one step or one evaluation. */
 typedef struct cnn_stats {
@@ -371,18 +379,18 @@ typedef struct cnn_stats {
 #define CNN_CHUNKS_MIN 4
 typedef struct cnn_trainer cnn_trainer;
 
-cnn_status cnn_trainer_create(cnn_trainer **out, const cnn_shape *s, const cnn_train_config *c);
+CNN_API cnn_status cnn_trainer_create(cnn_trainer **out, const cnn_shape *s, const cnn_train_config *c);
 /** The same for any network. */
-cnn_status cnn_trainer_create_arch(cnn_trainer **out, const cnn_arch *a,
+CNN_API cnn_status cnn_trainer_create_arch(cnn_trainer **out, const cnn_arch *a,
                                    const cnn_train_config *c);
-void cnn_trainer_free(cnn_trainer *t);
-const cnn_train_config *cnn_trainer_config(const cnn_trainer *t);
+CNN_API void cnn_trainer_free(cnn_trainer *t);
+CNN_API const cnn_train_config *cnn_trainer_config(const cnn_trainer *t);
 
 /** One SGD step on the n (1 <= n <= batch) samples images[idx[i]], labels[idx[i]]
  *  (idx NULL means 0..n-1): params -= lr * mean gradient. images is [.][C][H][W].
  *  Adds the samples' loss and accuracy, measured before the update, to *st.
  *  @return CNN_ERR_NUMERIC (parameters untouched) if a loss is not finite. */
-cnn_status cnn_train_step(cnn_trainer *t, cnn_model *m, const float *images,
+CNN_API cnn_status cnn_train_step(cnn_trainer *t, cnn_model *m, const float *images,
                           const uint8_t *labels, const uint32_t *idx, int n, cnn_stats *st);
 
 /* A step in parts, for data-parallel training over several processes that hold the
@@ -398,48 +406,48 @@ cnn_status cnn_train_step(cnn_trainer *t, cnn_model *m, const float *images,
  *   3. cnn_train_step_finish: the update from every slot (none if a loss was not
  *      finite: CNN_ERR_NUMERIC), zeroing them, and the step's statistics.
  * Steps in parts never take the post's in-place per-sample path: use batch >= 2. */
-int cnn_chunk_count(int n);
-cnn_status cnn_train_step_chunks(cnn_trainer *t, cnn_model *m, const uint8_t *pixels,
+CNN_API int cnn_chunk_count(int n);
+CNN_API cnn_status cnn_train_step_chunks(cnn_trainer *t, cnn_model *m, const uint8_t *pixels,
                                  const uint8_t *labels, const uint32_t *idx, int n,
                                  const int8_t *shift, int c0, int c1);
-void cnn_trainer_exchange(cnn_trainer *t, float **slots, size_t *stride, float **loss,
+CNN_API void cnn_trainer_exchange(cnn_trainer *t, float **slots, size_t *stride, float **loss,
                           uint8_t **pred, uint8_t **chunk_ok);
-cnn_status cnn_train_step_finish(cnn_trainer *t, cnn_model *m, const uint8_t *labels,
+CNN_API cnn_status cnn_train_step_finish(cnn_trainer *t, cnn_model *m, const uint8_t *labels,
                                  const uint32_t *idx, int n, cnn_stats *st);
 
 /** The learning rate of the next steps (a schedule sets it step by step); finite > 0. */
-cnn_status cnn_trainer_set_lr(cnn_trainer *t, float lr);
+CNN_API cnn_status cnn_trainer_set_lr(cnn_trainer *t, float lr);
 /** The optimiser's velocities, [n_params] (NULL without momentum): a checkpoint saves
  *  and restores them, so that a resumed run continues bit for bit. */
-float *cnn_trainer_velocity(cnn_trainer *t);
+CNN_API float *cnn_trainer_velocity(cnn_trainer *t);
 
 /** Loss and accuracy of the model on n samples, in parallel, deterministic; when pred
  *  is not NULL, pred[i] receives the predicted class of sample i. */
-cnn_status cnn_evaluate(cnn_trainer *t, const cnn_model *m, const float *images,
+CNN_API cnn_status cnn_evaluate(cnn_trainer *t, const cnn_model *m, const float *images,
                         const uint8_t *labels, size_t n, uint8_t *pred, cnn_stats *st);
 
 /* The same two for a data set kept as its uint8 pixels (a quarter of the memory of
  * floats): each chunk's images are converted to px/255 - 0.5 inside the step, in the
  * activations its thread owns, bit for bit as cnn_pixels_to_float. Same results. */
-cnn_status cnn_train_step_u8(cnn_trainer *t, cnn_model *m, const uint8_t *pixels,
+CNN_API cnn_status cnn_train_step_u8(cnn_trainer *t, cnn_model *m, const uint8_t *pixels,
                              const uint8_t *labels, const uint32_t *idx, int n, cnn_stats *st);
-cnn_status cnn_evaluate_u8(cnn_trainer *t, const cnn_model *m, const uint8_t *pixels,
+CNN_API cnn_status cnn_evaluate_u8(cnn_trainer *t, const cnn_model *m, const uint8_t *pixels,
                            const uint8_t *labels, size_t n, uint8_t *pred, cnn_stats *st);
 /** As cnn_train_step_u8, with image i moved by shift[2i] rows and shift[2i+1] columns
  *  (each -8..8; vacated pixels are 0, the background) as it is converted: data
  *  augmentation without a copy of the data set. shift NULL: no move. */
-cnn_status cnn_train_step_u8_shift(cnn_trainer *t, cnn_model *m, const uint8_t *pixels,
+CNN_API cnn_status cnn_train_step_u8_shift(cnn_trainer *t, cnn_model *m, const uint8_t *pixels,
                                    const uint8_t *labels, const uint32_t *idx, int n,
                                    const int8_t *shift, cnn_stats *st);
 
 /* ---------------------------------------------------------------- data */
 
 /** dst[i] = src[i] / 255 - 0.5, the post's input scaling. */
-void cnn_pixels_to_float(float *dst, const uint8_t *src, size_t n);
+CNN_API void cnn_pixels_to_float(float *dst, const uint8_t *src, size_t n);
 
 /** A synthetic, separable 10-class set of n 28x28 uint8 images: class k is a bright
  *  5x5 square at one of ten places, jittered by up to 1 pixel, over uniform noise. */
-void cnn_synth_digits(uint8_t *images, uint8_t *labels, size_t n, cnn_rng *rng);
+CNN_API void cnn_synth_digits(uint8_t *images, uint8_t *labels, size_t n, cnn_rng *rng);
 
 /* ---------------------------------------------------------------- data files */
 /*
@@ -459,22 +467,22 @@ typedef struct cnn_dataset {
  *  gzip-compressed. Rejects a wrong magic, zero or oversized dimensions, and a file
  *  holding more or fewer bytes than its header promises. On success *pixels
  *  (malloc'ed, the caller frees) holds n * rows * cols bytes. */
-cnn_status cnn_idx_read_images(const char *path, uint8_t **pixels, size_t *n, int *rows,
+CNN_API cnn_status cnn_idx_read_images(const char *path, uint8_t **pixels, size_t *n, int *rows,
                                int *cols, char *err, size_t errlen);
 /** Read an IDX label file (magic 0x00000801), raw or gzip; every label must be below
  *  classes. */
-cnn_status cnn_idx_read_labels(const char *path, int classes, uint8_t **labels, size_t *n,
+CNN_API cnn_status cnn_idx_read_labels(const char *path, int classes, uint8_t **labels, size_t *n,
                                char *err, size_t errlen);
 /** Load the MNIST split "train" or "t10k" from dir: tries `<split>-images-idx3-ubyte`
  *  and `<split>-images.idx3-ubyte`, each also with `.gz` (likewise for labels), and
  *  checks that the image and label counts agree and the labels are 0..9. */
-cnn_status cnn_mnist_load(const char *dir, const char *split, cnn_dataset *out, char *err,
+CNN_API cnn_status cnn_mnist_load(const char *dir, const char *split, cnn_dataset *out, char *err,
                           size_t errlen);
-void cnn_dataset_free(cnn_dataset *d);
+CNN_API void cnn_dataset_free(cnn_dataset *d);
 
 /** Read a binary (P5) or plain (P2) PGM image; pixels are rescaled to 0..255 when the
  *  file's maxval is not 255. *pixels (malloc'ed) holds rows * cols bytes. */
-cnn_status cnn_pgm_read(const char *path, uint8_t **pixels, int *rows, int *cols, char *err,
+CNN_API cnn_status cnn_pgm_read(const char *path, uint8_t **pixels, int *rows, int *cols, char *err,
                         size_t errlen);
 
 /* ---------------------------------------------------------------- model files */
@@ -502,11 +510,11 @@ cnn_status cnn_pgm_read(const char *path, uint8_t **pixels, int *rows, int *cols
 
 /** Save atomically: a temporary file in the same directory, fsync, rename, fsync of
  *  the directory. An interrupted or failed save leaves any previous file intact. */
-cnn_status cnn_model_save(const cnn_model *m, const char *path, char *err, size_t errlen);
+CNN_API cnn_status cnn_model_save(const cnn_model *m, const char *path, char *err, size_t errlen);
 /** Load and check everything (magic, version, the network: it must build and have P
  *  parameters, size, CRC, finite parameters); m is allocated on success and untouched
  *  on failure. Reads both versions. */
-cnn_status cnn_model_load(cnn_model *m, const char *path, char *err, size_t errlen);
+CNN_API cnn_status cnn_model_load(cnn_model *m, const char *path, char *err, size_t errlen);
 
 /* ---------------------------------------------------------------- checkpoints */
 /*
@@ -536,7 +544,7 @@ cnn_status cnn_model_load(cnn_model *m, const char *path, char *err, size_t errl
 typedef enum cnn_schedule { CNN_SCHEDULE_CONSTANT = 0, CNN_SCHEDULE_COSINE = 1 } cnn_schedule;
 
 /** The learning rate of step t (from 0) of a run of T steps. */
-float cnn_schedule_lr(cnn_schedule s, float lr, uint64_t t, uint64_t T);
+CNN_API float cnn_schedule_lr(cnn_schedule s, float lr, uint64_t t, uint64_t T);
 
 typedef struct cnn_checkpoint {
     cnn_model model;
@@ -557,25 +565,25 @@ typedef struct cnn_checkpoint {
 } cnn_checkpoint;
 
 /** Save atomically, like a model. */
-cnn_status cnn_checkpoint_save(const cnn_checkpoint *c, const char *path, char *err,
+CNN_API cnn_status cnn_checkpoint_save(const cnn_checkpoint *c, const char *path, char *err,
                                size_t errlen);
 /** Load and check everything; c owns its model and order afterwards. */
-cnn_status cnn_checkpoint_load(cnn_checkpoint *c, const char *path, char *err, size_t errlen);
-void cnn_checkpoint_free(cnn_checkpoint *c);
+CNN_API cnn_status cnn_checkpoint_load(cnn_checkpoint *c, const char *path, char *err, size_t errlen);
+CNN_API void cnn_checkpoint_free(cnn_checkpoint *c);
 /** @return 1 if the file at path starts with the checkpoint magic. */
-int cnn_is_checkpoint(const char *path);
+CNN_API int cnn_is_checkpoint(const char *path);
 
 /* ---------------------------------------------------------------- BLAS */
 
 /** Describe the BLAS in use ("OpenBLAS 0.3.21 ..., openmp threading, core SkylakeX").
  *  Writes at most len bytes into buf; @return buf. */
-const char *cnn_blas_describe(char *buf, size_t len);
+CNN_API const char *cnn_blas_describe(char *buf, size_t len);
 /** Make the BLAS safe to call from our OpenMP threads (one-time, at start). For the
  *  pthread variant this sets OpenBLAS to one thread; the OpenMP variant needs nothing. */
-void cnn_blas_setup(void);
+CNN_API void cnn_blas_setup(void);
 /** A warning when the BLAS core looks wrong for this CPU (e.g. Prescott kernels on an
  *  AVX-512 machine), with the fix; NULL when all is well. */
-const char *cnn_blas_core_warning(char *buf, size_t len);
+CNN_API const char *cnn_blas_core_warning(char *buf, size_t len);
 
 /*
  * Choosing the OpenBLAS core. A DYNAMIC_ARCH OpenBLAS picks its kernels by CPU model
@@ -596,7 +604,7 @@ typedef struct cnn_cpu_features {
 } cnn_cpu_features;
 
 /** This CPU's features, as far as the operating system enables them. */
-void cnn_cpu_features_read(cnn_cpu_features *f);
+CNN_API void cnn_cpu_features_read(cnn_cpu_features *f);
 
 /** OpenBLAS cores the choice considers, as bits of a mask. */
 enum {
@@ -606,9 +614,9 @@ enum {
     CNN_CORE_COOPERLAKE = 8u,
 };
 /** The cores this process's OpenBLAS carries (0 unless it is a DYNAMIC_ARCH build). */
-unsigned cnn_blas_cores_available(void);
+CNN_API unsigned cnn_blas_cores_available(void);
 /** "OpenBLAS 0.3.21": the library and its version. @return buf. */
-const char *cnn_blas_version(char *buf, size_t len);
+CNN_API const char *cnn_blas_version(char *buf, size_t len);
 
 typedef struct cnn_blas_core_choice {
     const char *core; /* the core to run ("SkylakeX"), or NULL: keep OpenBLAS's */
@@ -622,14 +630,14 @@ typedef struct cnn_blas_core_choice {
  *  one falls short of the CPU: AVX-512 F/BW/DQ/VL present but a core without AVX-512
  *  kernels (then Cooperlake where AVX-512 BF16 is present, else SkylakeX), or AVX2 and
  *  FMA present but a pre-Haswell core (then Zen on AMD, else Haswell). */
-cnn_blas_core_choice cnn_blas_core_decide(const cnn_cpu_features *cpu, const char *detected,
+CNN_API cnn_blas_core_choice cnn_blas_core_decide(const cnn_cpu_features *cpu, const char *detected,
                                           const char *blas, unsigned available,
                                           const char *env_core, int keep);
 
 /** The core this process's CPU should run, when the one OpenBLAS runs falls short
  *  (NULL when it fits); why (may be NULL) receives the reason. Set OPENBLAS_CORETYPE
  *  to it before the program starts. */
-const char *cnn_blas_core_recommended(char *why, size_t len);
+CNN_API const char *cnn_blas_core_recommended(char *why, size_t len);
 
 #ifdef __cplusplus
 }
