@@ -17,6 +17,27 @@
  *
  * The library never exits or prints; fallible calls return cnn_status. There is
  * no global state: the random generator and every buffer belong to the caller.
+ *
+ * Contracts that hold for every function below unless its comment says otherwise:
+ *   Ownership  the caller owns every pointer it passes and every struct it declares;
+ *              a function that allocates says so and names the function that frees
+ *              (cnn_model_free, cnn_acts_free, cnn_trainer_free, cnn_dataset_free,
+ *              cnn_checkpoint_free; pixel buffers from the readers: free()). A failed
+ *              call leaves its outputs as they were, or zeroed where it says so.
+ *   Threads    no function keeps state between calls, so calls on different objects
+ *              may run at the same time on different threads. One object (a model
+ *              being trained, a trainer, an acts, a rng) is used by one thread at a
+ *              time; a model only read (cnn_forward with its own acts each) may be
+ *              shared. A trainer runs its own OpenMP threads inside cnn_train_step
+ *              and cnn_evaluate.
+ *   Errors     CNN_ERR_ARG a NULL or out-of-range argument, CNN_ERR_NOMEM an
+ *              allocation, CNN_ERR_IO and CNN_ERR_FORMAT a file (with one line naming
+ *              the file and the problem in err, errlen bytes, when err is not NULL),
+ *              CNN_ERR_NUMERIC a loss that is not finite (the parameters untouched).
+ *              The layer functions take their sizes on trust: they do not check.
+ * Versions: CNN_VERSION is the project's version; the shared library's soname is
+ * libcnn.so.0.MINOR while the version is 0.x (a minor release may change the ABI)
+ * and libcnn.so.MAJOR from 1.0 on (a major release changes it).
  */
 #ifndef CNN_H
 #define CNN_H
