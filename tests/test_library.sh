@@ -5,14 +5,16 @@
 #      save it, and classify a PGM image made from an MNIST test image;
 #   3. `meson install --destdir` into a temporary prefix, then a program compiled with
 #      `pkg-config --cflags --libs cnn` alone (shared), and once linked statically
-#      (`pkg-config --static`), both run and print what the built example printed.
+#      (`pkg-config --static`), both run and print what the built example printed;
+#   4. another Meson project builds the example with dependency('cnn') from this one
+#      as a subproject.
 # usage: test_library.sh BUILD-DIR SOURCE-DIR MESON PKG-CONFIG CC
 set -u
 build=$1 src=$2 meson=$3 pkgconfig=$4 cc=$5
 n=0 failed=0
 ok() { n=$((n + 1)); if [ "$1" = 0 ]; then echo "ok $n - $2"; else echo "not ok $n - $2"; failed=1; fi; }
 tmp=$(mktemp -d "${TMPDIR:-/tmp}/cnn-library-XXXXXX")
-trap 'rm -rf "$tmp"' EXIT
+trap '[ -n "${KEEP:-}" ] || rm -rf "$tmp"' EXIT
 
 # 1. exported symbols (an ifunc's .resolver belongs to its function)
 nm -D --defined-only "$build/libcnn.so" | awk '{print $3}' | sed 's/\.resolver$//' | sort -u > "$tmp/exported"
@@ -61,5 +63,19 @@ ok $(ldd "$tmp/classify-static" | grep -q 'openblas-openmp/libopenblas' &&
 cnn_bin=$(find "$tmp/root" -type f -name cnn -perm -u+x | head -1)
 ok $(readelf -d "$cnn_bin" | grep -q 'R.*PATH.*openblas-openmp'; echo $?) \
    "the installed cnn program keeps its path to the OpenMP OpenBLAS ($(readelf -d "$cnn_bin" | sed -n 's/.*R[UN]*PATH.*\[\(.*\)\]/\1/p'))"
+# 4. as a Meson subproject: dependency('cnn') in another project
+mkdir -p "$tmp/user/subprojects"
+ln -s "$src" "$tmp/user/subprojects/cnn"
+cp "$src/examples/classify.c" "$tmp/user/"
+cat > "$tmp/user/meson.build" <<'MESON'
+project('user', 'c', default_options: ['c_std=c11'])
+executable('user_classify', 'classify.c', dependencies: dependency('cnn', fallback: 'cnn'))
+MESON
+unset PKG_CONFIG_PATH # the subproject, not the copy installed above
+( cd "$tmp/user" && "$meson" setup build --force-fallback-for=cnn > "$tmp/sub-setup.out" 2>&1 &&
+  "$meson" compile -C build user_classify > "$tmp/sub-build.out" 2>&1 )
+ok $? "another Meson project builds against this one as a subproject with dependency('cnn') ($(tail -1 "$tmp/sub-build.out" 2>/dev/null))"
+"$tmp/user/build/user_classify" "$tmp/post.cnn" "$tmp/seven.pgm" > "$tmp/sub.out" 2>&1
+ok $(cmp -s "$tmp/sub.out" "$tmp/classify.out"; echo $?) "and its program prints the same ($(cat "$tmp/sub.out"))"
 echo "1..$n"
 exit $failed
