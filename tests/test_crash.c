@@ -30,23 +30,6 @@ static const char *in_dir(const char *name)
 /* The run every test compares with: 2 epochs of 20,000 synthetic digits, batch 8. */
 #define RUN "train", "--synthetic", "20000", "--epochs", "2", "--batch", "8", "--seed", "3"
 
-static int same_file(const char *a, const char *b)
-{
-    FILE *f = fopen(a, "rb"), *g = fopen(b, "rb");
-    int same = f && g;
-    while (same) {
-        const int x = fgetc(f), y = fgetc(g);
-        same = x == y;
-        if (x == EOF || y == EOF)
-            break;
-    }
-    if (f)
-        fclose(f);
-    if (g)
-        fclose(g);
-    return same;
-}
-
 static int leftovers(void) /* temporary files left in dir */
 {
     DIR *d = opendir(dir);

@@ -38,12 +38,10 @@ static const char *path(const char *name)
     return buf[k];
 }
 
-/* mpirun -np P cnn ARGS...; @return its exit status. */
-static int run_np(int P, const char *const *args)
+/* argv for mpirun -np P cnn ARGS... (in np, a buffer for the number). */
+static void mpirun_argv(const char **argv, char *np, int P, const char *const *args)
 {
-    const char *argv[64];
-    char np[16];
-    snprintf(np, sizeof np, "%d", P);
+    snprintf(np, 16, "%d", P);
     int n = 0;
     argv[n++] = "--oversubscribe";
     argv[n++] = "--bind-to";
@@ -54,25 +52,15 @@ static int run_np(int P, const char *const *args)
     for (int i = 0; args[i] && n < 63; i++)
         argv[n++] = args[i];
     argv[n] = NULL;
-    return run_cmd(mpirun, argv, out, err, sizeof err);
 }
 
-static int same_file(const char *a, const char *b)
+/* mpirun -np P cnn ARGS...; @return its exit status. */
+static int run_np(int P, const char *const *args)
 {
-    FILE *f = fopen(a, "rb"), *g = fopen(b, "rb");
-    int same = f && g;
-    while (same) {
-        const int x = fgetc(f), y = fgetc(g);
-        if (x != y)
-            same = 0;
-        if (x == EOF || y == EOF)
-            break;
-    }
-    if (f)
-        fclose(f);
-    if (g)
-        fclose(g);
-    return same;
+    const char *argv[64];
+    char np[16];
+    mpirun_argv(argv, np, P, args);
+    return run_cmd(mpirun, argv, out, err, sizeof err);
 }
 
 /* The largest |a - b| over two model files' parameters, -1 if either does not load. */
@@ -128,17 +116,7 @@ static int run_and(const char *const *args, int P, const char *marker, int how, 
 {
     const char *argv[64];
     char np[16];
-    snprintf(np, sizeof np, "%d", P);
-    int n = 0;
-    argv[n++] = "--oversubscribe";
-    argv[n++] = "--bind-to";
-    argv[n++] = "none";
-    argv[n++] = "-np";
-    argv[n++] = np;
-    argv[n++] = exe;
-    for (int i = 0; args[i] && n < 63; i++)
-        argv[n++] = args[i];
-    argv[n] = NULL;
+    mpirun_argv(argv, np, P, args);
     int ofd = -1, efd = -1;
     const pid_t pid = spawn_cmd(mpirun, argv, &ofd, &efd);
     if (pid < 0)
