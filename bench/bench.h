@@ -5,7 +5,7 @@
 #define CNN_BENCH_H
 
 #include "cnn.h"
-#include "src/autocore.h"
+#include "autocore.h"
 
 #include <stdio.h>
 #include <stdlib.h>

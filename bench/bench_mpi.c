@@ -1,7 +1,7 @@
 /* bench_mpi.c - data-parallel training throughput under mpirun: images per second of
  * STEPS minibatch steps split over the ranks (each rank running its share on its own
  * threads), the time of the exchange that keeps the ranks bit-identical (every rank's
- * chunk gradients gathered to all: src/dist.c), and, for comparison, the time a plain
+ * chunk gradients gathered to all: src/cli/dist.c), and, for comparison, the time a plain
  * MPI_Allreduce of one gradient vector takes (a reduction in an order MPI chooses).
  *
  * usage: mpirun -np P bench_mpi [--data DIR] [--arch LAYERS] [--batch N] [--threads N]
@@ -14,7 +14,7 @@
 
 #include "bench.h"
 #include "config.h"
-#include "src/dist.h"
+#include "dist.h"
 
 #if HAVE_MPI
 #include <mpi.h>

@@ -3,12 +3,12 @@
  * 1. cnn_blas_core_decide over a table of real machines and OpenBLAS versions.
  * 2. The check of a core (cnn_blas_selfcheck) passes on the core this process runs.
  * 3. The cnn program, forced through each path it takes on a mis-detected CPU (the
- *    test hooks of src/autocore.h take a user's OPENBLAS_CORETYPE=Prescott as OpenBLAS's
+ *    test hooks of src/blas/autocore.h take a user's OPENBLAS_CORETYPE=Prescott as OpenBLAS's
  *    own detection): what its BLAS line reports, and that a model trained on the chosen
  *    core and one trained on Prescott's kernels agree within the engines' tolerance. */
 #include "check.h"
 #include "proc.h"
-#include "src/autocore.h"
+#include "autocore.h"
 
 #include "cnn.h"
 

@@ -126,7 +126,7 @@ class ArchError(ValueError):
 
 
 def _parse_layer(tok):
-    """One token to (kind, units, bias), or None (src/arch.c: parse_layer, units_of)."""
+    """One token to (kind, units, bias), or None (src/net/arch.c: parse_layer, units_of)."""
     if tok in ("relu", "pool"):
         return tok, 0, False
     for name, allow_bias in (("conv", True), ("dense", False), ("softmax", False)):
@@ -145,7 +145,7 @@ def _parse_layer(tok):
 
 def parse_arch(desc, shape=INPUT_SHAPE):
     """A description to a list of layer dicts with their input and output shapes; raises
-    ArchError with the C program's reasons (src/arch.c: cnn_arch_build)."""
+    ArchError with the C program's reasons (src/net/arch.c: cnn_arch_build)."""
     if not desc:
         raise ArchError("architecture: empty description")
     if len(desc) >= ARCH_LEN:
@@ -198,7 +198,7 @@ def parse_arch(desc, shape=INPUT_SHAPE):
 
 
 def describe_arch(layers):
-    """The canonical description (src/arch.c: cnn_arch_describe)."""
+    """The canonical description (src/net/arch.c: cnn_arch_describe)."""
     return ",".join(l["kind"] if l["kind"] in ("relu", "pool") else
                     f"{l['kind']}{l['units']}{'b' if l['kind'] == 'conv' and l['bias'] else ''}"
                     for l in layers)
