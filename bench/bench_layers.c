@@ -190,22 +190,44 @@ static double agree(ctx *c, int row, run_fn f)
     return worst;
 }
 
-/* Median seconds per image of f on engine e. */
-static bench_stat time_row(ctx *c, run_fn f, cnn_engine e, double budget)
+/* Median seconds per call of f(st, arg): a warm-up, then REPEATS repeats of enough
+ * calls to last about `budget` seconds each. */
+typedef void (*call_fn)(void *st, int arg);
+static bench_stat time_calls(call_fn f, void *st, int arg, double budget)
 {
-    f(c, e); /* warm-up */
+    f(st, arg); /* warm-up */
     const double t0 = bench_now();
-    f(c, e);
+    f(st, arg);
     const double once = fmax(bench_now() - t0, 1e-7);
     const int reps = (int)fmax(1.0, fmin(1e6, budget / once));
     double v[REPEATS];
     for (int r = 0; r < REPEATS; r++) {
         const double s = bench_now();
         for (int i = 0; i < reps; i++)
-            f(c, e);
-        v[r] = (bench_now() - s) / reps / c->B;
+            f(st, arg);
+        v[r] = (bench_now() - s) / reps;
     }
     return bench_stats(v, REPEATS);
+}
+
+typedef struct {
+    ctx *c;
+    run_fn f;
+} row_call;
+
+static void call_row(void *p, int e)
+{
+    row_call *r = p;
+    r->f(r->c, (cnn_engine)e);
+}
+
+/* Median seconds per image of f on engine e. */
+static bench_stat time_row(ctx *c, run_fn f, cnn_engine e, double budget)
+{
+    row_call r = {c, f};
+    bench_stat st = time_calls(call_row, &r, (int)e, budget);
+    st.median /= c->B;
+    return st;
 }
 
 static const struct {
@@ -283,25 +305,6 @@ static void rconv_bwd(rconv *c, int blas, int input)
                                  c->C, c->H, c->W, c->F);
         cnn_conv_bias_backward_ref(c->dbias, 1.0f, c->dout_r, c->F, (c->H - 2) * (c->W - 2));
     }
-}
-
-/* Median seconds per call of one row: engine blas or reference. */
-typedef void (*rrow_fn)(void *st, int blas);
-static bench_stat time_rrow(rrow_fn f, void *st, int blas, double budget)
-{
-    f(st, blas);
-    const double t0 = bench_now();
-    f(st, blas);
-    const double once = fmax(bench_now() - t0, 1e-7);
-    const int reps = (int)fmax(1.0, fmin(1e6, budget / once));
-    double v[REPEATS];
-    for (int r = 0; r < REPEATS; r++) {
-        const double s = bench_now();
-        for (int i = 0; i < reps; i++)
-            f(st, blas);
-        v[r] = (bench_now() - s) / reps;
-    }
-    return bench_stats(v, REPEATS);
 }
 
 typedef struct {
@@ -399,7 +402,7 @@ static void recipe_layers(double budget, cnn_rng *rng)
         "conv2 filter+bias gradient", "conv2 filter+input gradient", "relu fwd+bwd 32x26x26",
         "dense 1600->128 fwd+bwd (/16)"};
     void *jobs[] = {&j1f, &j1b, &j2f, &j2w, &j2b, &r, &d};
-    rrow_fn fns[] = {job_fwd, job_bwd, job_fwd, job_bwd, job_bwd, job_relu, job_dense};
+    call_fn fns[] = {job_fwd, job_bwd, job_fwd, job_bwd, job_bwd, job_relu, job_dense};
     const double per[] = {1, 1, 1, 1, 1, 1, B};
     const double flops[] = {2.0 * 32 * 9 * 676, 2.0 * 32 * 9 * 676, 2.0 * 64 * 288 * 121,
                             2.0 * 64 * 288 * 121, 4.0 * 64 * 288 * 121, 0, 6.0 * K1 * N1};
@@ -414,8 +417,8 @@ static void recipe_layers(double budget, cnn_rng *rng)
                 continue;
             }
         }
-        const bench_stat sb = time_rrow(fns[k], jobs[k], 1, budget);
-        const bench_stat sr = k == 5 ? sb : time_rrow(fns[k], jobs[k], 0, budget);
+        const bench_stat sb = time_calls(fns[k], jobs[k], 1, budget);
+        const bench_stat sr = k == 5 ? sb : time_calls(fns[k], jobs[k], 0, budget);
         const double tb = sb.median / per[k], tr = sr.median / per[k];
         printf("%-32s %11.2f us %11.2f us %7.1fx %10.1f\n", names[k], tr * 1e6, tb * 1e6, tr / tb,
                flops[k] / tb / 1e9);
