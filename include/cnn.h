@@ -266,6 +266,9 @@ typedef struct cnn_shape {
 CNN_API cnn_shape cnn_shape_post(void);
 /** @return CNN_OK if every dimension is in range (H, W >= 4, all <= 4096). */
 CNN_API cnn_status cnn_shape_check(const cnn_shape *s);
+/** The post's network for a shape: conv<F>,pool,softmax<classes> for C x H x W inputs
+ *  (CNN_ERR_ARG if the shape does not pass cnn_shape_check). */
+CNN_API cnn_status cnn_arch_of_shape(cnn_arch *a, const cnn_shape *s);
 CNN_API size_t cnn_shape_input_len(const cnn_shape *s);  /* C*H*W */
 CNN_API size_t cnn_shape_conv_len(const cnn_shape *s);   /* F*(H-2)*(W-2) */
 CNN_API size_t cnn_shape_dense_len(const cnn_shape *s);  /* K = F*((H-2)/2)*((W-2)/2) */

@@ -67,9 +67,7 @@ static cnn_status arch_v1(cnn_arch *a, const unsigned char *buf, size_t len, con
     const cnn_shape s = {.C = d[0] > 4096 ? 0 : (int)d[0], .H = d[1] > 4096 ? 0 : (int)d[1],
                          .W = d[2] > 4096 ? 0 : (int)d[2], .F = d[3] > 4096 ? 0 : (int)d[3],
                          .classes = d[4] > 4096 ? 0 : (int)d[4]};
-    char desc[64];
-    snprintf(desc, sizeof desc, "conv%d,pool,softmax%d", s.F, s.classes);
-    if (cnn_shape_check(&s) != CNN_OK || cnn_arch_build(a, desc, s.C, s.H, s.W, NULL, 0) != CNN_OK)
+    if (cnn_arch_of_shape(a, &s) != CNN_OK)
         return cnn_errorf(CNN_ERR_FORMAT, err, errlen,
                           "%s: unsupported architecture (input %ux%ux%u, %u filters, %u classes)",
                           path, d[0], d[1], d[2], d[3], d[4]);

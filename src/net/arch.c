@@ -208,6 +208,16 @@ const char *cnn_arch_describe(const cnn_arch *a, char *buf, size_t len)
     return buf;
 }
 
+cnn_status cnn_arch_of_shape(cnn_arch *a, const cnn_shape *s)
+{
+    memset(a, 0, sizeof *a);
+    if (!s || cnn_shape_check(s) != CNN_OK)
+        return CNN_ERR_ARG;
+    char desc[64];
+    snprintf(desc, sizeof desc, "conv%d,pool,softmax%d", s->F, s->classes);
+    return cnn_arch_build(a, desc, s->C, s->H, s->W, NULL, 0);
+}
+
 int cnn_arch_equal(const cnn_arch *a, const cnn_arch *b)
 {
     if (a->C != b->C || a->H != b->H || a->W != b->W || a->n != b->n ||

@@ -51,16 +51,6 @@ cnn_params cnn_params_view(const cnn_shape *s, float *flat)
     return p;
 }
 
-/* The post's network for a shape: conv<F>,pool,softmax<classes>. */
-static cnn_status arch_of_shape(cnn_arch *a, const cnn_shape *s)
-{
-    if (cnn_shape_check(s) != CNN_OK)
-        return CNN_ERR_ARG;
-    char desc[64];
-    snprintf(desc, sizeof desc, "conv%d,pool,softmax%d", s->F, s->classes);
-    return cnn_arch_build(a, desc, s->C, s->H, s->W, NULL, 0);
-}
-
 cnn_status cnn_model_alloc_arch(cnn_model *m, const cnn_arch *a)
 {
     memset(m, 0, sizeof *m);
@@ -86,7 +76,7 @@ cnn_status cnn_model_alloc(cnn_model *m, const cnn_shape *s)
 {
     memset(m, 0, sizeof *m);
     cnn_arch a;
-    if (arch_of_shape(&a, s) != CNN_OK)
+    if (cnn_arch_of_shape(&a, s) != CNN_OK)
         return CNN_ERR_ARG;
     return cnn_model_alloc_arch(m, &a);
 }
@@ -115,7 +105,7 @@ cnn_status cnn_model_init(cnn_model *m, const cnn_shape *s, cnn_rng *rng)
 {
     memset(m, 0, sizeof *m);
     cnn_arch a;
-    if (arch_of_shape(&a, s) != CNN_OK)
+    if (cnn_arch_of_shape(&a, s) != CNN_OK)
         return CNN_ERR_ARG;
     return cnn_model_init_arch(m, &a, rng);
 }
@@ -195,7 +185,7 @@ cnn_status cnn_acts_alloc_batch(cnn_acts *a, const cnn_shape *s, int cap)
 {
     memset(a, 0, sizeof *a);
     cnn_arch arch;
-    if (arch_of_shape(&arch, s) != CNN_OK)
+    if (cnn_arch_of_shape(&arch, s) != CNN_OK)
         return CNN_ERR_ARG;
     return cnn_acts_alloc_arch(a, &arch, cap);
 }

@@ -109,12 +109,8 @@ void cnn_trainer_free(cnn_trainer *t)
 cnn_status cnn_trainer_create(cnn_trainer **out, const cnn_shape *s, const cnn_train_config *c)
 {
     *out = NULL;
-    char desc[64];
     cnn_arch a;
-    if (cnn_shape_check(s) != CNN_OK)
-        return CNN_ERR_ARG;
-    snprintf(desc, sizeof desc, "conv%d,pool,softmax%d", s->F, s->classes);
-    if (cnn_arch_build(&a, desc, s->C, s->H, s->W, NULL, 0) != CNN_OK)
+    if (cnn_arch_of_shape(&a, s) != CNN_OK)
         return CNN_ERR_ARG;
     return cnn_trainer_create_arch(out, &a, c);
 }
