@@ -99,10 +99,16 @@ int dist_max(const cnn_dist *d, int flag)
     return flag;
 }
 
+/* Rank r's share [c0, c1) of nchunks chunks over P ranks. */
+static void share_of(int r, int P, int nchunks, int *c0, int *c1)
+{
+    *c0 = (int)((long)r * nchunks / P);
+    *c1 = (int)((long)(r + 1) * nchunks / P);
+}
+
 void dist_share(const cnn_dist *d, int nchunks, int *c0, int *c1)
 {
-    *c0 = (int)((long)d->rank * nchunks / d->size);
-    *c1 = (int)((long)(d->rank + 1) * nchunks / d->size);
+    share_of(d->rank, d->size, nchunks, c0, c1);
 }
 
 #if HAVE_MPI
@@ -110,7 +116,8 @@ void dist_share(const cnn_dist *d, int nchunks, int *c0, int *c1)
 static void shares(int P, int nch, int n, int *chunks, int *cdis, int *samples, int *sdis)
 {
     for (int r = 0; r < P; r++) {
-        const int r0 = (int)((long)r * nch / P), r1 = (int)((long)(r + 1) * nch / P);
+        int r0, r1;
+        share_of(r, P, nch, &r0, &r1);
         chunks[r] = r1 - r0, cdis[r] = r0;
         sdis[r] = (int)((long)r0 * n / nch);
         samples[r] = (int)((long)r1 * n / nch) - sdis[r];
