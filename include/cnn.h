@@ -330,6 +330,11 @@ typedef struct cnn_acts {
     float *dlogits; /* [cap][classes] */
     float *dpool;   /* [cap][K] */
     float *dconv;   /* the gradient of one sample's conv output, laid out as conv */
+    /* BLAS engine, per conv layer in pool-block order: 1 where this process's SGEMM can
+     * give identical patches different outputs (OpenBLAS's AVX2 kernels), so the walk
+     * makes each pool window's identical patches' outputs equal after it (set by the
+     * alloc functions, from a check of the SGEMM on the layer's shape) */
+    uint8_t window_ties[CNN_MAX_LAYERS];
 } cnn_acts;
 
 /** For one sample (cap 1), or for chunks of up to cap samples. */

@@ -12,10 +12,17 @@
  * Reference engine: the post's loops over 3x3 regions, output [F][H-2][W-2]. */
 #include "cnn.h"
 
+#include "arena.h"
+#include "conv_ties.h"
+#include "config.h"
 #include "simd.h"
 
 #include <cblas.h>
+#include <stdint.h>
 #include <string.h>
+#if HAVE_OPENMP
+#include <omp.h>
+#endif
 
 /* col[c*9 + ki*3 + kj][(k*PH + i)*PW + j] = in[c][2i + k/2 + ki][2j + k%2 + kj].
  * Block (c, ki, kj, k) is a PH x PW window, at ((k/2 + ki)/2, (k%2 + kj)/2), of one
@@ -201,6 +208,95 @@ static int positions(int H, int W, int blocked)
     return blocked ? 4 * ((H - 2) / 2) * ((W - 2) / 2) : (H - 2) * (W - 2);
 }
 
+/* Ties within pool windows, whatever the SGEMM kernel. A pool reads four positions
+ * per window; where two of them have identical patches, exact arithmetic gives them
+ * the same output, and the pool's tie rules depend on it. SGEMM need not: OpenBLAS's
+ * AVX2 kernels (Haswell, Zen) sum a dot product in one chain or in two (even and odd
+ * k, added at the end) depending on which M panel and N cut of the kernel the column
+ * falls in, so identical patches can differ in the last bit. After the SGEMM each
+ * window's four patches are compared tap by tap (col is in pool-block order: patch k
+ * of window q is column k*Q + q), and a position whose patch equals an earlier one's
+ * of the same window takes that one's outputs. Equality of floats is transitive
+ * (NaN equals nothing), so "the first equal earlier position" is well defined; the
+ * step changes no bit where the kernel already gives identical outputs. The walker
+ * runs it only where cnn_conv_sgemm_consistent (below), run once per layer when the
+ * activations are allocated, finds that this SGEMM, on this layer's shape, does not
+ * give identical columns identical outputs: on the kernels where they agree (SkylakeX,
+ * Cooperlake, SandyBridge and Prescott for the post's shape) it costs nothing. */
+typedef float tie_vf __attribute__((vector_size(64)));  /* 16 windows */
+typedef int32_t tie_vi __attribute__((vector_size(64))); /* their equalities */
+
+/* take ? a : b, lane by lane, on the floats' bits */
+#define TIE_PICK(take, a, b) (((take) & (a)) | (~(take) & (b)))
+
+/* Windows q0 .. q0+15: the six equalities stay in registers over the K taps. */
+static inline __attribute__((always_inline)) void window_ties16(float *out, const float *col,
+                                                                 int K, int F, size_t Q,
+                                                                 size_t q0)
+{
+    const size_t P = 4 * Q;
+    tie_vi e01 = ~(tie_vi){0}, e02 = e01, e03 = e01, e12 = e01, e13 = e01, e23 = e01;
+    for (int t = 0; t < K; t++) {
+        const float *c = col + (size_t)t * P + q0;
+        tie_vf a0, a1, a2, a3;
+        memcpy(&a0, c, sizeof a0);
+        memcpy(&a1, c + Q, sizeof a1);
+        memcpy(&a2, c + 2 * Q, sizeof a2);
+        memcpy(&a3, c + 3 * Q, sizeof a3);
+        e01 &= a0 == a1, e02 &= a0 == a2, e03 &= a0 == a3;
+        e12 &= a1 == a2, e13 &= a1 == a3, e23 &= a2 == a3;
+    }
+    const tie_vi any = e01 | e02 | e03 | e12 | e13 | e23;
+    int32_t some = 0;
+    for (int l = 0; l < 16; l++)
+        some |= any[l];
+    if (!some)
+        return;
+    for (int f = 0; f < F; f++) {
+        float *o = out + (size_t)f * P + q0;
+        tie_vi v0, v1, v2, v3;
+        memcpy(&v0, o, sizeof v0);
+        memcpy(&v1, o + Q, sizeof v1);
+        memcpy(&v2, o + 2 * Q, sizeof v2);
+        memcpy(&v3, o + 3 * Q, sizeof v3);
+        v1 = TIE_PICK(e01, v0, v1);
+        v2 = TIE_PICK(e02, v0, TIE_PICK(e12, v1, v2));
+        v3 = TIE_PICK(e03, v0, TIE_PICK(e13, v1, TIE_PICK(e23, v2, v3)));
+        memcpy(o + Q, &v1, sizeof v1);
+        memcpy(o + 2 * Q, &v2, sizeof v2);
+        memcpy(o + 3 * Q, &v3, sizeof v3);
+    }
+}
+
+CNN_VECTOR
+static void window_ties(float *out, const float *col, int K, int F, size_t Q)
+{
+    if (Q >= 16) {
+        /* The last 16 overlap the ones before when Q is not a multiple: the step is
+         * idempotent (it reads col and writes only canonical values). */
+        for (size_t q0 = 0;; q0 += 16) {
+            if (q0 + 16 > Q)
+                q0 = Q - 16;
+            window_ties16(out, col, K, F, Q, q0);
+            if (q0 + 16 == Q)
+                break;
+        }
+        return;
+    }
+    for (size_t q = 0; q < Q; q++) /* small maps: one window at a time */
+        for (int k = 1; k < 4; k++)
+            for (int j = 0; j < k; j++) {
+                int same = 1;
+                for (int t = 0; t < K && same; t++)
+                    same = col[(size_t)t * 4 * Q + j * Q + q] == col[(size_t)t * 4 * Q + k * Q + q];
+                if (!same)
+                    continue;
+                for (int f = 0; f < F; f++)
+                    out[(size_t)f * 4 * Q + k * Q + q] = out[(size_t)f * 4 * Q + j * Q + q];
+                break;
+            }
+}
+
 void cnn_conv3x3_forward_ex(float *out, float *col, const float *in, const float *filt,
                             const float *bias, int C, int H, int W, int F, int blocked)
 {
@@ -215,6 +311,63 @@ void cnn_conv3x3_forward_ex(float *out, float *col, const float *in, const float
                 out[(size_t)f * P + p] = bias[f];
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, F, P, K,
                 1.0f, filt, K, col, P, bias ? 1.0f : 0.0f, out, P);
+}
+
+void cnn_conv_window_ties(float *out, const float *col, int K, int F, int Q)
+{
+    window_ties(out, col, K, F, (size_t)Q);
+}
+
+/* Values with full 23-bit fractions: their products and sums round, so a kernel that
+ * orders a dot product differently for some columns shows it. */
+static float probe_value(uint32_t *state)
+{
+    *state = *state * 1664525u + 1013904223u;
+    return (float)(int32_t)(*state >> 8) * 0x1p-23f + 0.1f;
+}
+
+int cnn_conv_sgemm_consistent(int C, int H, int W, int F, int bias)
+{
+    const int P = positions(H, W, 1), K = C * 9;
+    float *filt = cnn_aligned_alloc((size_t)F * K * sizeof(float));
+    float *col = cnn_aligned_alloc((size_t)K * P * sizeof(float));
+    float *out = cnn_aligned_alloc((size_t)F * P * sizeof(float));
+    int same = -1;
+    if (filt && col && out) {
+#if HAVE_OPENMP
+        const int caller = omp_get_max_threads(); /* as in a training step: BLAS on */
+        omp_set_num_threads(1);                   /* this thread alone */
+#endif
+        same = 1;
+        uint32_t state = 12345;
+        for (int trial = 0; trial < 2 && same; trial++) {
+            for (size_t i = 0; i < (size_t)F * K; i++)
+                filt[i] = probe_value(&state);
+            for (int k = 0; k < K; k++) {
+                const float v = probe_value(&state);
+                for (int p = 0; p < P; p++)
+                    col[(size_t)k * P + p] = v;
+            }
+            for (int f = 0; f < F; f++) /* the bias, when the layer has one */
+                for (int p = 0; p < P; p++)
+                    out[(size_t)f * P + p] = (float)f;
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, F, P, K, 1.0f, filt, K, col,
+                        P, bias ? 1.0f : 0.0f, out, P);
+            for (int f = 0; f < F && same; f++)
+                for (int p = 1; p < P; p++)
+                    if (memcmp(&out[(size_t)f * P + p], &out[(size_t)f * P], sizeof(float))) {
+                        same = 0;
+                        break;
+                    }
+        }
+#if HAVE_OPENMP
+        omp_set_num_threads(caller);
+#endif
+    }
+    free(filt);
+    free(col);
+    free(out);
+    return same;
 }
 
 /* The sum of v[0..n) in a fixed order of 16 partial sums: vectorizes, and does not

@@ -1,6 +1,7 @@
 /* model.c - shapes, parameters, per-thread activations, and the forward and
  * backward pass of one image through Conv3x3 -> MaxPool2 -> Softmax. */
 #include "cnn.h"
+#include "conv_ties.h"
 
 #include "arena.h"
 
@@ -162,6 +163,17 @@ cnn_status cnn_acts_alloc_arch(cnn_acts *a, const cnn_arch *arch, int cap)
             a->cols[i] = (float *)(base + o_col[i]);
         if (l->kind == CNN_LAYER_POOL)
             a->args[i] = (uint8_t *)(base + o_arg[i]);
+    }
+    for (int i = 0; i < arch->n; i++) {
+        const cnn_layer *l = &arch->layer[i];
+        if (l->kind != CNN_LAYER_CONV || !l->blocked)
+            continue;
+        const int same = cnn_conv_sgemm_consistent(l->C, l->H, l->W, l->units, l->nb > 0);
+        if (same < 0) {
+            cnn_acts_free(a);
+            return CNN_ERR_NOMEM;
+        }
+        a->window_ties[i] = !same;
     }
     a->probs = (float *)(base + o_probs);
     a->x = (float *)(base + o_x);

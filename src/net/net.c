@@ -10,6 +10,7 @@
  * its pool reads (the pool's backward needs only its argmax), unless the backward
  * reads it (the `all` tie rule compares the pool's input with its output). */
 #include "cnn.h"
+#include "conv_ties.h"
 
 #include <math.h>
 #include <string.h>
@@ -84,9 +85,12 @@ static void forward_one(const walk *w, const float *params, int l, int b)
     switch (L->kind) {
     case CNN_LAYER_CONV:
         if (blas) {
-            cnn_conv3x3_forward_ex(out, w->a->cols[l] + (size_t)b * w->a->col_strides[l], in,
-                                   params + L->w, L->nb ? params + L->b : NULL, L->C, L->H, L->W,
-                                   L->units, L->blocked);
+            float *col = w->a->cols[l] + (size_t)b * w->a->col_strides[l];
+            cnn_conv3x3_forward_ex(out, col, in, params + L->w,
+                                   L->nb ? params + L->b : NULL, L->C, L->H, L->W, L->units,
+                                   L->blocked);
+            if (L->blocked && w->a->window_ties[l])
+                cnn_conv_window_ties(out, col, L->C * 9, L->units, (L->OH / 2) * (L->OW / 2));
         } else {
             cnn_conv3x3_forward_ref(out, in, params + L->w, L->C, L->H, L->W, L->units);
             if (L->nb)
