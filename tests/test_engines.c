@@ -12,6 +12,10 @@
 #include "cnn.h"
 
 #include "check.h"
+#include "config.h"
+#include "conv_ties.h"
+
+#include <cblas.h>
 
 #include <string.h>
 
@@ -69,7 +73,7 @@ static void compare_sample(const cnn_shape *s, const char *what, const float *x,
     cnn_acts ab, ar;
     cnn_model_init(&m, s, rng);
     for (int i = 0; i < s->classes; i++)
-        m.p.b[i] = (float)(0.1 * cnn_rng_normal(rng));
+        m.p.b[i] = (float)(0.1 * (float)cnn_rng_normal(rng));
     cnn_acts_alloc(&ab, s);
     cnn_acts_alloc(&ar, s);
     const size_t conv = cnn_shape_conv_len(s), K = cnn_shape_dense_len(s);
@@ -127,7 +131,43 @@ static void compare_sample(const cnn_shape *s, const char *what, const float *x,
     cnn_model_free(&m);
 }
 
-/* The post's tie rule needs identical patches to give bit-identical conv outputs. */
+static const char *blas_core(void)
+{
+#if HAVE_OPENBLAS_EXT
+    return openblas_get_corename();
+#else
+    return "this BLAS";
+#endif
+}
+
+/* Pairs of positions of one 2x2 pool window (of the post's 26 x 26 conv output) with
+ * identical patches, and how many of their outputs differ in any bit. */
+static void window_pairs(const float *x, const float *conv, size_t *pairs, size_t *differ)
+{
+    *pairs = *differ = 0;
+    for (int i = 0; i < 13; i++)
+        for (int j = 0; j < 13; j++)
+            for (int u = 0; u < 4; u++)
+                for (int v = u + 1; v < 4; v++) {
+                    const int yu = 2 * i + u / 2, xu = 2 * j + u % 2;
+                    const int yv = 2 * i + v / 2, xv = 2 * j + v % 2;
+                    int eq = 1;
+                    for (int k = 0; k < 9; k++)
+                        eq &= x[(yu + k / 3) * 28 + xu + k % 3] == x[(yv + k / 3) * 28 + xv + k % 3];
+                    if (!eq)
+                        continue;
+                    for (int f = 0; f < 8; f++) {
+                        (*pairs)++;
+                        *differ += memcmp(&conv[f * 676 + yu * 26 + xu],
+                                          &conv[f * 676 + yv * 26 + xv], 4) != 0;
+                    }
+                }
+}
+
+/* The post's tie rules need identical patches of a pool window to give bit-identical
+ * conv outputs. The BLAS engine gets them from the SGEMM where its kernel orders every
+ * column's sum alike, and from the window tie step where it does not (OpenBLAS's AVX2
+ * kernels): the setup's check of the SGEMM must tell which, on whatever core runs. */
 static void test_identical_patches(const float *x, cnn_rng *rng)
 {
     const cnn_shape s = cnn_shape_post();
@@ -135,29 +175,92 @@ static void test_identical_patches(const float *x, cnn_rng *rng)
     cnn_acts a;
     cnn_model_init(&m, &s, rng);
     cnn_acts_alloc(&a, &s);
-    float conv[8 * 676];
-    for (int e = 0; e < 2; e++) {
-        cnn_forward(&m, &a, x, 0, (cnn_engine)e);
-        conv_nchw(conv, a.conv, (cnn_engine)e, &s);
-        size_t pairs = 0, differ = 0;
-        for (int i = 0; i < 26; i++)
-            for (int j = 0; j < 26; j++) {
-                int eq = 1; /* is the patch at (i, j) the patch at (0, 0)? */
-                for (int k = 0; k < 9; k++)
-                    eq &= x[(i + k / 3) * 28 + j + k % 3] == x[(k / 3) * 28 + k % 3];
-                if (!eq)
-                    continue;
-                for (int f = 0; f < 8; f++) {
-                    pairs++;
-                    differ += memcmp(&conv[f * 676 + i * 26 + j], &conv[f * 676], 4) != 0;
-                }
-            }
-        tap_ok(pairs > 1000 && differ == 0,
-               "%s: %zu conv outputs of identical patches are bit-identical (%zu differ)",
-               e == CNN_ENGINE_BLAS ? "blas" : "reference", pairs, differ);
+    float conv[8 * 676], stepped[8 * 676];
+    size_t pairs, differ;
+    cnn_forward(&m, &a, x, 0, CNN_ENGINE_REFERENCE);
+    conv_nchw(conv, a.conv, CNN_ENGINE_REFERENCE, &s);
+    size_t all = 0, off = 0; /* the reference: identical patches anywhere, one output */
+    for (int p = 0; p < 676; p++) {
+        int eq = 1;
+        for (int k = 0; k < 9; k++)
+            eq &= x[(p / 26 + k / 3) * 28 + p % 26 + k % 3] == x[(k / 3) * 28 + k % 3];
+        for (int f = 0; eq && f < 8; f++, all++)
+            off += memcmp(&conv[f * 676 + p], &conv[f * 676], 4) != 0;
     }
+    tap_ok(all > 1000 && off == 0,
+           "reference: %zu conv outputs of patches identical to the first are bit-identical "
+           "(%zu differ)", all, off);
+    window_pairs(x, conv, &pairs, &differ);
+    tap_ok(pairs > 1000 && differ == 0,
+           "reference: %zu outputs of identical patches within pool windows are bit-identical "
+           "(%zu differ)", pairs, differ);
+
+    const int needed = a.window_ties[0];
+    a.window_ties[0] = 0; /* the SGEMM alone */
+    cnn_forward(&m, &a, x, 0, CNN_ENGINE_BLAS);
+    conv_nchw(conv, a.conv, CNN_ENGINE_BLAS, &s);
+    a.window_ties[0] = 1; /* with the tie step */
+    cnn_forward(&m, &a, x, 0, CNN_ENGINE_BLAS);
+    conv_nchw(stepped, a.conv, CNN_ENGINE_BLAS, &s);
+    a.window_ties[0] = (uint8_t)needed;
+    size_t raw_differ;
+    window_pairs(x, conv, &pairs, &raw_differ);
+    window_pairs(x, stepped, &pairs, &differ);
+    tap_ok(pairs > 1000 && differ == 0,
+           "blas with the tie step: %zu outputs of identical patches within pool windows are "
+           "bit-identical (%zu differ)", pairs, differ);
+    tap_ok(needed ? raw_differ > 0 : raw_differ == 0 && !memcmp(conv, stepped, sizeof conv),
+           "blas on %s: the setup's check says the tie step is %s, and the SGEMM alone gives "
+           "%zu of them different outputs%s", blas_core(),
+           needed ? "needed" : "not needed", raw_differ,
+           needed ? "" : " (the step changes no bit)");
+    const char *core = blas_core();
+    if (!strcmp(core, "Haswell") || !strcmp(core, "Zen"))
+        tap_ok(needed, "the AVX2 kernels (%s) need the tie step for the post's conv", core);
     cnn_acts_free(&a);
     cnn_model_free(&m);
+}
+
+/* The tie step alone, on every way four patches can be equal (the 15 partitions of a
+ * window's four positions), with NaN taps, over window counts that take the vector path
+ * (with an overlapping last group) and the one-window path. */
+static void test_window_tie_step(cnn_rng *rng)
+{
+    /* class of position k in each partition: the first member's index labels it */
+    static const int part[15][4] = {
+        {0, 1, 2, 3}, {0, 0, 2, 3}, {0, 1, 0, 3}, {0, 1, 2, 0}, {0, 1, 1, 3},
+        {0, 1, 2, 1}, {0, 1, 2, 2}, {0, 0, 0, 3}, {0, 0, 2, 0}, {0, 1, 0, 0},
+        {0, 1, 1, 1}, {0, 0, 2, 2}, {0, 1, 0, 1}, {0, 1, 1, 0}, {0, 0, 0, 0}};
+    const int K = 5, F = 3;
+    const int counts[] = {7, 16, 40};
+    for (size_t c = 0; c < sizeof counts / sizeof *counts; c++) {
+        const int Q = counts[c];
+        const size_t P = 4 * (size_t)Q;
+        float *col = malloc(K * P * sizeof(float)), *out = malloc(F * P * sizeof(float));
+        float *want = malloc(F * P * sizeof(float));
+        for (int q = 0; q < Q; q++) {
+            const int *cls = part[q % 15];
+            const int nan = q % 15 == 14 && q >= 15; /* all four equal but for a NaN */
+            for (int t = 0; t < K; t++) {
+                float v[4];
+                for (int k = 0; k < 4; k++) /* distinct values per class */
+                    v[k] = (float)cnn_rng_normal(rng) + (float)(10 * k);
+                for (int k = 0; k < 4; k++)
+                    col[t * P + k * Q + q] = nan && t == 2 ? NAN : v[cls[k]];
+            }
+            for (int f = 0; f < F; f++)
+                for (int k = 0; k < 4; k++)
+                    out[f * P + k * Q + q] = (float)cnn_rng_normal(rng);
+            for (int f = 0; f < F; f++)
+                for (int k = 0; k < 4; k++)
+                    want[f * P + k * Q + q] = out[f * P + (nan ? k : cls[k]) * Q + q];
+        }
+        cnn_conv_window_ties(out, col, K, F, Q);
+        tap_ok(!memcmp(out, want, F * P * sizeof(float)),
+               "the window tie step over %d windows: every position takes the outputs of the "
+               "first identical patch of its window, and a patch with a NaN equals none", Q);
+        free(col), free(out), free(want);
+    }
 }
 
 static void compare_training(int batch, cnn_pool_ties ties, const float *x, const uint8_t *labels,
@@ -221,7 +324,7 @@ static void compare_stacked(const char *desc, const float *x, const uint8_t *lab
     cnn_model_init_arch(&m, &arch, rng);
     for (int l = 0; l < arch.n; l++)
         for (size_t i = 0; i < arch.layer[l].nb; i++)
-            m.params[arch.layer[l].b + i] = (float)(0.1 * cnn_rng_normal(rng));
+            m.params[arch.layer[l].b + i] = (float)(0.1 * (float)cnn_rng_normal(rng));
     cnn_acts_alloc_arch(&ab, &arch, 1);
     cnn_acts_alloc_arch(&ar, &arch, 1);
     const size_t np = m.n_params;
@@ -305,6 +408,7 @@ int main(void)
     compare_sample(&large, "1x70x66 network", xl, 2, &rng);
     free(xl);
     test_identical_patches(flat, &rng);
+    test_window_tie_step(&rng);
 
     compare_training(1, CNN_TIES_SINGLE, flat, flat_labels, 256, &rng);
     compare_training(1, CNN_TIES_ALL, flat, flat_labels, 256, &rng);
