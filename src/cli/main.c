@@ -312,31 +312,16 @@ static int load_model(const char *path, cnn_model *m)
     return 1;
 }
 
-/* Fail before training, not after it, when the model could not be saved. */
+/* Fail before training, not after it, when the model could not be saved: the same
+ * check every write makes (a regular file or a new one, through links, in a writable
+ * directory). */
 static int check_save_path(const char *flag, const char *path)
 {
-    char dir[4096];
-    struct stat sb;
-    const size_t len = strlen(path);
-    if (cnn_dirname(dir, sizeof dir, path)) {
-        fprintf(stderr, "%s: %s %s: the path is too long\n", prog, flag, path);
-        return 1;
-    }
-    errno = 0;
-    if (path[len - 1] == '/') {
-        fprintf(stderr, "%s: %s %s names a directory, not a file\n", prog, flag, path);
-        return 1;
-    }
-    if (stat(dir, &sb) || !S_ISDIR(sb.st_mode) || access(dir, W_OK)) {
-        fprintf(stderr, "%s: %s %s: cannot write into %s: %s\n", prog, flag, path, dir,
-                errno ? strerror(errno) : "not a directory");
-        return 1;
-    }
-    if (stat(path, &sb) == 0 && S_ISDIR(sb.st_mode)) {
-        fprintf(stderr, "%s: %s %s is a directory\n", prog, flag, path);
-        return 1;
-    }
-    return 0;
+    char target[4096], err[4096 + 256];
+    if (cnn_output_target(path, target, sizeof target, err, sizeof err) == CNN_OK)
+        return 0;
+    fprintf(stderr, "%s: %s %s\n", prog, flag, err);
+    return 1;
 }
 
 static void print_test(const cnn_stats *st)

@@ -1,11 +1,16 @@
 /* fileio.c - error messages, safe opening, whole-file reads and atomic writes. */
+#define _GNU_SOURCE /* O_TMPFILE, flock */
 #include "fileio.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <sys/file.h>
+#include <time.h>
 #include <unistd.h>
 #include <zlib.h>
 
@@ -119,12 +124,9 @@ static int write_all(int fd, const unsigned char *buf, size_t n)
     return 0;
 }
 
-/* fsync the directory holding path, so the rename itself is durable. */
-static int sync_dir_of(const char *path)
+/* fsync the directory dir, so that a rename in it is durable. */
+static int sync_dir(const char *dir)
 {
-    char dir[4096];
-    if (cnn_dirname(dir, sizeof dir, path))
-        return -1;
     const int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     if (fd < 0)
         return -1;
@@ -133,45 +135,232 @@ static int sync_dir_of(const char *path)
     return rc;
 }
 
+static const char *file_kind(mode_t m)
+{
+    return S_ISDIR(m)    ? "a directory"
+           : S_ISCHR(m)  ? "a character device"
+           : S_ISBLK(m)  ? "a block device"
+           : S_ISFIFO(m) ? "a FIFO"
+           : S_ISSOCK(m) ? "a socket"
+                         : "not a regular file";
+}
+
+#define LINK_HOPS 40 /* as the kernel's own limit on a path's links */
+
+cnn_status cnn_output_target(const char *path, char *target, size_t len, char *err,
+                             size_t errlen)
+{
+    const size_t plen = strlen(path);
+    if (plen == 0)
+        return cnn_errorf(CNN_ERR_ARG, err, errlen, "an output path is empty");
+    if (path[plen - 1] == '/')
+        return cnn_errorf(CNN_ERR_IO, err, errlen, "%s names a directory, not a file", path);
+    if (plen + 1 > len)
+        return cnn_errorf(CNN_ERR_IO, err, errlen, "%s: the path is too long", path);
+    memcpy(target, path, plen + 1);
+    for (int hops = 0;; hops++) {
+        struct stat sb;
+        if (lstat(target, &sb)) {
+            if (errno == ENOENT)
+                break; /* a new file (its directory is checked below) */
+            return cnn_errorf(CNN_ERR_IO, err, errlen, "%s: %s", path, strerror(errno));
+        }
+        if (S_ISREG(sb.st_mode))
+            break;
+        if (!S_ISLNK(sb.st_mode)) {
+            if (strcmp(target, path))
+                return cnn_errorf(CNN_ERR_IO, err, errlen,
+                                  "%s: links to %s, which is %s: only a regular file is "
+                                  "replaced", path, target, file_kind(sb.st_mode));
+            return cnn_errorf(CNN_ERR_IO, err, errlen,
+                              "%s is %s: only a regular file is replaced", path,
+                              file_kind(sb.st_mode));
+        }
+        if (hops == LINK_HOPS)
+            return cnn_errorf(CNN_ERR_IO, err, errlen, "%s: %s", path, strerror(ELOOP));
+        char link[PATH_MAX];
+        const ssize_t n = readlink(target, link, sizeof link - 1);
+        if (n < 0)
+            return cnn_errorf(CNN_ERR_IO, err, errlen, "%s: %s", path, strerror(errno));
+        link[n] = '\0';
+        if (link[0] != '/') { /* relative to the link's own directory */
+            char dir[PATH_MAX];
+            if (cnn_dirname(dir, sizeof dir, target) ||
+                (size_t)snprintf(target, len, "%s/%s", dir, link) >= len)
+                return cnn_errorf(CNN_ERR_IO, err, errlen, "%s: the path is too long", path);
+        } else if ((size_t)n + 1 > len) {
+            return cnn_errorf(CNN_ERR_IO, err, errlen, "%s: the path is too long", path);
+        } else {
+            memcpy(target, link, (size_t)n + 1);
+        }
+        if (target[strlen(target) - 1] == '/')
+            return cnn_errorf(CNN_ERR_IO, err, errlen, "%s: links to %s, a directory", path,
+                              target);
+    }
+    char dir[PATH_MAX];
+    struct stat sb;
+    if (cnn_dirname(dir, sizeof dir, target))
+        return cnn_errorf(CNN_ERR_IO, err, errlen, "%s: the path is too long", path);
+    errno = 0;
+    if (stat(dir, &sb) || !S_ISDIR(sb.st_mode) || access(dir, W_OK))
+        return cnn_errorf(CNN_ERR_IO, err, errlen, "%s: cannot write into %s: %s", path, dir,
+                          errno ? strerror(errno) : "not a directory");
+    return CNN_OK;
+}
+
+/* Temporary names: TARGET.tmp. and six characters. */
+#define TMP_MARK ".tmp."
+#define TMP_RAND 6
+
+/* Remove TARGET.tmp.XXXXXX files in dir that no process holds: a writer keeps an
+ * flock on its temporary file until it is renamed, and the kernel drops the lock when
+ * the writer dies, however it dies. Best effort: what cannot be opened stays. */
+static void remove_stale_temporaries(const char *dir, const char *base)
+{
+    DIR *d = opendir(dir);
+    if (!d)
+        return;
+    const int dfd = dirfd(d);
+    const size_t blen = strlen(base), mlen = strlen(TMP_MARK);
+    for (struct dirent *e; (e = readdir(d));) {
+        const char *name = e->d_name;
+        if (strlen(name) != blen + mlen + TMP_RAND || strncmp(name, base, blen) ||
+            strncmp(name + blen, TMP_MARK, mlen))
+            continue;
+        const int fd = openat(dfd, name, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
+        if (fd < 0)
+            continue;
+        struct stat sb;
+        if (!fstat(fd, &sb) && S_ISREG(sb.st_mode) && !flock(fd, LOCK_EX | LOCK_NB))
+            unlinkat(dfd, name, 0);
+        close(fd); /* drops the lock */
+    }
+    closedir(d);
+}
+
+/* A fresh temporary name for target (not created). */
+static void temporary_name(char *tmp, const char *target, unsigned *seq)
+{
+    static const char digits[] = "abcdefghijklmnopqrstuvwxyz0123456789";
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    uint64_t x = (uint64_t)ts.tv_nsec * 0x9E3779B97F4A7C15u ^ (uint64_t)getpid() << 20 ^
+                 (uint64_t)(*seq)++ * 0xBF58476D1CE4E5B9u;
+    char *p = tmp + sprintf(tmp, "%s" TMP_MARK, target);
+    for (int i = 0; i < TMP_RAND; i++, x /= 36)
+        p[i] = digits[x % 36];
+    p[TMP_RAND] = '\0';
+}
+
+/* An unnamed file in dir (O_TMPFILE), or -1 where the file system has none. */
+static int unnamed_file(const char *dir)
+{
+#ifdef O_TMPFILE
+    return open(dir, O_TMPFILE | O_WRONLY | O_CLOEXEC, 0644);
+#else
+    (void)dir;
+    errno = EOPNOTSUPP;
+    return -1;
+#endif
+}
+
+/* Give the unnamed file fd the name tmp (a fresh one, tried a few times). */
+static int name_unnamed(int fd, char *tmp, const char *target, unsigned *seq)
+{
+    char proc[64];
+    snprintf(proc, sizeof proc, "/proc/self/fd/%d", fd);
+    for (int tries = 0; tries < 16; tries++) {
+        temporary_name(tmp, target, seq);
+        if (!linkat(AT_FDCWD, proc, AT_FDCWD, tmp, AT_SYMLINK_FOLLOW))
+            return 0;
+        if (errno != EEXIST)
+            return -1;
+    }
+    return -1;
+}
+
+/* A named temporary file beside target, created exclusively. */
+static int named_file(char *tmp, const char *target, unsigned *seq)
+{
+    for (int tries = 0; tries < 16; tries++) {
+        temporary_name(tmp, target, seq);
+        const int fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+        if (fd >= 0 || errno != EEXIST)
+            return fd;
+    }
+    return -1;
+}
+
+/* The bytes into fd, durably. @return what failed, or NULL. */
+static const char *fill(int fd, const unsigned char *buf, size_t len)
+{
+    if (write_all(fd, buf, len))
+        return "write";
+    if (fchmod(fd, 0644))
+        return "chmod";
+    if (fsync(fd))
+        return "fsync";
+    return NULL;
+}
+
 cnn_status cnn_write_atomic(const char *path, const unsigned char *buf, size_t len, char *err,
                             size_t errlen)
 {
-    const size_t plen = strlen(path);
-    char *tmp = malloc(plen + 16);
-    if (!tmp)
-        return cnn_errorf(CNN_ERR_NOMEM, err, errlen, "%s: out of memory", path);
-    memcpy(tmp, path, plen);
-    memcpy(tmp + plen, ".tmp.XXXXXX", 12);
-    cnn_status st = CNN_OK;
-    const int fd = mkstemp(tmp);
-    if (fd < 0) {
-        st = cnn_errorf(CNN_ERR_IO, err, errlen, "%s: cannot create a temporary file beside it: %s",
-                        path, strerror(errno));
-    } else {
-        const char *what = NULL;
-        int e = 0;
-        if (write_all(fd, buf, len))
-            what = "write", e = errno;
-        else if (fchmod(fd, 0644))
-            what = "chmod", e = errno;
-        else if (fsync(fd))
-            what = "fsync", e = errno;
-        if (close(fd) && !what)
-            what = "close", e = errno;
-        if (!what && rename(tmp, path))
-            what = "rename", e = errno;
-        if (what) {
-            unlink(tmp);
-            st = cnn_errorf(CNN_ERR_IO, err, errlen, "%s: cannot write it (%s failed: %s)", path,
-                            what, strerror(e));
-        } else if (sync_dir_of(path)) {
-            st = cnn_errorf(CNN_ERR_IO, err, errlen,
-                            "%s: written, but syncing its directory failed: %s", path,
-                            strerror(errno));
+    char target[PATH_MAX], dir[PATH_MAX], tmp[PATH_MAX + 16];
+    cnn_status st = cnn_output_target(path, target, sizeof target, err, errlen);
+    if (st != CNN_OK)
+        return st;
+    cnn_dirname(dir, sizeof dir, target); /* fits: checked by cnn_output_target */
+    const char *slash = strrchr(target, '/');
+    remove_stale_temporaries(dir, slash ? slash + 1 : target);
+
+    unsigned seq = 0;
+    const char *what = NULL;
+    int e = 0, named = 0;
+    int fd = unnamed_file(dir);
+    if (fd >= 0) { /* no name while the bytes are written */
+        if (flock(fd, LOCK_EX) || (what = fill(fd, buf, len)))
+            e = errno, what = what ? what : "flock";
+        else if (name_unnamed(fd, tmp, target, &seq))
+            e = errno, what = "link";
+        else
+            named = 1;
+        if (what && !named && strcmp(what, "link") == 0) { /* no /proc: the named way */
+            close(fd);
+            fd = -1, what = NULL;
         }
     }
-    free(tmp);
-    return st;
+    if (fd < 0 && !what) {
+        fd = named_file(tmp, target, &seq);
+        if (fd < 0)
+            return cnn_errorf(CNN_ERR_IO, err, errlen,
+                              "%s: cannot create a temporary file beside it: %s", path,
+                              strerror(errno));
+        named = 1;
+        if (flock(fd, LOCK_EX))
+            e = errno, what = "flock";
+        else if ((what = fill(fd, buf, len)))
+            e = errno;
+    }
+    struct stat sb; /* the target may have changed since it was checked */
+    const int turned = !what && !lstat(target, &sb) && !S_ISREG(sb.st_mode);
+    if (!what && !turned && rename(tmp, target))
+        e = errno, what = "rename";
+    if ((what || turned) && named)
+        unlink(tmp);
+    close(fd); /* after the rename: the lock marks the temporary file as in use */
+    if (turned)
+        return cnn_errorf(CNN_ERR_IO, err, errlen,
+                          "%s became %s while it was written: left as it is", target,
+                          file_kind(sb.st_mode));
+    if (what)
+        return cnn_errorf(CNN_ERR_IO, err, errlen, "%s: cannot write it (%s failed: %s)", path,
+                          what, strerror(e));
+    if (sync_dir(dir))
+        return cnn_errorf(CNN_ERR_IO, err, errlen,
+                          "%s: written, but syncing its directory failed: %s", path,
+                          strerror(errno));
+    return CNN_OK;
 }
 
 uint32_t cnn_crc32(const unsigned char *p, size_t n)

@@ -24,9 +24,21 @@ int cnn_open_regular(const char *path, struct stat *sb, char *err, size_t errlen
 cnn_status cnn_read_file(const char *path, size_t max, unsigned char **buf, size_t *len,
                          char *err, size_t errlen);
 
-/* Replace path with buf atomically: a temporary file beside it, fsync, rename,
- * fsync of the directory. On failure the previous file, if any, is intact and no
- * temporary file is left. */
+/* Where a write to path lands: path itself, or the file a symbolic link (or a chain
+ * of them) at path names, so that the link stays and its target is replaced. Refused
+ * with one line in err: a target that exists and is not a regular file (a directory,
+ * device, FIFO or socket: never written through), a path ending in '/', a link loop,
+ * a directory that does not exist or cannot be written. target gets len bytes. */
+cnn_status cnn_output_target(const char *path, char *target, size_t len, char *err,
+                             size_t errlen);
+
+/* Replace the file path names (cnn_output_target) with buf atomically: the bytes go
+ * into an unnamed file in its directory (O_TMPFILE; where the file system has none, a
+ * temporary file "TARGET.tmp.XXXXXX" beside it), fsync, a name given to it only
+ * then, rename over the target, fsync of the directory. The writer holds an flock on
+ * its temporary file until the rename; before writing, temporary files of the same
+ * target that no process holds (left by a writer killed mid-write) are removed. On
+ * failure the previous file, if any, is intact and no temporary file is left. */
 cnn_status cnn_write_atomic(const char *path, const unsigned char *buf, size_t len, char *err,
                             size_t errlen);
 
