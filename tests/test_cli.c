@@ -1,9 +1,19 @@
 /* test_cli.c - the cnn program: bad flags give one clear line on stderr and a
- * non-zero exit; a short synthetic training run prints the post's lines. */
+ * non-zero exit; output paths that are not regular files are refused before training
+ * and left untouched, a symbolic link has its target replaced; a short synthetic
+ * training run prints the post's lines. */
+#define _DEFAULT_SOURCE /* mknod, S_IFCHR */
 #include "check.h"
 #include "proc.h"
 
+#include <errno.h>
+#include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/sysmacros.h>
+#include <sys/un.h>
+#include <unistd.h>
 
 static const char *exe;
 
@@ -13,6 +23,120 @@ static void bad(const char *why, const char *const *args, const char *needle)
     const int rc = run_cmd(exe, args, out, err, sizeof out);
     tap_ok(rc > 0 && count_lines(err) == 1 && strstr(err, needle) && out[0] == '\0',
            "%s: exit %d, stderr '%.*s'", why, rc, (int)strcspn(err, "\n"), err);
+}
+
+static char scratch[] = "/tmp/cnn-cli-XXXXXX";
+
+static const char *in_scratch(const char *name)
+{
+    static char buf[32][256]; /* enough for every name output_paths makes */
+    static int next;
+    char *p = buf[next++ % 32];
+    snprintf(p, sizeof buf[0], "%s/%s", scratch, name);
+    return p;
+}
+
+/* The last line of stderr (the program may warn about its BLAS core first). */
+static const char *last_line(const char *err, char *line, size_t len)
+{
+    const size_t n = strlen(err);
+    size_t end = n && err[n - 1] == '\n' ? n - 1 : n, start = end;
+    while (start > 0 && err[start - 1] != '\n')
+        start--;
+    snprintf(line, len, "%.*s", (int)(end - start), err + start);
+    return line;
+}
+
+/* train with flag PATH is refused before training: one line naming the path and what
+ * it is, a non-zero exit, nothing trained, the node as it was. */
+static void refused(const char *kind, const char *flag, const char *path, const char *needle)
+{
+    static char out[1 << 16], err[1 << 16];
+    char line[1024];
+    struct stat before, after;
+    const int had = lstat(path, &before) == 0;
+    const int rc = run_cmd(exe, (const char *[]){"train", "--synthetic", "60", "--epochs", "1",
+                                                 flag, path, NULL},
+                           out, err, sizeof out);
+    last_line(err, line, sizeof line);
+    const int same = had && lstat(path, &after) == 0 && after.st_mode == before.st_mode &&
+                     after.st_ino == before.st_ino && after.st_rdev == before.st_rdev &&
+                     after.st_size == before.st_size;
+    tap_ok(rc > 0 && strstr(line, path) && strstr(line, needle) && !strstr(out, "Epoch") && same,
+           "%s %s (%s) is refused before training and left as it was: exit %d, '%s'", flag,
+           kind, path, rc, line);
+}
+
+static void output_paths(void)
+{
+    if (!mkdtemp(scratch)) {
+        tap_ok(0, "cannot make a scratch directory: %s", strerror(errno));
+        return;
+    }
+    const char *flags[] = {"--save", "--checkpoint"};
+    const char *chr = in_scratch("null"), *blk = in_scratch("block"), *fifo = in_scratch("fifo");
+    const char *sock = in_scratch("socket"), *dir = in_scratch("dir"), *loop = in_scratch("loop");
+    const char *to_chr = in_scratch("to-null");
+    /* scratch device nodes (never the system's): /dev/null's and a loop device's numbers */
+    const int nodes = mknod(chr, S_IFCHR | 0666, makedev(1, 3)) == 0 &&
+                      mknod(blk, S_IFBLK | 0600, makedev(7, 200)) == 0;
+    const int node_errno = errno;
+    int sfd = socket(AF_UNIX, SOCK_STREAM, 0);
+    struct sockaddr_un sa = {.sun_family = AF_UNIX};
+    snprintf(sa.sun_path, sizeof sa.sun_path, "%s", sock);
+    const int made = mkfifo(fifo, 0600) == 0 && mkdir(dir, 0700) == 0 && sfd >= 0 &&
+                     bind(sfd, (struct sockaddr *)&sa, sizeof sa) == 0 &&
+                     symlink("loop", loop) == 0 && symlink("null", to_chr) == 0;
+    tap_ok(made, "scratch FIFO, socket, directory and links made in %s", scratch);
+    for (int f = 0; f < 2; f++) {
+        if (nodes) {
+            refused("a character device", flags[f], chr, "a character device");
+            refused("a block device", flags[f], blk, "a block device");
+            refused("a link to a character device", flags[f], to_chr, "a character device");
+        } else {
+            printf("ok %d # SKIP cannot make device nodes here (%s): %s refuses them as any "
+                   "non-regular file\n", ++tap_count, strerror(node_errno), flags[f]);
+        }
+        refused("a FIFO", flags[f], fifo, "a FIFO");
+        refused("a socket", flags[f], sock, "a socket");
+        refused("a directory", flags[f], dir, "a directory");
+        refused("a link loop", flags[f], loop, "symbolic links");
+    }
+
+    /* latest.cnn -> runs/run42.cnn: the run replaces run42.cnn and the link stays; a
+     * dangling link creates the file it names */
+    static char out[1 << 16], err[1 << 16];
+    const char *runs = in_scratch("runs"), *run42 = in_scratch("runs/run42.cnn");
+    const char *latest = in_scratch("latest.cnn"), *dangling = in_scratch("dangling.cnn");
+    FILE *old = (mkdir(runs, 0700) == 0) ? fopen(run42, "w") : NULL;
+    if (old)
+        fputs("an older run\n", old), fclose(old);
+    symlink("runs/run42.cnn", latest);
+    symlink("runs/new.cnn", dangling);
+    const int rc = run_cmd(exe, (const char *[]){"train", "--synthetic", "60", "--epochs", "1",
+                                                 "--save", latest, "--checkpoint", dangling,
+                                                 NULL},
+                           out, err, sizeof out);
+    struct stat ls, ts = {0}, ns, ds;
+    const int run42_ok = stat(run42, &ts) == 0 && S_ISREG(ts.st_mode) && ts.st_size > 1000;
+    char target[256] = "";
+    const ssize_t tl = readlink(latest, target, sizeof target - 1);
+    if (tl > 0)
+        target[tl] = '\0';
+    tap_ok(rc == 0 && lstat(latest, &ls) == 0 && S_ISLNK(ls.st_mode) &&
+               !strcmp(target, "runs/run42.cnn") && run42_ok,
+           "--save through a link replaces the file it names (%lld bytes) and keeps the link",
+           (long long)ts.st_size);
+    tap_ok(rc == 0 && lstat(dangling, &ds) == 0 && S_ISLNK(ds.st_mode) &&
+               stat(in_scratch("runs/new.cnn"), &ns) == 0 && S_ISREG(ns.st_mode),
+           "--checkpoint through a dangling link creates the file it names");
+    if (sfd >= 0)
+        close(sfd);
+    const char *names[] = {"null", "block", "fifo", "socket", "loop", "to-null", "latest.cnn",
+                           "dangling.cnn", "runs/run42.cnn", "runs/new.cnn"};
+    for (size_t i = 0; i < sizeof names / sizeof *names; i++)
+        unlink(in_scratch(names[i]));
+    rmdir(dir), rmdir(runs), rmdir(scratch);
 }
 
 int main(int argc, char **argv)
@@ -90,6 +214,8 @@ int main(int argc, char **argv)
     bad("an unknown schedule", (const char *[]){"train", "--schedule", "step", NULL}, "--schedule");
     bad("batch larger than the data",
         (const char *[]){"train", "--synthetic", "20", "--batch", "64", NULL}, "--batch");
+
+    output_paths();
 
     static char out[1 << 20], err[1 << 16];
     int rc = run_cmd(exe, (const char *[]){"--help", NULL}, out, err, sizeof err);

@@ -2,12 +2,15 @@
  * predictions bit for bit; the documented layout holds; truncated, corrupt,
  * wrong-version, wrong-architecture and non-finite files, directories and missing
  * files are rejected with a one-line error and leave the model untouched; a failed
- * save leaves the previous file and no temporary behind. */
+ * save leaves the previous file and no temporary behind; a save removes the temporary
+ * files a killed writer left, and only those. */
 #include "cnn.h"
 
 #include "check.h"
 
 #include <dirent.h>
+#include <fcntl.h>
+#include <sys/file.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -330,6 +333,32 @@ int main(void)
            "saving over a model replaces it and leaves no temporary file (%d entries, %d before; "
            "%s)", entries, before, st2 == CNN_OK ? "loads" : err);
     cnn_model_free(&l2);
+
+    /* Temporary files of a writer killed mid-write: the next save of the same file
+     * removes those no process holds, keeps one that a live writer holds (flock), and
+     * leaves other files alone. */
+    char stale[512], held[512], other[512], similar[512];
+    snprintf(stale, sizeof stale, "%s", path_in("good.cnn.tmp.k1ll3d"));
+    snprintf(held, sizeof held, "%s", path_in("good.cnn.tmp.w0rk1n"));
+    snprintf(other, sizeof other, "%s", path_in("other.cnn.tmp.k1ll3d"));
+    snprintf(similar, sizeof similar, "%s", path_in("good.cnn.tmp.abc"));
+    spit(stale, (const unsigned char *)"partial", 7);
+    spit(other, (const unsigned char *)"partial", 7);
+    spit(similar, (const unsigned char *)"partial", 7);
+    spit(held, (const unsigned char *)"partial", 7);
+    const int hfd = open(held, O_RDONLY);
+    const int locked = hfd >= 0 && flock(hfd, LOCK_EX) == 0;
+    st = cnn_model_save(&m, good, err, sizeof err);
+    tap_ok(st == CNN_OK && locked && access(stale, F_OK) != 0 && access(held, F_OK) == 0 &&
+               access(other, F_OK) == 0 && access(similar, F_OK) == 0,
+           "a save removes its file's stale temporary files, keeps one a live writer holds, and "
+           "no other file");
+    if (hfd >= 0)
+        close(hfd); /* the "writer" dies: its file is stale now */
+    st = cnn_model_save(&m, good, err, sizeof err);
+    tap_ok(st == CNN_OK && access(held, F_OK) != 0,
+           "once its writer is gone, the next save removes that one too");
+    unlink(other), unlink(similar);
 
     /* clean up */
     free(b);
