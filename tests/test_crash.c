@@ -3,16 +3,20 @@
  * resuming from a checkpoint, mid-epoch or at an epoch's end, gives bit-identical
  * weights to a run never interrupted; a second signal exits at once and leaves no
  * partial file; a NaN loss stops the run and leaves the last checkpoint intact;
- * broken checkpoints are refused. Data: synthetic digits (no MNIST needed). */
+ * broken checkpoints are refused; SIGKILL at random moments of a run that writes a
+ * checkpoint every step, resumed each time, ends with the uninterrupted run's model
+ * and no stray file. Data: synthetic digits (no MNIST needed). */
 #include "cnn.h"
 
 #include "check.h"
 #include "proc.h"
 
 #include <dirent.h>
+#include <sys/stat.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 static const char *exe;
 static char dir[256];
@@ -77,6 +81,86 @@ static int loads_model(const char *path)
     const int ok = cnn_model_load(&m, path, NULL, 0) == CNN_OK;
     cnn_model_free(&m);
     return ok;
+}
+
+/* Entries of directory d other than . and .. (names into names, up to 8). */
+static int entries(const char *d, char names[][256])
+{
+    DIR *dd = opendir(d);
+    int n = 0;
+    for (struct dirent *e; dd && (e = readdir(dd));)
+        if (strcmp(e->d_name, ".") && strcmp(e->d_name, "..")) {
+            if (n < 8)
+                snprintf(names[n], 256, "%s", e->d_name);
+            n++;
+        }
+    if (dd)
+        closedir(dd);
+    return n;
+}
+
+/* SIGKILL (the OOM killer, a preemption, a power cut) at random moments of a run that
+ * writes a checkpoint after every step, so that most kills land in a write; each time
+ * the run resumes from the checkpoint. The final model must be the uninterrupted
+ * run's, byte for byte, and the directory must hold the checkpoint and the model
+ * only: no temporary file of a killed writer outlives the next write. */
+static void killed_while_writing(void)
+{
+#define KRUN "train", "--synthetic", "3000", "--epochs", "2", "--batch", "8", "--seed", "4", \
+             "--checkpoint-every", "1"
+    char kdir[512], names[8][256];
+    snprintf(kdir, sizeof kdir, "%s", in_dir("kills"));
+    const char *R = in_dir("kill-reference.cnn");
+    const char *ck = in_dir("kills/run.ckpt"), *F = in_dir("kills/final.cnn");
+    int rc = mkdir(kdir, 0700) ? -2
+             : run_cmd(exe, (const char *[]){KRUN, "--checkpoint", in_dir("kill-ref.ckpt"),
+                                             "--save", R, NULL},
+                       out, err, sizeof err);
+    tap_ok(rc == 0 && loads_model(R), "the uninterrupted run with a checkpoint every step");
+    uint32_t lcg = 2024;
+    int kills = 0, debris = 0, finished = 0;
+    for (int k = 0; k < 25 && !finished; k++) {
+        const int resume = access(ck, F_OK) == 0;
+        const char *args[] = {KRUN, "--checkpoint", ck, "--save", F,
+                              resume ? "--resume" : NULL, ck, NULL};
+        int ofd, efd;
+        const pid_t pid = spawn_cmd(exe, args, &ofd, &efd);
+        if (pid < 0)
+            break;
+        lcg = lcg * 1664525u + 1013904223u;
+        const long ms = 40 + (long)((lcg >> 8) % 160); /* 40 to 200 ms */
+        nanosleep(&(struct timespec){ms / 1000, ms % 1000 * 1000000L}, NULL);
+        kill(pid, SIGKILL); /* our own child; a no-op if it has ended */
+        close(ofd), close(efd);
+        const int st = wait_cmd(pid);
+        finished = st == 0;
+        kills += st == -1;
+        int n = entries(kdir, names);
+        for (int i = 0; i < n && i < 8; i++)
+            debris += strstr(names[i], ".tmp.") != NULL;
+    }
+    if (!finished) {
+        const char *args[] = {KRUN, "--checkpoint", ck, "--save", F, "--resume", ck, NULL};
+        rc = run_cmd(exe, args, out, err, sizeof err);
+        finished = rc == 0;
+    }
+    const int n = entries(kdir, names);
+    char list[600] = "";
+    for (int i = 0; i < n && i < 8; i++)
+        snprintf(list + strlen(list), sizeof list - strlen(list), " %.60s", names[i]);
+    tap_ok(kills >= 10 && finished && same_file(R, F),
+           "killed %d times at random moments of a run checkpointing every step, resumed each "
+           "time: the final model is byte-identical to the uninterrupted run's", kills);
+    tap_ok(n == 2 && access(ck, F_OK) == 0 && access(F, F_OK) == 0,
+           "no stray file: the directory holds the checkpoint and the model only (%d entries:%s; "
+           "temporary files seen right after a kill: %d)", n, list, debris);
+    unlink(ck), unlink(F), unlink(R), unlink(in_dir("kill-ref.ckpt"));
+    for (int i = 0; i < n && i < 8; i++) {
+        char p[1024];
+        snprintf(p, sizeof p, "%.500s/%.255s", kdir, names[i]);
+        unlink(p);
+    }
+    rmdir(kdir);
 }
 
 int main(int argc, char **argv)
@@ -226,6 +310,8 @@ int main(int argc, char **argv)
            "a checkpoint of another training set is refused: %.*s", (int)strcspn(err, "\n"), err);
     rc = run_cmd(exe, (const char *[]){RUN, "--checkpoint-every", "10", NULL}, out, err, sizeof err);
     tap_ok(rc == 2 && strstr(err, "--checkpoint FILE"), "--checkpoint-every needs --checkpoint");
+
+    killed_while_writing();
 
     /* clean up */
     DIR *d = opendir(dir);
