@@ -49,7 +49,7 @@
 extern "C" {
 #endif
 
-#define CNN_VERSION "0.1.0"
+#define CNN_VERSION "0.2.0"
 
 /* The library's public functions; everything else in it is hidden from programs that
  * link the shared library. */

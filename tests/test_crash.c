@@ -112,14 +112,22 @@ static void killed_while_writing(void)
     snprintf(kdir, sizeof kdir, "%s", in_dir("kills"));
     const char *R = in_dir("kill-reference.cnn");
     const char *ck = in_dir("kills/run.ckpt"), *F = in_dir("kills/final.cnn");
+    struct timespec t0, t1;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
     int rc = mkdir(kdir, 0700) ? -2
              : run_cmd(exe, (const char *[]){KRUN, "--checkpoint", in_dir("kill-ref.ckpt"),
                                              "--save", R, NULL},
                        out, err, sizeof err);
-    tap_ok(rc == 0 && loads_model(R), "the uninterrupted run with a checkpoint every step");
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    const long run_ms = (t1.tv_sec - t0.tv_sec) * 1000L + (t1.tv_nsec - t0.tv_nsec) / 1000000L;
+    tap_ok(rc == 0 && loads_model(R), "the uninterrupted run with a checkpoint every step (%ld ms)",
+           run_ms);
+    /* kills after 1/40 to 1/8 of that run's time (at least 20 ms): most kills land
+     * mid-run, and a run needs a dozen or more of them to get through */
+    const long lo = run_ms / 40 > 20 ? run_ms / 40 : 20, span = run_ms / 8 > lo ? run_ms / 8 - lo : 1;
     uint32_t lcg = 2024;
     int kills = 0, debris = 0, finished = 0;
-    for (int k = 0; k < 25 && !finished; k++) {
+    for (int k = 0; k < 60 && !finished; k++) {
         const int resume = access(ck, F_OK) == 0;
         const char *args[] = {KRUN, "--checkpoint", ck, "--save", F,
                               resume ? "--resume" : NULL, ck, NULL};
@@ -128,7 +136,7 @@ static void killed_while_writing(void)
         if (pid < 0)
             break;
         lcg = lcg * 1664525u + 1013904223u;
-        const long ms = 40 + (long)((lcg >> 8) % 160); /* 40 to 200 ms */
+        const long ms = lo + (long)((lcg >> 8) % (uint32_t)span);
         nanosleep(&(struct timespec){ms / 1000, ms % 1000 * 1000000L}, NULL);
         kill(pid, SIGKILL); /* our own child; a no-op if it has ended */
         close(ofd), close(efd);
