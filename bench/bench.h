@@ -6,11 +6,51 @@
 
 #include "cnn.h"
 #include "autocore.h"
+#include "fileio.h"
 
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+
+/* Output files (--json and what goes with it) are written as every file here: built
+ * in memory, then replaced atomically, never through a device node or a directory. */
+typedef struct {
+    FILE *f;
+    char *buf;
+    size_t len;
+} bench_out;
+
+/* Check before the benchmarks run that path can be written: @return 1, or 0 after
+ * printing why. */
+static inline int bench_out_ok(const char *tool, const char *path)
+{
+    char target[4096], err[4352];
+    if (cnn_output_target(path, target, sizeof target, err, sizeof err) == CNN_OK)
+        return 1;
+    fprintf(stderr, "%s: %s\n", tool, err);
+    return 0;
+}
+
+static inline FILE *bench_out_open(bench_out *o)
+{
+    o->buf = NULL, o->len = 0;
+    o->f = open_memstream(&o->buf, &o->len);
+    return o->f;
+}
+
+/* Close o and write what it holds to path: @return 1, or 0 after printing why. */
+static inline int bench_out_close(bench_out *o, const char *tool, const char *path)
+{
+    char err[4352];
+    int ok = fclose(o->f) == 0;
+    ok = ok && cnn_write_atomic(path, (const unsigned char *)o->buf, o->len, err,
+                                sizeof err) == CNN_OK;
+    if (!ok)
+        fprintf(stderr, "%s: %s\n", tool, err);
+    free(o->buf);
+    return ok;
+}
 
 static inline double bench_now(void)
 {

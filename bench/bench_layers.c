@@ -447,6 +447,8 @@ int main(int argc, char **argv)
             return 2;
         }
     }
+    if (json && !bench_out_ok("bench_layers", json))
+        return 1;
     cnn_blas_setup();
 #if HAVE_OPENMP
     omp_set_num_threads(1); /* one core: the layers are timed as a thread runs them */
@@ -547,9 +549,10 @@ int main(int argc, char **argv)
     }
 
     if (json) {
-        FILE *f = fopen(json, "w");
+        bench_out o;
+        FILE *f = bench_out_open(&o);
         if (!f) {
-            fprintf(stderr, "bench_layers: cannot write %s\n", json);
+            fprintf(stderr, "bench_layers: out of memory for %s\n", json);
             return 1;
         }
         fprintf(f, "{\"tool\": \"cnn-bench-layers\", \"machine\": ");
@@ -568,7 +571,8 @@ int main(int argc, char **argv)
                 first = 0;
             }
         fprintf(f, "\n]}\n");
-        fclose(f);
+        if (!bench_out_close(&o, "bench_layers", json))
+            return 1;
         printf("\nwrote %s\n", json);
     }
     cnn_acts_free(&c.a);

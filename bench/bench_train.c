@@ -256,7 +256,8 @@ static void write_plot(const char *json, const train_result *res, int nres, cons
         *dot = '\0';
     snprintf(dat, sizeof dat, "%s.dat", base);
     snprintf(png, sizeof png, "%s.png", base);
-    FILE *f = fopen(dat, "w");
+    bench_out o;
+    FILE *f = bench_out_open(&o);
     if (!f)
         return;
     /* one block per batch size: threads, images/s (BLAS engine) */
@@ -268,7 +269,8 @@ static void write_plot(const char *json, const train_result *res, int nres, cons
                 fprintf(f, "%d %.1f\n", res[i].threads, res[i].ips);
         fprintf(f, "\n\n");
     }
-    fclose(f);
+    if (!bench_out_close(&o, "bench_train", dat) || !bench_out_ok("bench_train", png))
+        return;
     printf("wrote %s\n", dat);
     if (system("command -v gnuplot >/dev/null 2>&1") != 0) {
         printf("gnuplot not installed: no PNG (apt-get install gnuplot-nox)\n");
@@ -354,6 +356,8 @@ int main(int argc, char **argv)
             return 2;
         }
     }
+    if (json && !bench_out_ok("bench_train", json))
+        return 1;
     char err[512];
     if (cnn_arch_build(&net.arch, arch_desc, 1, 28, 28, err, sizeof err) != CNN_OK ||
         (net.nesterov && net.momentum == 0.0f)) {
@@ -479,9 +483,10 @@ int main(int argc, char **argv)
     }
 
     if (json) {
-        FILE *f = fopen(json, "w");
+        bench_out o;
+        FILE *f = bench_out_open(&o);
         if (!f) {
-            fprintf(stderr, "bench_train: cannot write %s\n", json);
+            fprintf(stderr, "bench_train: out of memory for %s\n", json);
             return 1;
         }
         fprintf(f, "{\"tool\": \"cnn-bench\", \"machine\": ");
@@ -521,7 +526,8 @@ int main(int argc, char **argv)
         else
             fprintf(f, "null");
         fprintf(f, "}\n");
-        fclose(f);
+        if (!bench_out_close(&o, "bench_train", json))
+            return 1;
         printf("\nwrote %s\n", json);
         write_plot(json, res, nres, batches, nb);
     }
