@@ -303,59 +303,69 @@ static const char *fill(int fd, const unsigned char *buf, size_t len)
     return NULL;
 }
 
+/* A temporary file beside target holding buf, durably, locked (flock) and named tmp:
+ * an unnamed file named only once written, or a named one where the file system or a
+ * missing /proc does not allow that. @return the open descriptor, or -1 with the step
+ * that failed in *what and its errno in *e (no file is then left). */
+static int locked_temporary(const char *dir, const char *target, const unsigned char *buf,
+                            size_t len, char *tmp, const char **what, int *e)
+{
+    unsigned seq = 0;
+    int fd = unnamed_file(dir);
+    if (fd >= 0) {
+        *what = flock(fd, LOCK_EX) ? "flock" : fill(fd, buf, len);
+        if (!*what && !name_unnamed(fd, tmp, target, &seq))
+            return fd;
+        *e = errno;
+        close(fd);
+        if (*what)
+            return -1;
+    }
+    fd = named_file(tmp, target, &seq);
+    if (fd < 0) {
+        *what = "create", *e = errno;
+        return -1;
+    }
+    *what = flock(fd, LOCK_EX) ? "flock" : fill(fd, buf, len);
+    if (!*what)
+        return fd;
+    *e = errno;
+    unlink(tmp);
+    close(fd);
+    return -1;
+}
+
 cnn_status cnn_write_atomic(const char *path, const unsigned char *buf, size_t len, char *err,
                             size_t errlen)
 {
     char target[PATH_MAX], dir[PATH_MAX], tmp[PATH_MAX + 16];
-    cnn_status st = cnn_output_target(path, target, sizeof target, err, errlen);
+    const cnn_status st = cnn_output_target(path, target, sizeof target, err, errlen);
     if (st != CNN_OK)
         return st;
     cnn_dirname(dir, sizeof dir, target); /* fits: checked by cnn_output_target */
     const char *slash = strrchr(target, '/');
     remove_stale_temporaries(dir, slash ? slash + 1 : target);
 
-    unsigned seq = 0;
     const char *what = NULL;
-    int e = 0, named = 0;
-    int fd = unnamed_file(dir);
-    if (fd >= 0) { /* no name while the bytes are written */
-        if (flock(fd, LOCK_EX) || (what = fill(fd, buf, len)))
-            e = errno, what = what ? what : "flock";
-        else if (name_unnamed(fd, tmp, target, &seq))
-            e = errno, what = "link";
-        else
-            named = 1;
-        if (what && !named && strcmp(what, "link") == 0) { /* no /proc: the named way */
-            close(fd);
-            fd = -1, what = NULL;
-        }
-    }
-    if (fd < 0 && !what) {
-        fd = named_file(tmp, target, &seq);
-        if (fd < 0)
-            return cnn_errorf(CNN_ERR_IO, err, errlen,
-                              "%s: cannot create a temporary file beside it: %s", path,
-                              strerror(errno));
-        named = 1;
-        if (flock(fd, LOCK_EX))
-            e = errno, what = "flock";
-        else if ((what = fill(fd, buf, len)))
-            e = errno;
-    }
+    int e = 0;
+    const int fd = locked_temporary(dir, target, buf, len, tmp, &what, &e);
+    if (fd < 0)
+        return cnn_errorf(CNN_ERR_IO, err, errlen, "%s: cannot write it (%s failed: %s)", path,
+                          what, strerror(e));
     struct stat sb; /* the target may have changed since it was checked */
-    const int turned = !what && !lstat(target, &sb) && !S_ISREG(sb.st_mode);
-    if (!what && !turned && rename(tmp, target))
-        e = errno, what = "rename";
-    if ((what || turned) && named)
+    const int turned = !lstat(target, &sb) && !S_ISREG(sb.st_mode);
+    if (turned || rename(tmp, target)) {
+        e = errno;
         unlink(tmp);
-    close(fd); /* after the rename: the lock marks the temporary file as in use */
+    }
+    close(fd); /* only now: the lock marks the temporary file as in use until the rename */
     if (turned)
         return cnn_errorf(CNN_ERR_IO, err, errlen,
                           "%s became %s while it was written: left as it is", target,
                           file_kind(sb.st_mode));
-    if (what)
-        return cnn_errorf(CNN_ERR_IO, err, errlen, "%s: cannot write it (%s failed: %s)", path,
-                          what, strerror(e));
+    if (e)
+        return cnn_errorf(CNN_ERR_IO, err, errlen, "%s: cannot write it (rename failed: %s)",
+                          path, strerror(e));
     if (sync_dir(dir))
         return cnn_errorf(CNN_ERR_IO, err, errlen,
                           "%s: written, but syncing its directory failed: %s", path,
