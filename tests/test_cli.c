@@ -202,6 +202,15 @@ int main(int argc, char **argv)
         "layer 5 'conv8' needs a map of at least 3x3");
     bad("no output layer", (const char *[]){"train", "--synthetic", "60", "--arch", "conv8,pool", NULL},
         "no output layer");
+    bad("too many filters", (const char *[]){"train", "--synthetic", "60", "--arch",
+                                              "conv100000b,pool,softmax10", NULL},
+        "layer 1 'conv100000b' is too wide: at most 65536 filters");
+    bad("too many outputs", (const char *[]){"train", "--synthetic", "60", "--arch",
+                                             "conv8,pool,dense2000000000,softmax10", NULL},
+        "layer 3 'dense2000000000' is too wide: at most 65536 outputs");
+    bad("a width past long", (const char *[]){"train", "--synthetic", "60", "--arch",
+                                              "conv8,pool,softmax99999999999999999999", NULL},
+        "is too wide");
     bad("a zero-width layer", (const char *[]){"train", "--synthetic", "60", "--arch", "conv0,softmax10", NULL},
         "layer 1 'conv0' has no filters");
     bad("a layer after the output",

@@ -75,7 +75,7 @@ int main(int argc, char **argv)
         snprintf(key, sizeof key, "p(%d) = ", c);
         psum += field(key);
     }
-    tap_ok(rc == 0 && strstr(out, "predicted digit: ") && fabs(psum - 1.0) < 1e-4,
+    tap_ok(rc == 0 && strstr(out, "predicted class: ") && fabs(psum - 1.0) < 1e-4,
            "predict rebuilds the stacked network from the file: ten probabilities summing to %.6f",
            psum);
     remove(model);

@@ -26,17 +26,29 @@ ok $([ -z "$extra" ] && [ -z "$missing" ]; echo $?) \
 soname=$(readelf -d "$build/libcnn.so" | sed -n 's/.*Library soname: \[\(.*\)\]/\1/p')
 ok $([ -n "$soname" ] && [ -e "$build/$soname" ]; echo $?) "libcnn.so has a soname ($soname)"
 
-# 2. the examples
+# 2. the examples, on MNIST. Without it (scripts/fetch-mnist not run) these two are
+# skipped, as the mnist suite is, except under CI; the rest then uses a model the cnn
+# program trains on synthetic digits and a PGM drawn here.
 mnist="$src/data/mnist"
-if [ ! -f "$mnist/t10k-images-idx3-ubyte" ]; then
-    echo "Bail out! no MNIST in $mnist (scripts/fetch-mnist)"
+if [ -f "$mnist/t10k-images-idx3-ubyte" ]; then
+    "$build/examples/train_post" "$mnist" "$tmp/post.cnn" 1 10000 > "$tmp/train.out" 2>&1
+    ok $? "examples/train_post trains the post's network on 10,000 MNIST images and saves it ($(tail -2 "$tmp/train.out" | head -1))"
+    { printf 'P5\n28 28\n255\n'; dd if="$mnist/t10k-images-idx3-ubyte" bs=1 skip=16 count=784 2>/dev/null; } > "$tmp/seven.pgm"
+    "$build/examples/classify" "$tmp/post.cnn" "$tmp/seven.pgm" > "$tmp/classify.out" 2>&1
+    ok $(grep -q '^class 7 ' "$tmp/classify.out"; echo $?) "examples/classify reads the model and a PGM of the first test image, a 7: $(cat "$tmp/classify.out")"
+elif [ -n "${CI:-}" ]; then
+    echo "Bail out! no MNIST in $mnist (scripts/fetch-mnist); under CI that fails"
     exit 1
+else
+    n=$((n + 1)); echo "ok $n # SKIP no MNIST in $mnist (scripts/fetch-mnist): examples/train_post not run"
+    n=$((n + 1)); echo "ok $n # SKIP no MNIST: examples/classify of an MNIST 7 not run"
+    "$build/cnn" train --synthetic 600 --epochs 1 --save "$tmp/post.cnn" > "$tmp/train.out" 2>&1 ||
+        { echo "Bail out! cnn train --synthetic failed: $(tail -1 "$tmp/train.out")"; exit 1; }
+    { printf 'P5\n28 28\n255\n'; i=0; while [ $i -lt 784 ]; do
+          if [ $((i % 28)) -eq 14 ]; then printf '\377'; else printf '\000'; fi; i=$((i + 1)); done; } > "$tmp/seven.pgm"
+    "$build/examples/classify" "$tmp/post.cnn" "$tmp/seven.pgm" > "$tmp/classify.out" 2>&1 ||
+        { echo "Bail out! examples/classify failed: $(cat "$tmp/classify.out")"; exit 1; }
 fi
-"$build/examples/train_post" "$mnist" "$tmp/post.cnn" 1 10000 > "$tmp/train.out" 2>&1
-ok $? "examples/train_post trains the post's network on 10,000 MNIST images and saves it ($(tail -2 "$tmp/train.out" | head -1))"
-{ printf 'P5\n28 28\n255\n'; dd if="$mnist/t10k-images-idx3-ubyte" bs=1 skip=16 count=784 2>/dev/null; } > "$tmp/seven.pgm"
-"$build/examples/classify" "$tmp/post.cnn" "$tmp/seven.pgm" > "$tmp/classify.out" 2>&1
-ok $(grep -q '^class 7 ' "$tmp/classify.out"; echo $?) "examples/classify reads the model and a PGM of the first test image, a 7: $(cat "$tmp/classify.out")"
 
 # 3. installed, found with pkg-config
 "$meson" install -C "$build" --destdir "$tmp/root" --no-rebuild --quiet > "$tmp/install.out" 2>&1

@@ -118,7 +118,7 @@ int main(int argc, char **argv)
                      out, err, sizeof out);
         cnn_forward(&lm, &a, xte + (size_t)i * 784, -1, CNN_ENGINE_BLAS);
         const int d = cnn_argmax(a.probs, 10);
-        snprintf(line, sizeof line, "predicted digit: %d\n", d);
+        snprintf(line, sizeof line, "predicted class: %d\n", d);
         char p[64];
         snprintf(p, sizeof p, "p(%d) = %.6f\n", d, (double)a.probs[d]);
         agree &= rc == 0 && strstr(out, line) && strstr(out, p);

@@ -1054,12 +1054,12 @@ static int cmd_predict(int argc, char **argv)
     cnn_pixels_to_float(x, pixels + (size_t)index * len, len);
     cnn_blas_setup();
     cnn_forward(&model, &acts, x, -1, (cnn_engine)engine);
-    const int digit = cnn_argmax(acts.probs, model.shape.classes);
+    const int predicted = cnn_argmax(acts.probs, model.shape.classes);
     if (pgm)
         printf("image: %s\n", pgm);
     else
         printf("image: %s, index %ld\n", idx, index);
-    printf("predicted digit: %d\n", digit);
+    printf("predicted class: %d\n", predicted);
     for (int c = 0; c < model.shape.classes; c++)
         printf("p(%d) = %.6f\n", c, (double)acts.probs[c]);
     rc = 0;

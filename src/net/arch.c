@@ -14,7 +14,8 @@
 
 size_t cnn_layer_out_len(const cnn_layer *l) { return (size_t)l->OC * l->OH * l->OW; }
 
-/* The number after a layer's name: 1 on success. */
+/* The number after a layer's name: 1 on success, 0 if it is not a number, -1 if it is
+ * one past MAX_UNITS. */
 static int units_of(const char *s, size_t len, int *units, int *bias, int allow_bias)
 {
     char buf[32];
@@ -27,18 +28,19 @@ static int units_of(const char *s, size_t len, int *units, int *bias, int allow_
         *bias = 1;
         buf[--len] = '\0';
     }
-    if (len == 0 || buf[0] < '0' || buf[0] > '9')
+    if (len == 0 || buf[0] < '0' || buf[0] > '9' || strspn(buf, "0123456789") != len)
         return 0;
     char *end;
     errno = 0;
     const long v = strtol(buf, &end, 10);
-    if (errno || *end || v < 0 || v > MAX_UNITS)
-        return 0;
+    if (errno == ERANGE || v > MAX_UNITS)
+        return -1;
     *units = (int)v;
     return 1;
 }
 
-/* One token to a layer record (kind and hyperparameters). */
+/* One token to a layer record (kind and hyperparameters): 1, 0 if it is no layer, -1
+ * if its width is out of range. */
 static int parse_layer(const char *tok, size_t len, cnn_layer *l)
 {
     memset(l, 0, sizeof *l);
@@ -141,7 +143,13 @@ cnn_status cnn_arch_build(cnn_arch *a, const char *desc, int C, int H, int W, ch
             return cnn_errorf(CNN_ERR_ARG, err, errlen, "architecture: more than %d layers",
                               CNN_MAX_LAYERS);
         cnn_layer *l = &a->layer[a->n];
-        if (!parse_layer(p, len, l))
+        const int parsed = parse_layer(p, len, l);
+        if (parsed < 0)
+            return cnn_errorf(CNN_ERR_ARG, err, errlen,
+                              "architecture: layer %d '%.*s' is too wide: at most %d %s", at,
+                              (int)(len > 40 ? 40 : len), p, MAX_UNITS,
+                              l->kind == CNN_LAYER_CONV ? "filters" : "outputs");
+        if (!parsed)
             return cnn_errorf(CNN_ERR_ARG, err, errlen,
                               "architecture: layer %d '%.*s' is not one of conv<F>, conv<F>b, "
                               "relu, pool, dense<N>, softmax<N>", at, (int)(len > 40 ? 40 : len),
