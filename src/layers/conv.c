@@ -13,12 +13,14 @@
 #include "cnn.h"
 
 #include "arena.h"
-#include "conv_ties.h"
 #include "config.h"
+#include "conv_ties.h"
+#include "layer.h"
 #include "simd.h"
 
 #include <cblas.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <string.h>
 #if HAVE_OPENMP
 #include <omp.h>
@@ -490,3 +492,87 @@ void cnn_conv3x3_backward_ref(float *din, float *dfilt, float alpha, const float
                                 g * filt[(((size_t)f * C + c) * 3 + ki) * 3 + kj];
             }
 }
+
+/* ---- the kind: conv<F>, conv<F>b (with a bias) */
+
+static int conv_parse(const char *rest, size_t len, cnn_layer *l)
+{
+    l->bias = len > 1 && rest[len - 1] == 'b';
+    return cnn_kind_units(rest, len - (size_t)l->bias, CNN_MAX_UNITS, &l->units);
+}
+
+static void conv_describe(const cnn_layer *l, char *buf, size_t len)
+{
+    snprintf(buf, len, "conv%d%s", l->units, l->bias ? "b" : "");
+}
+
+static const char *conv_shape(cnn_layer *l)
+{
+    if (l->units < 1)
+        return "has no filters";
+    if (l->H < 3 || l->W < 3)
+        return "needs a map of at least 3x3";
+    l->OC = l->units, l->OH = l->H - 2, l->OW = l->W - 2;
+    return NULL;
+}
+
+static size_t conv_weights(const cnn_layer *l) { return (size_t)l->units * l->C * 9; }
+static size_t conv_biases(const cnn_layer *l) { return l->bias ? (size_t)l->units : 0; }
+static double conv_fan_in(const cnn_layer *l) { return 9.0 * l->C; }
+static double conv_flops(const cnn_layer *l) { return 2.0 * l->units * l->C * 9 * l->OH * l->OW; }
+/* im2col: C*9 rows of all H-2 x W-2 positions (the pool-block order uses fewer) */
+static size_t conv_scratch(const cnn_layer *l) { return (size_t)l->C * 9 * l->OH * l->OW; }
+
+static int conv_window_ties(const cnn_layer *l)
+{
+    if (!l->blocked)
+        return 0;
+    const int same = cnn_conv_sgemm_consistent(l->C, l->H, l->W, l->units, l->bias);
+    return same < 0 ? -1 : !same;
+}
+
+static void conv_forward(const cnn_pass *p)
+{
+    const cnn_layer *l = p->l;
+    if (p->blas) {
+        cnn_conv3x3_forward_ex(p->out, p->col, p->in, p->w, p->bias, l->C, l->H, l->W,
+                               l->units, l->blocked);
+        if (l->blocked && p->window_ties)
+            window_ties(p->out, p->col, l->C * 9, l->units, (size_t)(l->OH / 2) * (l->OW / 2));
+        return;
+    }
+    cnn_conv3x3_forward_ref(p->out, p->in, p->w, l->C, l->H, l->W, l->units);
+    if (p->bias)
+        cnn_conv_bias_forward_ref(p->out, p->bias, l->units, l->OH * l->OW);
+}
+
+static void conv_backward(const cnn_pass *p)
+{
+    const cnn_layer *l = p->l;
+    if (p->blas) {
+        cnn_conv3x3_backward_ex(p->din, p->gw, p->gbias, p->alpha, p->col, p->dout, p->w, l->C,
+                                l->H, l->W, l->units, l->blocked);
+        return;
+    }
+    cnn_conv3x3_backward_ref(p->din, p->gw, p->alpha, p->dout, p->in, p->w, l->C, l->H, l->W,
+                             l->units);
+    if (p->gbias)
+        cnn_conv_bias_backward_ref(p->gbias, p->alpha, p->dout, l->units, l->OH * l->OW);
+}
+
+const cnn_kind cnn_kind_conv = {
+    .name = "conv",
+    .grammar = "conv<F>[b]",
+    .flags = CNN_KIND_BLOCKABLE | CNN_KIND_GRAD_FIRST | CNN_KIND_ALIGNED,
+    .parse = conv_parse,
+    .describe = conv_describe,
+    .shape = conv_shape,
+    .weights = conv_weights,
+    .biases = conv_biases,
+    .fan_in = conv_fan_in,
+    .flops = conv_flops,
+    .scratch = conv_scratch,
+    .window_ties = conv_window_ties,
+    .forward = conv_forward,
+    .backward = conv_backward,
+};

@@ -5,8 +5,11 @@
  * several times faster per sample at these narrow shapes. */
 #include "cnn.h"
 
+#include "layer.h"
+
 #include <cblas.h>
 #include <math.h>
+#include <stdio.h>
 #include <string.h>
 
 void cnn_dense_forward_ld(float *logits, const float *x, int ldx, const float *W, const float *b,
@@ -109,3 +112,85 @@ float cnn_softmax_xent(float *probs, float *dlogits, const float *logits, int la
         return 0.0f;
     return (float)(log(sum) - ((double)logits[label] - mx));
 }
+
+/* ---- the kinds: dense<N> (a hidden layer) and softmax<N> (the output layer, whose
+ * logits the loss reads: the same affine map) */
+
+static int dense_parse(const char *rest, size_t len, cnn_layer *l)
+{
+    l->bias = 1;
+    return cnn_kind_units(rest, len, CNN_MAX_UNITS, &l->units);
+}
+
+static void dense_describe(const cnn_layer *l, char *buf, size_t len)
+{
+    snprintf(buf, len, "%s%d", cnn_kind_of(l->kind)->name, l->units);
+}
+
+static const char *dense_shape(cnn_layer *l)
+{
+    if (l->units < 1)
+        return "has no outputs";
+    l->OC = l->units, l->OH = 1, l->OW = 1;
+    return NULL;
+}
+
+static const char *softmax_shape(cnn_layer *l)
+{
+    return l->units < 2 ? "needs at least 2 classes" : dense_shape(l);
+}
+
+static size_t dense_inputs(const cnn_layer *l) { return (size_t)l->C * l->H * l->W; }
+static size_t dense_weights(const cnn_layer *l) { return (size_t)l->units * dense_inputs(l); }
+static size_t dense_biases(const cnn_layer *l) { return (size_t)l->units; }
+static double dense_fan_in(const cnn_layer *l) { return (double)dense_inputs(l); }
+static double dense_flops(const cnn_layer *l) { return 2.0 * (double)dense_weights(l); }
+
+static void dense_forward(const cnn_pass *p)
+{
+    const int K = (int)dense_inputs(p->l), N = p->l->units;
+    if (p->blas)
+        cnn_dense_forward_ld(p->out, p->in, p->ldin, p->w, p->bias, p->nb, K, N);
+    else
+        cnn_dense_forward_ref(p->out, p->in, p->w, p->bias, K, N);
+}
+
+static void dense_backward(const cnn_pass *p)
+{
+    const int K = (int)dense_inputs(p->l), N = p->l->units;
+    if (p->blas)
+        cnn_dense_backward_ld(p->din, p->gw, p->gbias, p->alpha, p->dout, p->in, p->ldin, p->w,
+                              p->nb, K, N);
+    else
+        cnn_dense_backward_ref(p->din, p->gw, p->gbias, p->alpha, p->dout, p->in, p->w, K, N);
+}
+
+const cnn_kind cnn_kind_dense = {
+    .name = "dense",
+    .grammar = "dense<N>",
+    .flags = CNN_KIND_ROWS,
+    .parse = dense_parse,
+    .describe = dense_describe,
+    .shape = dense_shape,
+    .weights = dense_weights,
+    .biases = dense_biases,
+    .fan_in = dense_fan_in,
+    .flops = dense_flops,
+    .forward = dense_forward,
+    .backward = dense_backward,
+};
+
+const cnn_kind cnn_kind_softmax = {
+    .name = "softmax",
+    .grammar = "softmax<N>",
+    .flags = CNN_KIND_ROWS | CNN_KIND_OUTPUT,
+    .parse = dense_parse,
+    .describe = dense_describe,
+    .shape = softmax_shape,
+    .weights = dense_weights,
+    .biases = dense_biases,
+    .fan_in = dense_fan_in,
+    .flops = dense_flops,
+    .forward = dense_forward,
+    .backward = dense_backward,
+};

@@ -8,8 +8,10 @@
  * The reference engine pools [F][H][W] maps block by block, as the post. */
 #include "cnn.h"
 
+#include "layer.h"
 #include "simd.h"
 
+#include <stdio.h>
 #include <string.h>
 
 /* The loops over one filter's Q = PH*PW values, inlined with Q constant for the
@@ -124,3 +126,61 @@ void cnn_maxpool2_backward_ref(float *din, const float *dout, const uint8_t *arg
                 }
             }
 }
+
+/* ---- the kind: pool (2x2 max pooling, stride 2) */
+
+static int pool_parse(const char *rest, size_t len, cnn_layer *l)
+{
+    (void)rest, (void)l;
+    return len == 0;
+}
+
+static void pool_describe(const cnn_layer *l, char *buf, size_t len)
+{
+    (void)l;
+    snprintf(buf, len, "pool");
+}
+
+static const char *pool_shape(cnn_layer *l)
+{
+    if (l->H < 2 || l->W < 2)
+        return "cannot pool a map smaller than 2x2";
+    l->OC = l->C, l->OH = l->H / 2, l->OW = l->W / 2;
+    return NULL;
+}
+
+/* the argmax of every output */
+static size_t pool_bytes(const cnn_layer *l) { return cnn_layer_out_len(l); }
+
+static void pool_forward(const cnn_pass *p)
+{
+    const cnn_layer *l = p->l;
+    if (p->blas && p->in_blocked)
+        cnn_maxpool2_forward(p->out, p->arg, p->in, l->C, l->H, l->W);
+    else
+        cnn_maxpool2_forward_ref(p->out, p->arg, p->in, l->C, l->H, l->W);
+}
+
+static void pool_backward(const cnn_pass *p)
+{
+    const cnn_layer *l = p->l;
+    if (!p->din)
+        return;
+    if (p->blas && p->in_blocked)
+        cnn_maxpool2_backward(p->din, p->dout, p->arg, p->in, p->out, p->ties, l->C, l->H, l->W);
+    else
+        cnn_maxpool2_backward_ref(p->din, p->dout, p->arg, p->in, p->out, p->ties, l->C, l->H,
+                                  l->W);
+}
+
+const cnn_kind cnn_kind_pool = {
+    .name = "pool",
+    .grammar = "pool",
+    .flags = CNN_KIND_READS_BLOCKS,
+    .parse = pool_parse,
+    .describe = pool_describe,
+    .shape = pool_shape,
+    .bytes = pool_bytes,
+    .forward = pool_forward,
+    .backward = pool_backward,
+};

@@ -2,7 +2,10 @@
  * (so not at 0, as PyTorch). Element-wise: any layout, one engine. */
 #include "cnn.h"
 
+#include "layer.h"
 #include "simd.h"
+
+#include <stdio.h>
 
 CNN_VECTOR
 void cnn_relu_forward(float *restrict out, const float *restrict in, size_t n)
@@ -18,3 +21,42 @@ void cnn_relu_backward(float *restrict din, const float *restrict dout, const fl
     for (size_t i = 0; i < n; i++)
         din[i] = out[i] > 0.0f ? dout[i] : 0.0f;
 }
+
+/* ---- the kind: relu */
+
+static int relu_parse(const char *rest, size_t len, cnn_layer *l)
+{
+    (void)rest, (void)l;
+    return len == 0;
+}
+
+static void relu_describe(const cnn_layer *l, char *buf, size_t len)
+{
+    (void)l;
+    snprintf(buf, len, "relu");
+}
+
+static const char *relu_shape(cnn_layer *l)
+{
+    l->OC = l->C, l->OH = l->H, l->OW = l->W;
+    return NULL;
+}
+
+static void relu_forward(const cnn_pass *p) { cnn_relu_forward(p->out, p->in, p->stored); }
+
+static void relu_backward(const cnn_pass *p)
+{
+    if (p->din)
+        cnn_relu_backward(p->din, p->dout, p->out, p->stored);
+}
+
+const cnn_kind cnn_kind_relu = {
+    .name = "relu",
+    .grammar = "relu",
+    .flags = CNN_KIND_ELEMENTWISE | CNN_KIND_HE_BEFORE,
+    .parse = relu_parse,
+    .describe = relu_describe,
+    .shape = relu_shape,
+    .forward = relu_forward,
+    .backward = relu_backward,
+};

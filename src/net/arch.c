@@ -3,122 +3,46 @@
 #include "cnn.h"
 
 #include "fileio.h"
+#include "layer.h"
 
-#include <errno.h>
 #include <stdio.h>
-#include <stdlib.h>
 #include <string.h>
 
-#define MAX_UNITS 65536
 #define MAX_PARAMS ((size_t)1 << 28) /* 1 GiB of floats */
 
 size_t cnn_layer_out_len(const cnn_layer *l) { return (size_t)l->OC * l->OH * l->OW; }
 
-/* The number after a layer's name: 1 on success, 0 if it is not a number, -1 if it is
- * one past MAX_UNITS. */
-static int units_of(const char *s, size_t len, int *units, int *bias, int allow_bias)
-{
-    char buf[32];
-    if (len == 0 || len >= sizeof buf)
-        return 0;
-    memcpy(buf, s, len);
-    buf[len] = '\0';
-    *bias = 0;
-    if (allow_bias && buf[len - 1] == 'b') {
-        *bias = 1;
-        buf[--len] = '\0';
-    }
-    if (len == 0 || buf[0] < '0' || buf[0] > '9' || strspn(buf, "0123456789") != len)
-        return 0;
-    char *end;
-    errno = 0;
-    const long v = strtol(buf, &end, 10);
-    if (errno == ERANGE || v > MAX_UNITS)
-        return -1;
-    *units = (int)v;
-    return 1;
-}
-
 /* One token to a layer record (kind and hyperparameters): 1, 0 if it is no layer, -1
- * if its width is out of range. */
+ * if a number in it is out of range. */
 static int parse_layer(const char *tok, size_t len, cnn_layer *l)
 {
-    memset(l, 0, sizeof *l);
-    if (len == 4 && memcmp(tok, "relu", 4) == 0) {
-        l->kind = CNN_LAYER_RELU;
-        return 1;
-    }
-    if (len == 4 && memcmp(tok, "pool", 4) == 0) {
-        l->kind = CNN_LAYER_POOL;
-        return 1;
-    }
-    if (len > 4 && memcmp(tok, "conv", 4) == 0) {
-        l->kind = CNN_LAYER_CONV;
-        return units_of(tok + 4, len - 4, &l->units, &l->bias, 1);
-    }
-    if (len > 5 && memcmp(tok, "dense", 5) == 0) {
-        l->kind = CNN_LAYER_DENSE;
-        l->bias = 1;
-        int no;
-        return units_of(tok + 5, len - 5, &l->units, &no, 0);
-    }
-    if (len > 7 && memcmp(tok, "softmax", 7) == 0) {
-        l->kind = CNN_LAYER_SOFTMAX;
-        l->bias = 1;
-        int no;
-        return units_of(tok + 7, len - 7, &l->units, &no, 0);
+    for (int k = 0; k < cnn_kind_count(); k++) {
+        const cnn_kind *kind = cnn_kind_of((cnn_layer_kind)k);
+        const size_t nlen = strlen(kind->name);
+        if (len < nlen || memcmp(tok, kind->name, nlen))
+            continue;
+        memset(l, 0, sizeof *l);
+        l->kind = (cnn_layer_kind)k;
+        const int r = kind->parse(tok + nlen, len - nlen, l);
+        if (r)
+            return r;
     }
     return 0;
 }
 
-static const char *kind_name(cnn_layer_kind k)
+/* "conv<F>[b], relu, pool, dense<N>, softmax<N>" */
+static void grammar(char *buf, size_t len)
 {
-    switch (k) {
-    case CNN_LAYER_CONV: return "conv";
-    case CNN_LAYER_RELU: return "relu";
-    case CNN_LAYER_POOL: return "pool";
-    case CNN_LAYER_DENSE: return "dense";
-    case CNN_LAYER_SOFTMAX: return "softmax";
-    }
-    return "?";
+    size_t used = 0;
+    buf[0] = '\0';
+    for (int k = 0; k < cnn_kind_count() && used < len; k++)
+        used += (size_t)snprintf(buf + used, len - used, "%s%s", k ? ", " : "",
+                                 cnn_kind_of((cnn_layer_kind)k)->grammar);
 }
 
-/* The output shape of l from its input shape; NULL, or why not. */
-static const char *flow(cnn_layer *l)
+static size_t count(size_t (*f)(const cnn_layer *), const cnn_layer *l)
 {
-    switch (l->kind) {
-    case CNN_LAYER_CONV:
-        if (l->units < 1)
-            return "has no filters";
-        if (l->H < 3 || l->W < 3)
-            return "needs a map of at least 3x3";
-        l->OC = l->units, l->OH = l->H - 2, l->OW = l->W - 2;
-        return NULL;
-    case CNN_LAYER_RELU:
-        l->OC = l->C, l->OH = l->H, l->OW = l->W;
-        return NULL;
-    case CNN_LAYER_POOL:
-        if (l->H < 2 || l->W < 2)
-            return "cannot pool a map smaller than 2x2";
-        l->OC = l->C, l->OH = l->H / 2, l->OW = l->W / 2;
-        return NULL;
-    case CNN_LAYER_DENSE:
-    case CNN_LAYER_SOFTMAX:
-        if (l->units < (l->kind == CNN_LAYER_SOFTMAX ? 2 : 1))
-            return l->kind == CNN_LAYER_SOFTMAX ? "needs at least 2 classes" : "has no outputs";
-        l->OC = l->units, l->OH = 1, l->OW = 1;
-        return NULL;
-    }
-    return "is unknown";
-}
-
-static void describe_layer(const cnn_layer *l, char *buf, size_t len)
-{
-    if (l->kind == CNN_LAYER_RELU || l->kind == CNN_LAYER_POOL)
-        snprintf(buf, len, "%s", kind_name(l->kind));
-    else
-        snprintf(buf, len, "%s%d%s", kind_name(l->kind), l->units,
-                 l->kind == CNN_LAYER_CONV && l->bias ? "b" : "");
+    return f ? f(l) : 0;
 }
 
 cnn_status cnn_arch_build(cnn_arch *a, const char *desc, int C, int H, int W, char *err,
@@ -147,27 +71,27 @@ cnn_status cnn_arch_build(cnn_arch *a, const char *desc, int C, int H, int W, ch
         if (parsed < 0)
             return cnn_errorf(CNN_ERR_ARG, err, errlen,
                               "architecture: layer %d '%.*s' is too wide: at most %d %s", at,
-                              (int)(len > 40 ? 40 : len), p, MAX_UNITS,
+                              (int)(len > 40 ? 40 : len), p, CNN_MAX_UNITS,
                               l->kind == CNN_LAYER_CONV ? "filters" : "outputs");
-        if (!parsed)
+        if (!parsed) {
+            char kinds[256];
+            grammar(kinds, sizeof kinds);
             return cnn_errorf(CNN_ERR_ARG, err, errlen,
-                              "architecture: layer %d '%.*s' is not one of conv<F>, conv<F>b, "
-                              "relu, pool, dense<N>, softmax<N>", at, (int)(len > 40 ? 40 : len),
-                              p);
-        if (a->n > 0 && a->layer[a->n - 1].kind == CNN_LAYER_SOFTMAX)
+                              "architecture: layer %d '%.*s' is not one of %s", at,
+                              (int)(len > 40 ? 40 : len), p, kinds);
+        }
+        if (a->n > 0 && cnn_kind_of(a->layer[a->n - 1].kind)->flags & CNN_KIND_OUTPUT)
             return cnn_errorf(CNN_ERR_ARG, err, errlen, "architecture: layer %d '%.*s' follows "
-                              "the softmax output layer, which must be last", at, (int)len, p);
+                              "the output layer, which must be last", at, (int)len, p);
+        const cnn_kind *kind = cnn_kind_of(l->kind);
         l->C = c, l->H = h, l->W = w;
-        const char *why = flow(l);
+        const char *why = kind->shape(l);
         if (why)
             return cnn_errorf(CNN_ERR_ARG, err, errlen,
                               "architecture: layer %d '%.*s' %s (its input is %dx%dx%d)", at,
                               (int)len, p, why, c, h, w);
-        const size_t K = (size_t)c * h * w;
-        l->nw = l->kind == CNN_LAYER_CONV ? (size_t)l->units * c * 9
-                : l->kind == CNN_LAYER_DENSE || l->kind == CNN_LAYER_SOFTMAX ? (size_t)l->units * K
-                                                                           : 0;
-        l->nb = l->bias ? (size_t)l->units : 0;
+        l->nw = count(kind->weights, l);
+        l->nb = count(kind->biases, l);
         l->w = off, l->b = off + l->nw;
         off += l->nw + l->nb;
         if (off > MAX_PARAMS)
@@ -181,22 +105,23 @@ cnn_status cnn_arch_build(cnn_arch *a, const char *desc, int C, int H, int W, ch
         p += len + 1;
     }
     cnn_layer *last = &a->layer[a->n - 1];
-    if (last->kind != CNN_LAYER_SOFTMAX)
+    if (!(cnn_kind_of(last->kind)->flags & CNN_KIND_OUTPUT))
         return cnn_errorf(CNN_ERR_ARG, err, errlen,
                           "architecture: no output layer: '%s' must end with softmax<N>", desc);
     a->classes = last->units;
     a->n_params = off;
-    /* Pool-block order for a conv whose output, maybe through relus, feeds a pool; He
-     * initialisation for a layer a relu follows. */
+    /* Pool-block order for a layer that can write it and whose output, maybe through
+     * element-wise layers, feeds a 2x2 pool; He initialisation for a layer that a
+     * rectifier follows. */
     for (int i = 0; i < a->n; i++) {
         cnn_layer *l = &a->layer[i];
-        l->he = i + 1 < a->n && a->layer[i + 1].kind == CNN_LAYER_RELU;
-        if (l->kind != CNN_LAYER_CONV)
+        l->he = i + 1 < a->n && cnn_kind_of(a->layer[i + 1].kind)->flags & CNN_KIND_HE_BEFORE;
+        if (!(cnn_kind_of(l->kind)->flags & CNN_KIND_BLOCKABLE))
             continue;
         int j = i + 1;
-        while (j < a->n && a->layer[j].kind == CNN_LAYER_RELU)
+        while (j < a->n && cnn_kind_of(a->layer[j].kind)->flags & CNN_KIND_ELEMENTWISE)
             j++;
-        if (j < a->n && a->layer[j].kind == CNN_LAYER_POOL)
+        if (j < a->n && cnn_kind_of(a->layer[j].kind)->flags & CNN_KIND_READS_BLOCKS)
             for (int k = i; k < j; k++)
                 a->layer[k].blocked = 1;
     }
@@ -209,8 +134,8 @@ const char *cnn_arch_describe(const cnn_arch *a, char *buf, size_t len)
     if (len)
         buf[0] = '\0';
     for (int i = 0; i < a->n && used < len; i++) {
-        char one[32];
-        describe_layer(&a->layer[i], one, sizeof one);
+        char one[64];
+        cnn_kind_of(a->layer[i].kind)->describe(&a->layer[i], one, sizeof one);
         used += (size_t)snprintf(buf + used, len - used, "%s%s", i ? "," : "", one);
     }
     return buf;
@@ -253,12 +178,8 @@ double cnn_arch_train_flops(const cnn_arch *a)
         if (a->layer[l].nw)
             first_param = l;
     for (int l = 0; l < a->n; l++) {
-        const cnn_layer *L = &a->layer[l];
-        double pass = 0.0;
-        if (L->kind == CNN_LAYER_CONV)
-            pass = 2.0 * L->units * L->C * 9 * L->OH * L->OW;
-        else if (L->kind == CNN_LAYER_DENSE || L->kind == CNN_LAYER_SOFTMAX)
-            pass = 2.0 * L->units * L->C * L->H * L->W;
+        const cnn_kind *kind = cnn_kind_of(a->layer[l].kind);
+        const double pass = kind->flops ? kind->flops(&a->layer[l]) : 0.0;
         /* forward and weight gradient; the input gradient when a layer below learns */
         f += pass * (l > first_param ? 3 : 2);
     }

@@ -1,7 +1,8 @@
 /* model.c - shapes, parameters, per-thread activations, and the forward and
  * backward pass of one image through Conv3x3 -> MaxPool2 -> Softmax. */
 #include "cnn.h"
-#include "conv_ties.h"
+
+#include "layer.h"
 
 #include "arena.h"
 
@@ -91,8 +92,7 @@ cnn_status cnn_model_init_arch(cnn_model *m, const cnn_arch *a, cnn_rng *rng)
         const cnn_layer *l = &a->layer[i];
         if (!l->nw)
             continue;
-        const double fan_in = l->kind == CNN_LAYER_CONV ? 9.0 * l->C
-                                                        : (double)l->C * l->H * l->W;
+        const double fan_in = cnn_kind_of(l->kind)->fan_in(l);
         const double he = sqrt(2.0 / fan_in);
         float *w = m->params + l->w;
         for (size_t k = 0; k < l->nw; k++)
@@ -130,19 +130,21 @@ cnn_status cnn_acts_alloc_arch(cnn_acts *a, const cnn_arch *arch, int cap)
     const size_t c = (size_t)cap;
     size_t off = 0, o_out[CNN_MAX_LAYERS], o_dout[CNN_MAX_LAYERS], o_col[CNN_MAX_LAYERS],
            o_arg[CNN_MAX_LAYERS];
+    size_t arg_len[CNN_MAX_LAYERS];
     for (int i = 0; i < arch->n; i++) {
         const cnn_layer *l = &arch->layer[i];
+        const cnn_kind *kind = cnn_kind_of(l->kind);
         const size_t len = cnn_layer_out_len(l);
-        const int conv = l->kind == CNN_LAYER_CONV;
-        a->stride[i] = conv ? cnn_align_up(len * sizeof(float)) / sizeof(float) : len;
-        if (conv) {
-            const size_t cl = (size_t)l->C * 9 * (size_t)l->OH * l->OW;
-            a->col_strides[i] = cnn_align_up(cl * sizeof(float)) / sizeof(float);
+        a->stride[i] = kind->flags & CNN_KIND_ALIGNED
+                           ? cnn_align_up(len * sizeof(float)) / sizeof(float) : len;
+        if (kind->scratch) {
+            a->col_strides[i] = cnn_align_up(kind->scratch(l) * sizeof(float)) / sizeof(float);
             o_col[i] = cnn_arena_take(&off, c * a->col_strides[i] * sizeof(float));
         }
         o_out[i] = cnn_arena_take(&off, c * a->stride[i] * sizeof(float));
-        if (l->kind == CNN_LAYER_POOL)
-            o_arg[i] = cnn_arena_take(&off, c * len);
+        arg_len[i] = kind->bytes ? kind->bytes(l) : 0;
+        if (arg_len[i])
+            o_arg[i] = cnn_arena_take(&off, c * arg_len[i]);
     }
     const size_t N = (size_t)arch->classes, in_len = (size_t)arch->C * arch->H * arch->W;
     const size_t o_probs = cnn_arena_take(&off, c * N * sizeof(float));
@@ -157,23 +159,19 @@ cnn_status cnn_acts_alloc_arch(cnn_acts *a, const cnn_arch *arch, int cap)
     a->arena = base;
     for (int i = 0; i < arch->n; i++) {
         const cnn_layer *l = &arch->layer[i];
+        const cnn_kind *kind = cnn_kind_of(l->kind);
         a->out[i] = (float *)(base + o_out[i]);
         a->dout[i] = (float *)(base + o_dout[i]);
-        if (l->kind == CNN_LAYER_CONV)
+        if (kind->scratch)
             a->cols[i] = (float *)(base + o_col[i]);
-        if (l->kind == CNN_LAYER_POOL)
+        if (arg_len[i])
             a->args[i] = (uint8_t *)(base + o_arg[i]);
-    }
-    for (int i = 0; i < arch->n; i++) {
-        const cnn_layer *l = &arch->layer[i];
-        if (l->kind != CNN_LAYER_CONV || !l->blocked)
-            continue;
-        const int same = cnn_conv_sgemm_consistent(l->C, l->H, l->W, l->units, l->nb > 0);
-        if (same < 0) {
+        const int ties = kind->window_ties ? kind->window_ties(l) : 0;
+        if (ties < 0) {
             cnn_acts_free(a);
             return CNN_ERR_NOMEM;
         }
-        a->window_ties[i] = !same;
+        a->window_ties[i] = (uint8_t)ties;
     }
     a->probs = (float *)(base + o_probs);
     a->x = (float *)(base + o_x);

@@ -10,21 +10,26 @@
  * its pool reads (the pool's backward needs only its argmax), unless the backward
  * reads it (the `all` tie rule compares the pool's input with its output). */
 #include "cnn.h"
-#include "conv_ties.h"
+
+#include "layer.h"
 
 #include <math.h>
 #include <string.h>
 
+static unsigned flags_of(const cnn_layer *l) { return cnn_kind_of(l->kind)->flags; }
+
 static int batched(const cnn_layer *l, cnn_engine e)
 {
-    return e == CNN_ENGINE_BLAS && (l->kind == CNN_LAYER_DENSE || l->kind == CNN_LAYER_SOFTMAX);
+    return e == CNN_ENGINE_BLAS && flags_of(l) & CNN_KIND_ROWS;
 }
 
-/* Is layer l's output read by no backward, so one piece serves every sample? */
+/* Is layer l's output read by no backward, so one piece serves every sample? Its own
+ * backward reads its scratch (a blockable kind: conv), and the pool after it only
+ * its argmax, unless the `all` tie rule compares the pool's input. */
 static int transient(const cnn_arch *n, int l, cnn_engine e, int keep_pool_input)
 {
-    return e == CNN_ENGINE_BLAS && n->layer[l].kind == CNN_LAYER_CONV && l + 1 < n->n &&
-           n->layer[l + 1].kind == CNN_LAYER_POOL && !keep_pool_input;
+    return e == CNN_ENGINE_BLAS && flags_of(&n->layer[l]) & CNN_KIND_BLOCKABLE && l + 1 < n->n &&
+           flags_of(&n->layer[l + 1]) & CNN_KIND_READS_BLOCKS && !keep_pool_input;
 }
 
 /* Is the gradient of layer l's output made and used within one sample's run? */
@@ -76,62 +81,41 @@ static size_t stored_len(const cnn_layer *l, cnn_engine e)
 
 /* ---------------------------------------------------------------- forward */
 
-static void forward_one(const walk *w, const float *params, int l, int b)
+/* The pass of layer l for sample b (nb 1), or, for a batched layer, for the chunk's
+ * nb rows (b 0). The backward fields are filled by the backward. */
+static cnn_pass pass_of(const walk *w, const float *params, int l, int b, int nb)
 {
     const cnn_layer *L = &w->n->layer[l];
-    const float *in = in_of(w, l, b);
-    float *out = out_of(w, l, b);
-    const int blas = w->e == CNN_ENGINE_BLAS;
-    switch (L->kind) {
-    case CNN_LAYER_CONV:
-        if (blas) {
-            float *col = w->a->cols[l] + (size_t)b * w->a->col_strides[l];
-            cnn_conv3x3_forward_ex(out, col, in, params + L->w,
-                                   L->nb ? params + L->b : NULL, L->C, L->H, L->W, L->units,
-                                   L->blocked);
-            if (L->blocked && w->a->window_ties[l])
-                cnn_conv_window_ties(out, col, L->C * 9, L->units, (L->OH / 2) * (L->OW / 2));
-        } else {
-            cnn_conv3x3_forward_ref(out, in, params + L->w, L->C, L->H, L->W, L->units);
-            if (L->nb)
-                cnn_conv_bias_forward_ref(out, params + L->b, L->units, L->OH * L->OW);
-        }
-        break;
-    case CNN_LAYER_RELU:
-        cnn_relu_forward(out, in, stored_len(L, w->e));
-        break;
-    case CNN_LAYER_POOL:
-        if (blas && l > 0 && w->n->layer[l - 1].blocked)
-            cnn_maxpool2_forward(out, w->a->args[l] + (size_t)b * cnn_layer_out_len(L), in, L->C,
-                                 L->H, L->W);
-        else
-            cnn_maxpool2_forward_ref(out, w->a->args[l] + (size_t)b * cnn_layer_out_len(L), in,
-                                     L->C, L->H, L->W);
-        break;
-    case CNN_LAYER_DENSE:
-    case CNN_LAYER_SOFTMAX:
-        cnn_dense_forward_ref(out, in, params + L->w, params + L->b, L->C * L->H * L->W,
-                              L->units);
-        break;
+    cnn_pass p = {.l = L, .blas = w->e == CNN_ENGINE_BLAS, .nb = nb, .ties = CNN_TIES_SINGLE};
+    if (batched(L, w->e)) {
+        const int K = L->C * L->H * L->W;
+        p.in = l == 0 ? w->a->x : w->a->out[l - 1];
+        p.ldin = l == 0 ? K : (int)w->a->stride[l - 1];
+        p.out = w->a->out[l];
+    } else {
+        p.in = in_of(w, l, b);
+        p.out = out_of(w, l, b);
     }
-}
-
-/* A dense or softmax layer over the chunk's nb rows. */
-static void forward_rows(const walk *w, const float *params, int l, int nb)
-{
-    const cnn_layer *L = &w->n->layer[l];
-    const int K = L->C * L->H * L->W;
-    const float *x = l == 0 ? w->a->x : w->a->out[l - 1];
-    const int ldx = l == 0 ? K : (int)w->a->stride[l - 1];
-    cnn_dense_forward_ld(w->a->out[l], x, ldx, params + L->w, params + L->b, nb, K, L->units);
+    p.stored = stored_len(L, w->e);
+    p.w = L->nw ? params + L->w : NULL;
+    p.bias = L->nb ? params + L->b : NULL;
+    if (w->a->cols[l])
+        p.col = w->a->cols[l] + (size_t)b * w->a->col_strides[l];
+    if (w->a->args[l])
+        p.arg = w->a->args[l] + (size_t)b * cnn_kind_of(L->kind)->bytes(L);
+    p.in_blocked = l > 0 && w->n->layer[l - 1].blocked;
+    p.window_ties = w->a->window_ties[l];
+    return p;
 }
 
 static void forward(const walk *w, const float *params, int nb)
 {
     const cnn_arch *n = w->n;
     for (int l = 0; l < n->n;) {
+        const cnn_kind *kind = cnn_kind_of(n->layer[l].kind);
         if (batched(&n->layer[l], w->e)) {
-            forward_rows(w, params, l, nb);
+            const cnn_pass p = pass_of(w, params, l, 0, nb);
+            kind->forward(&p);
             l++;
             continue;
         }
@@ -139,66 +123,30 @@ static void forward(const walk *w, const float *params, int nb)
         while (end < n->n && !batched(&n->layer[end], w->e))
             end++;
         for (int b = 0; b < nb; b++)
-            for (int k = l; k < end; k++)
-                forward_one(w, params, k, b);
+            for (int k = l; k < end; k++) {
+                const cnn_pass p = pass_of(w, params, k, b, 1);
+                cnn_kind_of(n->layer[k].kind)->forward(&p);
+            }
         l = end;
     }
 }
 
 /* ---------------------------------------------------------------- backward */
 
-/* Layer l's backward for sample b: dout_of(l, b) to din (NULL: not wanted), adding
- * alpha times its parameters' gradient to grad. */
-static void backward_one(const walk *w, const float *params, float *grad, float alpha,
-                         cnn_pool_ties ties, int l, int b, float *din)
+/* Layer l's backward for sample b (or a batched layer's for nb rows): dout to din
+ * (NULL: not wanted), adding alpha times its parameters' gradient to grad. */
+static void backward_pass(const walk *w, const float *params, float *grad, float alpha,
+                          cnn_pool_ties ties, int l, int b, int nb, float *din)
 {
     const cnn_layer *L = &w->n->layer[l];
-    const float *in = in_of(w, l, b), *dout = dout_of(w, l, b);
-    const int blas = w->e == CNN_ENGINE_BLAS;
-    switch (L->kind) {
-    case CNN_LAYER_CONV:
-        if (blas) {
-            cnn_conv3x3_backward_ex(din, grad + L->w, L->nb ? grad + L->b : NULL, alpha,
-                                    w->a->cols[l] + (size_t)b * w->a->col_strides[l], dout,
-                                    params + L->w, L->C, L->H, L->W, L->units, L->blocked);
-        } else {
-            cnn_conv3x3_backward_ref(din, grad + L->w, alpha, dout, in, params + L->w, L->C,
-                                     L->H, L->W, L->units);
-            if (L->nb)
-                cnn_conv_bias_backward_ref(grad + L->b, alpha, dout, L->units, L->OH * L->OW);
-        }
-        break;
-    case CNN_LAYER_RELU:
-        if (din)
-            cnn_relu_backward(din, dout, out_of(w, l, b), stored_len(L, w->e));
-        break;
-    case CNN_LAYER_POOL:
-        if (!din)
-            break;
-        if (blas && l > 0 && w->n->layer[l - 1].blocked)
-            cnn_maxpool2_backward(din, dout, w->a->args[l] + (size_t)b * cnn_layer_out_len(L), in,
-                                  out_of(w, l, b), ties, L->C, L->H, L->W);
-        else
-            cnn_maxpool2_backward_ref(din, dout, w->a->args[l] + (size_t)b * cnn_layer_out_len(L),
-                                      in, out_of(w, l, b), ties, L->C, L->H, L->W);
-        break;
-    case CNN_LAYER_DENSE:
-    case CNN_LAYER_SOFTMAX:
-        cnn_dense_backward_ref(din, grad + L->w, grad + L->b, alpha, dout, in, params + L->w,
-                               L->C * L->H * L->W, L->units);
-        break;
-    }
-}
-
-static void backward_rows(const walk *w, const float *params, float *grad, float alpha, int l,
-                          int nb, float *din)
-{
-    const cnn_layer *L = &w->n->layer[l];
-    const int K = L->C * L->H * L->W;
-    const float *x = l == 0 ? w->a->x : w->a->out[l - 1];
-    const int ldx = l == 0 ? K : (int)w->a->stride[l - 1];
-    cnn_dense_backward_ld(din, grad + L->w, grad + L->b, alpha, w->a->dout[l], x, ldx,
-                          params + L->w, nb, K, L->units);
+    cnn_pass p = pass_of(w, params, l, b, nb);
+    p.alpha = alpha;
+    p.gw = L->nw ? grad + L->w : NULL;
+    p.gbias = L->nb ? grad + L->b : NULL;
+    p.dout = batched(L, w->e) ? w->a->dout[l] : dout_of(w, l, b);
+    p.din = din;
+    p.ties = ties;
+    cnn_kind_of(L->kind)->backward(&p);
 }
 
 /* The input gradient of layer l for sample b: into the gradient of layer l-1's
@@ -225,7 +173,7 @@ static void backward(const walk *w, const float *params, float *grad, float alph
                 din = dx; /* the rows of x are the gathered inputs: in_len apart */
             else if (l > 0 && l > first_param)
                 din = w->a->dout[l - 1];
-            backward_rows(w, params, grad, alpha, l, nb, din);
+            backward_pass(w, params, grad, alpha, ties, l, 0, nb, din);
             l--;
             continue;
         }
@@ -234,7 +182,8 @@ static void backward(const walk *w, const float *params, float *grad, float alph
             start--;
         for (int b = 0; b < nb; b++)
             for (int k = l; k >= start; k--)
-                backward_one(w, params, grad, alpha, ties, k, b, din_of(w, k, b, first_param, dx));
+                backward_pass(w, params, grad, alpha, ties, k, b, 1,
+                              din_of(w, k, b, first_param, dx));
         l = start - 1;
     }
 }

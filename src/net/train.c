@@ -10,6 +10,7 @@
 
 #include "arena.h"
 #include "config.h"
+#include "layer.h"
 #include "simd.h"
 
 #include <math.h>
@@ -161,11 +162,12 @@ cnn_status cnn_trainer_create_arch(cnn_trainer **out, const cnn_arch *arch,
 /* A per-sample step may add -lr times the gradient straight into the parameters as
  * the backward goes (the post's step) when no layer needs, after its own update, the
  * weights it just changed: every layer computes its input gradient before its update,
- * except a conv, which forms its filter gradient first, so only a first-layer conv. */
+ * except a kind that forms its parameter gradient first (a conv), so only as the first
+ * layer. */
 static int in_place_ok(const cnn_arch *a)
 {
     for (int l = 1; l < a->n; l++)
-        if (a->layer[l].kind == CNN_LAYER_CONV)
+        if (cnn_kind_of(a->layer[l].kind)->flags & CNN_KIND_GRAD_FIRST)
             return 0;
     return 1;
 }

@@ -1,0 +1,96 @@
+/* layer.h - what a layer kind is (internal). Each kind is described once, in its own
+ * file under src/layers/, by a cnn_kind: how its token in a network description
+ * parses and is written back, how shapes flow through it, its parameters and
+ * per-sample scratch, its initialisation fan-in, its FLOPs, and its forward and
+ * backward for both engines. cnn_kind_of() is the one table the description parser
+ * (arch.c), the parameters and activations (model.c), the walk (net.c) and the
+ * trainer (train.c) loop over; no kind knows another. */
+#ifndef CNN_LAYER_H
+#define CNN_LAYER_H
+
+#include "cnn.h"
+
+#include <stddef.h>
+#include <stdint.h>
+
+/* One pass of one sample through a layer (or, for a kind with CNN_KIND_ROWS on the
+ * BLAS engine, of the chunk's nb samples at once, one row each). */
+typedef struct cnn_pass {
+    const cnn_layer *l;
+    int blas;           /* the engine: BLAS (1) or the reference loops (0) */
+    int nb;             /* samples in this pass: 1, or the chunk's rows */
+    const float *in;    /* the input (rows ldin floats apart) */
+    int ldin;
+    float *out;         /* forward: the output to write; backward: what the forward wrote */
+    size_t stored;      /* floats of one sample's output as stored (its layout's length) */
+    const float *w;     /* the layer's weights in the parameters, and its biases (NULL */
+    const float *bias;  /*   without) */
+    float alpha;        /* backward: adds alpha times the gradient of w and bias */
+    float *gw, *gbias;  /*   into these */
+    const float *dout;  /* backward: the gradient of the output */
+    float *din;         /* backward: the gradient of the input, NULL when nothing needs it */
+    float *col;         /* the sample's scratch (cnn_kind.scratch floats) */
+    uint8_t *arg;       /* the sample's bytes (cnn_kind.bytes), e.g. a max pool's argmax */
+    int in_blocked;     /* BLAS: the input is in pool-block order (see conv.c) */
+    int window_ties;    /* conv: make identical patches of a pool window tie (conv_ties.h) */
+    cnn_pool_ties ties; /* backward of max pooling */
+} cnn_pass;
+
+enum {
+    CNN_KIND_ROWS = 1,         /* BLAS engine: one pass over the chunk's rows */
+    CNN_KIND_OUTPUT = 2,       /* the output layer: last, classes = its units */
+    CNN_KIND_BLOCKABLE = 4,    /* BLAS engine: can write its output in pool-block order */
+    CNN_KIND_ELEMENTWISE = 8,  /* works in any layout: pool-block order passes through */
+    CNN_KIND_READS_BLOCKS = 16, /* a 2x2 pool: reads pool-block order; its backward needs
+                                   only what it stores (cnn_kind.bytes) unless the `all`
+                                   tie rule compares its input */
+    CNN_KIND_HE_BEFORE = 32,   /* a layer it follows is initialised with He's scaling */
+    CNN_KIND_GRAD_FIRST = 64,  /* forms its parameter gradient before its input
+                                  gradient: the step cannot update it in place when a
+                                  layer below needs that input gradient */
+    CNN_KIND_ALIGNED = 128,    /* each sample's output is 64-byte aligned (a per-sample
+                                  SGEMM writes it); others are rows without padding */
+};
+
+typedef struct cnn_kind {
+    const char *name;    /* the token's name: "conv" */
+    const char *grammar; /* as error messages list it: "conv<F>[b]" */
+    unsigned flags;      /* CNN_KIND_* */
+    /* The rest of the token after the name into l (kind already set): 1, 0 if it is
+     * not this kind's syntax, -1 if a number in it is out of range. */
+    int (*parse)(const char *rest, size_t len, cnn_layer *l);
+    /* The token in canonical spelling. */
+    void (*describe)(const cnn_layer *l, char *buf, size_t len);
+    /* l's output shape (OC, OH, OW) from its input (C, H, W): NULL, or why not. */
+    const char *(*shape)(cnn_layer *l);
+    /* Weights and biases in the parameter vector; fan-in for initialisation. */
+    size_t (*weights)(const cnn_layer *l);
+    size_t (*biases)(const cnn_layer *l);
+    double (*fan_in)(const cnn_layer *l);
+    /* FLOPs (2 per multiply-add) of one forward pass of one sample. */
+    double (*flops)(const cnn_layer *l);
+    /* Per-sample scratch floats and bytes the passes use (NULL: none). */
+    size_t (*scratch)(const cnn_layer *l);
+    size_t (*bytes)(const cnn_layer *l);
+    /* Set up once per activations: conv's check of its SGEMM (conv_ties.h). 1, 0, or
+     * -1 out of memory; NULL: nothing. */
+    int (*window_ties)(const cnn_layer *l);
+    void (*forward)(const cnn_pass *p);
+    void (*backward)(const cnn_pass *p);
+} cnn_kind;
+
+/* The description of a kind (NULL for none); the kinds, in the order of the table. */
+const cnn_kind *cnn_kind_of(cnn_layer_kind k);
+int cnn_kind_count(void);
+
+/* The kinds, one per file under src/layers/. */
+extern const cnn_kind cnn_kind_conv, cnn_kind_relu, cnn_kind_pool, cnn_kind_dense,
+    cnn_kind_softmax;
+
+#define CNN_MAX_UNITS 65536 /* filters of a conv, outputs of a dense layer */
+
+/* Shared by kinds that take a width: the digits of rest into *units (at most
+ * max): 1, 0 if rest is not a number, -1 if it is over max. */
+int cnn_kind_units(const char *rest, size_t len, int max, int *units);
+
+#endif
