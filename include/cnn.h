@@ -212,6 +212,8 @@ typedef struct cnn_layer {
     cnn_layer_kind kind;
     int units;      /* conv: filters; dense, softmax: outputs; else 0 */
     int bias;       /* 1 if the layer has a bias (conv<F>b, dense, softmax) */
+    int kernel, stride, pad; /* conv: a kernel x kernel window moved by stride, over the
+                                input with pad zeros on every side; else 0 */
     int C, H, W;    /* input: channels, height, width */
     int OC, OH, OW; /* output (dense, softmax: units x 1 x 1) */
     int blocked;    /* BLAS engine: output in pool-block order (conv, or relu after such a

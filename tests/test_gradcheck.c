@@ -745,13 +745,19 @@ static double dstack_loss(void *ctx)
                 for (int j = 0; j < L->OW; j++) {
                     double v = 0;
                     const size_t at = ((size_t)o * L->OH + i) * L->OW + j;
-                    if (L->kind == CNN_LAYER_CONV) {
+                    if (L->kind == CNN_LAYER_CONV) { /* kernel Kc, stride, zero padding */
+                        const int Kc = L->kernel;
                         v = bias ? bias[o] : 0;
                         for (int c = 0; c < L->C; c++)
-                            for (int ki = 0; ki < 3; ki++)
-                                for (int kj = 0; kj < 3; kj++)
-                                    v += w[(((size_t)o * L->C + c) * 3 + ki) * 3 + kj] *
-                                         a[((size_t)c * L->H + i + ki) * L->W + j + kj];
+                            for (int ki = 0; ki < Kc; ki++)
+                                for (int kj = 0; kj < Kc; kj++) {
+                                    const int y = i * L->stride - L->pad + ki;
+                                    const int x = j * L->stride - L->pad + kj;
+                                    if (y < 0 || y >= L->H || x < 0 || x >= L->W)
+                                        continue;
+                                    v += w[(((size_t)o * L->C + c) * Kc + ki) * Kc + kj] *
+                                         a[((size_t)c * L->H + y) * L->W + x];
+                                }
                     } else if (L->kind == CNN_LAYER_RELU) {
                         v = a[at] > 0 ? a[at] : 0;
                     } else if (L->kind == CNN_LAYER_POOL) {
@@ -854,5 +860,11 @@ int main(void)
     test_stacked(&rng, "conv4b,relu,conv5b,relu,pool,dense12,relu,softmax6", 2, 12, 11);
     test_stacked(&rng, "conv3,relu,pool,conv4b,pool,relu,dense7,softmax5", 1, 15, 14);
     test_stacked(&rng, "dense9,relu,softmax4", 2, 5, 4);
+    /* kernels 5 and 1, stride 2, padding, colour input; convs into pools (pool-block
+     * order) and not (plain), a stride-2 conv into a pool, odd maps */
+    test_stacked(&rng, "conv4bk5p2,relu,pool,conv5s2p1,relu,conv3bk1,pool,dense7,softmax5", 3,
+                 14, 13);
+    test_stacked(&rng, "conv3bs2,pool,conv4k2p1,relu,dense6,relu,softmax4", 3, 17, 15);
+    test_stacked(&rng, "conv2k7p3,relu,conv3bk1s3,softmax3", 2, 9, 10);
     return tap_done();
 }

@@ -204,10 +204,102 @@ void cnn_col2im3x3_plain(float *in, const float *col, int C, int H, int W)
             }
 }
 
-/* Output positions per filter: the pool-covered ones (blocked) or all. */
-static int positions(int H, int W, int blocked)
+/* A conv's geometry: C x H x W in, F filters of C x K x K, stride S, zero padding P
+ * on every side, output F x OH x OW. */
+typedef struct {
+    int C, H, W, F, K, S, P, OH, OW;
+} geom;
+
+static geom geom_3x3(int C, int H, int W, int F)
 {
-    return blocked ? 4 * ((H - 2) / 2) * ((W - 2) / 2) : (H - 2) * (W - 2);
+    return (geom){C, H, W, F, 3, 1, 0, H - 2, W - 2};
+}
+
+static geom geom_of(const cnn_layer *l)
+{
+    return (geom){l->C, l->H, l->W, l->units, l->kernel, l->stride, l->pad, l->OH, l->OW};
+}
+
+/* The 3x3 valid stride-1 conv has its own im2col and col2im (above). */
+static int is_3x3(const geom *g) { return g->K == 3 && g->S == 1 && g->P == 0; }
+
+/* Output positions per filter: the pool-covered ones (blocked) or all. */
+static int positions(const geom *g, int blocked)
+{
+    return blocked ? 4 * (g->OH / 2) * (g->OW / 2) : g->OH * g->OW;
+}
+
+/* Taps per filter. */
+static int taps(const geom *g) { return g->C * g->K * g->K; }
+
+/* The output position (y, x) of column p: pool-block order or row by row. */
+static void position_of(const geom *g, int blocked, int p, int *y, int *x)
+{
+    if (!blocked) {
+        *y = p / g->OW, *x = p % g->OW;
+        return;
+    }
+    const int PH = g->OH / 2, PW = g->OW / 2, Q = PH * PW, k = p / Q, r = p % Q;
+    *y = 2 * (r / PW) + k / 2, *x = 2 * (r % PW) + k % 2;
+}
+
+/* Any geometry: col[(c*K + ki)*K + kj][p] = in[c][y*S - P + ki][x*S - P + kj] for the
+ * position (y, x) of column p, 0 in the padding. */
+static void im2col_any(const geom *g, float *col, const float *in, int blocked)
+{
+    const int n = positions(g, blocked);
+    for (int c = 0; c < g->C; c++)
+        for (int ki = 0; ki < g->K; ki++)
+            for (int kj = 0; kj < g->K; kj++) {
+                float *row = col + ((size_t)(c * g->K + ki) * g->K + kj) * n;
+                for (int p = 0; p < n; p++) {
+                    int y, x;
+                    position_of(g, blocked, p, &y, &x);
+                    const int iy = y * g->S - g->P + ki, ix = x * g->S - g->P + kj;
+                    row[p] = iy >= 0 && iy < g->H && ix >= 0 && ix < g->W
+                                 ? in[((size_t)c * g->H + iy) * g->W + ix]
+                                 : 0.0f;
+                }
+            }
+}
+
+/* Its adjoint: in = the sum of the col entries that copied each pixel. */
+static void col2im_any(const geom *g, float *in, const float *col, int blocked)
+{
+    const int n = positions(g, blocked);
+    memset(in, 0, (size_t)g->C * g->H * g->W * sizeof(float));
+    for (int c = 0; c < g->C; c++)
+        for (int ki = 0; ki < g->K; ki++)
+            for (int kj = 0; kj < g->K; kj++) {
+                const float *row = col + ((size_t)(c * g->K + ki) * g->K + kj) * n;
+                for (int p = 0; p < n; p++) {
+                    int y, x;
+                    position_of(g, blocked, p, &y, &x);
+                    const int iy = y * g->S - g->P + ki, ix = x * g->S - g->P + kj;
+                    if (iy >= 0 && iy < g->H && ix >= 0 && ix < g->W)
+                        in[((size_t)c * g->H + iy) * g->W + ix] += row[p];
+                }
+            }
+}
+
+static void im2col(const geom *g, float *col, const float *in, int blocked)
+{
+    if (!is_3x3(g))
+        im2col_any(g, col, in, blocked);
+    else if (blocked)
+        cnn_im2col3x3(col, in, g->C, g->H, g->W);
+    else
+        cnn_im2col3x3_plain(col, in, g->C, g->H, g->W);
+}
+
+static void col2im(const geom *g, float *in, const float *col, int blocked)
+{
+    if (!is_3x3(g))
+        col2im_any(g, in, col, blocked);
+    else if (blocked)
+        cnn_col2im3x3(in, col, g->C, g->H, g->W);
+    else
+        cnn_col2im3x3_plain(in, col, g->C, g->H, g->W);
 }
 
 /* Ties within pool windows, whatever the SGEMM kernel. A pool reads four positions
@@ -299,20 +391,24 @@ static void window_ties(float *out, const float *col, int K, int F, size_t Q)
             }
 }
 
-void cnn_conv3x3_forward_ex(float *out, float *col, const float *in, const float *filt,
-                            const float *bias, int C, int H, int W, int F, int blocked)
+static void forward_blas(const geom *g, float *out, float *col, const float *in,
+                         const float *filt, const float *bias, int blocked)
 {
-    const int P = positions(H, W, blocked), K = C * 9;
-    if (blocked)
-        cnn_im2col3x3(col, in, C, H, W);
-    else
-        cnn_im2col3x3_plain(col, in, C, H, W);
+    const int P = positions(g, blocked), K = taps(g), F = g->F;
+    im2col(g, col, in, blocked);
     if (bias) /* out = bias, then += filt . col */
         for (int f = 0; f < F; f++)
             for (int p = 0; p < P; p++)
                 out[(size_t)f * P + p] = bias[f];
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, F, P, K,
                 1.0f, filt, K, col, P, bias ? 1.0f : 0.0f, out, P);
+}
+
+void cnn_conv3x3_forward_ex(float *out, float *col, const float *in, const float *filt,
+                            const float *bias, int C, int H, int W, int F, int blocked)
+{
+    const geom g = geom_3x3(C, H, W, F);
+    forward_blas(&g, out, col, in, filt, bias, blocked);
 }
 
 void cnn_conv_window_ties(float *out, const float *col, int K, int F, int Q)
@@ -328,9 +424,8 @@ static float probe_value(uint32_t *state)
     return (float)(int32_t)(*state >> 8) * 0x1p-23f + 0.1f;
 }
 
-int cnn_conv_sgemm_consistent(int C, int H, int W, int F, int bias)
+int cnn_conv_sgemm_consistent(int F, int P, int K, int bias)
 {
-    const int P = positions(H, W, 1), K = C * 9;
     float *filt = cnn_aligned_alloc((size_t)F * K * sizeof(float));
     float *col = cnn_aligned_alloc((size_t)K * P * sizeof(float));
     float *out = cnn_aligned_alloc((size_t)F * P * sizeof(float));
@@ -390,11 +485,10 @@ static float sum_fixed(const float *restrict v, size_t n)
     return s;
 }
 
-void cnn_conv3x3_backward_ex(float *din, float *dfilt, float *dbias, float alpha, float *col,
-                             const float *dout, const float *filt, int C, int H, int W, int F,
-                             int blocked)
+static void backward_blas(const geom *g, float *din, float *dfilt, float *dbias, float alpha,
+                          float *col, const float *dout, const float *filt, int blocked)
 {
-    const int P = positions(H, W, blocked), K = C * 9;
+    const int P = positions(g, blocked), K = taps(g), F = g->F;
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, F, K, P,
                 alpha, dout, P, col, P, 1.0f, dfilt, K);
     if (dbias)
@@ -403,11 +497,16 @@ void cnn_conv3x3_backward_ex(float *din, float *dfilt, float *dbias, float alpha
     if (din) {
         cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, K, P, F,
                     1.0f, filt, K, dout, P, 0.0f, col, P);
-        if (blocked)
-            cnn_col2im3x3(din, col, C, H, W);
-        else
-            cnn_col2im3x3_plain(din, col, C, H, W);
+        col2im(g, din, col, blocked);
     }
+}
+
+void cnn_conv3x3_backward_ex(float *din, float *dfilt, float *dbias, float alpha, float *col,
+                             const float *dout, const float *filt, int C, int H, int W, int F,
+                             int blocked)
+{
+    const geom g = geom_3x3(C, H, W, F);
+    backward_blas(&g, din, dfilt, dbias, alpha, col, dout, filt, blocked);
 }
 
 void cnn_conv3x3_forward(float *out, float *col, const float *in, const float *filt,
@@ -441,128 +540,220 @@ void cnn_conv_bias_backward_ref(float *dbias, float alpha, const float *dout, in
     }
 }
 
-/* ---- reference engine: out[f][i][j] = sum over the region at (i, j) of region * filter[f] */
+/* ---- reference engine: out[f][i][j] = the sum over the region of (i, j), in the order
+ * c, ki, kj, of region * filter[f], taps in the padding left out */
 
-void cnn_conv3x3_forward_ref(float *out, const float *in, const float *filt,
-                             int C, int H, int W, int F)
+static int inside(const geom *g, int y, int x) { return y >= 0 && y < g->H && x >= 0 && x < g->W; }
+
+static void forward_ref(const geom *g, float *out, const float *in, const float *filt)
 {
-    const int OH = H - 2, OW = W - 2;
-    for (int i = 0; i < OH; i++)
-        for (int j = 0; j < OW; j++)
-            for (int f = 0; f < F; f++) {
+    const int K = g->K;
+    for (int i = 0; i < g->OH; i++)
+        for (int j = 0; j < g->OW; j++)
+            for (int f = 0; f < g->F; f++) {
                 float sum = 0.0f;
-                for (int c = 0; c < C; c++)
-                    for (int ki = 0; ki < 3; ki++)
-                        for (int kj = 0; kj < 3; kj++)
-                            sum += in[((size_t)c * H + i + ki) * W + j + kj] *
-                                   filt[(((size_t)f * C + c) * 3 + ki) * 3 + kj];
-                out[((size_t)f * OH + i) * OW + j] = sum;
+                for (int c = 0; c < g->C; c++)
+                    for (int ki = 0; ki < K; ki++)
+                        for (int kj = 0; kj < K; kj++) {
+                            const int y = i * g->S - g->P + ki, x = j * g->S - g->P + kj;
+                            if (inside(g, y, x))
+                                sum += in[((size_t)c * g->H + y) * g->W + x] *
+                                       filt[(((size_t)f * g->C + c) * K + ki) * K + kj];
+                        }
+                out[((size_t)f * g->OH + i) * g->OW + j] = sum;
             }
 }
 
 /* dfilt[f] += alpha * (sum over (i, j) of dout[f][i][j] * region(i, j)): the sum is
  * formed first and added once, as the post forms its gradient before the update.
  * din[region(i, j)] += dout[f][i][j] * filt[f]. */
-void cnn_conv3x3_backward_ref(float *din, float *dfilt, float alpha, const float *dout,
-                              const float *in, const float *filt, int C, int H, int W, int F)
+static void backward_ref(const geom *g, float *din, float *dfilt, float alpha, const float *dout,
+                         const float *in, const float *filt)
 {
-    const int OH = H - 2, OW = W - 2;
-    for (int f = 0; f < F; f++)
-        for (int c = 0; c < C; c++)
-            for (int ki = 0; ki < 3; ki++)
-                for (int kj = 0; kj < 3; kj++) {
+    const int K = g->K;
+    for (int f = 0; f < g->F; f++)
+        for (int c = 0; c < g->C; c++)
+            for (int ki = 0; ki < K; ki++)
+                for (int kj = 0; kj < K; kj++) {
                     float sum = 0.0f;
-                    for (int i = 0; i < OH; i++)
-                        for (int j = 0; j < OW; j++)
-                            sum += dout[((size_t)f * OH + i) * OW + j] *
-                                   in[((size_t)c * H + i + ki) * W + j + kj];
-                    dfilt[(((size_t)f * C + c) * 3 + ki) * 3 + kj] += alpha * sum;
+                    for (int i = 0; i < g->OH; i++)
+                        for (int j = 0; j < g->OW; j++) {
+                            const int y = i * g->S - g->P + ki, x = j * g->S - g->P + kj;
+                            if (inside(g, y, x))
+                                sum += dout[((size_t)f * g->OH + i) * g->OW + j] *
+                                       in[((size_t)c * g->H + y) * g->W + x];
+                        }
+                    dfilt[(((size_t)f * g->C + c) * K + ki) * K + kj] += alpha * sum;
                 }
     if (!din)
         return;
-    memset(din, 0, (size_t)C * H * W * sizeof(float));
-    for (int i = 0; i < OH; i++)
-        for (int j = 0; j < OW; j++)
-            for (int f = 0; f < F; f++) {
-                const float g = dout[((size_t)f * OH + i) * OW + j];
-                for (int c = 0; c < C; c++)
-                    for (int ki = 0; ki < 3; ki++)
-                        for (int kj = 0; kj < 3; kj++)
-                            din[((size_t)c * H + i + ki) * W + j + kj] +=
-                                g * filt[(((size_t)f * C + c) * 3 + ki) * 3 + kj];
+    memset(din, 0, (size_t)g->C * g->H * g->W * sizeof(float));
+    for (int i = 0; i < g->OH; i++)
+        for (int j = 0; j < g->OW; j++)
+            for (int f = 0; f < g->F; f++) {
+                const float d = dout[((size_t)f * g->OH + i) * g->OW + j];
+                for (int c = 0; c < g->C; c++)
+                    for (int ki = 0; ki < K; ki++)
+                        for (int kj = 0; kj < K; kj++) {
+                            const int y = i * g->S - g->P + ki, x = j * g->S - g->P + kj;
+                            if (inside(g, y, x))
+                                din[((size_t)c * g->H + y) * g->W + x] +=
+                                    d * filt[(((size_t)f * g->C + c) * K + ki) * K + kj];
+                        }
             }
 }
 
-/* ---- the kind: conv<F>, conv<F>b (with a bias) */
-
-static int conv_parse(const char *rest, size_t len, cnn_layer *l)
+void cnn_conv3x3_forward_ref(float *out, const float *in, const float *filt,
+                             int C, int H, int W, int F)
 {
-    l->bias = len > 1 && rest[len - 1] == 'b';
-    return cnn_kind_units(rest, len - (size_t)l->bias, CNN_MAX_UNITS, &l->units);
+    const geom g = geom_3x3(C, H, W, F);
+    forward_ref(&g, out, in, filt);
+}
+
+void cnn_conv3x3_backward_ref(float *din, float *dfilt, float alpha, const float *dout,
+                              const float *in, const float *filt, int C, int H, int W, int F)
+{
+    const geom g = geom_3x3(C, H, W, F);
+    backward_ref(&g, din, dfilt, alpha, dout, in, filt);
+}
+
+/* ---- the kind: conv<F> then any of b (a bias), k<K> (kernel 1..7, default 3), s<S>
+ * (stride 1..4, default 1), p<P> (zero padding 0..K-1, default 0): conv32bk5p2 */
+
+/* The number at rest[*i] (advancing *i): -1 if there is none, or past max. */
+static long option_value(const char *rest, size_t len, size_t *i, long max)
+{
+    if (*i >= len || rest[*i] < '0' || rest[*i] > '9')
+        return -1;
+    long v = 0;
+    for (; *i < len && rest[*i] >= '0' && rest[*i] <= '9'; (*i)++)
+        if ((v = v * 10 + (rest[*i] - '0')) > max)
+            v = max + 1;
+    return v;
+}
+
+static int conv_parse(const char *rest, size_t len, cnn_layer *l, const char **why)
+{
+    size_t i = 0;
+    while (i < len && rest[i] >= '0' && rest[i] <= '9')
+        i++;
+    const int r = cnn_kind_units(rest, i, CNN_MAX_UNITS, &l->units);
+    if (r < 0)
+        *why = "is too wide: at most 65536 filters";
+    if (r <= 0)
+        return r;
+    l->kernel = 3, l->stride = 1, l->pad = 0;
+    int seen = 0, pad_given = 0;
+    while (i < len) {
+        const char o = rest[i++];
+        const int bit = o == 'b' ? 1 : o == 'k' ? 2 : o == 's' ? 4 : o == 'p' ? 8 : 0;
+        if (!bit || seen & bit)
+            return 0; /* not an option, or one given twice */
+        seen |= bit;
+        if (o == 'b') {
+            l->bias = 1;
+            continue;
+        }
+        const long v = option_value(rest, len, &i, 99);
+        if (v < 0)
+            return 0;
+        if (o == 'k' && (v < 1 || v > 7))
+            return *why = "has a kernel out of range: k1 to k7", -1;
+        if (o == 's' && (v < 1 || v > 4))
+            return *why = "has a stride out of range: s1 to s4", -1;
+        if (o == 'k')
+            l->kernel = (int)v;
+        else if (o == 's')
+            l->stride = (int)v;
+        else
+            l->pad = (int)v, pad_given = 1;
+    }
+    if (pad_given && l->pad > l->kernel - 1)
+        return *why = "has padding out of range: p0 to its kernel size - 1", -1;
+    return 1;
 }
 
 static void conv_describe(const cnn_layer *l, char *buf, size_t len)
 {
-    snprintf(buf, len, "conv%d%s", l->units, l->bias ? "b" : "");
+    int n = snprintf(buf, len, "conv%d%s", l->units, l->bias ? "b" : "");
+    if (l->kernel != 3 && n >= 0 && (size_t)n < len)
+        n += snprintf(buf + n, len - (size_t)n, "k%d", l->kernel);
+    if (l->stride != 1 && n >= 0 && (size_t)n < len)
+        n += snprintf(buf + n, len - (size_t)n, "s%d", l->stride);
+    if (l->pad && n >= 0 && (size_t)n < len)
+        snprintf(buf + n, len - (size_t)n, "p%d", l->pad);
 }
 
 static const char *conv_shape(cnn_layer *l)
 {
+    static const char *const too_small[8] = {
+        "", "", "needs a map of at least 2x2, padding included",
+        "needs a map of at least 3x3, padding included",
+        "needs a map of at least 4x4, padding included",
+        "needs a map of at least 5x5, padding included",
+        "needs a map of at least 6x6, padding included",
+        "needs a map of at least 7x7, padding included"};
     if (l->units < 1)
         return "has no filters";
-    if (l->H < 3 || l->W < 3)
-        return "needs a map of at least 3x3";
-    l->OC = l->units, l->OH = l->H - 2, l->OW = l->W - 2;
+    if (l->H + 2 * l->pad < l->kernel || l->W + 2 * l->pad < l->kernel)
+        return too_small[l->kernel];
+    l->OC = l->units;
+    l->OH = (l->H + 2 * l->pad - l->kernel) / l->stride + 1;
+    l->OW = (l->W + 2 * l->pad - l->kernel) / l->stride + 1;
     return NULL;
 }
 
-static size_t conv_weights(const cnn_layer *l) { return (size_t)l->units * l->C * 9; }
+static size_t conv_taps(const cnn_layer *l) { return (size_t)l->C * l->kernel * l->kernel; }
+static size_t conv_weights(const cnn_layer *l) { return (size_t)l->units * conv_taps(l); }
 static size_t conv_biases(const cnn_layer *l) { return l->bias ? (size_t)l->units : 0; }
-static double conv_fan_in(const cnn_layer *l) { return 9.0 * l->C; }
-static double conv_flops(const cnn_layer *l) { return 2.0 * l->units * l->C * 9 * l->OH * l->OW; }
-/* im2col: C*9 rows of all H-2 x W-2 positions (the pool-block order uses fewer) */
-static size_t conv_scratch(const cnn_layer *l) { return (size_t)l->C * 9 * l->OH * l->OW; }
+static double conv_fan_in(const cnn_layer *l) { return (double)conv_taps(l); }
+static double conv_flops(const cnn_layer *l)
+{
+    return 2.0 * l->units * (double)conv_taps(l) * l->OH * l->OW;
+}
+/* im2col: a row per tap over all OH x OW positions (the pool-block order uses fewer) */
+static size_t conv_scratch(const cnn_layer *l) { return conv_taps(l) * l->OH * l->OW; }
 
 static int conv_window_ties(const cnn_layer *l)
 {
     if (!l->blocked)
         return 0;
-    const int same = cnn_conv_sgemm_consistent(l->C, l->H, l->W, l->units, l->bias);
+    const geom g = geom_of(l);
+    const int same = cnn_conv_sgemm_consistent(g.F, positions(&g, 1), taps(&g), l->bias);
     return same < 0 ? -1 : !same;
 }
 
 static void conv_forward(const cnn_pass *p)
 {
     const cnn_layer *l = p->l;
+    const geom g = geom_of(l);
     if (p->blas) {
-        cnn_conv3x3_forward_ex(p->out, p->col, p->in, p->w, p->bias, l->C, l->H, l->W,
-                               l->units, l->blocked);
+        forward_blas(&g, p->out, p->col, p->in, p->w, p->bias, l->blocked);
         if (l->blocked && p->window_ties)
-            window_ties(p->out, p->col, l->C * 9, l->units, (size_t)(l->OH / 2) * (l->OW / 2));
+            window_ties(p->out, p->col, taps(&g), g.F, (size_t)(g.OH / 2) * (g.OW / 2));
         return;
     }
-    cnn_conv3x3_forward_ref(p->out, p->in, p->w, l->C, l->H, l->W, l->units);
+    forward_ref(&g, p->out, p->in, p->w);
     if (p->bias)
-        cnn_conv_bias_forward_ref(p->out, p->bias, l->units, l->OH * l->OW);
+        cnn_conv_bias_forward_ref(p->out, p->bias, g.F, g.OH * g.OW);
 }
 
 static void conv_backward(const cnn_pass *p)
 {
     const cnn_layer *l = p->l;
+    const geom g = geom_of(l);
     if (p->blas) {
-        cnn_conv3x3_backward_ex(p->din, p->gw, p->gbias, p->alpha, p->col, p->dout, p->w, l->C,
-                                l->H, l->W, l->units, l->blocked);
+        backward_blas(&g, p->din, p->gw, p->gbias, p->alpha, p->col, p->dout, p->w, l->blocked);
         return;
     }
-    cnn_conv3x3_backward_ref(p->din, p->gw, p->alpha, p->dout, p->in, p->w, l->C, l->H, l->W,
-                             l->units);
+    backward_ref(&g, p->din, p->gw, p->alpha, p->dout, p->in, p->w);
     if (p->gbias)
-        cnn_conv_bias_backward_ref(p->gbias, p->alpha, p->dout, l->units, l->OH * l->OW);
+        cnn_conv_bias_backward_ref(p->gbias, p->alpha, p->dout, g.F, g.OH * g.OW);
 }
 
 const cnn_kind cnn_kind_conv = {
     .name = "conv",
-    .grammar = "conv<F>[b]",
+    .grammar = "conv<F>[b][k<K>][s<S>][p<P>]",
     .flags = CNN_KIND_BLOCKABLE | CNN_KIND_GRAD_FIRST | CNN_KIND_ALIGNED,
     .parse = conv_parse,
     .describe = conv_describe,

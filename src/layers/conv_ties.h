@@ -7,10 +7,10 @@
  * one's outputs, for every filter. */
 void cnn_conv_window_ties(float *out, const float *col, int K, int F, int Q);
 
-/* Whether this process's SGEMM, called as the BLAS forward calls it for a pool-block
- * order conv of this shape (with or without a bias), gives bit-identical outputs for
- * identical columns: run on the calling thread alone, twice, on scratch data.
- * 1 yes, 0 no, -1 out of memory. */
-int cnn_conv_sgemm_consistent(int C, int H, int W, int F, int bias);
+/* Whether this process's SGEMM, called as the BLAS forward calls it for a conv of F
+ * filters over K taps at P positions (with or without a bias), gives bit-identical
+ * outputs for identical columns: run on the calling thread alone, twice, on scratch
+ * data. 1 yes, 0 no, -1 out of memory. */
+int cnn_conv_sgemm_consistent(int F, int P, int K, int bias);
 
 #endif

@@ -116,10 +116,13 @@ float cnn_softmax_xent(float *probs, float *dlogits, const float *logits, int la
 /* ---- the kinds: dense<N> (a hidden layer) and softmax<N> (the output layer, whose
  * logits the loss reads: the same affine map) */
 
-static int dense_parse(const char *rest, size_t len, cnn_layer *l)
+static int dense_parse(const char *rest, size_t len, cnn_layer *l, const char **why)
 {
     l->bias = 1;
-    return cnn_kind_units(rest, len, CNN_MAX_UNITS, &l->units);
+    const int r = cnn_kind_units(rest, len, CNN_MAX_UNITS, &l->units);
+    if (r < 0)
+        *why = "is too wide: at most 65536 outputs";
+    return r;
 }
 
 static void dense_describe(const cnn_layer *l, char *buf, size_t len)

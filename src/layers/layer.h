@@ -57,8 +57,9 @@ typedef struct cnn_kind {
     const char *grammar; /* as error messages list it: "conv<F>[b]" */
     unsigned flags;      /* CNN_KIND_* */
     /* The rest of the token after the name into l (kind already set): 1, 0 if it is
-     * not this kind's syntax, -1 if a number in it is out of range. */
-    int (*parse)(const char *rest, size_t len, cnn_layer *l);
+     * not this kind's syntax, -1 if a value in it is out of range (*why says which,
+     * e.g. "is too wide: at most 65536 filters"). */
+    int (*parse)(const char *rest, size_t len, cnn_layer *l, const char **why);
     /* The token in canonical spelling. */
     void (*describe)(const cnn_layer *l, char *buf, size_t len);
     /* l's output shape (OC, OH, OW) from its input (C, H, W): NULL, or why not. */

@@ -129,9 +129,9 @@ void cnn_maxpool2_backward_ref(float *din, const float *dout, const uint8_t *arg
 
 /* ---- the kind: pool (2x2 max pooling, stride 2) */
 
-static int pool_parse(const char *rest, size_t len, cnn_layer *l)
+static int pool_parse(const char *rest, size_t len, cnn_layer *l, const char **why)
 {
-    (void)rest, (void)l;
+    (void)rest, (void)l, (void)why;
     return len == 0;
 }
 

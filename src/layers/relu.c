@@ -24,9 +24,9 @@ void cnn_relu_backward(float *restrict din, const float *restrict dout, const fl
 
 /* ---- the kind: relu */
 
-static int relu_parse(const char *rest, size_t len, cnn_layer *l)
+static int relu_parse(const char *rest, size_t len, cnn_layer *l, const char **why)
 {
-    (void)rest, (void)l;
+    (void)rest, (void)l, (void)why;
     return len == 0;
 }
 

@@ -13,8 +13,8 @@
 size_t cnn_layer_out_len(const cnn_layer *l) { return (size_t)l->OC * l->OH * l->OW; }
 
 /* One token to a layer record (kind and hyperparameters): 1, 0 if it is no layer, -1
- * if a number in it is out of range. */
-static int parse_layer(const char *tok, size_t len, cnn_layer *l)
+ * if a value in it is out of range (*why: which). */
+static int parse_layer(const char *tok, size_t len, cnn_layer *l, const char **why)
 {
     for (int k = 0; k < cnn_kind_count(); k++) {
         const cnn_kind *kind = cnn_kind_of((cnn_layer_kind)k);
@@ -23,7 +23,7 @@ static int parse_layer(const char *tok, size_t len, cnn_layer *l)
             continue;
         memset(l, 0, sizeof *l);
         l->kind = (cnn_layer_kind)k;
-        const int r = kind->parse(tok + nlen, len - nlen, l);
+        const int r = kind->parse(tok + nlen, len - nlen, l, why);
         if (r)
             return r;
     }
@@ -67,12 +67,11 @@ cnn_status cnn_arch_build(cnn_arch *a, const char *desc, int C, int H, int W, ch
             return cnn_errorf(CNN_ERR_ARG, err, errlen, "architecture: more than %d layers",
                               CNN_MAX_LAYERS);
         cnn_layer *l = &a->layer[a->n];
-        const int parsed = parse_layer(p, len, l);
+        const char *why = "";
+        const int parsed = parse_layer(p, len, l, &why);
         if (parsed < 0)
-            return cnn_errorf(CNN_ERR_ARG, err, errlen,
-                              "architecture: layer %d '%.*s' is too wide: at most %d %s", at,
-                              (int)(len > 40 ? 40 : len), p, CNN_MAX_UNITS,
-                              l->kind == CNN_LAYER_CONV ? "filters" : "outputs");
+            return cnn_errorf(CNN_ERR_ARG, err, errlen, "architecture: layer %d '%.*s' %s", at,
+                              (int)(len > 40 ? 40 : len), p, why);
         if (!parsed) {
             char kinds[256];
             grammar(kinds, sizeof kinds);
@@ -85,7 +84,7 @@ cnn_status cnn_arch_build(cnn_arch *a, const char *desc, int C, int H, int W, ch
                               "the output layer, which must be last", at, (int)len, p);
         const cnn_kind *kind = cnn_kind_of(l->kind);
         l->C = c, l->H = h, l->W = w;
-        const char *why = kind->shape(l);
+        why = kind->shape(l);
         if (why)
             return cnn_errorf(CNN_ERR_ARG, err, errlen,
                               "architecture: layer %d '%.*s' %s (its input is %dx%dx%d)", at,
@@ -158,7 +157,8 @@ int cnn_arch_equal(const cnn_arch *a, const cnn_arch *b)
         return 0;
     for (int i = 0; i < a->n; i++) {
         const cnn_layer *x = &a->layer[i], *y = &b->layer[i];
-        if (x->kind != y->kind || x->units != y->units || x->bias != y->bias)
+        if (x->kind != y->kind || x->units != y->units || x->bias != y->bias ||
+            x->kernel != y->kernel || x->stride != y->stride || x->pad != y->pad)
             return 0;
     }
     return 1;
