@@ -211,6 +211,25 @@ int main(int argc, char **argv)
     bad("a width past long", (const char *[]){"train", "--synthetic", "60", "--arch",
                                               "conv8,pool,softmax99999999999999999999", NULL},
         "is too wide");
+    bad("a kernel of 9", (const char *[]){"train", "--synthetic", "60", "--arch",
+                                          "conv8k9,pool,softmax10", NULL},
+        "layer 1 'conv8k9' has a kernel out of range: k1 to k7");
+    bad("a stride of 5", (const char *[]){"train", "--synthetic", "60", "--arch",
+                                          "conv8s5,pool,softmax10", NULL},
+        "layer 1 'conv8s5' has a stride out of range: s1 to s4");
+    bad("padding as large as the kernel", (const char *[]){"train", "--synthetic", "60", "--arch",
+                                                           "conv8k3p3,pool,softmax10", NULL},
+        "layer 1 'conv8k3p3' has padding out of range");
+    bad("an option given twice", (const char *[]){"train", "--synthetic", "60", "--arch",
+                                                  "conv8k3k5,pool,softmax10", NULL},
+        "layer 1 'conv8k3k5' is not one of conv<F>[b][k<K>][s<S>][p<P>]");
+    bad("an unknown conv option", (const char *[]){"train", "--synthetic", "60", "--arch",
+                                                   "conv8d2,pool,softmax10", NULL},
+        "layer 1 'conv8d2' is not one of");
+    bad("a kernel larger than the padded map",
+        (const char *[]){"train", "--synthetic", "60", "--arch",
+                         "pool,pool,pool,conv4k7p1,softmax10", NULL},
+        "layer 4 'conv4k7p1' needs a map of at least 7x7, padding included");
     bad("a zero-width layer", (const char *[]){"train", "--synthetic", "60", "--arch", "conv0,softmax10", NULL},
         "layer 1 'conv0' has no filters");
     bad("a layer after the output",
@@ -227,7 +246,16 @@ int main(int argc, char **argv)
     output_paths();
 
     static char out[1 << 20], err[1 << 16];
-    int rc = run_cmd(exe, (const char *[]){"--help", NULL}, out, err, sizeof err);
+    /* conv options in any order, written back in one spelling: b, k, s, p, defaults out */
+    int rc = run_cmd(exe, (const char *[]){"train", "--synthetic", "60", "--epochs", "1",
+                                           "--arch", "conv8p0k3b,relu,pool,conv6p2s2k5,pool,"
+                                           "conv4s1k1,softmax10", NULL},
+                     out, err, sizeof out);
+    tap_ok(rc == 0 && strstr(out, "network conv8b,relu,pool,conv6k5s2p2,pool,conv4k1,softmax10 "),
+           "conv options in any order are written in canonical spelling: %.*s",
+           (int)strcspn(strstr(out, "network") ? strstr(out, "network") : out, "\n"),
+           strstr(out, "network") ? strstr(out, "network") : out);
+    rc = run_cmd(exe, (const char *[]){"--help", NULL}, out, err, sizeof err);
     tap_ok(rc == 0 && strstr(out, "train") && strstr(out, "eval") && strstr(out, "predict"),
            "--help lists the commands");
     rc = run_cmd(exe, (const char *[]){"train", "--help", NULL}, out, err, sizeof err);

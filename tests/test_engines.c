@@ -421,6 +421,9 @@ int main(void)
                     &rng);
     compare_stacked("conv4,relu,conv5b,relu,pool,conv6b,pool,softmax10", noisy, labels, &rng);
     compare_stacked("pool,conv5b,relu,dense12,softmax10", flat, flat_labels, &rng);
+    compare_stacked("conv6bk5p2,relu,pool,conv8bs2p1,relu,conv5bk1,relu,pool,dense16,relu,softmax10",
+                    noisy, labels, &rng);
+    compare_stacked("conv4bk7p3s2,relu,pool,conv6k1,pool,softmax10", flat, flat_labels, &rng);
     free(noisy);
     free(flat);
     return tap_done();

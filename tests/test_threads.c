@@ -68,9 +68,8 @@ static run_result run(int threads, int batch, cnn_engine e, cnn_pool_ties ties, 
 
 /* A stacked network with momentum, weight decay and a cosine schedule: the weights
  * and velocities after training on 1 thread and on 2 and 3 are the same bits. */
-static void stacked_threads(const uint8_t *px, const uint8_t *labels)
+static void stacked_threads(const char *desc, const uint8_t *px, const uint8_t *labels)
 {
-    const char *desc = "conv6b,relu,pool,conv8b,relu,pool,dense16,relu,softmax10";
     cnn_arch arch;
     cnn_arch_build(&arch, desc, 1, 28, 28, NULL, 0);
     float *first = NULL, *first_v = NULL;
@@ -292,7 +291,9 @@ int main(void)
                 }
                 free(r1.params);
             }
-    stacked_threads(pix, labels);
+    stacked_threads("conv6b,relu,pool,conv8b,relu,pool,dense16,relu,softmax10", pix, labels);
+    /* kernels 5 and 1, stride 2, padding: into pools and not */
+    stacked_threads("conv6bk5p2,relu,pool,conv8bs2p1,relu,conv5bk1,relu,pool,dense16,relu,softmax10", pix, labels);
     shifted(pix, labels);
     in_parts(pix, labels);
 #if HAVE_OPENMP
