@@ -1,15 +1,19 @@
-/* conv.c - Conv3x3: F filters of C x 3 x 3, valid padding, no bias.
+/* conv.c - the conv kind: F filters of C x K x K (K = 1..7), stride S, P zeros of
+ * padding on every side, with or without a bias; output F x OH x OW.
  *
- * BLAS engine, per image, with K = C*9 taps and P output positions:
- *   forward      col[K][P] = im2col(in);   out[F][P]  = filt[F][K] . col[K][P]
- *   filter grad  dfilt[F][K] += dout[F][P] . col[K][P]^T
- *   input grad   col[K][P] = filt[F][K]^T . dout[F][P];   din = col2im(col)
- * The P columns are in pool-block order, the order the 2x2 max pool reads: column
- * (k*PH + i)*PW + j is output position (2i + k/2, 2j + k%2), k = 0..3, with PH, PW =
- * (H-2)/2, (W-2)/2. The pool then takes the max of four contiguous planes, which
- * vectorizes, instead of strided 2x2 blocks. Positions no pool block covers (an odd
- * last row or column) do not reach the loss and are not computed: P = 4*PH*PW.
- * Reference engine: the post's loops over 3x3 regions, output [F][H-2][W-2]. */
+ * BLAS engine, per image, with T = C*K*K taps and N output positions:
+ *   forward      col[T][N] = im2col(in);   out[F][N]  = filt[F][T] . col[T][N]
+ *   filter grad  dfilt[F][T] += dout[F][N] . col[T][N]^T
+ *   input grad   col[T][N] = filt[F][T]^T . dout[F][N];   din = col2im(col)
+ * When a pool reads the output, the N columns are in pool-block order, the order the
+ * 2x2 max pool reads: column (k*PH + i)*PW + j is output position (2i + k/2,
+ * 2j + k%2), k = 0..3, with PH, PW = OH/2, OW/2. The pool then takes the max of four
+ * contiguous planes, which vectorizes, instead of strided 2x2 blocks. Positions no
+ * pool block covers (an odd last row or column) do not reach the loss and are not
+ * computed: N = 4*PH*PW. Otherwise the columns are the OH x OW positions row by row.
+ * The 3x3 valid stride-1 conv (the post's) has its own faster im2col and col2im.
+ * Reference engine: the post's loops over each position's region, output
+ * [F][OH][OW]. */
 #include "cnn.h"
 
 #include "arena.h"
