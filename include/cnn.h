@@ -205,6 +205,9 @@ typedef enum cnn_layer_kind {
     CNN_LAYER_POOL = 2,
     CNN_LAYER_DENSE = 3,
     CNN_LAYER_SOFTMAX = 4,
+    CNN_LAYER_MAXPOOL = 5,
+    CNN_LAYER_AVGPOOL = 6,
+    CNN_LAYER_GAP = 7,
 } cnn_layer_kind;
 
 /** One layer: its kind, hyperparameters, shapes and where its parameters are. */
@@ -213,7 +216,8 @@ typedef struct cnn_layer {
     int units;      /* conv: filters; dense, softmax: outputs; else 0 */
     int bias;       /* 1 if the layer has a bias (conv<F>b, dense, softmax) */
     int kernel, stride, pad; /* conv: a kernel x kernel window moved by stride, over the
-                                input with pad zeros on every side; else 0 */
+                                input with pad zeros on every side; maxpool, avgpool:
+                                the window and stride; else 0 */
     int C, H, W;    /* input: channels, height, width */
     int OC, OH, OW; /* output (dense, softmax: units x 1 x 1) */
     int blocked;    /* BLAS engine: output in pool-block order (conv, or relu after such a

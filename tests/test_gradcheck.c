@@ -765,6 +765,17 @@ static double dstack_loss(void *ctx)
                         for (int di = 0; di < 2; di++)
                             for (int dj = 0; dj < 2; dj++)
                                 v = fmax(v, a[((size_t)o * L->H + 2 * i + di) * L->W + 2 * j + dj]);
+                    } else if (L->kind == CNN_LAYER_MAXPOOL || L->kind == CNN_LAYER_AVGPOOL) {
+                        const int Kp = L->kernel, S = L->stride, avg = L->kind == CNN_LAYER_AVGPOOL;
+                        v = avg ? 0 : -INFINITY;
+                        for (int di = 0; di < Kp; di++)
+                            for (int dj = 0; dj < Kp; dj++) {
+                                const double u = a[((size_t)o * L->H + i * S + di) * L->W + j * S + dj];
+                                v = avg ? v + u / (Kp * Kp) : fmax(v, u);
+                            }
+                    } else if (L->kind == CNN_LAYER_GAP) {
+                        for (int k = 0; k < L->H * L->W; k++)
+                            v += a[(size_t)o * L->H * L->W + k] / (L->H * L->W);
                     } else {
                         v = bias[o];
                         for (size_t k = 0; k < K; k++)
@@ -866,5 +877,9 @@ int main(void)
                  14, 13);
     test_stacked(&rng, "conv3bs2,pool,conv4k2p1,relu,dense6,relu,softmax4", 3, 17, 15);
     test_stacked(&rng, "conv2k7p3,relu,conv3bk1s3,softmax3", 2, 9, 10);
+    /* window pools: overlapping (3s2), odd sizes, average, global average */
+    test_stacked(&rng, "conv4bp1,relu,maxpool3s2,conv5b,relu,avgpool2s1,conv6bk1,gap,softmax4", 3,
+                 13, 12);
+    test_stacked(&rng, "avgpool3s2,conv3bk2,maxpool2,dense5,relu,softmax3", 2, 11, 10);
     return tap_done();
 }

@@ -294,6 +294,8 @@ int main(void)
     stacked_threads("conv6b,relu,pool,conv8b,relu,pool,dense16,relu,softmax10", pix, labels);
     /* kernels 5 and 1, stride 2, padding: into pools and not */
     stacked_threads("conv6bk5p2,relu,pool,conv8bs2p1,relu,conv5bk1,relu,pool,dense16,relu,softmax10", pix, labels);
+    stacked_threads("conv6bp1,relu,maxpool3s2,conv8b,relu,avgpool2,conv10bk1,gap,softmax10", pix,
+                    labels);
     shifted(pix, labels);
     in_parts(pix, labels);
 #if HAVE_OPENMP

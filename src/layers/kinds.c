@@ -6,7 +6,8 @@
 static const cnn_kind *const kinds[] = {
     [CNN_LAYER_CONV] = &cnn_kind_conv,       [CNN_LAYER_RELU] = &cnn_kind_relu,
     [CNN_LAYER_POOL] = &cnn_kind_pool,       [CNN_LAYER_DENSE] = &cnn_kind_dense,
-    [CNN_LAYER_SOFTMAX] = &cnn_kind_softmax,
+    [CNN_LAYER_SOFTMAX] = &cnn_kind_softmax, [CNN_LAYER_MAXPOOL] = &cnn_kind_maxpool,
+    [CNN_LAYER_AVGPOOL] = &cnn_kind_avgpool, [CNN_LAYER_GAP] = &cnn_kind_gap,
 };
 
 int cnn_kind_count(void) { return (int)(sizeof kinds / sizeof *kinds); }
@@ -31,4 +32,37 @@ int cnn_kind_units(const char *rest, size_t len, int max, int *units)
     }
     *units = (int)v;
     return 1;
+}
+
+/* "<K>" or "<K>s<S>": a window of K x K (1..7) moved by S (1..7; K when left out) */
+int cnn_kind_window(const char *rest, size_t len, cnn_layer *l, const char **why)
+{
+    size_t i = 0;
+    while (i < len && rest[i] >= '0' && rest[i] <= '9')
+        i++;
+    int k, s;
+    if (cnn_kind_units(rest, i, 7, &k) <= 0 || k < 1)
+        return i ? (*why = "has a window out of range: 1 to 7", -1) : 0;
+    s = k;
+    if (i < len) {
+        if (rest[i] != 's')
+            return 0;
+        const int r = cnn_kind_units(rest + i + 1, len - i - 1, 7, &s);
+        if (r == 0)
+            return 0;
+        if (r < 0 || s < 1)
+            return *why = "has a stride out of range: s1 to s7", -1;
+    }
+    l->kernel = k, l->stride = s;
+    return 1;
+}
+
+const char *cnn_kind_window_shape(cnn_layer *l)
+{
+    if (l->H < l->kernel || l->W < l->kernel)
+        return "has a window larger than its input";
+    l->OC = l->C;
+    l->OH = (l->H - l->kernel) / l->stride + 1;
+    l->OW = (l->W - l->kernel) / l->stride + 1;
+    return NULL;
 }

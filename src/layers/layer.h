@@ -86,12 +86,17 @@ int cnn_kind_count(void);
 
 /* The kinds, one per file under src/layers/. */
 extern const cnn_kind cnn_kind_conv, cnn_kind_relu, cnn_kind_pool, cnn_kind_dense,
-    cnn_kind_softmax;
+    cnn_kind_softmax, cnn_kind_maxpool, cnn_kind_avgpool, cnn_kind_gap;
 
 #define CNN_MAX_UNITS 65536 /* filters of a conv, outputs of a dense layer */
 
 /* Shared by kinds that take a width: the digits of rest into *units (at most
  * max): 1, 0 if rest is not a number, -1 if it is over max. */
 int cnn_kind_units(const char *rest, size_t len, int max, int *units);
+
+/* Shared by the pooling kinds: "<K>" or "<K>s<S>" into l->kernel, l->stride (as
+ * parse), and the output shape of such a window without padding (as shape). */
+int cnn_kind_window(const char *rest, size_t len, cnn_layer *l, const char **why);
+const char *cnn_kind_window_shape(cnn_layer *l);
 
 #endif

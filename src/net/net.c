@@ -162,8 +162,10 @@ static void backward(const walk *w, const float *params, float *grad, float alph
                      cnn_pool_ties ties, int nb, float *dx)
 {
     const cnn_arch *n = w->n;
-    int first_param = n->n;
-    for (int l = n->n - 1; l >= 0; l--)
+    /* Input gradients are made above the first layer with parameters, and, when dx is
+     * wanted, all the way down. */
+    int first_param = dx ? -1 : n->n;
+    for (int l = n->n - 1; l >= 0 && !dx; l--)
         if (n->layer[l].nw)
             first_param = l;
     for (int l = n->n - 1; l >= 0;) {

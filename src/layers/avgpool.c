@@ -1,0 +1,123 @@
+/* avgpool.c - the average pooling kinds. avgpool<K>s<S>: the mean over K x K windows
+ * moved by S (K 1..7, S 1..7; S = K when s is left out), no padding, the floor rule
+ * for the output size, as PyTorch's AvgPool2d; the gradient spreads evenly over each
+ * window, adding where windows overlap. gap: global average pooling, the mean of each
+ * channel's whole map, to C x 1 x 1. Means are the window's sum in row-major order
+ * divided by its size. Both engines run these loops. */
+#include "cnn.h"
+
+#include "layer.h"
+
+#include <stdio.h>
+#include <string.h>
+
+static int avgpool_parse(const char *rest, size_t len, cnn_layer *l, const char **why)
+{
+    return cnn_kind_window(rest, len, l, why);
+}
+
+static void avgpool_describe(const cnn_layer *l, char *buf, size_t len)
+{
+    snprintf(buf, len, "avgpool%ds%d", l->kernel, l->stride);
+}
+
+static void avgpool_forward(const cnn_pass *p)
+{
+    const cnn_layer *l = p->l;
+    const int K = l->kernel, S = l->stride;
+    const float n = (float)(K * K);
+    for (int c = 0; c < l->C; c++)
+        for (int i = 0; i < l->OH; i++)
+            for (int j = 0; j < l->OW; j++) {
+                const float *win = p->in + ((size_t)c * l->H + (size_t)i * S) * l->W + j * S;
+                float sum = 0.0f;
+                for (int di = 0; di < K; di++)
+                    for (int dj = 0; dj < K; dj++)
+                        sum += win[(size_t)di * l->W + dj];
+                p->out[((size_t)c * l->OH + i) * l->OW + j] = sum / n;
+            }
+}
+
+static void avgpool_backward(const cnn_pass *p)
+{
+    const cnn_layer *l = p->l;
+    const int K = l->kernel, S = l->stride;
+    const float n = (float)(K * K);
+    if (!p->din)
+        return;
+    memset(p->din, 0, (size_t)l->C * l->H * l->W * sizeof(float));
+    for (int c = 0; c < l->C; c++)
+        for (int i = 0; i < l->OH; i++)
+            for (int j = 0; j < l->OW; j++) {
+                const float g = p->dout[((size_t)c * l->OH + i) * l->OW + j] / n;
+                float *win = p->din + ((size_t)c * l->H + (size_t)i * S) * l->W + j * S;
+                for (int di = 0; di < K; di++)
+                    for (int dj = 0; dj < K; dj++)
+                        win[(size_t)di * l->W + dj] += g;
+            }
+}
+
+const cnn_kind cnn_kind_avgpool = {
+    .name = "avgpool",
+    .grammar = "avgpool<K>s<S>",
+    .parse = avgpool_parse,
+    .describe = avgpool_describe,
+    .shape = cnn_kind_window_shape,
+    .forward = avgpool_forward,
+    .backward = avgpool_backward,
+};
+
+/* ---- gap */
+
+static int gap_parse(const char *rest, size_t len, cnn_layer *l, const char **why)
+{
+    (void)rest, (void)l, (void)why;
+    return len == 0;
+}
+
+static void gap_describe(const cnn_layer *l, char *buf, size_t len)
+{
+    (void)l;
+    snprintf(buf, len, "gap");
+}
+
+static const char *gap_shape(cnn_layer *l)
+{
+    l->OC = l->C, l->OH = 1, l->OW = 1;
+    return NULL;
+}
+
+static void gap_forward(const cnn_pass *p)
+{
+    const cnn_layer *l = p->l;
+    const size_t n = (size_t)l->H * l->W;
+    for (int c = 0; c < l->C; c++) {
+        float sum = 0.0f;
+        for (size_t k = 0; k < n; k++)
+            sum += p->in[(size_t)c * n + k];
+        p->out[c] = sum / (float)n;
+    }
+}
+
+static void gap_backward(const cnn_pass *p)
+{
+    const cnn_layer *l = p->l;
+    const size_t n = (size_t)l->H * l->W;
+    if (!p->din)
+        return;
+    for (int c = 0; c < l->C; c++) {
+        const float g = p->dout[c] / (float)n;
+        for (size_t k = 0; k < n; k++)
+            p->din[(size_t)c * n + k] = g;
+    }
+}
+
+const cnn_kind cnn_kind_gap = {
+    .name = "gap",
+    .grammar = "gap",
+    .parse = gap_parse,
+    .describe = gap_describe,
+    .shape = gap_shape,
+    .forward = gap_forward,
+    .backward = gap_backward,
+};
