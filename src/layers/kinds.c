@@ -3,6 +3,10 @@
 #include "layer.h"
 
 
+/* Each defined in its own file under src/layers/. */
+extern const cnn_kind cnn_kind_conv, cnn_kind_relu, cnn_kind_pool, cnn_kind_dense,
+    cnn_kind_softmax, cnn_kind_maxpool, cnn_kind_avgpool, cnn_kind_gap;
+
 static const cnn_kind *const kinds[] = {
     [CNN_LAYER_CONV] = &cnn_kind_conv,       [CNN_LAYER_RELU] = &cnn_kind_relu,
     [CNN_LAYER_POOL] = &cnn_kind_pool,       [CNN_LAYER_DENSE] = &cnn_kind_dense,

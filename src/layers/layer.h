@@ -84,10 +84,6 @@ typedef struct cnn_kind {
 const cnn_kind *cnn_kind_of(cnn_layer_kind k);
 int cnn_kind_count(void);
 
-/* The kinds, one per file under src/layers/. */
-extern const cnn_kind cnn_kind_conv, cnn_kind_relu, cnn_kind_pool, cnn_kind_dense,
-    cnn_kind_softmax, cnn_kind_maxpool, cnn_kind_avgpool, cnn_kind_gap;
-
 #define CNN_MAX_UNITS 65536 /* filters of a conv, outputs of a dense layer */
 
 /* Shared by kinds that take a width: the digits of rest into *units (at most
