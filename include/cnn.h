@@ -382,17 +382,30 @@ CNN_API int cnn_argmax(const float *v, int n);
 
 /* ---------------------------------------------------------------- training */
 
+typedef enum cnn_optimizer {
+    CNN_OPTIMIZER_SGD = 0,
+    CNN_OPTIMIZER_ADAM = 1,
+    CNN_OPTIMIZER_ADAMW = 2,
+} cnn_optimizer;
+
 typedef struct cnn_train_config {
     cnn_engine engine;
     cnn_pool_ties ties;
     int batch;   /* the largest minibatch a step will see, >= 1 */
     int threads; /* OpenMP threads, >= 1 */
     float lr;    /* SGD learning rate, finite and > 0 */
-    /* The optimiser (PyTorch's SGD): g = mean gradient + weight_decay * p; v = momentum
-     * * v + g; p -= lr * (nesterov ? g + momentum * v : v). All 0: the post's SGD. */
-    float momentum;     /* 0 <= momentum < 1 */
-    int nesterov;       /* 1: Nesterov momentum (needs momentum > 0) */
+    /* The optimiser, PyTorch's semantics. SGD: g = mean gradient + weight_decay * p;
+     * v = momentum * v + g; p -= lr * (nesterov ? g + momentum * v : v). All 0: the
+     * post's SGD. Adam: g = mean gradient + weight_decay * p; m += (1 - beta1) *
+     * (g - m); v = beta2 * v + (1 - beta2) * g * g; at update t (from 1),
+     * p -= (lr / (1 - beta1^t)) * (m / (sqrt(v) / sqrt(1 - beta2^t) + eps)). AdamW:
+     * the same without the decay in g, and p *= 1 - lr * weight_decay first. */
+    float momentum;     /* SGD: 0 <= momentum < 1 */
+    int nesterov;       /* SGD: 1 for Nesterov momentum (needs momentum > 0) */
     float weight_decay; /* >= 0 */
+    cnn_optimizer optimizer;
+    float beta1, beta2; /* Adam, AdamW: 0 <= beta < 1 (0.9, 0.999 by default) */
+    float eps;          /* Adam, AdamW: > 0 (1e-8 by default) */
 } cnn_train_config;
 
 /** The post's defaults: BLAS engine, single-max ties, batch 1, 1 thread, lr 0.005. */
@@ -455,6 +468,12 @@ CNN_API cnn_status cnn_trainer_set_lr(cnn_trainer *t, float lr);
 /** The optimiser's velocities, [n_params] (NULL without momentum): a checkpoint saves
  *  and restores them, so that a resumed run continues bit for bit. */
 CNN_API float *cnn_trainer_velocity(cnn_trainer *t);
+/** All the optimiser keeps between steps, for checkpoints: *len floats (SGD with
+ *  momentum: the velocities [n_params]; Adam, AdamW: the first moments [n_params] then
+ *  the second moments [n_params]; NULL and 0 otherwise), and the count of updates made
+ *  (Adam's bias correction reads it), which a resumed run sets. */
+CNN_API float *cnn_trainer_state(cnn_trainer *t, size_t *len);
+CNN_API uint64_t *cnn_trainer_updates(cnn_trainer *t);
 
 /** Loss and accuracy of the model on n samples, in parallel, deterministic; when pred
  *  is not NULL, pred[i] receives the predicted class of sample i. */
@@ -571,14 +590,37 @@ CNN_API cnn_status cnn_model_load(cnn_model *m, const char *path, char *err, siz
  *   1 cosine), u32 the run's epochs (the schedule's length), u32 the largest random
  *   shift of the training images (0..8), then f32[P] the optimiser's velocities when
  *   momentum > 0.
+ * Version 3 (written when the run uses Adam or AdamW, the step schedule or a warmup)
+ * has version 2's fields (schedule 2: step), then u32 optimiser (0 SGD, 1 Adam,
+ * 2 AdamW), f32 beta1, f32 beta2, f32 eps, u64 updates made, u64 the step schedule's N,
+ * f32 its gamma, u64 warmup steps, then the optimiser's state: f32[P] velocities
+ * (SGD with momentum) or f32[2P] first and second moments (Adam, AdamW), or nothing.
  */
 #define CNN_CHECKPOINT_MAGIC "CNNCKPT1"
-#define CNN_CHECKPOINT_VERSION 2u
+#define CNN_CHECKPOINT_VERSION 3u
 
-/** Learning-rate schedules: constant, or cosine from lr to 0 over the run's steps. */
-typedef enum cnn_schedule { CNN_SCHEDULE_CONSTANT = 0, CNN_SCHEDULE_COSINE = 1 } cnn_schedule;
+/** Learning-rate schedules: constant; cosine from lr to 0 over the run's steps; step
+ *  decay, lr * gamma^floor(t / N) (PyTorch's StepLR counted in steps). */
+typedef enum cnn_schedule {
+    CNN_SCHEDULE_CONSTANT = 0,
+    CNN_SCHEDULE_COSINE = 1,
+    CNN_SCHEDULE_STEP = 2,
+} cnn_schedule;
 
-/** The learning rate of step t (from 0) of a run of T steps. */
+/** A run's learning rate, step by step; any schedule times min(1, (t + 1) / warmup). */
+typedef struct cnn_lr_schedule {
+    cnn_schedule kind;
+    float lr;        /* the base rate */
+    uint64_t steps;  /* cosine: the run's steps */
+    uint64_t every;  /* step: N, the steps between decays */
+    float gamma;     /* step: each decay's factor */
+    uint64_t warmup; /* steps of linear warmup; 0: none */
+} cnn_lr_schedule;
+
+/** The learning rate of step t (from 0); always > 0. */
+CNN_API float cnn_lr_at(const cnn_lr_schedule *s, uint64_t t);
+/** The constant or cosine rate of step t of a run of T steps (cnn_lr_at without step
+ *  decay or warmup). */
 CNN_API float cnn_schedule_lr(cnn_schedule s, float lr, uint64_t t, uint64_t T);
 
 typedef struct cnn_checkpoint {
@@ -595,8 +637,13 @@ typedef struct cnn_checkpoint {
     cnn_schedule schedule;
     int epochs;         /* the run's epochs (version 2; 0 in version 1) */
     int shift;          /* training images moved by up to this many pixels (0..8) */
-    float *velocity;    /* [P] the optimiser's velocities when cfg.momentum > 0 (owned after a
-                           load; borrowed for a save) */
+    uint64_t lr_every;  /* the step schedule's N (version 3) */
+    float lr_gamma;     /* the step schedule's gamma (version 3; 1 otherwise) */
+    uint64_t warmup;    /* steps of learning-rate warmup (version 3) */
+    uint64_t updates;   /* updates the optimiser made (version 3: Adam's bias correction) */
+    float *state;       /* the optimiser's state, cnn_trainer_state: the velocities [P]
+                           with SGD momentum, the moments [2P] with Adam or AdamW (owned
+                           after a load; borrowed for a save) */
 } cnn_checkpoint;
 
 /** Save atomically, like a model. */

@@ -235,7 +235,7 @@ int main(int argc, char **argv)
                    "[Step 1008]", SIGINT, 0);
     cnn_checkpoint ks;
     const int ks_ok = cnn_checkpoint_load(&ks, cks, NULL, 0) == CNN_OK;
-    tap_ok(rc == 130 && ks_ok && ks.velocity && ks.cfg.nesterov && ks.schedule == CNN_SCHEDULE_COSINE &&
+    tap_ok(rc == 130 && ks_ok && ks.state && ks.cfg.nesterov && ks.schedule == CNN_SCHEDULE_COSINE &&
                ks.epochs == 2 && !cnn_arch_is_post(&ks.model.arch),
            "SIGINT: its checkpoint holds the network, the optimiser and its velocities");
     if (ks_ok)

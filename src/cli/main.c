@@ -38,7 +38,8 @@ typedef struct {
 
 static const char *const engines[] = {"blas", "reference", NULL};
 static const char *const tie_rules[] = {"single", "all", NULL};
-static const char *const schedules[] = {"constant", "cosine", NULL};
+static const char *const schedules[] = {"constant", "cosine", "step", NULL};
+static const char *const optimizers[] = {"sgd", "adam", "adamw", NULL};
 static const char *const reductions[] = {"exact", "allreduce", NULL};
 
 static int bad_value(const char *flag, const char *want, const char *got)
@@ -285,19 +286,26 @@ static void draw_shifts(int8_t *out, uint64_t seed, long ep, const uint32_t *idx
 }
 
 /* Beyond the post's network and SGD, one line says what trains. */
-static void print_network(const cnn_arch *a, const cnn_train_config *c, int schedule, int shift)
+static void print_network(const cnn_arch *a, const cnn_train_config *c, int schedule, int shift,
+                          long warmup)
 {
     if (cnn_arch_is_post(a) && a->layer[0].units == 8 && c->momentum == 0.0f &&
-        c->weight_decay == 0.0f && schedule == CNN_SCHEDULE_CONSTANT && !shift)
+        c->weight_decay == 0.0f && schedule == CNN_SCHEDULE_CONSTANT && !shift &&
+        c->optimizer == CNN_OPTIMIZER_SGD && !warmup)
         return;
     char desc[CNN_ARCH_LEN];
-    printf("network %s (%zu parameters); SGD", cnn_arch_describe(a, desc, sizeof desc),
-           a->n_params);
+    static const char *const names[] = {"SGD", "Adam", "AdamW"};
+    printf("network %s (%zu parameters); %s", cnn_arch_describe(a, desc, sizeof desc),
+           a->n_params, names[c->optimizer]);
+    if (c->optimizer != CNN_OPTIMIZER_SGD)
+        printf(" (betas %g, %g, eps %g)", (double)c->beta1, (double)c->beta2, (double)c->eps);
     if (c->momentum > 0.0f)
         printf(", momentum %g%s", (double)c->momentum, c->nesterov ? " (Nesterov)" : "");
     if (c->weight_decay > 0.0f)
         printf(", weight decay %g", (double)c->weight_decay);
     printf(", %s learning rate", schedules[schedule]);
+    if (warmup)
+        printf(" after %ld steps of warmup", warmup);
     if (shift)
         printf("; training images moved by up to %d pixels", shift);
     printf("\n");
@@ -411,8 +419,9 @@ typedef struct {
     long epochs, batch, threads, train_limit, test_limit, log_every, synthetic, shift;
     long ckpt_every; /* steps; 0: at the end of every epoch */
     uint64_t seed;
-    float lr, momentum, weight_decay;
-    int engine, ties, no_shuffle, nesterov, schedule, test_every;
+    float lr, momentum, weight_decay, beta1, beta2, eps, lr_gamma;
+    long lr_steps, warmup;
+    int engine, ties, no_shuffle, nesterov, schedule, test_every, optimizer;
     int allreduce; /* under MPI: MPI_Allreduce, not every chunk gathered (bit-identical) */
 } train_args;
 
@@ -421,7 +430,8 @@ static int train_options(train_args *o, int argc, char **argv)
 {
     const char *ckpt_every_s = NULL;
     *o = (train_args){.data = "data/mnist", .epochs = 3, .batch = 1, .threads = all_cores(),
-                      .log_every = 100, .seed = 1, .lr = 0.005f};
+                      .log_every = 100, .seed = 1, .lr = 0.005f, .beta1 = 0.9f,
+                      .beta2 = 0.999f, .eps = 1e-8f, .lr_gamma = 0.1f};
     const opt opts[] = {
         {"--data", OPT_STR, &o->data, 0, 0, NULL, "DIR",
          "MNIST or Fashion-MNIST directory (default data/mnist)"},
@@ -430,13 +440,25 @@ static int train_options(train_args *o, int argc, char **argv)
         {"--epochs", OPT_INT, &o->epochs, 1, 100000, NULL, "N", "passes over the training set (default 3)"},
         {"--batch", OPT_INT, &o->batch, 1, 65536, NULL, "N",
          "minibatch size; 1 is the post's per-sample SGD (default 1)"},
-        {"--lr", OPT_FLOAT, &o->lr, 0, 0, NULL, "X", "SGD learning rate (default 0.005)"},
+        {"--lr", OPT_FLOAT, &o->lr, 0, 0, NULL, "X", "learning rate (default 0.005)"},
+        {"--optimizer", OPT_CHOICE, &o->optimizer, 0, 0, optimizers, "sgd|adam|adamw",
+         "SGD (default), Adam, or AdamW (decoupled weight decay), as PyTorch's"},
+        {"--beta1", OPT_FRAC, &o->beta1, 0, 0, NULL, "X", "Adam's beta1, 0 <= X < 1 (default 0.9)"},
+        {"--beta2", OPT_FRAC, &o->beta2, 0, 0, NULL, "X", "Adam's beta2, 0 <= X < 1 (default 0.999)"},
+        {"--eps", OPT_FLOAT, &o->eps, 0, 0, NULL, "X", "Adam's epsilon, > 0 (default 1e-8)"},
         {"--momentum", OPT_FRAC, &o->momentum, 0, 0, NULL, "X", "SGD momentum, 0 <= X < 1 (default 0)"},
         {"--nesterov", OPT_FLAG, &o->nesterov, 0, 0, NULL, "", "Nesterov momentum (needs --momentum)"},
         {"--weight-decay", OPT_FRAC, &o->weight_decay, 0, 0, NULL, "X",
          "L2 weight decay added to the gradient (default 0)"},
-        {"--schedule", OPT_CHOICE, &o->schedule, 0, 0, schedules, "constant|cosine",
-         "learning rate constant (default) or cosine from --lr to 0 over the run"},
+        {"--schedule", OPT_CHOICE, &o->schedule, 0, 0, schedules, "constant|cosine|step",
+         "learning rate constant (default), cosine from --lr to 0 over the run, or times "
+         "--lr-gamma every --lr-steps steps"},
+        {"--lr-steps", OPT_INT, &o->lr_steps, 1, 1L << 40, NULL, "N",
+         "the step schedule: steps between decays"},
+        {"--lr-gamma", OPT_FLOAT, &o->lr_gamma, 0, 0, NULL, "X",
+         "the step schedule: each decay's factor, 0 < X <= 1 (default 0.1)"},
+        {"--warmup", OPT_INT, &o->warmup, 1, 1L << 40, NULL, "N",
+         "multiply the learning rate by min(1, (t + 1) / N) at step t (from 0)"},
         {"--threads", OPT_INT, &o->threads, 1, 1024, NULL, "N", "OpenMP threads (default: all cores)"},
         {"--seed", OPT_U64, &o->seed, 0, 0, NULL, "N", "seed of the weights and the shuffling (default 1)"},
         {"--train-limit", OPT_INT, &o->train_limit, 1, 1L << 40, NULL, "N",
@@ -486,6 +508,20 @@ static int train_options(train_args *o, int argc, char **argv)
         fprintf(stderr, "%s: --nesterov needs --momentum X with X > 0\n", prog);
         return 2;
     }
+    if (o->optimizer != CNN_OPTIMIZER_SGD && (o->momentum != 0.0f || o->nesterov)) {
+        fprintf(stderr, "%s: --momentum and --nesterov are SGD's; Adam keeps its own "
+                "(--beta1)\n", prog);
+        return 2;
+    }
+    if (o->lr_gamma > 1.0f) {
+        fprintf(stderr, "%s: --lr-gamma expects a number with 0 < X <= 1, got %g\n", prog,
+                (double)o->lr_gamma);
+        return 2;
+    }
+    if ((o->schedule == CNN_SCHEDULE_STEP) != (o->lr_steps > 0)) {
+        fprintf(stderr, "%s: --schedule step goes with --lr-steps N (and --lr-gamma X)\n", prog);
+        return 2;
+    }
     return 0;
 }
 
@@ -524,7 +560,7 @@ typedef struct {
     cnn_checkpoint ck; /* what a checkpoint records (borrows model, order, velocities) */
     uint32_t *order;
     int8_t *shifts;    /* [batch][2] the step's image moves */
-    float *velocity;   /* a resumed checkpoint's, until the trainer has them */
+    float *state;      /* a resumed checkpoint's optimiser state, until the trainer has it */
     cnn_rng rng;
     long first_epoch;
     size_t first_pos;  /* where the first epoch resumes; 0: a fresh, shuffled epoch */
@@ -536,7 +572,7 @@ static void run_free(train_run *r, const train_args *o)
 {
     free(r->order);
     free(r->shifts);
-    free(r->velocity);
+    free(r->state);
     cnn_trainer_free(r->trainer);
     cnn_model_free(&r->model);
     if (o->synthetic)
@@ -554,13 +590,18 @@ static void warn_other_settings(const cnn_checkpoint *c, const train_args *o)
         (int)k->engine == o->engine && c->shuffle == !o->no_shuffle &&
         k->momentum == o->momentum && k->nesterov == o->nesterov &&
         k->weight_decay == o->weight_decay && (int)c->schedule == o->schedule &&
-        c->shift == o->shift && (c->schedule == CNN_SCHEDULE_CONSTANT || c->epochs == o->epochs))
+        c->shift == o->shift && (c->schedule == CNN_SCHEDULE_CONSTANT || c->epochs == o->epochs) &&
+        (int)k->optimizer == o->optimizer &&
+        (k->optimizer == CNN_OPTIMIZER_SGD ||
+         (k->beta1 == o->beta1 && k->beta2 == o->beta2 && k->eps == o->eps)) &&
+        c->lr_every == (uint64_t)o->lr_steps && c->warmup == (uint64_t)o->warmup &&
+        (!c->lr_every || c->lr_gamma == o->lr_gamma))
         return;
     fprintf(stderr, "%s: warning: %s was made with other settings (batch %d, lr %g, pool ties "
-            "%s, engine %s%s, momentum %g%s, weight decay %g, schedule %s over %d epochs, shift "
-            "%d): the run will differ from one never interrupted\n", prog, o->resume, k->batch,
-            (double)k->lr, tie_rules[k->ties], engines[k->engine],
-            c->shuffle ? "" : ", no shuffle", (double)k->momentum,
+            "%s, engine %s%s, %s, momentum %g%s, weight decay %g, schedule %s over %d epochs, "
+            "shift %d): the run will differ from one never interrupted\n", prog, o->resume,
+            k->batch, (double)k->lr, tie_rules[k->ties], engines[k->engine],
+            c->shuffle ? "" : ", no shuffle", optimizers[k->optimizer], (double)k->momentum,
             k->nesterov ? " (Nesterov)" : "", (double)k->weight_decay, schedules[c->schedule],
             c->epochs, c->shift);
 }
@@ -577,8 +618,8 @@ static int start_point(train_run *r, const train_args *o)
             return 1;
         }
         r->ck = k; /* its model, order and velocities now belong to this run */
-        r->model = k.model, r->order = k.order, r->velocity = k.velocity;
-        r->ck.model = (cnn_model){0}, r->ck.order = NULL, r->ck.velocity = NULL;
+        r->model = k.model, r->order = k.order, r->state = k.state;
+        r->ck.model = (cnn_model){0}, r->ck.order = NULL, r->ck.state = NULL;
     } else if (o->resume && load_model(o->resume, &r->model)) {
         return 1;
     }
@@ -603,7 +644,9 @@ static int set_up(train_run *r, const train_args *o)
                                 .ties = (cnn_pool_ties)o->ties, .batch = (int)o->batch,
                                 .threads = (int)o->threads, .lr = o->lr,
                                 .momentum = o->momentum, .nesterov = o->nesterov,
-                                .weight_decay = o->weight_decay};
+                                .weight_decay = o->weight_decay,
+                                .optimizer = (cnn_optimizer)o->optimizer, .beta1 = o->beta1,
+                                .beta2 = o->beta2, .eps = o->eps};
     cnn_rng_seed(&r->rng, o->seed);
     r->first_epoch = 1;
     cnn_status st = CNN_OK;
@@ -626,8 +669,14 @@ static int set_up(train_run *r, const train_args *o)
     }
     if (st == CNN_OK)
         st = cnn_trainer_create_arch(&r->trainer, &r->arch, &r->cfg);
-    if (st == CNN_OK && r->velocity && cnn_trainer_velocity(r->trainer))
-        memcpy(cnn_trainer_velocity(r->trainer), r->velocity, r->model.n_params * sizeof(float));
+    size_t state_len = 0;
+    float *state = st == CNN_OK ? cnn_trainer_state(r->trainer, &state_len) : NULL;
+    if (r->from_ckpt && st == CNN_OK) { /* what the optimiser kept, if it is the same one */
+        if (r->state && state && r->ck.cfg.optimizer == r->cfg.optimizer &&
+            (r->ck.cfg.momentum > 0.0f) == (r->cfg.momentum > 0.0f))
+            memcpy(state, r->state, state_len * sizeof(float));
+        *cnn_trainer_updates(r->trainer) = r->ck.updates;
+    }
     r->shifts = malloc(2 * (size_t)o->batch);
     if (!r->order && (r->order = malloc(r->tr.n * sizeof *r->order)))
         for (size_t i = 0; i < r->tr.n; i++)
@@ -641,8 +690,9 @@ static int set_up(train_run *r, const train_args *o)
     r->ck = (cnn_checkpoint){.model = r->model, .n = r->tr.n, .order = r->order,
                              .cfg = r->cfg, .shuffle = !o->no_shuffle, .seed = o->seed,
                              .schedule = (cnn_schedule)o->schedule, .epochs = (int)o->epochs,
-                             .shift = (int)o->shift,
-                             .velocity = cnn_trainer_velocity(r->trainer)};
+                             .shift = (int)o->shift, .lr_every = (uint64_t)o->lr_steps,
+                             .lr_gamma = o->lr_steps ? o->lr_gamma : 1.0f,
+                             .warmup = (uint64_t)o->warmup, .state = state};
     return 0;
 }
 
@@ -653,7 +703,7 @@ static void print_run(const train_run *r, const train_args *o)
     printf("engine %s, batch %ld, lr %g, %ld thread%s, pool ties %s, seed %llu\n",
            engines[o->engine], o->batch, (double)o->lr, o->threads, o->threads == 1 ? "" : "s",
            tie_rules[o->ties], (unsigned long long)o->seed);
-    print_network(&r->arch, &r->cfg, o->schedule, (int)o->shift);
+    print_network(&r->arch, &r->cfg, o->schedule, (int)o->shift, o->warmup);
     printf("data: %s: %zu training images, %zu test images\n",
            o->synthetic ? "synthetic digits" : o->data, r->tr.n, r->te.n);
     if (r->from_ckpt)
@@ -738,11 +788,14 @@ static int run_epoch(train_run *r, const train_args *o, long ep, size_t start, l
     for (size_t i = start; i < n_all; i += batch) {
         const int n = (int)(n_all - i < batch ? n_all - i : batch);
         cnn_stats s = {0};
-        if (o->schedule != CNN_SCHEDULE_CONSTANT)
+        if (o->schedule != CNN_SCHEDULE_CONSTANT || o->warmup) {
+            const cnn_lr_schedule sched = {(cnn_schedule)o->schedule, o->lr,
+                                           (uint64_t)o->epochs * per_epoch,
+                                           (uint64_t)o->lr_steps, o->lr_gamma,
+                                           (uint64_t)o->warmup};
             cnn_trainer_set_lr(r->trainer,
-                               cnn_schedule_lr((cnn_schedule)o->schedule, o->lr,
-                                               (uint64_t)(ep - 1) * per_epoch + i / batch,
-                                               (uint64_t)o->epochs * per_epoch));
+                               cnn_lr_at(&sched, (uint64_t)(ep - 1) * per_epoch + i / batch));
+        }
         if (o->shift)
             draw_shifts(r->shifts, o->seed, ep, r->order + i, n, (int)o->shift);
         const cnn_status st = train_one_step(r, o, i, n, &s);
@@ -768,6 +821,7 @@ static int run_epoch(train_run *r, const train_args *o, long ep, size_t start, l
             win = (cnn_stats){0};
         }
         r->ck.epoch = (int)ep, r->ck.pos = step, r->ck.rng = r->rng;
+        r->ck.updates = *cnn_trainer_updates(r->trainer);
         const int sig = r->dist->size > 1 ? dist_max(r->dist, stop_signal) : stop_signal;
         if (sig) { /* every rank stops after the same step; the first saves */
             if (!stop_signal)

@@ -13,55 +13,79 @@
 #define CKPT_MAX_BYTES (1ull << 34)
 
 #define TAIL_V2 24 /* momentum, Nesterov, weight decay, schedule, epochs, shift */
+#define TAIL_V3 (TAIL_V2 + 44) /* optimiser, betas, eps, updates, N, gamma, warmup */
 
-/* Version 1 holds the post's plain SGD; anything more takes version 2. */
-static int writes_v2(const cnn_checkpoint *c)
+/* Version 1 holds the post's plain SGD; momentum, weight decay, the cosine schedule
+ * and shifts take version 2; Adam, the step schedule and warmup version 3. */
+static int version_for(const cnn_checkpoint *c)
 {
-    return c->cfg.momentum != 0.0f || c->cfg.nesterov || c->cfg.weight_decay != 0.0f ||
-           c->schedule != CNN_SCHEDULE_CONSTANT || c->shift != 0;
+    if (c->cfg.optimizer != CNN_OPTIMIZER_SGD || c->schedule == CNN_SCHEDULE_STEP || c->warmup)
+        return 3;
+    if (c->cfg.momentum != 0.0f || c->cfg.nesterov || c->cfg.weight_decay != 0.0f ||
+        c->schedule != CNN_SCHEDULE_CONSTANT || c->shift != 0)
+        return 2;
+    return 1;
 }
 
-float cnn_schedule_lr(cnn_schedule s, float lr, uint64_t t, uint64_t T)
+/* Floats of the optimiser's state (cnn_trainer_state) a checkpoint holds. */
+static size_t state_len(const cnn_train_config *c, size_t P)
 {
-    if (s != CNN_SCHEDULE_COSINE || T == 0)
-        return lr;
-    const double f = 0.5 * (1.0 + cos(3.14159265358979323846 * (double)t / (double)T));
-    const float v = (float)(lr * f);
-    return v > 0.0f ? v : lr * 1e-6f; /* the last step: a learning rate must stay > 0 */
+    return c->optimizer != CNN_OPTIMIZER_SGD ? 2 * P : c->momentum > 0.0f ? P : 0;
 }
 
-/* Version 2's optimiser fields and velocities: n bytes at t. */
-static cnn_status read_tail(cnn_checkpoint *k, const unsigned char *t, size_t n, const char *path,
-                            char *err, size_t errlen)
+/* The optimiser fields of versions 2 and 3 and the optimiser's state: n bytes at t. */
+static cnn_status read_tail(cnn_checkpoint *k, int version, const unsigned char *t, size_t n,
+                            const char *path, char *err, size_t errlen)
 {
     k->cfg.momentum = cnn_get_f32(t);
     k->cfg.nesterov = (int)cnn_get_u32(t + 4);
     k->cfg.weight_decay = cnn_get_f32(t + 8);
     const uint32_t sched = cnn_get_u32(t + 12), epochs = cnn_get_u32(t + 16);
     const uint32_t shift = cnn_get_u32(t + 20);
-    const size_t P = k->model.n_params;
-    const int mom = k->cfg.momentum > 0.0f;
+    uint32_t opt = CNN_OPTIMIZER_SGD;
+    k->cfg.beta1 = 0.9f, k->cfg.beta2 = 0.999f, k->cfg.eps = 1e-8f, k->lr_gamma = 1.0f;
+    if (version == 3 && n >= TAIL_V3) {
+        opt = cnn_get_u32(t + 24);
+        k->cfg.beta1 = cnn_get_f32(t + 28);
+        k->cfg.beta2 = cnn_get_f32(t + 32);
+        k->cfg.eps = cnn_get_f32(t + 36);
+        k->updates = cnn_get_u64(t + 40);
+        k->lr_every = cnn_get_u64(t + 48);
+        k->lr_gamma = cnn_get_f32(t + 56);
+        k->warmup = cnn_get_u64(t + 60);
+    }
+    k->cfg.optimizer = (cnn_optimizer)(opt <= CNN_OPTIMIZER_ADAMW ? opt : 0);
+    const size_t P = k->model.n_params, head = version == 3 ? TAIL_V3 : TAIL_V2;
+    const size_t S = state_len(&k->cfg, P);
+    const int mom = k->cfg.momentum > 0.0f, adam = opt != CNN_OPTIMIZER_SGD;
     if (!(k->cfg.momentum >= 0.0f && k->cfg.momentum < 1.0f) || (unsigned)k->cfg.nesterov > 1 ||
         (k->cfg.nesterov && !mom) || !(k->cfg.weight_decay >= 0.0f) ||
-        !isfinite(k->cfg.weight_decay) || sched > 1 || epochs < 1 || epochs > 100000 || shift > 8 ||
-        (int)epochs < k->epoch || n != TAIL_V2 + (mom ? 4 * P : 0))
+        !isfinite(k->cfg.weight_decay) || sched > (version == 3 ? 2u : 1u) || epochs < 1 ||
+        epochs > 100000 || shift > 8 || (int)epochs < k->epoch || n != head + 4 * S ||
+        opt > CNN_OPTIMIZER_ADAMW || (adam && mom) ||
+        !(k->cfg.beta1 >= 0.0f && k->cfg.beta1 < 1.0f) ||
+        !(k->cfg.beta2 >= 0.0f && k->cfg.beta2 < 1.0f) || !(k->cfg.eps > 0.0f) ||
+        !isfinite(k->cfg.eps) || !(k->lr_gamma > 0.0f && k->lr_gamma <= 1.0f) ||
+        (sched == CNN_SCHEDULE_STEP && k->lr_every < 1))
         return cnn_errorf(CNN_ERR_FORMAT, err, errlen,
-                          "%s: inconsistent optimiser fields (momentum %g, weight decay %g, "
-                          "schedule %u, %u epochs, %zu bytes)", path, (double)k->cfg.momentum,
-                          (double)k->cfg.weight_decay, sched, epochs, n);
+                          "%s: inconsistent optimiser fields (optimiser %u, momentum %g, weight "
+                          "decay %g, schedule %u, %u epochs, %zu bytes)", path, opt,
+                          (double)k->cfg.momentum, (double)k->cfg.weight_decay, sched, epochs,
+                          n);
     k->schedule = (cnn_schedule)sched;
     k->epochs = (int)epochs;
     k->shift = (int)shift;
-    if (!mom)
+    if (!S)
         return CNN_OK;
-    k->velocity = malloc(P * sizeof *k->velocity);
-    if (!k->velocity)
+    k->state = malloc(S * sizeof *k->state);
+    if (!k->state)
         return cnn_errorf(CNN_ERR_NOMEM, err, errlen, "%s: out of memory", path);
-    for (size_t i = 0; i < P; i++) {
-        k->velocity[i] = cnn_get_f32(t + TAIL_V2 + 4 * i);
-        if (!isfinite(k->velocity[i]))
-            return cnn_errorf(CNN_ERR_FORMAT, err, errlen, "%s: velocity %zu is not finite",
-                              path, i);
+    for (size_t i = 0; i < S; i++) {
+        k->state[i] = cnn_get_f32(t + head + 4 * i);
+        if (!isfinite(k->state[i]) || (adam && i >= P && k->state[i] < 0.0f))
+            return cnn_errorf(CNN_ERR_FORMAT, err, errlen,
+                              "%s: the optimiser's state %zu is %g", path, i,
+                              (double)k->state[i]);
     }
     return CNN_OK;
 }
@@ -72,17 +96,19 @@ cnn_status cnn_checkpoint_save(const cnn_checkpoint *c, const char *path, char *
     if (!c || !c->model.params || !c->order || !path || !*path)
         return cnn_errorf(CNN_ERR_ARG, err, errlen, "checkpoint save: nothing to save or no path");
     const size_t L = cnn_model_bytes_len(&c->model);
-    const int v2 = writes_v2(c);
-    if (v2 && c->cfg.momentum > 0.0f && !c->velocity)
-        return cnn_errorf(CNN_ERR_ARG, err, errlen, "checkpoint save: momentum without velocities");
-    const size_t tail = v2 ? TAIL_V2 + (c->cfg.momentum > 0.0f ? 4 * c->model.n_params : 0) : 0;
+    const int version = version_for(c);
+    const size_t S = state_len(&c->cfg, c->model.n_params);
+    if (S && !c->state)
+        return cnn_errorf(CNN_ERR_ARG, err, errlen,
+                          "checkpoint save: an optimiser with state, and no state");
+    const size_t tail = version == 1 ? 0 : (version == 3 ? TAIL_V3 : TAIL_V2) + 4 * S;
     const size_t len = HEAD + L + 4 * (size_t)c->n + tail + 4;
     unsigned char *b = malloc(len);
     if (!b)
         return cnn_errorf(CNN_ERR_NOMEM, err, errlen, "%s: out of memory for %zu bytes", path,
                           len);
     memcpy(b, CNN_CHECKPOINT_MAGIC, 8);
-    cnn_put_u32(b + 8, v2 ? 2 : 1);
+    cnn_put_u32(b + 8, (uint32_t)version);
     cnn_put_u32(b + 12, (uint32_t)c->epoch);
     cnn_put_u64(b + 16, c->pos);
     cnn_put_u64(b + 24, c->n);
@@ -98,7 +124,7 @@ cnn_status cnn_checkpoint_save(const cnn_checkpoint *c, const char *path, char *
     cnn_model_to_bytes(&c->model, b + HEAD);
     for (uint64_t i = 0; i < c->n; i++)
         cnn_put_u32(b + HEAD + L + 4 * i, c->order[i]);
-    if (v2) {
+    if (version > 1) {
         unsigned char *t = b + HEAD + L + 4 * c->n;
         cnn_put_f32(t, c->cfg.momentum);
         cnn_put_u32(t + 4, (uint32_t)c->cfg.nesterov);
@@ -106,9 +132,19 @@ cnn_status cnn_checkpoint_save(const cnn_checkpoint *c, const char *path, char *
         cnn_put_u32(t + 12, (uint32_t)c->schedule);
         cnn_put_u32(t + 16, (uint32_t)c->epochs);
         cnn_put_u32(t + 20, (uint32_t)c->shift);
-        if (c->cfg.momentum > 0.0f)
-            for (size_t i = 0; i < c->model.n_params; i++)
-                cnn_put_f32(t + TAIL_V2 + 4 * i, c->velocity[i]);
+        if (version == 3) {
+            cnn_put_u32(t + 24, (uint32_t)c->cfg.optimizer);
+            cnn_put_f32(t + 28, c->cfg.beta1);
+            cnn_put_f32(t + 32, c->cfg.beta2);
+            cnn_put_f32(t + 36, c->cfg.eps);
+            cnn_put_u64(t + 40, c->updates);
+            cnn_put_u64(t + 48, c->lr_every);
+            cnn_put_f32(t + 56, c->lr_gamma);
+            cnn_put_u64(t + 60, c->warmup);
+        }
+        const size_t head = version == 3 ? TAIL_V3 : TAIL_V2;
+        for (size_t i = 0; i < S; i++)
+            cnn_put_f32(t + head + 4 * i, c->state[i]);
     }
     cnn_put_u32(b + len - 4, cnn_crc32(b, len - 4));
     const cnn_status st = cnn_write_atomic(path, b, len, err, errlen);
@@ -120,7 +156,7 @@ void cnn_checkpoint_free(cnn_checkpoint *c)
 {
     cnn_model_free(&c->model);
     free(c->order);
-    free(c->velocity);
+    free(c->state);
     memset(c, 0, sizeof *c);
 }
 
@@ -154,9 +190,9 @@ cnn_status cnn_checkpoint_load(cnn_checkpoint *c, const char *path, char *err, s
         goto out;
     }
     const uint32_t version = cnn_get_u32(b + 8);
-    if (version != 1 && version != CNN_CHECKPOINT_VERSION) {
+    if (version < 1 || version > CNN_CHECKPOINT_VERSION) {
         st = cnn_errorf(CNN_ERR_FORMAT, err, errlen,
-                        "%s: checkpoint format version %u, this program reads versions 1 and %u",
+                        "%s: checkpoint format version %u, this program reads versions 1 to %u",
                         path, version, CNN_CHECKPOINT_VERSION);
         goto out;
     }
@@ -177,13 +213,14 @@ cnn_status cnn_checkpoint_load(cnn_checkpoint *c, const char *path, char *err, s
     k.cfg.ties = (cnn_pool_ties)cnn_get_u32(b + 72);
     k.cfg.engine = (cnn_engine)cnn_get_u32(b + 76);
     k.cfg.threads = 1;
+    k.cfg.beta1 = 0.9f, k.cfg.beta2 = 0.999f, k.cfg.eps = 1e-8f, k.lr_gamma = 1.0f;
     k.shuffle = (int)cnn_get_u32(b + 80);
     k.seed = cnn_get_u64(b + 84);
     const uint64_t L = cnn_get_u64(b + 92);
     if (k.epoch < 1 || k.n < 1 || k.n > UINT32_MAX || k.pos > k.n || k.cfg.batch < 1 ||
         !isfinite(k.cfg.lr) || !(k.cfg.lr > 0) || (unsigned)k.cfg.ties > 1 ||
         (unsigned)k.cfg.engine > 1 || (unsigned)k.shuffle > 1 || L > len ||
-        len < HEAD + L + 4 * k.n + 4 + (version == 2 ? TAIL_V2 : 0) ||
+        len < HEAD + L + 4 * k.n + 4 + (version == 1 ? 0 : version == 2 ? TAIL_V2 : TAIL_V3) ||
         (version == 1 && len != HEAD + L + 4 * k.n + 4)) {
         st = cnn_errorf(CNN_ERR_FORMAT, err, errlen,
                         "%s: inconsistent header (epoch %d, position %llu of %llu, batch %d, "
@@ -194,9 +231,9 @@ cnn_status cnn_checkpoint_load(cnn_checkpoint *c, const char *path, char *err, s
     st = cnn_model_from_bytes(&k.model, b + HEAD, (size_t)L, path, err, errlen);
     if (st != CNN_OK)
         goto out;
-    if (version == 2) {
-        st = read_tail(&k, b + HEAD + L + 4 * k.n, len - (HEAD + L + 4 * k.n) - 4, path, err,
-                       errlen);
+    if (version > 1) {
+        st = read_tail(&k, (int)version, b + HEAD + L + 4 * k.n, len - (HEAD + L + 4 * k.n) - 4,
+                       path, err, errlen);
         if (st != CNN_OK)
             goto out;
     }

@@ -30,7 +30,10 @@ struct cnn_trainer {
     int nslots;
     float *slots;       /* [nslots][slot_stride] per-chunk gradient sums, zero between steps */
     uint8_t *chunk_ok;  /* [nslots] 1 if every loss of the chunk was finite */
-    float *velocity;    /* [n_params] momentum buffer, or NULL */
+    float *state;       /* the optimiser's: SGD momentum [n_params], Adam [2][n_params], or
+                           NULL */
+    size_t state_len;
+    uint64_t updates;   /* updates made (Adam's bias correction) */
     cnn_acts *acts;     /* [threads], each for CNN_CHUNK_MAX samples */
     float *loss;        /* [max(batch, EVAL_BLOCK)] per-sample loss of the last step */
     uint8_t *pred;      /* [max(batch, EVAL_BLOCK)] per-sample predicted class */
@@ -48,8 +51,11 @@ static int chunk_count(int n)
 cnn_train_config cnn_train_config_default(void)
 {
     return (cnn_train_config){.engine = CNN_ENGINE_BLAS, .ties = CNN_TIES_SINGLE, .batch = 1,
-                              .threads = 1, .lr = 0.005f};
+                              .threads = 1, .lr = 0.005f, .optimizer = CNN_OPTIMIZER_SGD,
+                              .beta1 = 0.9f, .beta2 = 0.999f, .eps = 1e-8f};
 }
+
+static int adam(const cnn_train_config *c) { return c->optimizer != CNN_OPTIMIZER_SGD; }
 
 const cnn_train_config *cnn_trainer_config(const cnn_trainer *t) { return &t->cfg; }
 
@@ -61,7 +67,16 @@ cnn_status cnn_trainer_set_lr(cnn_trainer *t, float lr)
     return CNN_OK;
 }
 
-float *cnn_trainer_velocity(cnn_trainer *t) { return t ? t->velocity : NULL; }
+float *cnn_trainer_velocity(cnn_trainer *t) { return t && !adam(&t->cfg) ? t->state : NULL; }
+
+float *cnn_trainer_state(cnn_trainer *t, size_t *len)
+{
+    if (len)
+        *len = t ? t->state_len : 0;
+    return t ? t->state : NULL;
+}
+
+uint64_t *cnn_trainer_updates(cnn_trainer *t) { return t ? &t->updates : NULL; }
 
 /* Inside our parallel regions BLAS calls must run on the calling thread only: the
  * OpenMP OpenBLAS checks omp_in_parallel(), which is false in a one-thread team, and
@@ -101,7 +116,7 @@ void cnn_trainer_free(cnn_trainer *t)
     free(t->acts);
     free(t->slots);
     free(t->chunk_ok);
-    free(t->velocity);
+    free(t->state);
     free(t->loss);
     free(t->pred);
     free(t);
@@ -124,6 +139,10 @@ cnn_status cnn_trainer_create_arch(cnn_trainer **out, const cnn_arch *arch,
         c->threads > 1024 || !isfinite(c->lr) || !(c->lr > 0.0f) ||
         !(c->momentum >= 0.0f && c->momentum < 1.0f) || (c->nesterov && c->momentum == 0.0f) ||
         !(c->weight_decay >= 0.0f) || !isfinite(c->weight_decay) ||
+        (unsigned)c->optimizer > CNN_OPTIMIZER_ADAMW ||
+        (adam(c) && (c->momentum != 0.0f || !(c->beta1 >= 0.0f && c->beta1 < 1.0f) ||
+                     !(c->beta2 >= 0.0f && c->beta2 < 1.0f) || !(c->eps > 0.0f) ||
+                     !isfinite(c->eps))) ||
         (c->engine != CNN_ENGINE_BLAS && c->engine != CNN_ENGINE_REFERENCE) ||
         (c->ties != CNN_TIES_SINGLE && c->ties != CNN_TIES_ALL))
         return CNN_ERR_ARG;
@@ -138,7 +157,8 @@ cnn_status cnn_trainer_create_arch(cnn_trainer **out, const cnn_arch *arch,
     const size_t per_sample = (size_t)(c->batch > EVAL_BLOCK ? c->batch : EVAL_BLOCK);
     t->slots = cnn_aligned_alloc((size_t)t->nslots * t->slot_stride * sizeof(float));
     t->chunk_ok = calloc((size_t)t->nslots, 1);
-    if (c->momentum > 0.0f && !(t->velocity = calloc(t->n_params, sizeof(float)))) {
+    t->state_len = adam(c) ? 2 * t->n_params : c->momentum > 0.0f ? t->n_params : 0;
+    if (t->state_len && !(t->state = calloc(t->state_len, sizeof(float)))) {
         cnn_trainer_free(t);
         return CNN_ERR_NOMEM;
     }
@@ -181,21 +201,54 @@ static int labels_valid(const uint8_t *labels, const uint32_t *idx, size_t n, in
 }
 
 /* The update of one step over parameters [lo, hi) from g0, the sum of the n
- * samples' gradients: plain SGD (the post), or with momentum and weight decay. */
+ * samples' gradients: plain SGD (the post), with momentum and weight decay, or Adam
+ * and AdamW (cnn_train_config says how). */
 typedef struct {
+    const cnn_train_config *c;
     float lr;
     int n;
-    float momentum, weight_decay;
-    int nesterov;
-    int apply; /* 0: every loss was not finite, no update */
+    float step, bc2_sqrt; /* Adam: lr / (1 - beta1^t), sqrt(1 - beta2^t) */
+    int apply;            /* 0: a loss was not finite, no update */
 } update_rule;
+
+static update_rule update_of(const cnn_trainer *t, int n, int apply)
+{
+    update_rule u = {&t->cfg, t->cfg.lr, n, 0.0f, 0.0f, apply};
+    if (adam(&t->cfg)) { /* as PyTorch: the corrections in double, then as floats */
+        const double k = (double)(t->updates + 1);
+        u.step = (float)((double)t->cfg.lr / (1.0 - pow((double)t->cfg.beta1, k)));
+        u.bc2_sqrt = (float)sqrt(1.0 - pow((double)t->cfg.beta2, k));
+    }
+    return u;
+}
+
+/* Adam and AdamW over [lo, hi): m = state, v = state + P. */
+CNN_VECTOR
+static void adam_update(float *restrict params, const float *restrict g0, float *restrict m,
+                        float *restrict v, update_rule u, size_t lo, size_t hi)
+{
+    const cnn_train_config *c = u.c;
+    const float nf = (float)u.n, b1 = c->beta1, b2 = c->beta2, eps = c->eps;
+    const int decoupled = c->optimizer == CNN_OPTIMIZER_ADAMW;
+    const float decay = decoupled ? 1.0f - u.lr * c->weight_decay : 1.0f;
+    const float wd = decoupled ? 0.0f : c->weight_decay;
+    for (size_t p = lo; p < hi; p++) {
+        const float g = g0[p] / nf + wd * params[p];
+        m[p] += (1.0f - b1) * (g - m[p]); /* PyTorch's lerp */
+        v[p] = b2 * v[p] + (1.0f - b2) * (g * g);
+        params[p] = params[p] * decay - u.step * (m[p] / (sqrtf(v[p]) / u.bc2_sqrt + eps));
+    }
+}
 
 /* Over parameters [lo, hi): slot 0 += slot 1, += slot 2, ... (chunk order), then the
  * update from slot 0, leaving every slot zero. */
 CNN_VECTOR
-static void apply_slots(float *restrict params, float *restrict velocity, float *restrict slots,
-                        size_t stride, int nchunks, update_rule u, size_t lo, size_t hi)
+static void apply_slots(float *restrict params, float *restrict state, size_t n_params,
+                        float *restrict slots, size_t stride, int nchunks, update_rule u,
+                        size_t lo, size_t hi)
 {
+    const cnn_train_config *c = u.c;
+    float *restrict velocity = adam(c) ? NULL : state;
     float *restrict g0 = slots;
     for (int c = 1; c < nchunks; c++) {
         float *restrict gc = slots + (size_t)c * stride;
@@ -204,18 +257,20 @@ static void apply_slots(float *restrict params, float *restrict velocity, float 
             gc[p] = 0.0f;
         }
     }
-    if (u.apply && !velocity && u.weight_decay == 0.0f) {
+    if (u.apply && adam(c)) {
+        adam_update(params, g0, state, state + n_params, u, lo, hi);
+    } else if (u.apply && !velocity && c->weight_decay == 0.0f) {
         const float step = u.lr / (float)u.n;
         for (size_t p = lo; p < hi; p++)
             params[p] -= step * g0[p];
     } else if (u.apply) {
-        const float nf = (float)u.n;
+        const float nf = (float)u.n, momentum = c->momentum, wd = c->weight_decay;
         for (size_t p = lo; p < hi; p++) {
-            const float g = g0[p] / nf + u.weight_decay * params[p];
+            const float g = g0[p] / nf + wd * params[p];
             float d = g;
             if (velocity) {
-                velocity[p] = u.momentum * velocity[p] + g;
-                d = u.nesterov ? g + u.momentum * velocity[p] : velocity[p];
+                velocity[p] = momentum * velocity[p] + g;
+                d = c->nesterov ? g + momentum * velocity[p] : velocity[p];
             }
             params[p] -= u.lr * d;
         }
@@ -284,10 +339,15 @@ static void run_chunks(cnn_trainer *t, cnn_model *m, image_src images, const uin
             const int nt = thread_count(), me = thread_id();
             const size_t lo = np * (size_t)me / (size_t)nt;
             const size_t hi = np * (size_t)(me + 1) / (size_t)nt;
-            const update_rule u = {t->cfg.lr, n, t->cfg.momentum, t->cfg.weight_decay,
-                                   t->cfg.nesterov, all_ok};
-            apply_slots(m->params, t->velocity, t->slots, stride, nchunks, u, lo, hi);
+            apply_slots(m->params, t->state, np, t->slots, stride, nchunks,
+                        update_of(t, n, all_ok), lo, hi);
         }
+    }
+    if (apply) {
+        int all_ok = 1;
+        for (int c = 0; c < nchunks; c++)
+            all_ok &= t->chunk_ok[c];
+        t->updates += (uint64_t)all_ok;
     }
 }
 
@@ -316,7 +376,7 @@ static cnn_status train_step(cnn_trainer *t, cnn_model *m, image_src images,
     const int nchunks = chunk_count(n);
     int finite = 1;
 
-    if (n == 1 && in_place_ok(&t->arch) && !t->velocity && t->cfg.weight_decay == 0.0f) {
+    if (n == 1 && in_place_ok(&t->arch) && !t->state && t->cfg.weight_decay == 0.0f) {
         /* BLAS on this thread only, without the cost of a parallel region: this
          * thread's OpenMP setting is lowered for the step and then restored. */
 #if HAVE_OPENMP
