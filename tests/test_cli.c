@@ -239,7 +239,21 @@ int main(int argc, char **argv)
         "layer 2 ''");
     bad("momentum 1", (const char *[]){"train", "--momentum", "1", NULL}, "--momentum");
     bad("Nesterov without momentum", (const char *[]){"train", "--nesterov", NULL}, "--nesterov");
-    bad("an unknown schedule", (const char *[]){"train", "--schedule", "step", NULL}, "--schedule");
+    bad("an unknown schedule", (const char *[]){"train", "--schedule", "linear", NULL}, "--schedule");
+    bad("the step schedule without its steps",
+        (const char *[]){"train", "--schedule", "step", NULL}, "--schedule step goes with --lr-steps");
+    bad("steps without the step schedule", (const char *[]){"train", "--lr-steps", "100", NULL},
+        "--schedule step goes with --lr-steps");
+    bad("a decay factor above 1",
+        (const char *[]){"train", "--schedule", "step", "--lr-steps", "9", "--lr-gamma", "2", NULL},
+        "--lr-gamma");
+    bad("an unknown optimizer", (const char *[]){"train", "--optimizer", "lion", NULL},
+        "--optimizer");
+    bad("momentum with Adam", (const char *[]){"train", "--optimizer", "adam", "--momentum", "0.9", NULL},
+        "--momentum and --nesterov are SGD's");
+    bad("beta2 of 1", (const char *[]){"train", "--optimizer", "adam", "--beta2", "1", NULL},
+        "--beta2");
+    bad("a zero warmup", (const char *[]){"train", "--warmup", "0", NULL}, "--warmup");
     bad("batch larger than the data",
         (const char *[]){"train", "--synthetic", "20", "--batch", "64", NULL}, "--batch");
 

@@ -245,6 +245,33 @@ int main(int argc, char **argv)
     tap_ok(rc == 0 && same_file(S1, S2) && !strstr(err, "was made with other settings"),
            "resuming it gives bit-identical weights, without a warning that the settings "
            "differ (stderr: %.*s)", (int)strcspn(err, "\n"), err);
+    /* AdamW with weight decay, the step schedule and warmup (checkpoint version 3, with
+     * the moments and the count of updates): resumes bit for bit */
+#define ADAMW "train", "--synthetic", "3000", "--epochs", "2", "--batch", "16", "--lr", "0.002",  \
+        "--arch", "conv4bp1,relu,pool,conv6bs2,relu,gap,softmax10", "--optimizer", "adamw",      \
+        "--weight-decay", "0.01", "--schedule", "step", "--lr-steps", "100", "--lr-gamma", "0.5", \
+        "--warmup", "30", "--seed", "6"
+    const char *W1 = in_dir("W1.cnn"), *W2 = in_dir("W2.cnn"), *ckw = in_dir("adamw.ckpt");
+    rc = run_cmd(exe, (const char *[]){ADAMW, "--save", W1, NULL}, out, err, sizeof err);
+    tap_ok(rc == 0 && loads_model(W1) && strstr(out, "AdamW (betas 0.9, 0.999, eps 1e-08)") &&
+               strstr(out, "step learning rate after 30 steps of warmup"),
+           "AdamW with a step schedule and warmup trains and saves (stderr: %.*s)",
+           (int)strcspn(err, "\n"), err);
+    rc = interrupt((const char *[]){ADAMW, "--checkpoint", ckw, NULL}, "[Step 1008]", SIGINT, 0);
+    cnn_checkpoint kw;
+    const int kw_ok = cnn_checkpoint_load(&kw, ckw, NULL, 0) == CNN_OK;
+    tap_ok(rc == 130 && kw_ok && kw.cfg.optimizer == CNN_OPTIMIZER_ADAMW && kw.state &&
+               kw.schedule == CNN_SCHEDULE_STEP && kw.lr_every == 100 && kw.lr_gamma == 0.5f &&
+               kw.warmup == 30 && kw.updates > 0,
+           "SIGINT: its checkpoint holds the optimiser, its moments and count, and the schedule");
+    if (kw_ok)
+        cnn_checkpoint_free(&kw);
+    rc = run_cmd(exe, (const char *[]){ADAMW, "--resume", ckw, "--save", W2, NULL}, out, err,
+                 sizeof err);
+    tap_ok(rc == 0 && same_file(W1, W2) && !strstr(err, "was made with other settings"),
+           "resuming it gives bit-identical weights (stderr: %.*s)", (int)strcspn(err, "\n"),
+           err);
+
     rc = run_cmd(exe, (const char *[]){STACKED, "--momentum", "0.5", "--resume", cks, NULL}, out,
                  err, sizeof err);
     tap_ok(rc == 0 && strstr(err, "was made with other settings") && strstr(err, "momentum 0.9"),

@@ -8,6 +8,7 @@
 #include "check.h"
 #include "config.h"
 
+#include <math.h>
 #include <string.h>
 #if HAVE_OPENMP
 #include <omp.h>
@@ -243,6 +244,95 @@ static void in_parts(const uint8_t *pix, const uint8_t *labels)
     cnn_model_free(&ref);
 }
 
+/* Adam and AdamW, with weight decay, on a padded network: 1, 2 and 3 threads give the
+ * same weights and moments; and the weights follow a float64 transcription of
+ * PyTorch's update applied to the same gradients (eps 1e-3 keeps the update smooth in
+ * the gradient, so float rounding of tiny gradients cannot flip its sign). */
+static void adam_steps(const uint8_t *px, const uint8_t *labels)
+{
+    enum { B = 16, STEPS = 6 };
+    cnn_arch arch;
+    cnn_arch_build(&arch, "conv4bp1,relu,pool,conv6bs2,relu,gap,softmax10", 1, 28, 28, NULL, 0);
+    for (int opt = CNN_OPTIMIZER_ADAM; opt <= CNN_OPTIMIZER_ADAMW; opt++) {
+        const char *on = opt == CNN_OPTIMIZER_ADAM ? "Adam" : "AdamW";
+        cnn_train_config c = cnn_train_config_default();
+        c.batch = B, c.lr = 0.01f, c.optimizer = (cnn_optimizer)opt, c.weight_decay = 0.05f;
+        c.beta1 = 0.8f, c.beta2 = 0.99f, c.eps = 1e-3f;
+        cnn_rng rng;
+        cnn_rng_seed(&rng, 31);
+        cnn_model init;
+        cnn_model_init_arch(&init, &arch, &rng);
+        const size_t P = init.n_params;
+        float *first = NULL;
+        for (int th = 1; th <= 3; th++) {
+            cnn_model m;
+            cnn_model_alloc_arch(&m, &arch);
+            memcpy(m.params, init.params, P * 4);
+            c.threads = th;
+            cnn_trainer *t;
+            cnn_trainer_create_arch(&t, &arch, &c);
+            for (int s = 0; s < STEPS; s++)
+                cnn_train_step_u8(t, &m, px + (size_t)s * B * 784, labels + s * B, NULL, B, NULL);
+            size_t len;
+            const float *state = cnn_trainer_state(t, &len);
+            if (th == 1) {
+                first = malloc((P + len) * 4);
+                memcpy(first, m.params, P * 4);
+                memcpy(first + P, state, len * 4);
+                /* the float64 update on the same gradients */
+                double *p = malloc(P * 8), *mo = calloc(P, 8), *v = calloc(P, 8);
+                float *grad = malloc(P * 4), loss[B];
+                for (size_t i = 0; i < P; i++)
+                    p[i] = init.params[i];
+                cnn_model f;
+                cnn_model_alloc_arch(&f, &arch);
+                cnn_acts a;
+                cnn_acts_alloc_arch(&a, &arch, B);
+                for (int s = 0; s < STEPS; s++) {
+                    for (size_t i = 0; i < P; i++)
+                        f.params[i] = (float)p[i];
+                    memset(grad, 0, P * 4);
+                    cnn_chunk_grad_u8(&f, &a, grad, 1.0f, px + (size_t)s * B * 784,
+                                      labels + s * B, NULL, B, CNN_ENGINE_BLAS, CNN_TIES_SINGLE,
+                                      loss, NULL);
+                    const double k = s + 1, lr = c.lr, wd = c.weight_decay;
+                    const double b1 = c.beta1, b2 = c.beta2, eps = c.eps;
+                    for (size_t i = 0; i < P; i++) {
+                        double g = grad[i] / (double)B;
+                        if (opt == CNN_OPTIMIZER_ADAMW)
+                            p[i] *= 1 - lr * wd;
+                        else
+                            g += wd * p[i];
+                        mo[i] = b1 * mo[i] + (1 - b1) * g;
+                        v[i] = b2 * v[i] + (1 - b2) * g * g;
+                        p[i] -= lr / (1 - pow(b1, k)) * mo[i] /
+                                (sqrt(v[i]) / sqrt(1 - pow(b2, k)) + eps);
+                    }
+                }
+                double worst = 0, moved = 0;
+                for (size_t i = 0; i < P; i++) {
+                    worst = fmax(worst, fabs(m.params[i] - p[i]));
+                    moved = fmax(moved, fabs(p[i] - init.params[i]));
+                }
+                tap_ok(worst <= 1e-4 * moved && moved > 0.01,
+                       "%s: %d steps follow PyTorch's update in float64 (worst %.3g, updates up "
+                       "to %.3g)", on, STEPS, worst, moved);
+                free(p), free(mo), free(v), free(grad);
+                cnn_acts_free(&a);
+                cnn_model_free(&f);
+            } else {
+                tap_ok(memcmp(first, m.params, P * 4) == 0 && memcmp(first + P, state, len * 4) == 0,
+                       "%s, weight decay: %d threads bit-identical to 1 (weights and moments)",
+                       on, th);
+            }
+            cnn_trainer_free(t);
+            cnn_model_free(&m);
+        }
+        free(first);
+        cnn_model_free(&init);
+    }
+}
+
 int main(void)
 {
     cnn_blas_setup();
@@ -296,6 +386,7 @@ int main(void)
     stacked_threads("conv6bk5p2,relu,pool,conv8bs2p1,relu,conv5bk1,relu,pool,dense16,relu,softmax10", pix, labels);
     stacked_threads("conv6bp1,relu,maxpool3s2,conv8b,relu,avgpool2,conv10bk1,gap,softmax10", pix,
                     labels);
+    adam_steps(pix, labels);
     shifted(pix, labels);
     in_parts(pix, labels);
 #if HAVE_OPENMP
