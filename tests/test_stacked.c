@@ -10,8 +10,15 @@
  * the parameters after 3 minibatch steps of plain SGD, of SGD with momentum (and its
  * velocities), of Nesterov momentum with weight decay, and after 4 per-sample steps.
  *
- * Tolerances, as for the post's oracle (test_oracle.c): forward values within 1e-6 of
- * the array's largest value (plus 1e-6 relative), gradients within 1e-5, parameters
+ * Also, from tests/data/torch-network.txt (made by make_torch.py with PyTorch in
+ * float64): two padded, strided networks on colour images (kernels 5 and 1, stride 2,
+ * max, average and global average pooling), the `single` tie rule (PyTorch's), and
+ * three steps of Adam, Adam with weight decay, AdamW and Nesterov SGD, with the
+ * optimiser's moments or velocities.
+ *
+ * Tolerances, as for the post's oracle (test_oracle.c): forward values of layer l
+ * (from 0) within (l + 1) * 1e-6 of the array's largest value (float32 rounding
+ * grows layer by layer; plus 1e-6 relative), gradients within 1e-5, parameters
  * after training within 1e-3 of the largest change of the whole vector plus 1e-6
  * relative, so that a missing or wrong step cannot hide. Each check prints its worst
  * error as a fraction of its tolerance. */
@@ -56,6 +63,7 @@ typedef struct {
     cnn_arch arch;
     const double *images, *labels, *params;
     size_t in_len;
+    const char *rules; /* the tie rules the file has gradients for */
 } net;
 
 static const double *need(const net *n, const char *suffix, size_t count)
@@ -99,13 +107,14 @@ static void forward_and_gradients(const net *n, cnn_engine e)
             snprintf(suffix, sizeof suffix, "img%d_out%d", k, l);
             const double *want = need(n, suffix, len);
             snprintf(what, sizeof what, "%s %s: image %d, layer %d output", n->X, en, k, l);
+            const double depth = 1e-6 * (l + 1); /* float32 rounding grows layer by layer */
             if (e == CNN_ENGINE_BLAS && L->blocked) {
                 const size_t stored = (size_t)L->OC * 4 * (L->OH / 2) * (L->OW / 2);
                 blocks = realloc(blocks, stored * sizeof *blocks);
                 to_blocks(blocks, want, L->OC, L->OH, L->OW);
-                check_close(what, a.out[l], blocks, stored, 1e-6 * max_abs(want, len), 1e-6);
+                check_close(what, a.out[l], blocks, stored, depth * max_abs(want, len), 1e-6);
             } else {
-                cmp(what, a.out[l], want, len, 1e-6, 1e-6);
+                cmp(what, a.out[l], want, len, depth, 1e-6);
             }
         }
         snprintf(suffix, sizeof suffix, "img%d_probs", k);
@@ -118,6 +127,8 @@ static void forward_and_gradients(const net *n, cnn_engine e)
         for (int r = 0; r < 2; r++) {
             const cnn_pool_ties ties = r ? CNN_TIES_ALL : CNN_TIES_SINGLE;
             const char *rn = r ? "all" : "single";
+            if (!strstr(n->rules, rn))
+                continue;
             cnn_forward(&m, &a, x, label, e);
             memset(grad, 0, m.n_params * sizeof *grad);
             cnn_backward(&m, &a, grad, dx, x, e, ties);
@@ -181,6 +192,71 @@ out:
     free(px);
 }
 
+/* A run the file describes: "adam STEPS lr X beta1 X beta2 X eps X wd X", the same
+ * with adamw, or "sgd STEPS lr X momentum X nesterov 0|1 wd X"; batch 4, all four
+ * images. Checks the parameters and the optimiser's state after it. */
+static void described_run(const net *n, cnn_engine e, const char *run)
+{
+    char entry[96], opt[16];
+    snprintf(entry, sizeof entry, "%s_%s_spec", n->X, run);
+    const char *spec = need_text(entry);
+    int steps = 0, nesterov = 0;
+    double lr = 0, a = 0, b = 0, eps = 0, wd = 0;
+    cnn_train_config c = cnn_train_config_default();
+    const int adam = sscanf(spec, "%15s %d lr %lf beta1 %lf beta2 %lf eps %lf wd %lf", opt, &steps,
+                            &lr, &a, &b, &eps, &wd) == 7;
+    const int sgd = !adam && sscanf(spec, "sgd %d lr %lf momentum %lf nesterov %d wd %lf", &steps,
+                                    &lr, &a, &nesterov, &wd) == 5;
+    if (!tap_ok(adam || sgd, "%s: run '%s' is understood (%s)", n->X, run, spec))
+        return;
+    c.engine = e, c.batch = 4, c.lr = (float)lr, c.weight_decay = (float)wd;
+    if (adam) {
+        c.optimizer = strcmp(opt, "adamw") == 0 ? CNN_OPTIMIZER_ADAMW : CNN_OPTIMIZER_ADAM;
+        c.beta1 = (float)a, c.beta2 = (float)b, c.eps = (float)eps;
+    } else {
+        c.momentum = (float)a, c.nesterov = nesterov;
+    }
+    cnn_model m;
+    cnn_model_alloc_arch(&m, &n->arch);
+    set_params(&m, n->params);
+    uint8_t *px = malloc(4 * n->in_len), labels[4];
+    for (size_t i = 0; i < 4 * n->in_len; i++)
+        px[i] = (uint8_t)n->images[i];
+    for (int k = 0; k < 4; k++)
+        labels[k] = (uint8_t)n->labels[k];
+    cnn_trainer *t;
+    int ok = cnn_trainer_create_arch(&t, &n->arch, &c) == CNN_OK;
+    for (int s = 0; ok && s < steps; s++)
+        ok = cnn_train_step_u8(t, &m, px, labels, NULL, 4, NULL) == CNN_OK;
+    char name[200];
+    snprintf(name, sizeof name, "%s %s: %s", n->X, engine_name(e), spec);
+    if (tap_ok(ok, "%s: trains", name)) {
+        snprintf(entry, sizeof entry, "%s_%s_params", n->X, run);
+        const double *want = need_count(entry, m.n_params);
+        double change = 0;
+        for (size_t i = 0; i < m.n_params; i++)
+            change = fmax(change, fabs(want[i] - n->params[i]));
+        check_close(name, m.params, want, m.n_params, 1e-3 * change, 1e-6);
+        size_t len;
+        const float *state = cnn_trainer_state(t, &len);
+        snprintf(entry, sizeof entry, "%s_%s_state", n->X, run);
+        const double *ws = need_count(entry, len);
+        /* each half (first and second moments) on its own scale */
+        const size_t half = adam ? len / 2 : len;
+        for (size_t h = 0; h < len; h += half) {
+            snprintf(name + strlen(name), sizeof name - strlen(name), "%s", h ? ", second moments"
+                     : adam ? ", first moments" : ", velocities");
+            check_close(name, state + h, ws + h, half, 1e-4 * max_abs(ws + h, half), 1e-5);
+            name[strlen(name) - (h ? strlen(", second moments") : adam ? strlen(", first moments")
+                                                                       : strlen(", velocities"))] = '\0';
+        }
+    }
+    if (ok)
+        cnn_trainer_free(t);
+    cnn_model_free(&m);
+    free(px);
+}
+
 static void run_net(const char *X)
 {
     net n = {.X = X};
@@ -199,6 +275,20 @@ static void run_net(const char *X)
     n.images = NEED(name, 4, (size_t)in[0], (size_t)in[1], (size_t)in[2]);
     n.labels = need(&n, "labels", 4);
     n.params = need(&n, "params", n.arch.n_params);
+    snprintf(name, sizeof name, "%s_rules", X);
+    n.rules = has_entry(name) ? need_text(name) : "single all";
+    snprintf(name, sizeof name, "%s_runs", X);
+    if (has_entry(name)) { /* the runs the file describes */
+        char runs[256];
+        snprintf(runs, sizeof runs, "%s", need_text(name));
+        for (int e = 0; e < 2; e++) {
+            forward_and_gradients(&n, (cnn_engine)e);
+            for (char *save, *r = strtok_r(runs, " ", &save); r; r = strtok_r(NULL, " ", &save))
+                described_run(&n, (cnn_engine)e, r);
+            snprintf(runs, sizeof runs, "%s", need_text(name));
+        }
+        return;
+    }
     for (int e = 0; e < 2; e++) {
         forward_and_gradients(&n, (cnn_engine)e);
         train(&n, (cnn_engine)e, 1, "3 SGD steps, batch 4", "sgd_params", NULL, 4, 3, 0, 0, 0);
@@ -220,8 +310,10 @@ int main(int argc, char **argv)
     }
     cnn_blas_setup();
     load_oracle(argv[1]);
-    run_net("A");
-    run_net("B");
+    char nets[256]; /* the networks the file has, or A and B */
+    snprintf(nets, sizeof nets, "%s", has_entry("networks") ? need_text("networks") : "A B");
+    for (char *save, *X = strtok_r(nets, " ", &save); X; X = strtok_r(NULL, " ", &save))
+        run_net(X);
     cleanup();
     return tap_done();
 }

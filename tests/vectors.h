@@ -252,6 +252,15 @@ static inline const double *need_count(const char *name, size_t n)
     return NULL;
 }
 
+/* Whether the file has an entry `name`. */
+static inline int has_entry(const char *name)
+{
+    for (size_t i = 0; i < ntab; i++)
+        if (strcmp(tab[i].name, name) == 0)
+            return 1;
+    return 0;
+}
+
 /* The text of entry `name` (a header with no dimensions). */
 static inline const char *need_text(const char *name)
 {
