@@ -208,12 +208,13 @@ typedef enum cnn_layer_kind {
     CNN_LAYER_MAXPOOL = 5,
     CNN_LAYER_AVGPOOL = 6,
     CNN_LAYER_GAP = 7,
+    CNN_LAYER_DROPOUT = 8,
 } cnn_layer_kind;
 
 /** One layer: its kind, hyperparameters, shapes and where its parameters are. */
 typedef struct cnn_layer {
     cnn_layer_kind kind;
-    int units;      /* conv: filters; dense, softmax: outputs; else 0 */
+    int units;      /* conv: filters; dense, softmax: outputs; dropout: percent; else 0 */
     int bias;       /* 1 if the layer has a bias (conv<F>b, dense, softmax) */
     int kernel, stride, pad; /* conv: a kernel x kernel window moved by stride, over the
                                 input with pad zeros on every side; maxpool, avgpool:
@@ -341,6 +342,10 @@ typedef struct cnn_acts {
      * makes each pool window's identical patches' outputs equal after it (set by the
      * alloc functions, from a check of the SGEMM on the layer's shape) */
     uint8_t window_ties[CNN_MAX_LAYERS];
+    /* 0: evaluation (dropout is the identity); else a training step's key (the trainer
+     * sets it from its seed and epoch): a sample's dropout masks come from it, the
+     * sample's index and the layer */
+    uint64_t train_key;
 } cnn_acts;
 
 /** For one sample (cap 1), or for chunks of up to cap samples. */
@@ -406,6 +411,7 @@ typedef struct cnn_train_config {
     cnn_optimizer optimizer;
     float beta1, beta2; /* Adam, AdamW: 0 <= beta < 1 (0.9, 0.999 by default) */
     float eps;          /* Adam, AdamW: > 0 (1e-8 by default) */
+    uint64_t seed;      /* with the epoch (cnn_trainer_set_epoch), the dropout masks */
 } cnn_train_config;
 
 /** The post's defaults: BLAS engine, single-max ties, batch 1, 1 thread, lr 0.005. */
@@ -463,6 +469,9 @@ CNN_API void cnn_trainer_exchange(cnn_trainer *t, float **slots, size_t *stride,
 CNN_API cnn_status cnn_train_step_finish(cnn_trainer *t, cnn_model *m, const uint8_t *labels,
                                  const uint32_t *idx, int n, cnn_stats *st);
 
+/** The epoch of the next steps (from 1): with the configuration's seed and each
+ *  sample's index in the data set, it draws the dropout masks. */
+CNN_API void cnn_trainer_set_epoch(cnn_trainer *t, uint64_t epoch);
 /** The learning rate of the next steps (a schedule sets it step by step); finite > 0. */
 CNN_API cnn_status cnn_trainer_set_lr(cnn_trainer *t, float lr);
 /** The optimiser's velocities, [n_params] (NULL without momentum): a checkpoint saves

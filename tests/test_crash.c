@@ -254,10 +254,10 @@ int main(int argc, char **argv)
     tap_ok(rc == 0 && same_file(S1, S2) && !strstr(err, "was made with other settings"),
            "resuming it gives bit-identical weights, without a warning that the settings "
            "differ (stderr: %.*s)", (int)strcspn(err, "\n"), err);
-    /* AdamW with weight decay, the step schedule and warmup (checkpoint version 3, with
+    /* AdamW with weight decay, the step schedule and warmup, and dropout (checkpoint version 3, with
      * the moments and the count of updates): resumes bit for bit */
 #define ADAMW "train", "--synthetic", "3000", "--epochs", "2", "--batch", "16", "--lr", "0.002",  \
-        "--arch", "conv4bp1,relu,pool,conv6bs2,relu,gap,softmax10", "--optimizer", "adamw",      \
+        "--arch", "conv4bp1,relu,dropout20,pool,conv6bs2,relu,gap,softmax10", "--optimizer", "adamw", \
         "--weight-decay", "0.01", "--schedule", "step", "--lr-steps", "100", "--lr-gamma", "0.5", \
         "--warmup", "30", "--seed", "6"
     const char *W1 = in_dir("W1.cnn"), *W2 = in_dir("W2.cnn"), *ckw = in_dir("adamw.ckpt");

@@ -426,6 +426,8 @@ int main(void)
     compare_stacked("conv4bk7p3s2,relu,pool,conv6k1,pool,softmax10", flat, flat_labels, &rng);
     compare_stacked("conv6bp1,relu,maxpool3s2,conv8b,relu,avgpool2,conv10bk1,gap,softmax10", noisy,
                     labels, &rng);
+    compare_stacked("conv6b,relu,dropout25,pool,conv8b,relu,pool,dense16,relu,dropout50,softmax10",
+                    noisy, labels, &rng);
     free(noisy);
     free(flat);
     return tap_done();

@@ -725,6 +725,7 @@ typedef struct dstack {
     double *p; /* laid out like cnn_model.params */
     double *x;
     int label;
+    uint8_t *keep[CNN_MAX_LAYERS]; /* dropout layers: the mask the engine drew, fixed */
 } dstack;
 
 static double dstack_loss(void *ctx)
@@ -773,6 +774,9 @@ static double dstack_loss(void *ctx)
                                 const double u = a[((size_t)o * L->H + i * S + di) * L->W + j * S + dj];
                                 v = avg ? v + u / (Kp * Kp) : fmax(v, u);
                             }
+                    } else if (L->kind == CNN_LAYER_DROPOUT) { /* inverted, fixed mask */
+                        v = !d->keep[l] ? a[at] /* evaluation: the identity */
+                            : d->keep[l][at] ? a[at] / (1 - L->units / 100.0) : 0;
                     } else if (L->kind == CNN_LAYER_GAP) {
                         for (int k = 0; k < L->H * L->W; k++)
                             v += a[(size_t)o * L->H * L->W + k] / (L->H * L->W);
@@ -796,7 +800,8 @@ static double dstack_loss(void *ctx)
     return loss;
 }
 
-static void test_stacked(cnn_rng *rng, const char *desc, int C, int H, int W)
+/* key: 0, or a training key that fixes every dropout layer's mask */
+static void test_stacked_key(cnn_rng *rng, const char *desc, int C, int H, int W, uint64_t key)
 {
     cnn_arch arch;
     char err[256] = "";
@@ -812,13 +817,26 @@ static void test_stacked(cnn_rng *rng, const char *desc, int C, int H, int W)
     const size_t nin = (size_t)C * H * W, np = m.n_params;
     float *x = malloc(nin * 4), *dx = malloc(nin * 4), *grad = malloc(np * 4);
     fill_uniform(x, nin, rng, -0.5, 0.5);
-    dstack d = {&arch, malloc(np * sizeof(double)), malloc(nin * sizeof(double)), 2};
+    dstack d = {&arch, malloc(np * sizeof(double)), malloc(nin * sizeof(double)), 2, {NULL}};
     for (size_t i = 0; i < np; i++)
         d.p[i] = m.params[i];
     for (size_t i = 0; i < nin; i++)
         d.x[i] = x[i];
-    /* the float64 forward agrees with the engine's */
+    /* the float64 forward agrees with the engine's (with the masks it drew) */
+    a.train_key = key;
     const float lf = cnn_forward(&m, &a, x, d.label, CNN_ENGINE_REFERENCE);
+    size_t kept = 0, dropped = 0;
+    for (int l = 0; l < arch.n; l++)
+        if (arch.layer[l].kind == CNN_LAYER_DROPOUT && key) {
+            const size_t len = cnn_layer_out_len(&arch.layer[l]);
+            d.keep[l] = malloc(len);
+            memcpy(d.keep[l], a.args[l], len);
+            for (size_t i = 0; i < len; i++)
+                kept += d.keep[l][i], dropped += !d.keep[l][i];
+        }
+    if (key)
+        tap_ok(kept > 0 && dropped > 0, "%s: the dropout masks keep %zu values and drop %zu",
+               desc, kept, dropped);
     const double ld = dstack_loss(&d);
     tap_ok(fabs(lf - ld) <= 1e-5 * (1 + fabs(ld)), "%s: float64 forward %.9g, engine %.9g", desc,
            ld, (double)lf);
@@ -842,8 +860,15 @@ static void test_stacked(cnn_rng *rng, const char *desc, int C, int H, int W)
             fd_report(name, fd_compare_stack(d.x, dx, 0, nin, &d), nin, 1e-3);
         }
     free(x), free(dx), free(grad), free(d.p), free(d.x);
+    for (int l = 0; l < arch.n; l++)
+        free(d.keep[l]);
     cnn_acts_free(&a);
     cnn_model_free(&m);
+}
+
+static void test_stacked(cnn_rng *rng, const char *desc, int C, int H, int W)
+{
+    test_stacked_key(rng, desc, C, H, W, 0);
 }
 
 int main(void)
@@ -881,5 +906,9 @@ int main(void)
     test_stacked(&rng, "conv4bp1,relu,maxpool3s2,conv5b,relu,avgpool2s1,conv6bk1,gap,softmax4", 3,
                  13, 12);
     test_stacked(&rng, "avgpool3s2,conv3bk2,maxpool2,dense5,relu,softmax3", 2, 11, 10);
+    /* dropout in training, with the masks its key draws held fixed; and in evaluation */
+    test_stacked_key(&rng, "conv4b,relu,dropout30,pool,conv5bp1,relu,dropout50,dense9,relu,softmax4",
+                     2, 12, 11, 0x1234567890abcdefu);
+    test_stacked(&rng, "conv4b,relu,dropout30,pool,dense6,dropout20,softmax3", 1, 9, 9);
     return tap_done();
 }

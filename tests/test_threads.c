@@ -244,6 +244,64 @@ static void in_parts(const uint8_t *pix, const uint8_t *labels)
     cnn_model_free(&ref);
 }
 
+/* Dropout masks come from the seed, the epoch and the samples: a step in epoch 2 is not
+ * the step in epoch 1, nor with another seed; the same seed and epoch give the same
+ * bits; evaluation does not drop (its loss is that of the network without dropout). */
+static void dropout_masks(const uint8_t *px, const uint8_t *labels)
+{
+    enum { B = 16 };
+    cnn_arch with, without;
+    cnn_arch_build(&with, "conv4b,relu,pool,dropout50,dense16,relu,dropout50,softmax10", 1, 28,
+                   28, NULL, 0);
+    cnn_arch_build(&without, "conv4b,relu,pool,dense16,relu,softmax10", 1, 28, 28, NULL, 0);
+    cnn_rng rng;
+    cnn_rng_seed(&rng, 41);
+    cnn_model init;
+    cnn_model_init_arch(&init, &with, &rng);
+    const size_t P = init.n_params;
+    float *after[4];
+    const uint64_t seeds[4] = {7, 7, 7, 8}, epochs[4] = {1, 1, 2, 1};
+    for (int r = 0; r < 4; r++) {
+        cnn_model m;
+        cnn_model_alloc_arch(&m, &with);
+        memcpy(m.params, init.params, P * 4);
+        cnn_train_config c = cnn_train_config_default();
+        c.batch = B, c.lr = 0.1f, c.seed = seeds[r], c.threads = 1 + r % 2;
+        cnn_trainer *t;
+        cnn_trainer_create_arch(&t, &with, &c);
+        cnn_trainer_set_epoch(t, epochs[r]);
+        cnn_train_step_u8(t, &m, px, labels, NULL, B, NULL);
+        after[r] = malloc(P * 4);
+        memcpy(after[r], m.params, P * 4);
+        cnn_trainer_free(t);
+        cnn_model_free(&m);
+    }
+    tap_ok(!memcmp(after[0], after[1], P * 4) && memcmp(after[0], after[2], P * 4) &&
+               memcmp(after[0], after[3], P * 4),
+           "dropout: the same seed and epoch give the same step (1 and 2 threads); another "
+           "epoch or seed, another");
+    /* evaluation: the same loss as the network without its dropout layers */
+    cnn_model m2;
+    cnn_model_alloc_arch(&m2, &without);
+    memcpy(m2.params, init.params, P * 4);
+    cnn_train_config c = cnn_train_config_default();
+    c.batch = B;
+    cnn_trainer *t1, *t2;
+    cnn_trainer_create_arch(&t1, &with, &c);
+    cnn_trainer_create_arch(&t2, &without, &c);
+    cnn_stats s1 = {0}, s2 = {0};
+    cnn_evaluate_u8(t1, &init, px, labels, B, NULL, &s1);
+    cnn_evaluate_u8(t2, &m2, px, labels, B, NULL, &s2);
+    tap_ok(P == m2.n_params && s1.loss_sum == s2.loss_sum,
+           "dropout: evaluation is the network without it, bit for bit (loss %.9g vs %.9g)",
+           s1.loss_sum, s2.loss_sum);
+    cnn_trainer_free(t1), cnn_trainer_free(t2);
+    cnn_model_free(&m2);
+    for (int r = 0; r < 4; r++)
+        free(after[r]);
+    cnn_model_free(&init);
+}
+
 /* Adam and AdamW, with weight decay, on a padded network: 1, 2 and 3 threads give the
  * same weights and moments; and the weights follow a float64 transcription of
  * PyTorch's update applied to the same gradients (eps 1e-3 keeps the update smooth in
@@ -386,6 +444,9 @@ int main(void)
     stacked_threads("conv6bk5p2,relu,pool,conv8bs2p1,relu,conv5bk1,relu,pool,dense16,relu,softmax10", pix, labels);
     stacked_threads("conv6bp1,relu,maxpool3s2,conv8b,relu,avgpool2,conv10bk1,gap,softmax10", pix,
                     labels);
+    stacked_threads("conv6b,relu,dropout20,pool,conv8b,relu,pool,dense16,relu,dropout40,softmax10",
+                    pix, labels);
+    dropout_masks(pix, labels);
     adam_steps(pix, labels);
     shifted(pix, labels);
     in_parts(pix, labels);

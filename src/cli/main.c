@@ -646,7 +646,7 @@ static int set_up(train_run *r, const train_args *o)
                                 .momentum = o->momentum, .nesterov = o->nesterov,
                                 .weight_decay = o->weight_decay,
                                 .optimizer = (cnn_optimizer)o->optimizer, .beta1 = o->beta1,
-                                .beta2 = o->beta2, .eps = o->eps};
+                                .beta2 = o->beta2, .eps = o->eps, .seed = o->seed};
     cnn_rng_seed(&r->rng, o->seed);
     r->first_epoch = 1;
     cnn_status st = CNN_OK;
@@ -785,6 +785,7 @@ static int run_epoch(train_run *r, const train_args *o, long ep, size_t start, l
     const uint64_t per_epoch = (n_all + batch - 1) / batch;
     size_t step = start; /* samples so far in this epoch: the post counts per epoch */
     cnn_stats win = {0};
+    cnn_trainer_set_epoch(r->trainer, (uint64_t)ep); /* dropout masks */
     for (size_t i = start; i < n_all; i += batch) {
         const int n = (int)(n_all - i < batch ? n_all - i : batch);
         cnn_stats s = {0};

@@ -34,6 +34,8 @@ typedef struct cnn_pass {
     int in_blocked;     /* BLAS: the input is in pool-block order (see conv.c) */
     int window_ties;    /* conv: make identical patches of a pool window tie (conv_ties.h) */
     cnn_pool_ties ties; /* backward of max pooling */
+    uint64_t key;       /* training: this sample's and layer's random key (dropout); 0 in
+                           evaluation */
 } cnn_pass;
 
 enum {

@@ -47,7 +47,19 @@ typedef struct {
     size_t in_len;
     cnn_engine e;
     int keep_pool_input; /* the backward reads pool inputs (`all` ties) */
+    const uint32_t *ids; /* sample b's index in its data set (NULL: b): dropout keys */
 } walk;
+
+/* The key of sample b at layer l in a training step (0 in evaluation). */
+static uint64_t key_of(const walk *w, int l, int b)
+{
+    if (!w->a->train_key)
+        return 0;
+    const uint64_t id = w->ids ? w->ids[b] : (uint64_t)b;
+    uint64_t x = w->a->train_key ^ (id << 8 ^ (uint64_t)l) * 0x9E3779B97F4A7C15u;
+    x = (x ^ (x >> 31)) * 0xD6E8FEB86659FD93u;
+    return (x ^ (x >> 32)) | 1; /* never 0 */
+}
 
 static const float *input_of(const walk *w, int b)
 {
@@ -105,6 +117,7 @@ static cnn_pass pass_of(const walk *w, const float *params, int l, int b, int nb
         p.arg = w->a->args[l] + (size_t)b * cnn_kind_of(L->kind)->bytes(L);
     p.in_blocked = l > 0 && w->n->layer[l - 1].blocked;
     p.window_ties = w->a->window_ties[l];
+    p.key = key_of(w, l, b);
     return p;
 }
 
@@ -209,7 +222,7 @@ static int chunk_grad(const cnn_model *m, cnn_acts *a, float *grad, float alpha,
 {
     const int N = m->arch.classes, last = m->arch.n - 1;
     walk w = {&m->arch, a, images, img_idx, (size_t)m->arch.C * m->arch.H * m->arch.W, e,
-              (grad || dx) && ties == CNN_TIES_ALL};
+              (grad || dx) && ties == CNN_TIES_ALL, lab_idx};
     if (e != CNN_ENGINE_BLAS)
         w.keep_pool_input = 1;
     gather_rows(&w, nb);
@@ -291,7 +304,7 @@ float cnn_forward(const cnn_model *m, cnn_acts *a, const float *x, int label, cn
 {
     float loss;
     const int N = m->arch.classes, last = m->arch.n - 1;
-    walk w = {&m->arch, a, x, NULL, (size_t)m->arch.C * m->arch.H * m->arch.W, e, 1};
+    walk w = {&m->arch, a, x, NULL, (size_t)m->arch.C * m->arch.H * m->arch.W, e, 1, NULL};
     gather_rows(&w, 1);
     forward(&w, m->params, 1);
     loss = cnn_softmax_xent(a->probs, a->dout[last], a->out[last], label, N);
@@ -301,7 +314,7 @@ float cnn_forward(const cnn_model *m, cnn_acts *a, const float *x, int label, cn
 void cnn_backward(const cnn_model *m, cnn_acts *a, float *grad, float *dx, const float *x,
                   cnn_engine e, cnn_pool_ties ties)
 {
-    walk w = {&m->arch, a, x, NULL, (size_t)m->arch.C * m->arch.H * m->arch.W, e, 1};
+    walk w = {&m->arch, a, x, NULL, (size_t)m->arch.C * m->arch.H * m->arch.W, e, 1, NULL};
     gather_rows(&w, 1);
     backward(&w, m->params, grad, 1.0f, ties, 1, dx);
 }

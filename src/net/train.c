@@ -34,6 +34,7 @@ struct cnn_trainer {
                            NULL */
     size_t state_len;
     uint64_t updates;   /* updates made (Adam's bias correction) */
+    uint64_t epoch;     /* of the next steps: with cfg.seed, the dropout key */
     cnn_acts *acts;     /* [threads], each for CNN_CHUNK_MAX samples */
     float *loss;        /* [max(batch, EVAL_BLOCK)] per-sample loss of the last step */
     uint8_t *pred;      /* [max(batch, EVAL_BLOCK)] per-sample predicted class */
@@ -77,6 +78,22 @@ float *cnn_trainer_state(cnn_trainer *t, size_t *len)
 }
 
 uint64_t *cnn_trainer_updates(cnn_trainer *t) { return t ? &t->updates : NULL; }
+
+void cnn_trainer_set_epoch(cnn_trainer *t, uint64_t epoch)
+{
+    if (t)
+        t->epoch = epoch;
+}
+
+/* The activations' key for a training step (never 0) or evaluation (0). */
+static uint64_t step_key(const cnn_trainer *t, int training)
+{
+    if (!training)
+        return 0;
+    uint64_t x = t->cfg.seed * 0x9E3779B97F4A7C15u ^ (t->epoch + 1) * 0xC2B2AE3D27D4EB4Fu;
+    x = (x ^ (x >> 29)) * 0xBF58476D1CE4E5B9u;
+    return (x ^ (x >> 32)) | 1;
+}
 
 /* Inside our parallel regions BLAS calls must run on the calling thread only: the
  * OpenMP OpenBLAS checks omp_in_parallel(), which is false in a one-thread team, and
@@ -289,6 +306,7 @@ static int run_chunk(const cnn_model *m, cnn_acts *a, float *grad, float alpha, 
                      const uint8_t *labels, const uint32_t *idx, int nb, const cnn_trainer *t,
                      float *loss, uint8_t *pred)
 {
+    a->train_key = step_key(t, grad != NULL);
     if (src.px)
         return cnn_chunk_grad_u8_shift(m, a, grad, alpha, src.px, labels, idx, nb, src.shift,
                                        t->cfg.engine, t->cfg.ties, loss, pred);

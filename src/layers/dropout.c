@@ -1,0 +1,81 @@
+/* dropout.c - the dropout kind: dropout<P>, P percent of the values dropped (1..99).
+ * Inverted dropout: in training each value is kept with probability 1 - P/100 and
+ * scaled by 1 / (1 - P/100), or set to 0; in evaluation and prediction the layer is
+ * the identity. The mask of a sample comes from its pass's key alone (the trainer's
+ * seed and epoch, the sample's index in the data set and the layer: cnn_pass.key), so
+ * it is the same for any thread count, any cut of the minibatch and after a resume;
+ * the forward stores it (one byte a value) for the backward. Both engines; a value's
+ * mask is drawn by its place in [C][H][W], so a conv before dropout writes that order
+ * (not the pool-block order, which would give the engines different masks). */
+#include "cnn.h"
+
+#include "layer.h"
+
+#include <stdio.h>
+
+static int dropout_parse(const char *rest, size_t len, cnn_layer *l, const char **why)
+{
+    const int r = cnn_kind_units(rest, len, 99, &l->units);
+    if (r < 0 || (r > 0 && l->units < 1))
+        return *why = "drops a percentage out of range: 1 to 99", -1;
+    return r;
+}
+
+static void dropout_describe(const cnn_layer *l, char *buf, size_t len)
+{
+    snprintf(buf, len, "dropout%d", l->units);
+}
+
+static const char *dropout_shape(cnn_layer *l)
+{
+    l->OC = l->C, l->OH = l->H, l->OW = l->W;
+    return NULL;
+}
+
+static size_t dropout_bytes(const cnn_layer *l) { return cnn_layer_out_len(l); }
+
+/* splitmix64: a well-mixed 64-bit value of x */
+static uint64_t mix(uint64_t x)
+{
+    x += 0x9E3779B97F4A7C15u;
+    x = (x ^ (x >> 30)) * 0xBF58476D1CE4E5B9u;
+    x = (x ^ (x >> 27)) * 0x94D049BB133111EBu;
+    return x ^ (x >> 31);
+}
+
+static void dropout_forward(const cnn_pass *p)
+{
+    const size_t n = p->stored;
+    if (!p->key) { /* evaluation */
+        for (size_t i = 0; i < n; i++)
+            p->out[i] = p->in[i];
+        return;
+    }
+    const uint32_t drop = (uint32_t)((uint64_t)p->l->units * 0x100000000u / 100);
+    const float scale = 1.0f / (1.0f - (float)p->l->units / 100.0f);
+    for (size_t i = 0; i < n; i++) {
+        const int keep = (uint32_t)(mix(p->key ^ mix(i)) >> 32) >= drop;
+        p->arg[i] = (uint8_t)keep;
+        p->out[i] = keep ? p->in[i] * scale : 0.0f;
+    }
+}
+
+static void dropout_backward(const cnn_pass *p)
+{
+    if (!p->din)
+        return;
+    const float scale = 1.0f / (1.0f - (float)p->l->units / 100.0f);
+    for (size_t i = 0; i < p->stored; i++)
+        p->din[i] = p->key && !p->arg[i] ? 0.0f : p->key ? p->dout[i] * scale : p->dout[i];
+}
+
+const cnn_kind cnn_kind_dropout = {
+    .name = "dropout",
+    .grammar = "dropout<P>",
+    .parse = dropout_parse,
+    .describe = dropout_describe,
+    .shape = dropout_shape,
+    .bytes = dropout_bytes,
+    .forward = dropout_forward,
+    .backward = dropout_backward,
+};
