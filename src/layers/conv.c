@@ -236,54 +236,81 @@ static int positions(const geom *g, int blocked)
 /* Taps per filter. */
 static int taps(const geom *g) { return g->C * g->K * g->K; }
 
-/* The output position (y, x) of column p: pool-block order or row by row. */
-static void position_of(const geom *g, int blocked, int p, int *y, int *x)
+/* The j < n with 0 <= j*step + off < W: [*lo, *hi). */
+static void valid_span(int n, int step, int off, int W, int *lo, int *hi)
 {
-    if (!blocked) {
-        *y = p / g->OW, *x = p % g->OW;
-        return;
-    }
-    const int PH = g->OH / 2, PW = g->OW / 2, Q = PH * PW, k = p / Q, r = p % Q;
-    *y = 2 * (r / PW) + k / 2, *x = 2 * (r % PW) + k % 2;
+    *lo = off >= 0 ? 0 : (-off + step - 1) / step;
+    *hi = off > W - 1 ? 0 : (W - 1 - off) / step + 1;
+    if (*hi > n)
+        *hi = n;
+    if (*lo > *hi)
+        *lo = *hi;
+}
+
+/* dst[j] = row[j*step + off] inside the row, 0 in the padding, for j < n. */
+static void gather_row(float *restrict dst, const float *restrict row, int n, int step, int off,
+                       int W)
+{
+    int lo, hi;
+    valid_span(n, step, off, W, &lo, &hi);
+    for (int j = 0; j < lo; j++)
+        dst[j] = 0.0f;
+    for (int j = lo; j < hi; j++)
+        dst[j] = row[j * step + off];
+    for (int j = hi; j < n; j++)
+        dst[j] = 0.0f;
+}
+
+/* Its adjoint: row[j*step + off] += src[j] inside the row. */
+static void scatter_row(float *restrict row, const float *restrict src, int n, int step, int off,
+                        int W)
+{
+    int lo, hi;
+    valid_span(n, step, off, W, &lo, &hi);
+    for (int j = lo; j < hi; j++)
+        row[j * step + off] += src[j];
 }
 
 /* Any geometry: col[(c*K + ki)*K + kj][p] = in[c][y*S - P + ki][x*S - P + kj] for the
- * position (y, x) of column p, 0 in the padding. */
-static void im2col_any(const geom *g, float *col, const float *in, int blocked)
+ * position (y, x) of column p, 0 in the padding; in pool-block order, output row
+ * 2i + k/2 of plane k holds the positions x = 2j + k%2, so its taps step by 2S. With
+ * add, the adjoint: in += those col entries (in zeroed by the caller). */
+static void im2col_rows(const geom *g, float *col, float *in, int blocked, int add)
 {
-    const int n = positions(g, blocked);
+    const int n = positions(g, blocked), PH = g->OH / 2, PW = g->OW / 2;
     for (int c = 0; c < g->C; c++)
         for (int ki = 0; ki < g->K; ki++)
             for (int kj = 0; kj < g->K; kj++) {
                 float *row = col + ((size_t)(c * g->K + ki) * g->K + kj) * n;
-                for (int p = 0; p < n; p++) {
-                    int y, x;
-                    position_of(g, blocked, p, &y, &x);
-                    const int iy = y * g->S - g->P + ki, ix = x * g->S - g->P + kj;
-                    row[p] = iy >= 0 && iy < g->H && ix >= 0 && ix < g->W
-                                 ? in[((size_t)c * g->H + iy) * g->W + ix]
-                                 : 0.0f;
-                }
+                const int planes = blocked ? 4 : 1, rows = blocked ? PH : g->OH;
+                const int width = blocked ? PW : g->OW, step = blocked ? 2 * g->S : g->S;
+                for (int k = 0; k < planes; k++)
+                    for (int i = 0; i < rows; i++) {
+                        const int y = blocked ? 2 * i + k / 2 : i, iy = y * g->S - g->P + ki;
+                        const int off = (blocked ? (k % 2) * g->S : 0) - g->P + kj;
+                        float *seg = row + ((size_t)k * rows + i) * width;
+                        float *src = in + ((size_t)c * g->H + iy) * g->W;
+                        if (iy < 0 || iy >= g->H) {
+                            if (!add)
+                                memset(seg, 0, (size_t)width * sizeof(float));
+                        } else if (add) {
+                            scatter_row(src, seg, width, step, off, g->W);
+                        } else {
+                            gather_row(seg, src, width, step, off, g->W);
+                        }
+                    }
             }
 }
 
-/* Its adjoint: in = the sum of the col entries that copied each pixel. */
+static void im2col_any(const geom *g, float *col, const float *in, int blocked)
+{
+    im2col_rows(g, col, (float *)in, blocked, 0); /* reads in only */
+}
+
 static void col2im_any(const geom *g, float *in, const float *col, int blocked)
 {
-    const int n = positions(g, blocked);
     memset(in, 0, (size_t)g->C * g->H * g->W * sizeof(float));
-    for (int c = 0; c < g->C; c++)
-        for (int ki = 0; ki < g->K; ki++)
-            for (int kj = 0; kj < g->K; kj++) {
-                const float *row = col + ((size_t)(c * g->K + ki) * g->K + kj) * n;
-                for (int p = 0; p < n; p++) {
-                    int y, x;
-                    position_of(g, blocked, p, &y, &x);
-                    const int iy = y * g->S - g->P + ki, ix = x * g->S - g->P + kj;
-                    if (iy >= 0 && iy < g->H && ix >= 0 && ix < g->W)
-                        in[((size_t)c * g->H + iy) * g->W + ix] += row[p];
-                }
-            }
+    im2col_rows(g, (float *)col, in, blocked, 1); /* reads col only */
 }
 
 static void im2col(const geom *g, float *col, const float *in, int blocked)
