@@ -8,18 +8,7 @@
 
 #include "layer.h"
 
-#include <stdio.h>
 #include <string.h>
-
-static int avgpool_parse(const char *rest, size_t len, cnn_layer *l, const char **why)
-{
-    return cnn_kind_window(rest, len, l, why);
-}
-
-static void avgpool_describe(const cnn_layer *l, char *buf, size_t len)
-{
-    snprintf(buf, len, "avgpool%ds%d", l->kernel, l->stride);
-}
 
 static void avgpool_forward(const cnn_pass *p)
 {
@@ -60,26 +49,14 @@ static void avgpool_backward(const cnn_pass *p)
 const cnn_kind cnn_kind_avgpool = {
     .name = "avgpool",
     .grammar = "avgpool<K>s<S>",
-    .parse = avgpool_parse,
-    .describe = avgpool_describe,
+    .parse = cnn_kind_window,
+    .describe = cnn_kind_window_describe,
     .shape = cnn_kind_window_shape,
     .forward = avgpool_forward,
     .backward = avgpool_backward,
 };
 
 /* ---- gap */
-
-static int gap_parse(const char *rest, size_t len, cnn_layer *l, const char **why)
-{
-    (void)rest, (void)l, (void)why;
-    return len == 0;
-}
-
-static void gap_describe(const cnn_layer *l, char *buf, size_t len)
-{
-    (void)l;
-    snprintf(buf, len, "gap");
-}
 
 static const char *gap_shape(cnn_layer *l)
 {
@@ -115,8 +92,8 @@ static void gap_backward(const cnn_pass *p)
 const cnn_kind cnn_kind_gap = {
     .name = "gap",
     .grammar = "gap",
-    .parse = gap_parse,
-    .describe = gap_describe,
+    .parse = cnn_kind_bare,
+    .describe = cnn_kind_name_describe,
     .shape = gap_shape,
     .forward = gap_forward,
     .backward = gap_backward,

@@ -2,6 +2,8 @@
  * cnn_layer_kind. A new kind is its own file under src/layers/ and an entry here. */
 #include "layer.h"
 
+#include <stdio.h>
+
 
 /* Each defined in its own file under src/layers/. */
 extern const cnn_kind cnn_kind_conv, cnn_kind_relu, cnn_kind_pool, cnn_kind_dense,
@@ -60,6 +62,22 @@ int cnn_kind_window(const char *rest, size_t len, cnn_layer *l, const char **why
     }
     l->kernel = k, l->stride = s;
     return 1;
+}
+
+void cnn_kind_window_describe(const cnn_layer *l, char *buf, size_t len)
+{
+    snprintf(buf, len, "%s%ds%d", cnn_kind_of(l->kind)->name, l->kernel, l->stride);
+}
+
+int cnn_kind_bare(const char *rest, size_t len, cnn_layer *l, const char **why)
+{
+    (void)rest, (void)l, (void)why;
+    return len == 0;
+}
+
+void cnn_kind_name_describe(const cnn_layer *l, char *buf, size_t len)
+{
+    snprintf(buf, len, "%s", cnn_kind_of(l->kind)->name);
 }
 
 const char *cnn_kind_window_shape(cnn_layer *l)

@@ -93,8 +93,15 @@ int cnn_kind_count(void);
 int cnn_kind_units(const char *rest, size_t len, int max, int *units);
 
 /* Shared by the pooling kinds: "<K>" or "<K>s<S>" into l->kernel, l->stride (as
- * parse), and the output shape of such a window without padding (as shape). */
+ * parse), its spelling "<name><K>s<S>" (as describe), and the output shape of such a
+ * window without padding (as shape). */
 int cnn_kind_window(const char *rest, size_t len, cnn_layer *l, const char **why);
+void cnn_kind_window_describe(const cnn_layer *l, char *buf, size_t len);
 const char *cnn_kind_window_shape(cnn_layer *l);
+
+/* Shared by kinds without options (relu, pool, gap): the name alone parses (as
+ * parse) and is the spelling (as describe). */
+int cnn_kind_bare(const char *rest, size_t len, cnn_layer *l, const char **why);
+void cnn_kind_name_describe(const cnn_layer *l, char *buf, size_t len);
 
 #endif

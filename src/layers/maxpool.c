@@ -8,18 +8,7 @@
 
 #include "layer.h"
 
-#include <stdio.h>
 #include <string.h>
-
-static int maxpool_parse(const char *rest, size_t len, cnn_layer *l, const char **why)
-{
-    return cnn_kind_window(rest, len, l, why);
-}
-
-static void maxpool_describe(const cnn_layer *l, char *buf, size_t len)
-{
-    snprintf(buf, len, "maxpool%ds%d", l->kernel, l->stride);
-}
 
 static size_t maxpool_bytes(const cnn_layer *l) { return cnn_layer_out_len(l); }
 
@@ -69,8 +58,8 @@ static void maxpool_backward(const cnn_pass *p)
 const cnn_kind cnn_kind_maxpool = {
     .name = "maxpool",
     .grammar = "maxpool<K>s<S>",
-    .parse = maxpool_parse,
-    .describe = maxpool_describe,
+    .parse = cnn_kind_window,
+    .describe = cnn_kind_window_describe,
     .shape = cnn_kind_window_shape,
     .bytes = maxpool_bytes,
     .forward = maxpool_forward,

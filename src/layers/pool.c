@@ -11,7 +11,6 @@
 #include "layer.h"
 #include "simd.h"
 
-#include <stdio.h>
 #include <string.h>
 
 /* The loops over one filter's Q = PH*PW values, inlined with Q constant for the
@@ -129,18 +128,6 @@ void cnn_maxpool2_backward_ref(float *din, const float *dout, const uint8_t *arg
 
 /* ---- the kind: pool (2x2 max pooling, stride 2) */
 
-static int pool_parse(const char *rest, size_t len, cnn_layer *l, const char **why)
-{
-    (void)rest, (void)l, (void)why;
-    return len == 0;
-}
-
-static void pool_describe(const cnn_layer *l, char *buf, size_t len)
-{
-    (void)l;
-    snprintf(buf, len, "pool");
-}
-
 static const char *pool_shape(cnn_layer *l)
 {
     if (l->H < 2 || l->W < 2)
@@ -177,8 +164,8 @@ const cnn_kind cnn_kind_pool = {
     .name = "pool",
     .grammar = "pool",
     .flags = CNN_KIND_READS_BLOCKS,
-    .parse = pool_parse,
-    .describe = pool_describe,
+    .parse = cnn_kind_bare,
+    .describe = cnn_kind_name_describe,
     .shape = pool_shape,
     .bytes = pool_bytes,
     .forward = pool_forward,

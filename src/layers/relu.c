@@ -5,7 +5,6 @@
 #include "layer.h"
 #include "simd.h"
 
-#include <stdio.h>
 
 CNN_VECTOR
 void cnn_relu_forward(float *restrict out, const float *restrict in, size_t n)
@@ -23,18 +22,6 @@ void cnn_relu_backward(float *restrict din, const float *restrict dout, const fl
 }
 
 /* ---- the kind: relu */
-
-static int relu_parse(const char *rest, size_t len, cnn_layer *l, const char **why)
-{
-    (void)rest, (void)l, (void)why;
-    return len == 0;
-}
-
-static void relu_describe(const cnn_layer *l, char *buf, size_t len)
-{
-    (void)l;
-    snprintf(buf, len, "relu");
-}
 
 static const char *relu_shape(cnn_layer *l)
 {
@@ -54,8 +41,8 @@ const cnn_kind cnn_kind_relu = {
     .name = "relu",
     .grammar = "relu",
     .flags = CNN_KIND_ELEMENTWISE | CNN_KIND_HE_BEFORE,
-    .parse = relu_parse,
-    .describe = relu_describe,
+    .parse = cnn_kind_bare,
+    .describe = cnn_kind_name_describe,
     .shape = relu_shape,
     .forward = relu_forward,
     .backward = relu_backward,
