@@ -313,24 +313,55 @@ static void col2im_any(const geom *g, float *in, const float *col, int blocked)
     im2col_rows(g, (float *)col, in, blocked, 1); /* reads col only */
 }
 
-static void im2col(const geom *g, float *col, const float *in, int blocked)
+/* A 3x3 stride-1 conv with padding runs the valid 3x3 code on a padded copy of its
+ * input, kept in the scratch after the im2col matrix. */
+static int is_padded_3x3(const geom *g) { return g->K == 3 && g->S == 1 && g->P > 0; }
+
+static size_t padded_len(const geom *g)
 {
-    if (!is_3x3(g))
-        im2col_any(g, col, in, blocked);
-    else if (blocked)
-        cnn_im2col3x3(col, in, g->C, g->H, g->W);
-    else
-        cnn_im2col3x3_plain(col, in, g->C, g->H, g->W);
+    return (size_t)g->C * (g->H + 2 * g->P) * (g->W + 2 * g->P);
 }
 
-static void col2im(const geom *g, float *in, const float *col, int blocked)
+static float *padded_copy(const geom *g, float *col) { return col + (size_t)taps(g) * g->OH * g->OW; }
+
+static void im2col(const geom *g, float *col, const float *in, int blocked)
 {
-    if (!is_3x3(g))
-        col2im_any(g, in, col, blocked);
-    else if (blocked)
-        cnn_col2im3x3(in, col, g->C, g->H, g->W);
+    const int C = g->C, H = g->H, W = g->W, P = g->P, Hp = H + 2 * P, Wp = W + 2 * P;
+    if (is_padded_3x3(g)) {
+        float *pad = padded_copy(g, col);
+        memset(pad, 0, padded_len(g) * sizeof(float));
+        for (int c = 0; c < C; c++)
+            for (int y = 0; y < H; y++)
+                memcpy(pad + ((size_t)c * Hp + y + P) * Wp + P, in + ((size_t)c * H + y) * W,
+                       (size_t)W * sizeof(float));
+        in = pad;
+    } else if (!is_3x3(g)) {
+        im2col_any(g, col, in, blocked);
+        return;
+    }
+    if (blocked)
+        cnn_im2col3x3(col, in, C, Hp, Wp);
     else
-        cnn_col2im3x3_plain(in, col, g->C, g->H, g->W);
+        cnn_im2col3x3_plain(col, in, C, Hp, Wp);
+}
+
+static void col2im(const geom *g, float *in, float *col, int blocked)
+{
+    const int C = g->C, H = g->H, W = g->W, P = g->P, Hp = H + 2 * P, Wp = W + 2 * P;
+    if (!is_3x3(g) && !is_padded_3x3(g)) {
+        col2im_any(g, in, col, blocked);
+        return;
+    }
+    float *out = is_padded_3x3(g) ? padded_copy(g, col) : in;
+    if (blocked)
+        cnn_col2im3x3(out, col, C, Hp, Wp);
+    else
+        cnn_col2im3x3_plain(out, col, C, Hp, Wp);
+    if (out != in) /* the padding's share is dropped */
+        for (int c = 0; c < C; c++)
+            for (int y = 0; y < H; y++)
+                memcpy(in + ((size_t)c * H + y) * W, out + ((size_t)c * Hp + y + P) * Wp + P,
+                       (size_t)W * sizeof(float));
 }
 
 /* Ties within pool windows, whatever the SGEMM kernel. A pool reads four positions
@@ -742,8 +773,13 @@ static double conv_flops(const cnn_layer *l)
 {
     return 2.0 * l->units * (double)conv_taps(l) * l->OH * l->OW;
 }
-/* im2col: a row per tap over all OH x OW positions (the pool-block order uses fewer) */
-static size_t conv_scratch(const cnn_layer *l) { return conv_taps(l) * l->OH * l->OW; }
+/* im2col: a row per tap over all OH x OW positions (the pool-block order uses fewer),
+ * then a padded 3x3 conv's padded input */
+static size_t conv_scratch(const cnn_layer *l)
+{
+    const geom g = geom_of(l);
+    return conv_taps(l) * l->OH * l->OW + (is_padded_3x3(&g) ? padded_len(&g) : 0);
+}
 
 static int conv_window_ties(const cnn_layer *l)
 {
