@@ -230,6 +230,9 @@ int main(int argc, char **argv)
         (const char *[]){"train", "--synthetic", "60", "--arch",
                          "pool,pool,pool,conv4k7p1,softmax10", NULL},
         "layer 4 'conv4k7p1' needs a map of at least 7x7, padding included");
+    bad("fewer classes than the data's labels",
+        (const char *[]){"train", "--synthetic", "60", "--arch", "conv4,pool,softmax3", NULL},
+        "the network has 3 classes, the data has labels up to 9 (end it with softmax10)");
     bad("a zero-width layer", (const char *[]){"train", "--synthetic", "60", "--arch", "conv0,softmax10", NULL},
         "layer 1 'conv0' has no filters");
     bad("a layer after the output",
