@@ -221,7 +221,7 @@ static int labels_valid(const uint8_t *labels, const uint32_t *idx, size_t n, in
  * samples' gradients: plain SGD (the post), with momentum and weight decay, or Adam
  * and AdamW (cnn_train_config says how). */
 typedef struct {
-    const cnn_train_config *c;
+    cnn_train_config c; /* a copy: nothing the update writes can alias it */
     float lr;
     int n;
     float step, bc2_sqrt; /* Adam: lr / (1 - beta1^t), sqrt(1 - beta2^t) */
@@ -230,7 +230,7 @@ typedef struct {
 
 static update_rule update_of(const cnn_trainer *t, int n, int apply)
 {
-    update_rule u = {&t->cfg, t->cfg.lr, n, 0.0f, 0.0f, apply};
+    update_rule u = {t->cfg, t->cfg.lr, n, 0.0f, 0.0f, apply};
     if (adam(&t->cfg)) { /* as PyTorch: the corrections in double, then as floats */
         const double k = (double)(t->updates + 1);
         u.step = (float)((double)t->cfg.lr / (1.0 - pow((double)t->cfg.beta1, k)));
@@ -244,7 +244,7 @@ CNN_VECTOR
 static void adam_update(float *restrict params, const float *restrict g0, float *restrict m,
                         float *restrict v, update_rule u, size_t lo, size_t hi)
 {
-    const cnn_train_config *c = u.c;
+    const cnn_train_config *c = &u.c;
     const float nf = (float)u.n, b1 = c->beta1, b2 = c->beta2, eps = c->eps;
     const int decoupled = c->optimizer == CNN_OPTIMIZER_ADAMW;
     const float decay = decoupled ? 1.0f - u.lr * c->weight_decay : 1.0f;
@@ -264,7 +264,7 @@ static void apply_slots(float *restrict params, float *restrict state, size_t n_
                         float *restrict slots, size_t stride, int nchunks, update_rule u,
                         size_t lo, size_t hi)
 {
-    const cnn_train_config *c = u.c;
+    const cnn_train_config *c = &u.c;
     float *restrict velocity = adam(c) ? NULL : state;
     float *restrict g0 = slots;
     for (int c = 1; c < nchunks; c++) {
@@ -282,12 +282,13 @@ static void apply_slots(float *restrict params, float *restrict state, size_t n_
             params[p] -= step * g0[p];
     } else if (u.apply) {
         const float nf = (float)u.n, momentum = c->momentum, wd = c->weight_decay;
+        const int nesterov = c->nesterov;
         for (size_t p = lo; p < hi; p++) {
             const float g = g0[p] / nf + wd * params[p];
             float d = g;
             if (velocity) {
                 velocity[p] = momentum * velocity[p] + g;
-                d = c->nesterov ? g + momentum * velocity[p] : velocity[p];
+                d = nesterov ? g + momentum * velocity[p] : velocity[p];
             }
             params[p] -= u.lr * d;
         }
