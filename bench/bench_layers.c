@@ -11,6 +11,7 @@
  *
  * usage: bench_layers [--json FILE] [--quick] */
 #include "cnn.h"
+#include "kernels.h"
 
 #include "bench.h"
 #include "conv_ties.h"

@@ -92,93 +92,14 @@ CNN_API uint64_t cnn_rng_below(cnn_rng *r, uint64_t n);
 CNN_API void cnn_rng_shuffle(cnn_rng *r, uint32_t *idx, size_t n);
 
 /* ---------------------------------------------------------------- layers */
-/*
- * Each layer is a pair of functions: outputs first, then inputs, then dimensions.
- * Backward functions ACCUMULATE (+=) into parameter gradients and OVERWRITE input
- * gradients. The _ref variants are the naive reference engine.
- */
+/* The layers' kernels are internal (src/layers/kernels.h); networks are built from
+ * descriptions (below). */
 
 /** Pool tie rule: which of several equal maxima of a 2x2 block receive its gradient. */
 typedef enum cnn_pool_ties {
     CNN_TIES_SINGLE = 0, /* the first max in the order (0,0),(0,1),(1,0),(1,1); PyTorch, Keras */
     CNN_TIES_ALL = 1,    /* every position equal to the max; the post's code */
 } cnn_pool_ties;
-
-/* Conv3x3, valid, no bias. in [C][H][W], filt [F][C*9].
- * BLAS engine: out [F][4][PH][PW] in pool-block order, PH, PW = (H-2)/2, (W-2)/2:
- * out[f][k][i][j] is the conv output at (2i + k/2, 2j + k%2), the k-th position of
- * pool block (i, j); positions outside every pool block are not computed. col is
- * scratch of C*9 x 4*PH*PW floats; forward leaves im2col(in) in it.
- * Reference engine: out [F][H-2][W-2], the usual layout. */
-CNN_API void cnn_im2col3x3(float *col, const float *in, int C, int H, int W);
-CNN_API void cnn_col2im3x3(float *in, const float *col, int C, int H, int W); /* in = col2im(col) */
-CNN_API void cnn_conv3x3_forward(float *out, float *col, const float *in, const float *filt,
-                         int C, int H, int W, int F);
-/* Backward: dfilt += alpha * the filter gradient (alpha 1 accumulates a gradient;
- * dfilt == filt with alpha = -lr is an in-place SGD step, then din must be NULL).
- * col must hold im2col(in) from the forward; it is overwritten when din != NULL.
- * din [C][H][W] may be NULL (first layer: no input gradient). dout is laid out as out. */
-CNN_API void cnn_conv3x3_backward(float *din, float *dfilt, float alpha, float *col, const float *dout,
-                          const float *filt, int C, int H, int W, int F);
-CNN_API void cnn_conv3x3_forward_ref(float *out, const float *in, const float *filt,
-                             int C, int H, int W, int F);
-CNN_API void cnn_conv3x3_backward_ref(float *din, float *dfilt, float alpha, const float *dout,
-                              const float *in, const float *filt, int C, int H, int W, int F);
-/* The general conv: blocked selects the pool-block order above (its im2col and
- * col2im), otherwise the plain layout out [F][H-2][W-2] (cnn_im2col3x3_plain: col
- * [C*9][(H-2)*(W-2)]); bias [F] may be NULL, as dbias. */
-CNN_API void cnn_im2col3x3_plain(float *col, const float *in, int C, int H, int W);
-CNN_API void cnn_col2im3x3_plain(float *in, const float *col, int C, int H, int W);
-CNN_API void cnn_conv3x3_forward_ex(float *out, float *col, const float *in, const float *filt,
-                            const float *bias, int C, int H, int W, int F, int blocked);
-CNN_API void cnn_conv3x3_backward_ex(float *din, float *dfilt, float *dbias, float alpha, float *col,
-                             const float *dout, const float *filt, int C, int H, int W, int F,
-                             int blocked);
-/* The reference engine's conv bias over P = (H-2)*(W-2) positions per filter. */
-CNN_API void cnn_conv_bias_forward_ref(float *out, const float *bias, int F, int P);
-CNN_API void cnn_conv_bias_backward_ref(float *dbias, float alpha, const float *dout, int F, int P);
-
-/* ReLU over n values: out = max(in, 0); din = dout where out > 0, else 0. */
-CNN_API void cnn_relu_forward(float *out, const float *in, size_t n);
-CNN_API void cnn_relu_backward(float *din, const float *dout, const float *out, size_t n);
-
-/* Pool-block order [F][4][H/2][W/2] to [F][H][W] (uncovered positions 0). */
-CNN_API void cnn_blocks_to_nchw(float *dst, const float *src, int F, int H, int W);
-
-/* MaxPool2, stride 2, over F maps of H x W: out [F][H/2][W/2], arg [F][H/2][W/2] =
- * 0..3, the position of the first max in its block. Backward overwrites din (laid out
- * as in); CNN_TIES_ALL compares in with out, CNN_TIES_SINGLE uses arg. The BLAS
- * engine's functions take in / din in pool-block order, the _ref ones [F][H][W]. */
-CNN_API void cnn_maxpool2_forward(float *out, uint8_t *arg, const float *in, int F, int H, int W);
-CNN_API void cnn_maxpool2_backward(float *din, const float *dout, const uint8_t *arg, const float *in,
-                           const float *out, cnn_pool_ties ties, int F, int H, int W);
-CNN_API void cnn_maxpool2_forward_ref(float *out, uint8_t *arg, const float *in, int F, int H, int W);
-CNN_API void cnn_maxpool2_backward_ref(float *din, const float *dout, const uint8_t *arg,
-                               const float *in, const float *out, cnn_pool_ties ties, int F,
-                               int H, int W);
-
-/* Dense over B samples: logits[B][N] = X[B][K] W[N][K]^T + b[N]. Backward: dX[B][K] =
- * dL W (dx may be NULL), then dW += alpha dL^T X and db += alpha * the column sums of dL
- * (dW == W, db == b with alpha = -lr is an in-place SGD step: dx sees the old W). B = 1
- * uses SGEMV and SGER, B > 1 SGEMM. The _ref versions take one sample. */
-CNN_API void cnn_dense_forward(float *logits, const float *x, const float *W, const float *b, int B,
-                       int K, int N);
-CNN_API void cnn_dense_backward(float *dx, float *dW, float *db, float alpha, const float *dlogits,
-                        const float *x, const float *W, int B, int K, int N);
-CNN_API void cnn_dense_forward_ref(float *logits, const float *x, const float *W, const float *b,
-                           int K, int N);
-CNN_API void cnn_dense_backward_ref(float *dx, float *dW, float *db, float alpha, const float *dlogits,
-                            const float *x, const float *W, int K, int N);
-
-/* The same with the rows of x (and dx) ldx floats apart (ldx >= K). */
-CNN_API void cnn_dense_forward_ld(float *logits, const float *x, int ldx, const float *W, const float *b,
-                          int B, int K, int N);
-CNN_API void cnn_dense_backward_ld(float *dx, float *dW, float *db, float alpha, const float *dlogits,
-                           const float *x, int ldx, const float *W, int B, int K, int N);
-
-/* Softmax and cross-entropy, numerically stable. probs[N] = softmax(logits);
- * dlogits = probs - onehot(label) (may be NULL). @return -ln(probs[label]). */
-CNN_API float cnn_softmax_xent(float *probs, float *dlogits, const float *logits, int label, int N);
 
 /* ---------------------------------------------------------------- architectures */
 /*

@@ -10,6 +10,7 @@
  * 20 steps within 1e-6 absolute (weights are ~0.1, updates ~1e-3; measured ~3e-8). A layout or
  * indexing bug is off by orders of magnitude more. */
 #include "cnn.h"
+#include "kernels.h"
 
 #include "check.h"
 #include "config.h"

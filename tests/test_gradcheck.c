@@ -12,6 +12,7 @@
  * differences are exact up to float rounding (RTOL 1e-3); the whole network is
  * smooth away from pool ties and max switches (RTOL 2e-2, h = 1e-3). */
 #include "cnn.h"
+#include "kernels.h"
 
 #include "check.h"
 

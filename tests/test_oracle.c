@@ -31,6 +31,7 @@
  * 0.00501 instead of 0.005 all fail). Each check prints a '#' line with its measured
  * error, for re-tuning. */
 #include "cnn.h"
+#include "kernels.h"
 
 #include "check.h"
 

@@ -15,6 +15,7 @@
  * Reference engine: the post's loops over each position's region, output
  * [F][OH][OW]. */
 #include "cnn.h"
+#include "kernels.h"
 
 #include "arena.h"
 #include "config.h"
@@ -98,7 +99,7 @@ static inline __attribute__((always_inline)) void im2col_sized(float *col, const
 }
 
 CNN_VECTOR
-void cnn_im2col3x3(float *col, const float *in, int C, int H, int W)
+static void im2col3x3_any_isa(float *col, const float *in, int C, int H, int W)
 {
     if (H == 28 && W == 28)
         im2col_sized(col, in, C, 28, 28, 13, 13);
@@ -106,11 +107,17 @@ void cnn_im2col3x3(float *col, const float *in, int C, int H, int W)
         im2col_sized(col, in, C, H, W, (H - 2) / 2, (W - 2) / 2);
 }
 
+/* The exported name; the variants stay local (their dispatcher would be exported). */
+void cnn_im2col3x3(float *col, const float *in, int C, int H, int W)
+{
+    im2col3x3_any_isa(col, in, C, H, W);
+}
+
 /* The adjoint of im2col: in = the sum of the col entries that copied each pixel.
  * Through the parity planes, as im2col: every block adds into its window of one plane
  * with contiguous rows, then the planes are interleaved into the channel. */
 CNN_VECTOR
-void cnn_col2im3x3(float *in, const float *col, int C, int H, int W)
+static void col2im3x3_any_isa(float *in, const float *col, int C, int H, int W)
 {
     const int PH = (H - 2) / 2, PW = (W - 2) / 2, RH = PH + 1, RW = PW + 1;
     const size_t P = 4 * (size_t)PH * PW, Q = (size_t)PH * PW;
@@ -160,6 +167,12 @@ void cnn_col2im3x3(float *in, const float *col, int C, int H, int W)
             }
 }
 
+/* The exported name; the variants stay local (their dispatcher would be exported). */
+void cnn_col2im3x3(float *in, const float *col, int C, int H, int W)
+{
+    col2im3x3_any_isa(in, col, C, H, W);
+}
+
 void cnn_blocks_to_nchw(float *dst, const float *src, int F, int H, int W)
 {
     const int PH = H / 2, PW = W / 2;
@@ -175,7 +188,7 @@ void cnn_blocks_to_nchw(float *dst, const float *src, int F, int H, int W)
 /* The plain layout: col[c*9 + ki*3 + kj][i*(W-2) + j] = in[c][i + ki][j + kj], for a
  * conv whose output no pool reads next (its output is then [F][H-2][W-2]). */
 CNN_VECTOR
-void cnn_im2col3x3_plain(float *col, const float *in, int C, int H, int W)
+static void im2col3x3_plain_any_isa(float *col, const float *in, int C, int H, int W)
 {
     const int OH = H - 2, OW = W - 2;
     const size_t P = (size_t)OH * OW;
@@ -189,8 +202,14 @@ void cnn_im2col3x3_plain(float *col, const float *in, int C, int H, int W)
             }
 }
 
+/* The exported name; the variants stay local (their dispatcher would be exported). */
+void cnn_im2col3x3_plain(float *col, const float *in, int C, int H, int W)
+{
+    im2col3x3_plain_any_isa(col, in, C, H, W);
+}
+
 CNN_VECTOR
-void cnn_col2im3x3_plain(float *in, const float *col, int C, int H, int W)
+static void col2im3x3_plain_any_isa(float *in, const float *col, int C, int H, int W)
 {
     const int OH = H - 2, OW = W - 2;
     const size_t P = (size_t)OH * OW;
@@ -206,6 +225,12 @@ void cnn_col2im3x3_plain(float *in, const float *col, int C, int H, int W)
                         dst[j] += src[j];
                 }
             }
+}
+
+/* The exported name; the variants stay local (their dispatcher would be exported). */
+void cnn_col2im3x3_plain(float *in, const float *col, int C, int H, int W)
+{
+    col2im3x3_plain_any_isa(in, col, C, H, W);
 }
 
 /* A conv's geometry: C x H x W in, F filters of C x K x K, stride S, zero padding P

@@ -4,6 +4,7 @@
  * for B samples at once (rows of X [B][K]) they become three SGEMMs, which run
  * several times faster per sample at these narrow shapes. */
 #include "cnn.h"
+#include "kernels.h"
 
 #include "layer.h"
 

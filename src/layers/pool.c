@@ -7,6 +7,7 @@
  * (k/2, k%2). Pooling is then an element-wise max over four contiguous planes.
  * The reference engine pools [F][H][W] maps block by block, as the post. */
 #include "cnn.h"
+#include "kernels.h"
 
 #include "layer.h"
 #include "simd.h"
@@ -66,7 +67,7 @@ static inline __attribute__((always_inline)) void pool_bwd_sized(float *din, con
 }
 
 CNN_VECTOR
-void cnn_maxpool2_forward(float *out, uint8_t *arg, const float *in, int F, int H, int W)
+static void maxpool2_forward_any_isa(float *out, uint8_t *arg, const float *in, int F, int H, int W)
 {
     if (H == 26 && W == 26)
         pool_fwd_sized(out, arg, in, F, 169);
@@ -74,14 +75,27 @@ void cnn_maxpool2_forward(float *out, uint8_t *arg, const float *in, int F, int 
         pool_fwd_sized(out, arg, in, F, (size_t)(H / 2) * (W / 2));
 }
 
+/* The exported name; the variants stay local (their dispatcher would be exported). */
+void cnn_maxpool2_forward(float *out, uint8_t *arg, const float *in, int F, int H, int W)
+{
+    maxpool2_forward_any_isa(out, arg, in, F, H, W);
+}
+
 CNN_VECTOR
-void cnn_maxpool2_backward(float *din, const float *dout, const uint8_t *arg, const float *in,
+static void maxpool2_backward_any_isa(float *din, const float *dout, const uint8_t *arg, const float *in,
                            const float *out, cnn_pool_ties ties, int F, int H, int W)
 {
     if (H == 26 && W == 26)
         pool_bwd_sized(din, dout, arg, in, out, ties, F, 169);
     else
         pool_bwd_sized(din, dout, arg, in, out, ties, F, (size_t)(H / 2) * (W / 2));
+}
+
+/* The exported name; the variants stay local (their dispatcher would be exported). */
+void cnn_maxpool2_backward(float *din, const float *dout, const uint8_t *arg, const float *in,
+                           const float *out, cnn_pool_ties ties, int F, int H, int W)
+{
+    maxpool2_backward_any_isa(din, dout, arg, in, out, ties, F, H, W);
 }
 
 /* ---- reference engine: the post's loops over 2x2 blocks of [F][H][W] maps */

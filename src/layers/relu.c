@@ -1,24 +1,38 @@
 /* relu.c - ReLU: out = max(in, 0). The gradient passes where the output is positive
  * (so not at 0, as PyTorch). Element-wise: any layout, one engine. */
 #include "cnn.h"
+#include "kernels.h"
 
 #include "layer.h"
 #include "simd.h"
 
 
 CNN_VECTOR
-void cnn_relu_forward(float *restrict out, const float *restrict in, size_t n)
+static void relu_forward_any_isa(float *restrict out, const float *restrict in, size_t n)
 {
     for (size_t i = 0; i < n; i++)
         out[i] = in[i] > 0.0f ? in[i] : 0.0f;
 }
 
+/* The exported name; the variants stay local (their dispatcher would be exported). */
+void cnn_relu_forward(float *restrict out, const float *restrict in, size_t n)
+{
+    relu_forward_any_isa(out, in, n);
+}
+
 CNN_VECTOR
-void cnn_relu_backward(float *restrict din, const float *restrict dout, const float *restrict out,
+static void relu_backward_any_isa(float *restrict din, const float *restrict dout, const float *restrict out,
                        size_t n)
 {
     for (size_t i = 0; i < n; i++)
         din[i] = out[i] > 0.0f ? dout[i] : 0.0f;
+}
+
+/* The exported name; the variants stay local (their dispatcher would be exported). */
+void cnn_relu_backward(float *restrict din, const float *restrict dout, const float *restrict out,
+                       size_t n)
+{
+    relu_backward_any_isa(din, dout, out, n);
 }
 
 /* ---- the kind: relu */

@@ -10,6 +10,7 @@
  * its pool reads (the pool's backward needs only its argmax), unless the backward
  * reads it (the `all` tie rule compares the pool's input with its output). */
 #include "cnn.h"
+#include "kernels.h"
 
 #include "layer.h"
 
