@@ -423,6 +423,11 @@ CNN_API cnn_status cnn_evaluate_u8(cnn_trainer *t, const cnn_model *m, const uin
 CNN_API cnn_status cnn_train_step_u8_shift(cnn_trainer *t, cnn_model *m, const uint8_t *pixels,
                                    const uint8_t *labels, const uint32_t *idx, int n,
                                    const int8_t *shift, cnn_stats *st);
+/** The moves of samples idx[0..n) in an epoch, -max..max each way (max <= 8) into
+ *  out[2n]: a function of (seed, epoch, sample) alone, so the same for any thread
+ *  count, any cut of the minibatch and after a resume (what `cnn train --shift` uses). */
+CNN_API void cnn_draw_shifts(int8_t *out, uint64_t seed, uint64_t epoch, const uint32_t *idx,
+                             int n, int max);
 
 /* ---------------------------------------------------------------- data */
 

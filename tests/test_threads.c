@@ -448,6 +448,20 @@ int main(void)
                     pix, labels);
     dropout_masks(pix, labels);
     adam_steps(pix, labels);
+    { /* the shift draws: in range, by (seed, epoch, sample) alone, not all equal */
+        const uint32_t a[3] = {5, 9, 17}, b[2] = {17, 5};
+        int8_t x[6], y[4], z[6];
+        cnn_draw_shifts(x, 3, 2, a, 3, 2);
+        cnn_draw_shifts(y, 3, 2, b, 2, 2);
+        cnn_draw_shifts(z, 3, 3, a, 3, 2);
+        int in_range = 1;
+        for (int i = 0; i < 6; i++)
+            in_range &= x[i] >= -2 && x[i] <= 2;
+        tap_ok(in_range && y[0] == x[4] && y[1] == x[5] && y[2] == x[0] && y[3] == x[1] &&
+                   memcmp(x, z, sizeof x) != 0,
+               "shift draws: in -2..2, each sample's the same wherever it falls in a step, "
+               "another epoch another");
+    }
     shifted(pix, labels);
     in_parts(pix, labels);
 #if HAVE_OPENMP

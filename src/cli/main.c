@@ -283,21 +283,6 @@ static int network(cnn_arch *a, const char *desc, const cnn_model *resumed, cons
     return 0;
 }
 
-/* Each sample's random move for epoch ep, a function of (seed, epoch, sample) alone:
- * the same for any thread count, and after resuming from a checkpoint. */
-static void draw_shifts(int8_t *out, uint64_t seed, long ep, const uint32_t *idx, int n, int max)
-{
-    for (int i = 0; i < n; i++) {
-        uint64_t z = seed ^ ((uint64_t)ep << 32) ^ ((uint64_t)idx[i] * 0x9e3779b97f4a7c15ULL);
-        z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL; /* splitmix64's finaliser */
-        z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
-        z ^= z >> 31;
-        const uint64_t span = 2 * (uint64_t)max + 1;
-        out[2 * i] = (int8_t)((int)(z % span) - max);
-        out[2 * i + 1] = (int8_t)((int)((z >> 32) % span) - max);
-    }
-}
-
 /* Beyond the post's network and SGD, one line says what trains. */
 static void print_network(const cnn_arch *a, const cnn_train_config *c, int schedule, int shift,
                           long warmup)
@@ -811,7 +796,7 @@ static int run_epoch(train_run *r, const train_args *o, long ep, size_t start, l
                                cnn_lr_at(&sched, (uint64_t)(ep - 1) * per_epoch + i / batch));
         }
         if (o->shift)
-            draw_shifts(r->shifts, o->seed, ep, r->order + i, n, (int)o->shift);
+            cnn_draw_shifts(r->shifts, o->seed, (uint64_t)ep, r->order + i, n, (int)o->shift);
         const cnn_status st = train_one_step(r, o, i, n, &s);
         if (st == CNN_ERR_NUMERIC) {
             fprintf(stderr, "%s: the loss became NaN or infinite at step %zu of epoch %ld; "

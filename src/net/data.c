@@ -33,3 +33,17 @@ void cnn_synth_digits(uint8_t *images, uint8_t *labels, size_t n, cnn_rng *rng)
         labels[s] = (uint8_t)k;
     }
 }
+
+void cnn_draw_shifts(int8_t *out, uint64_t seed, uint64_t epoch, const uint32_t *idx, int n,
+                     int max)
+{
+    for (int i = 0; i < n; i++) {
+        uint64_t z = seed ^ (epoch << 32) ^ ((uint64_t)idx[i] * 0x9e3779b97f4a7c15ULL);
+        z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL; /* splitmix64's finaliser */
+        z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+        z ^= z >> 31;
+        const uint64_t span = 2 * (uint64_t)max + 1;
+        out[2 * i] = (int8_t)((int)(z % span) - max);
+        out[2 * i + 1] = (int8_t)((int)((z >> 32) % span) - max);
+    }
+}
