@@ -314,15 +314,16 @@ static void im2col_rows(const geom *g, float *col, float *in, int blocked, int a
                         const int y = blocked ? 2 * i + k / 2 : i, iy = y * g->S - g->P + ki;
                         const int off = (blocked ? (k % 2) * g->S : 0) - g->P + kj;
                         float *seg = row + ((size_t)k * rows + i) * width;
-                        float *src = in + ((size_t)c * g->H + iy) * g->W;
-                        if (iy < 0 || iy >= g->H) {
+                        if (iy < 0 || iy >= g->H) { /* a row of padding */
                             if (!add)
                                 memset(seg, 0, (size_t)width * sizeof(float));
-                        } else if (add) {
-                            scatter_row(src, seg, width, step, off, g->W);
-                        } else {
-                            gather_row(seg, src, width, step, off, g->W);
+                            continue;
                         }
+                        float *src = in + ((size_t)c * g->H + iy) * g->W;
+                        if (add)
+                            scatter_row(src, seg, width, step, off, g->W);
+                        else
+                            gather_row(seg, src, width, step, off, g->W);
                     }
             }
 }
