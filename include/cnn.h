@@ -142,11 +142,12 @@ typedef struct cnn_layer {
                                 the window and stride; else 0 */
     int C, H, W;    /* input: channels, height, width */
     int OC, OH, OW; /* output (dense, softmax: units x 1 x 1) */
-    int blocked;    /* BLAS engine: output in pool-block order (conv, or relu after such a
-                       conv, feeding a pool) */
-    int he;         /* followed by relu: He initialisation */
-    size_t w, nw;   /* weights: offset in the parameter vector, count */
-    size_t b, nb;   /* biases: offset, count (0 without) */
+    int pool_order; /* BLAS engine: output in pool-block order (a conv, or a relu after
+                       such a conv, feeding a 2x2 pool) */
+    int he_init;    /* a relu follows: He's initialisation */
+    size_t weights_at, n_weights; /* its weights: where they start in the parameter
+                                     vector, how many */
+    size_t bias_at, n_bias;       /* its biases: the same (n_bias 0 without) */
 } cnn_layer;
 
 typedef struct cnn_arch {

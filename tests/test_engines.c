@@ -324,8 +324,8 @@ static void compare_stacked(const char *desc, const float *x, const uint8_t *lab
     cnn_acts ab, ar;
     cnn_model_init_arch(&m, &arch, rng);
     for (int l = 0; l < arch.n; l++)
-        for (size_t i = 0; i < arch.layer[l].nb; i++)
-            m.params[arch.layer[l].b + i] = (float)(0.1 * (float)cnn_rng_normal(rng));
+        for (size_t i = 0; i < arch.layer[l].n_bias; i++)
+            m.params[arch.layer[l].bias_at + i] = (float)(0.1 * (float)cnn_rng_normal(rng));
     cnn_acts_alloc_arch(&ab, &arch, 1);
     cnn_acts_alloc_arch(&ar, &arch, 1);
     const size_t np = m.n_params;
@@ -343,14 +343,14 @@ static void compare_stacked(const char *desc, const float *x, const uint8_t *lab
         cnn_backward(&m, &ar, gr, dxr, x, CNN_ENGINE_REFERENCE, (cnn_pool_ties)rule);
         for (int l = 0; l < arch.n; l++) {
             const cnn_layer *L = &arch.layer[l];
-            if (!L->nw)
+            if (!L->n_weights)
                 continue;
             snprintf(name, sizeof name, "%s, ties=%s: layer %d gradient", desc,
                      rule ? "all" : "single", l + 1);
             /* sums over many positions cancel: 1e-5 of the array's scale, as against
              * the oracle */
-            check_close_f(name, gb + L->w, gr + L->w, L->nw + L->nb,
-                          1e-5 * fmax(max_abs(gr + L->w, L->nw + L->nb), 1e-3), 1e-4);
+            check_close_f(name, gb + L->weights_at, gr + L->weights_at, L->n_weights + L->n_bias,
+                          1e-5 * fmax(max_abs(gr + L->weights_at, L->n_weights + L->n_bias), 1e-3), 1e-4);
         }
         snprintf(name, sizeof name, "%s, ties=%s: input gradient", desc, rule ? "all" : "single");
         check_close_f(name, dxb, dxr, 784, 1e-5 * fmax(max_abs(dxr, 784), 1e-3), 1e-4);

@@ -740,7 +740,7 @@ static double dstack_loss(void *ctx)
     memcpy(a, d->x, (size_t)n->C * n->H * n->W * sizeof *a);
     for (int l = 0; l < n->n; l++) {
         const cnn_layer *L = &n->layer[l];
-        const double *w = d->p + L->w, *bias = L->nb ? d->p + L->b : NULL;
+        const double *w = d->p + L->weights_at, *bias = L->n_bias ? d->p + L->bias_at : NULL;
         const size_t K = (size_t)L->C * L->H * L->W;
         for (int o = 0; o < L->OC; o++)
             for (int i = 0; i < L->OH; i++)
@@ -814,7 +814,7 @@ static void test_stacked_key(cnn_rng *rng, const char *desc, int C, int H, int W
     cnn_model_init_arch(&m, &arch, rng);
     cnn_acts_alloc_arch(&a, &arch, 1);
     for (int l = 0; l < arch.n; l++) /* biases that are not 0 */
-        fill_uniform(m.params + arch.layer[l].b, arch.layer[l].nb, rng, -0.2, 0.2);
+        fill_uniform(m.params + arch.layer[l].bias_at, arch.layer[l].n_bias, rng, -0.2, 0.2);
     const size_t nin = (size_t)C * H * W, np = m.n_params;
     float *x = malloc(nin * 4), *dx = malloc(nin * 4), *grad = malloc(np * 4);
     fill_uniform(x, nin, rng, -0.5, 0.5);
@@ -849,12 +849,12 @@ static void test_stacked_key(cnn_rng *rng, const char *desc, int C, int H, int W
             char name[300];
             for (int l = 0; l < arch.n; l++) {
                 const cnn_layer *L = &arch.layer[l];
-                if (!L->nw)
+                if (!L->n_weights)
                     continue;
                 snprintf(name, sizeof name, "%s %s, ties=%s: layer %d weights and bias", desc,
                          e ? "reference" : "blas", rule ? "all" : "single", l + 1);
-                fd_report(name, fd_compare_stack(d.p, grad, L->w, L->nw + L->nb, &d),
-                          L->nw + L->nb, 1e-3);
+                fd_report(name, fd_compare_stack(d.p, grad, L->weights_at, L->n_weights + L->n_bias, &d),
+                          L->n_weights + L->n_bias, 1e-3);
             }
             snprintf(name, sizeof name, "%s %s, ties=%s: input gradient", desc,
                      e ? "reference" : "blas", rule ? "all" : "single");

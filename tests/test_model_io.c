@@ -87,7 +87,7 @@ static void version2(void)
     cnn_rng rng;
     cnn_rng_seed(&rng, 5);
     cnn_model_init_arch(&m, &a, &rng);
-    m.params[a.layer[0].b] = 0.25f; /* a bias that is not 0 */
+    m.params[a.layer[0].bias_at] = 0.25f; /* a bias that is not 0 */
     const char *path = path_in("stacked.cnn");
     cnn_status st = cnn_model_save(&m, path, err, sizeof err);
     if (st == CNN_OK)

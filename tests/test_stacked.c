@@ -108,7 +108,7 @@ static void forward_and_gradients(const net *n, cnn_engine e)
             const double *want = need(n, suffix, len);
             snprintf(what, sizeof what, "%s %s: image %d, layer %d output", n->X, en, k, l);
             const double depth = 1e-6 * (l + 1); /* float32 rounding grows layer by layer */
-            if (e == CNN_ENGINE_BLAS && L->blocked) {
+            if (e == CNN_ENGINE_BLAS && L->pool_order) {
                 const size_t stored = (size_t)L->OC * 4 * (L->OH / 2) * (L->OW / 2);
                 blocks = realloc(blocks, stored * sizeof *blocks);
                 to_blocks(blocks, want, L->OC, L->OH, L->OW);

@@ -809,7 +809,7 @@ static size_t conv_scratch(const cnn_layer *l)
 
 static int conv_window_ties(const cnn_layer *l)
 {
-    if (!l->blocked)
+    if (!l->pool_order)
         return 0;
     const geom g = geom_of(l);
     const int same = cnn_conv_sgemm_consistent(g.F, positions(&g, 1), taps(&g), l->bias);
@@ -821,8 +821,8 @@ static void conv_forward(const cnn_pass *p)
     const cnn_layer *l = p->l;
     const geom g = geom_of(l);
     if (p->blas) {
-        forward_blas(&g, p->out, p->col, p->in, p->w, p->bias, l->blocked);
-        if (l->blocked && p->window_ties)
+        forward_blas(&g, p->out, p->col, p->in, p->w, p->bias, l->pool_order);
+        if (l->pool_order && p->window_ties)
             window_ties(p->out, p->col, taps(&g), g.F, (size_t)(g.OH / 2) * (g.OW / 2));
         return;
     }
@@ -836,7 +836,7 @@ static void conv_backward(const cnn_pass *p)
     const cnn_layer *l = p->l;
     const geom g = geom_of(l);
     if (p->blas) {
-        backward_blas(&g, p->din, p->gw, p->gbias, p->alpha, p->col, p->dout, p->w, l->blocked);
+        backward_blas(&g, p->din, p->gw, p->gbias, p->alpha, p->col, p->dout, p->w, l->pool_order);
         return;
     }
     backward_ref(&g, p->din, p->gw, p->alpha, p->dout, p->in, p->w);

@@ -89,10 +89,10 @@ cnn_status cnn_arch_build(cnn_arch *a, const char *desc, int C, int H, int W, ch
             return cnn_errorf(CNN_ERR_ARG, err, errlen,
                               "architecture: layer %d '%.*s' %s (its input is %dx%dx%d)", at,
                               (int)len, p, why, c, h, w);
-        l->nw = count(kind->weights, l);
-        l->nb = count(kind->biases, l);
-        l->w = off, l->b = off + l->nw;
-        off += l->nw + l->nb;
+        l->n_weights = count(kind->weights, l);
+        l->n_bias = count(kind->biases, l);
+        l->weights_at = off, l->bias_at = off + l->n_weights;
+        off += l->n_weights + l->n_bias;
         if (off > MAX_PARAMS)
             return cnn_errorf(CNN_ERR_ARG, err, errlen,
                               "architecture: layer %d '%.*s' takes the parameters past %zu", at,
@@ -114,7 +114,7 @@ cnn_status cnn_arch_build(cnn_arch *a, const char *desc, int C, int H, int W, ch
      * rectifier follows. */
     for (int i = 0; i < a->n; i++) {
         cnn_layer *l = &a->layer[i];
-        l->he = i + 1 < a->n && cnn_kind_of(a->layer[i + 1].kind)->flags & CNN_KIND_HE_BEFORE;
+        l->he_init = i + 1 < a->n && cnn_kind_of(a->layer[i + 1].kind)->flags & CNN_KIND_HE_BEFORE;
         if (!(cnn_kind_of(l->kind)->flags & CNN_KIND_BLOCKABLE))
             continue;
         int j = i + 1;
@@ -122,7 +122,7 @@ cnn_status cnn_arch_build(cnn_arch *a, const char *desc, int C, int H, int W, ch
             j++;
         if (j < a->n && cnn_kind_of(a->layer[j].kind)->flags & CNN_KIND_READS_BLOCKS)
             for (int k = i; k < j; k++)
-                a->layer[k].blocked = 1;
+                a->layer[k].pool_order = 1;
     }
     return CNN_OK;
 }
@@ -175,7 +175,7 @@ double cnn_arch_train_flops(const cnn_arch *a)
     double f = 0.0;
     int first_param = a->n;
     for (int l = a->n - 1; l >= 0; l--)
-        if (a->layer[l].nw)
+        if (a->layer[l].n_weights)
             first_param = l;
     for (int l = 0; l < a->n; l++) {
         const cnn_kind *kind = cnn_kind_of(a->layer[l].kind);

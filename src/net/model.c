@@ -68,9 +68,9 @@ cnn_status cnn_model_alloc_arch(cnn_model *m, const cnn_arch *a)
     if (!m->params)
         return CNN_ERR_NOMEM;
     memset(m->params, 0, m->n_params * sizeof(float));
-    m->p.filters = first->kind == CNN_LAYER_CONV ? m->params + first->w : NULL;
-    m->p.W = m->params + last->w;
-    m->p.b = m->params + last->b;
+    m->p.filters = first->kind == CNN_LAYER_CONV ? m->params + first->weights_at : NULL;
+    m->p.W = m->params + last->weights_at;
+    m->p.b = m->params + last->bias_at;
     return CNN_OK;
 }
 
@@ -90,13 +90,13 @@ cnn_status cnn_model_init_arch(cnn_model *m, const cnn_arch *a, cnn_rng *rng)
         return st;
     for (int i = 0; i < a->n; i++) {
         const cnn_layer *l = &a->layer[i];
-        if (!l->nw)
+        if (!l->n_weights)
             continue;
         const double fan_in = cnn_kind_of(l->kind)->fan_in(l);
         const double he = sqrt(2.0 / fan_in);
-        float *w = m->params + l->w;
-        for (size_t k = 0; k < l->nw; k++)
-            w[k] = l->he ? (float)(cnn_rng_normal(rng) * he) : (float)(cnn_rng_normal(rng) / fan_in);
+        float *w = m->params + l->weights_at;
+        for (size_t k = 0; k < l->n_weights; k++)
+            w[k] = l->he_init ? (float)(cnn_rng_normal(rng) * he) : (float)(cnn_rng_normal(rng) / fan_in);
         /* biases stay 0 */
     }
     return CNN_OK;

@@ -27,7 +27,7 @@ static int batched(const cnn_layer *l, cnn_engine e)
 /* Is layer l's output read by no backward, so one piece serves every sample? Its own
  * backward reads its scratch (a blockable kind: conv), and the pool after it only
  * its argmax, unless the `all` tie rule compares the pool's input. */
-static int transient(const cnn_arch *n, int l, cnn_engine e, int keep_pool_input)
+static int output_in_one_piece(const cnn_arch *n, int l, cnn_engine e, int keep_pool_input)
 {
     return e == CNN_ENGINE_BLAS && flags_of(&n->layer[l]) & CNN_KIND_BLOCKABLE && l + 1 < n->n &&
            flags_of(&n->layer[l + 1]) & CNN_KIND_READS_BLOCKS && !keep_pool_input;
@@ -69,7 +69,7 @@ static const float *input_of(const walk *w, int b)
 
 static float *out_of(const walk *w, int l, int b)
 {
-    const int shared = transient(w->n, l, w->e, w->keep_pool_input);
+    const int shared = output_in_one_piece(w->n, l, w->e, w->keep_pool_input);
     return w->a->out[l] + (shared ? 0 : (size_t)b * w->a->stride[l]);
 }
 
@@ -87,7 +87,7 @@ static float *dout_of(const walk *w, int l, int b)
  * an odd last row or column. */
 static size_t stored_len(const cnn_layer *l, cnn_engine e)
 {
-    if (e == CNN_ENGINE_BLAS && l->blocked)
+    if (e == CNN_ENGINE_BLAS && l->pool_order)
         return (size_t)l->OC * 4 * (l->OH / 2) * (l->OW / 2);
     return cnn_layer_out_len(l);
 }
@@ -110,13 +110,13 @@ static cnn_pass pass_of(const walk *w, const float *params, int l, int b, int nb
         p.out = out_of(w, l, b);
     }
     p.stored = stored_len(L, w->e);
-    p.w = L->nw ? params + L->w : NULL;
-    p.bias = L->nb ? params + L->b : NULL;
+    p.w = L->n_weights ? params + L->weights_at : NULL;
+    p.bias = L->n_bias ? params + L->bias_at : NULL;
     if (w->a->cols[l])
         p.col = w->a->cols[l] + (size_t)b * w->a->col_strides[l];
     if (w->a->args[l])
         p.arg = w->a->args[l] + (size_t)b * cnn_kind_of(L->kind)->bytes(L);
-    p.in_blocked = l > 0 && w->n->layer[l - 1].blocked;
+    p.in_blocked = l > 0 && w->n->layer[l - 1].pool_order;
     p.window_ties = w->a->window_ties[l];
     p.key = key_of(w, l, b);
     return p;
@@ -155,8 +155,8 @@ static void backward_pass(const walk *w, const float *params, float *grad, float
     const cnn_layer *L = &w->n->layer[l];
     cnn_pass p = pass_of(w, params, l, b, nb);
     p.alpha = alpha;
-    p.gw = L->nw ? grad + L->w : NULL;
-    p.gbias = L->nb ? grad + L->b : NULL;
+    p.gw = L->n_weights ? grad + L->weights_at : NULL;
+    p.gbias = L->n_bias ? grad + L->bias_at : NULL;
     p.dout = batched(L, w->e) ? w->a->dout[l] : dout_of(w, l, b);
     p.din = din;
     p.ties = ties;
@@ -180,7 +180,7 @@ static void backward(const walk *w, const float *params, float *grad, float alph
      * wanted, all the way down. */
     int first_param = dx ? -1 : n->n;
     for (int l = n->n - 1; l >= 0 && !dx; l--)
-        if (n->layer[l].nw)
+        if (n->layer[l].n_weights)
             first_param = l;
     for (int l = n->n - 1; l >= 0;) {
         if (batched(&n->layer[l], w->e)) {
