@@ -1,19 +1,18 @@
 /*
- * cnn.h - the small convolutional network of "CNNs, Part 2" in C.
+ * cnn.h - small convolutional networks in C, from the network of "CNNs, Part 2".
  *
- * Network: Conv3x3 (F filters, valid, no bias) -> MaxPool2 -> dense + softmax,
- * trained with cross-entropy and minibatch SGD. Two engines share this API:
- *   CNN_ENGINE_BLAS       im2col + SGEMM for the convolution, SGEMV/SGER for the
- *                         dense layer (OpenBLAS through CBLAS); the product.
+ * A network is a description ("conv8,pool,softmax10", the post's: a 3x3 convolution
+ * with 8 filters, 2x2 max pooling, dense + softmax) built for C x H x W inputs
+ * (cnn_arch_build); models hold its parameters; a trainer trains them with
+ * cross-entropy and minibatch SGD, Adam or AdamW. Two engines share this API:
+ *   CNN_ENGINE_BLAS       im2col + SGEMM for convolutions, SGEMV/SGER or SGEMM for
+ *                         dense layers (OpenBLAS through CBLAS); the product.
  *   CNN_ENGINE_REFERENCE  plain loops transcribing the post's algorithm; the oracle.
  *
- * Layout (all float32, row-major, N first):
- *   input      [C][H][W]            (one image; a batch is [N][C][H][W])
- *   filters    [F][C][3][3]
- *   conv out   [F][H-2][W-2] (reference); in pool-block order (BLAS, see below)
- *   pool out   [F][(H-2)/2][(W-2)/2], flattened in that order to K values
- *   dense W    [classes][K]         (the transpose of the post's (K, classes))
- *   dense b    [classes]
+ * Layout (all float32, row-major, N first): an input is [C][H][W] (a batch
+ * [N][C][H][W]); a conv's filters [F][C][K][K], a dense layer's W [N][K] and b [N],
+ * with K its input flattened as [C][H][W]; each layer's parameters follow the
+ * previous one's in one vector (cnn_layer.weights_at, bias_at).
  *
  * The library never exits or prints; fallible calls return cnn_status. There is
  * no global state: the random generator and every buffer belong to the caller.
@@ -34,7 +33,6 @@
  *              allocation, CNN_ERR_IO and CNN_ERR_FORMAT a file (with one line naming
  *              the file and the problem in err, errlen bytes, when err is not NULL),
  *              CNN_ERR_NUMERIC a loss that is not finite (the parameters untouched).
- *              The layer functions take their sizes on trust: they do not check.
  * Versions: CNN_VERSION is the project's version; the shared library's soname is
  * libcnn.so.0.MINOR while the version is 0.x (a minor release may change the ABI)
  * and libcnn.so.MAJOR from 1.0 on (a major release changes it).
