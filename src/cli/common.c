@@ -1,0 +1,255 @@
+/* common.c - what the commands share: machine and BLAS lines, data sets, the network,
+ * model files, the test lines, stop signals and safe writes. */
+#include "cli.h"
+
+/* ---------------------------------------------------------------- helpers */
+
+double now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+long all_cores(void)
+{
+#if HAVE_OPENMP
+    return omp_get_num_procs();
+#else
+    return 1;
+#endif
+}
+
+void print_blas(void)
+{
+    char buf[512];
+    printf("BLAS: %s\n", cnn_core_describe(&blas_core, buf, sizeof buf));
+    const char *warn = blas_core.warning[0] ? blas_core.warning
+                                            : cnn_blas_core_warning(buf, sizeof buf);
+    if (warn)
+        fprintf(stderr, "%s: warning: %s\n", prog, warn);
+}
+
+/* Keep the first `limit` images (0: all). The images stay in memory as their pixels:
+ * training converts each chunk's images to network input as it goes. */
+static int apply_limit(cnn_dataset *d, long limit, const char *flag, const char *what)
+{
+    if (limit > 0) {
+        if ((size_t)limit > d->n) {
+            fprintf(stderr, "%s: %s %ld exceeds the %zu %s images\n", prog, flag, limit, d->n,
+                    what);
+            return 1;
+        }
+        d->n = (size_t)limit;
+    }
+    return 0;
+}
+
+int load_mnist(const char *dir, const char *split, long limit, const char *flag,
+                      cnn_dataset *d)
+{
+    char err[512];
+    memset(d, 0, sizeof *d);
+    if (cnn_mnist_load(dir, split, d, err, sizeof err) != CNN_OK) {
+        fprintf(stderr, "%s: %s\n", prog, err);
+        if (strstr(err, "no train") || strstr(err, "no t10k"))
+            fprintf(stderr, "%s: fetch MNIST with scripts/fetch-mnist, or give --data DIR\n",
+                    prog);
+        return 1;
+    }
+    return apply_limit(d, limit, flag, strcmp(split, "train") == 0 ? "training" : "test");
+}
+
+int make_synthetic(long n, uint64_t seed, cnn_dataset *d)
+{
+    memset(d, 0, sizeof *d);
+    d->n = (size_t)n;
+    d->rows = d->cols = 28;
+    d->pixels = malloc((size_t)n * 784);
+    d->labels = malloc((size_t)n);
+    if (!d->pixels || !d->labels) {
+        fprintf(stderr, "%s: out of memory for %ld synthetic images\n", prog, n);
+        return 1;
+    }
+    cnn_rng rng;
+    cnn_rng_seed(&rng, seed);
+    cnn_synth_digits(d->pixels, d->labels, (size_t)n, &rng);
+    return 0;
+}
+
+/* The post's network for images of the data's size. */
+cnn_shape shape_for(const cnn_dataset *d)
+{
+    cnn_shape s = cnn_shape_post();
+    s.H = d->rows;
+    s.W = d->cols;
+    return s;
+}
+
+/* The model must take the data's images and classes. */
+int check_model_shape(const char *path, const cnn_model *m, const cnn_shape *want)
+{
+    const cnn_shape *s = &m->shape;
+    if (s->C == want->C && s->H == want->H && s->W == want->W && s->classes == want->classes)
+        return 0;
+    fprintf(stderr, "%s: %s: the model takes %dx%dx%d images and %d classes, the data has "
+            "%dx%dx%d and %d\n", prog, path, s->C, s->H, s->W, s->classes, want->C, want->H,
+            want->W, want->classes);
+    return 1;
+}
+
+/* The network to train: --arch for the data's images, or the resumed model's (which
+ * --arch, when given, must name). @return 1 after saying why not. */
+int network(cnn_arch *a, const char *desc, const cnn_model *resumed, const char *path,
+                   const cnn_dataset *d)
+{
+    char err[512];
+    if (cnn_arch_build(a, desc ? desc : CNN_ARCH_POST, 1, d->rows, d->cols, err, sizeof err)) {
+        fprintf(stderr, "%s: --arch: %s\n", prog, err);
+        return 1;
+    }
+    if (resumed && desc && !cnn_arch_equal(a, &resumed->arch)) {
+        char mine[CNN_ARCH_LEN];
+        fprintf(stderr, "%s: --arch %s differs from the network of %s (%s)\n", prog, desc, path,
+                cnn_arch_describe(&resumed->arch, mine, sizeof mine));
+        return 1;
+    }
+    if (resumed)
+        *a = resumed->arch;
+    int top = 0; /* the largest label of the data */
+    for (size_t i = 0; i < d->n; i++)
+        top = d->labels[i] > top ? d->labels[i] : top;
+    if (top >= a->classes) {
+        fprintf(stderr, "%s: %s: the network has %d classes, the data has labels up to %d "
+                "(end it with softmax%d)\n", prog, resumed ? path : "--arch", a->classes, top,
+                top + 1);
+        return 1;
+    }
+    return 0;
+}
+
+/* Beyond the post's network and SGD, one line says what trains. */
+void print_network(const cnn_arch *a, const cnn_train_config *c, int schedule, int shift,
+                          long warmup)
+{
+    if (cnn_arch_is_post(a) && a->layer[0].units == 8 && c->momentum == 0.0f &&
+        c->weight_decay == 0.0f && schedule == CNN_SCHEDULE_CONSTANT && !shift &&
+        c->optimizer == CNN_OPTIMIZER_SGD && !warmup)
+        return;
+    char desc[CNN_ARCH_LEN];
+    static const char *const names[] = {"SGD", "Adam", "AdamW"};
+    printf("network %s (%zu parameters); %s", cnn_arch_describe(a, desc, sizeof desc),
+           a->n_params, names[c->optimizer]);
+    if (c->optimizer != CNN_OPTIMIZER_SGD)
+        printf(" (betas %g, %g, eps %g)", (double)c->beta1, (double)c->beta2, (double)c->eps);
+    if (c->momentum > 0.0f)
+        printf(", momentum %g%s", (double)c->momentum, c->nesterov ? " (Nesterov)" : "");
+    if (c->weight_decay > 0.0f)
+        printf(", weight decay %g", (double)c->weight_decay);
+    printf(", %s learning rate", schedules[schedule]);
+    if (warmup)
+        printf(" after %ld steps of warmup", warmup);
+    if (shift)
+        printf("; training images moved by up to %d pixels", shift);
+    printf("\n");
+}
+
+int load_model(const char *path, cnn_model *m)
+{
+    char err[512];
+    if (cnn_model_load(m, path, err, sizeof err) == CNN_OK)
+        return 0;
+    fprintf(stderr, "%s: %s\n", prog, err);
+    return 1;
+}
+
+/* Fail before training, not after it, when the model could not be saved: the same
+ * check every write makes (a regular file or a new one, through links, in a writable
+ * directory). */
+int check_save_path(const char *flag, const char *path)
+{
+    char target[4096], err[4096 + 256];
+    if (cnn_output_target(path, target, sizeof target, err, sizeof err) == CNN_OK)
+        return 0;
+    fprintf(stderr, "%s: %s %s\n", prog, flag, err);
+    return 1;
+}
+
+void print_test(const cnn_stats *st)
+{
+    printf("Test Loss: %.10g\n", st->loss_sum / (double)st->count);
+    printf("Test Accuracy: %.10g\n", (double)st->correct / (double)st->count);
+}
+
+/* ---------------------------------------------------------------- signals */
+
+/* The first SIGINT or SIGTERM asks training to stop after the current step and save;
+ * a second one ends the program at once, writing nothing. Saves run with both
+ * signals blocked, so a file is always either the previous one or complete. */
+volatile sig_atomic_t stop_signal;
+
+static void on_signal(int sig)
+{
+    if (stop_signal)
+        _exit(128 + sig);
+    stop_signal = sig;
+}
+
+void catch_signals(void)
+{
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_signal;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
+}
+
+static void block_signals(int block)
+{
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, SIGINT);
+    sigaddset(&set, SIGTERM);
+    sigprocmask(block ? SIG_BLOCK : SIG_UNBLOCK, &set, NULL);
+}
+
+/* Write the checkpoint ck, or else the model m, to path with the stop signals held
+ * back; @return 1 (after saying why) on failure. */
+static int write_out(const cnn_model *m, const cnn_checkpoint *ck, const char *path)
+{
+    char err[512];
+    block_signals(1);
+    const cnn_status st = ck ? cnn_checkpoint_save(ck, path, err, sizeof err)
+                             : cnn_model_save(m, path, err, sizeof err);
+    block_signals(0);
+    if (st != CNN_OK)
+        fprintf(stderr, "%s: %s\n", prog, err);
+    return st != CNN_OK;
+}
+
+int save_model(const cnn_model *m, const char *path) { return write_out(m, NULL, path); }
+
+int write_checkpoint(const cnn_checkpoint *ck, const char *path)
+{
+    return write_out(NULL, ck, path);
+}
+
+/* After a stop signal: save what there is to save, and say where. */
+void stop_and_save(const cnn_checkpoint *ck, const cnn_model *m, const char *save,
+                          const char *ckpt_path, long epoch, size_t step, size_t n)
+{
+    const char *name = stop_signal == SIGINT ? "SIGINT" : "SIGTERM";
+    const int saved = save && !save_model(m, save);
+    const int ckpt = ckpt_path && !write_checkpoint(ck, ckpt_path);
+    fprintf(stderr, "%s: stopped by %s after step %zu of %zu in epoch %ld", prog, name, step, n,
+            epoch);
+    if (saved)
+        fprintf(stderr, "; model saved to %s", save);
+    if (ckpt)
+        fprintf(stderr, "; checkpoint saved to %s (continue with --resume %s)", ckpt_path,
+                ckpt_path);
+    if (!saved && !ckpt)
+        fprintf(stderr, "; nothing saved (no --save or --checkpoint given)");
+    fprintf(stderr, "\n");
+}
