@@ -10,6 +10,7 @@
 #include "cnn.h"
 
 #include "layer.h"
+#include "mix.h"
 
 #include <stdio.h>
 
@@ -34,15 +35,6 @@ static const char *dropout_shape(cnn_layer *l)
 
 static size_t dropout_bytes(const cnn_layer *l) { return cnn_layer_out_len(l); }
 
-/* splitmix64: a well-mixed 64-bit value of x */
-static uint64_t mix(uint64_t x)
-{
-    x += 0x9E3779B97F4A7C15u;
-    x = (x ^ (x >> 30)) * 0xBF58476D1CE4E5B9u;
-    x = (x ^ (x >> 27)) * 0x94D049BB133111EBu;
-    return x ^ (x >> 31);
-}
-
 static void dropout_forward(const cnn_pass *p)
 {
     const size_t n = p->stored;
@@ -54,7 +46,7 @@ static void dropout_forward(const cnn_pass *p)
     const uint32_t drop = (uint32_t)((uint64_t)p->l->units * 0x100000000u / 100);
     const float scale = 1.0f / (1.0f - (float)p->l->units / 100.0f);
     for (size_t i = 0; i < n; i++) {
-        const int keep = (uint32_t)(mix(p->key ^ mix(i)) >> 32) >= drop;
+        const int keep = (uint32_t)(cnn_mix64(p->key ^ cnn_mix64(i)) >> 32) >= drop;
         p->arg[i] = (uint8_t)keep;
         p->out[i] = keep ? p->in[i] * scale : 0.0f;
     }

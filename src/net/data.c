@@ -1,6 +1,7 @@
 /* data.c - input scaling and a synthetic, separable digit-like data set. */
 #include "cnn.h"
 
+#include "mix.h"
 #include "simd.h"
 
 /* px / 255 - 0.5 in double, rounded to float: (px - 127.5) / 255 in float (an exact
@@ -38,10 +39,8 @@ void cnn_draw_shifts(int8_t *out, uint64_t seed, uint64_t epoch, const uint32_t 
                      int max)
 {
     for (int i = 0; i < n; i++) {
-        uint64_t z = seed ^ (epoch << 32) ^ ((uint64_t)idx[i] * 0x9e3779b97f4a7c15ULL);
-        z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL; /* splitmix64's finaliser */
-        z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
-        z ^= z >> 31;
+        const uint64_t z =
+            cnn_mix64_finish(seed ^ (epoch << 32) ^ ((uint64_t)idx[i] * 0x9e3779b97f4a7c15ULL));
         const uint64_t span = 2 * (uint64_t)max + 1;
         out[2 * i] = (int8_t)((int)(z % span) - max);
         out[2 * i + 1] = (int8_t)((int)((z >> 32) % span) - max);

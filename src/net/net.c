@@ -13,6 +13,7 @@
 #include "kernels.h"
 
 #include "layer.h"
+#include "mix.h"
 
 #include <math.h>
 #include <string.h>
@@ -57,9 +58,7 @@ static uint64_t key_of(const walk *w, int l, int b)
     if (!w->a->train_key)
         return 0;
     const uint64_t id = w->ids ? w->ids[b] : (uint64_t)b;
-    uint64_t x = w->a->train_key ^ (id << 8 ^ (uint64_t)l) * 0x9E3779B97F4A7C15u;
-    x = (x ^ (x >> 31)) * 0xD6E8FEB86659FD93u;
-    return (x ^ (x >> 32)) | 1; /* never 0 */
+    return cnn_mix64(w->a->train_key ^ cnn_mix64(id << 8 | (uint64_t)l)) | 1; /* never 0 */
 }
 
 static const float *input_of(const walk *w, int b)

@@ -11,6 +11,7 @@
 #include "arena.h"
 #include "config.h"
 #include "layer.h"
+#include "mix.h"
 #include "simd.h"
 
 #include <math.h>
@@ -90,9 +91,7 @@ static uint64_t step_key(const cnn_trainer *t, int training)
 {
     if (!training)
         return 0;
-    uint64_t x = t->cfg.seed * 0x9E3779B97F4A7C15u ^ (t->epoch + 1) * 0xC2B2AE3D27D4EB4Fu;
-    x = (x ^ (x >> 29)) * 0xBF58476D1CE4E5B9u;
-    return (x ^ (x >> 32)) | 1;
+    return cnn_mix64(t->cfg.seed ^ cnn_mix64(t->epoch)) | 1;
 }
 
 /* Inside our parallel regions BLAS calls must run on the calling thread only: the
