@@ -11,6 +11,7 @@
  *
  * usage: bench_layers [--json FILE] [--quick] */
 #include "cnn.h"
+#include "post.h"
 #include "kernels.h"
 
 #include "bench.h"
@@ -39,13 +40,13 @@ typedef struct {
 
 typedef void (*run_fn)(ctx *c, cnn_engine e);
 
-static const cnn_shape S = {1, 28, 28, 8, 10};
+static cnn_arch S; /* the post's network, set in main */
 enum { K = 1352, N = 10, CONV = 8 * 676 };
 
 static float *conv_of(ctx *c, cnn_engine e, int b)
 {
     cnn_acts *a = e == CNN_ENGINE_BLAS ? &c->a : &c->r;
-    return a->conv + (size_t)b * a->conv_stride;
+    return a->out[POST_CONV] + (size_t)b * a->stride[POST_CONV];
 }
 
 /* ---- the timed operations, one per row and engine ---- */
@@ -54,12 +55,12 @@ static void conv_fwd(ctx *c, cnn_engine e)
 {
     for (int b = 0; b < c->B; b++)
         if (e == CNN_ENGINE_BLAS) { /* with the window tie step where this core needs it */
-            cnn_conv3x3_forward(conv_of(c, e, b), c->a.col + b * c->a.col_stride, c->x + b * 784,
-                                c->m->p.filters, 1, 28, 28, 8);
+            cnn_conv3x3_forward(conv_of(c, e, b), c->a.cols[POST_CONV] + b * c->a.col_strides[POST_CONV], c->x + b * 784,
+                                post_view(&c->m->arch, c->m->params).filters, 1, 28, 28, 8);
             if (c->a.window_ties[0])
-                cnn_conv_window_ties(conv_of(c, e, b), c->a.col + b * c->a.col_stride, 9, 8, 169);
+                cnn_conv_window_ties(conv_of(c, e, b), c->a.cols[POST_CONV] + b * c->a.col_strides[POST_CONV], 9, 8, 169);
         } else
-            cnn_conv3x3_forward_ref(conv_of(c, e, b), c->x + b * 784, c->m->p.filters, 1, 28, 28,
+            cnn_conv3x3_forward_ref(conv_of(c, e, b), c->x + b * 784, post_view(&c->m->arch, c->m->params).filters, 1, 28, 28,
                                     8);
 }
 
@@ -68,23 +69,23 @@ static void conv_wgrad(ctx *c, cnn_engine e)
 {
     for (int b = 0; b < c->B; b++)
         if (e == CNN_ENGINE_BLAS)
-            cnn_conv3x3_backward(NULL, c->grad, 1.0f, c->a.col + b * c->a.col_stride,
-                                 conv_of(c, e, b), c->m->p.filters, 1, 28, 28, 8);
+            cnn_conv3x3_backward(NULL, c->grad, 1.0f, c->a.cols[POST_CONV] + b * c->a.col_strides[POST_CONV],
+                                 conv_of(c, e, b), post_view(&c->m->arch, c->m->params).filters, 1, 28, 28, 8);
         else
             cnn_conv3x3_backward_ref(NULL, c->grad, 1.0f, conv_of(c, e, b), c->x + b * 784,
-                                     c->m->p.filters, 1, 28, 28, 8);
+                                     post_view(&c->m->arch, c->m->params).filters, 1, 28, 28, 8);
 }
 
 static void conv_both(ctx *c, cnn_engine e)
 {
     for (int b = 0; b < c->B; b++)
         if (e == CNN_ENGINE_BLAS) { /* the input gradient overwrites col: rebuild it */
-            cnn_im2col3x3(c->a.col, c->x + b * 784, 1, 28, 28);
-            cnn_conv3x3_backward(c->dx + b * 784, c->grad, 1.0f, c->a.col, conv_of(c, e, b),
-                                 c->m->p.filters, 1, 28, 28, 8);
+            cnn_im2col3x3(c->a.cols[POST_CONV], c->x + b * 784, 1, 28, 28);
+            cnn_conv3x3_backward(c->dx + b * 784, c->grad, 1.0f, c->a.cols[POST_CONV], conv_of(c, e, b),
+                                 post_view(&c->m->arch, c->m->params).filters, 1, 28, 28, 8);
         } else {
             cnn_conv3x3_backward_ref(c->dx + b * 784, c->grad, 1.0f, conv_of(c, e, b),
-                                     c->x + b * 784, c->m->p.filters, 1, 28, 28, 8);
+                                     c->x + b * 784, post_view(&c->m->arch, c->m->params).filters, 1, 28, 28, 8);
         }
 }
 
@@ -93,9 +94,9 @@ static void pool_fwd(ctx *c, cnn_engine e)
     cnn_acts *a = e == CNN_ENGINE_BLAS ? &c->a : &c->r;
     for (int b = 0; b < c->B; b++)
         if (e == CNN_ENGINE_BLAS)
-            cnn_maxpool2_forward(a->pool + b * K, a->arg + b * K, conv_of(c, e, b), 8, 26, 26);
+            cnn_maxpool2_forward(a->out[POST_POOL] + b * K, a->args[POST_POOL] + b * K, conv_of(c, e, b), 8, 26, 26);
         else
-            cnn_maxpool2_forward_ref(a->pool + b * K, a->arg + b * K, conv_of(c, e, b), 8, 26, 26);
+            cnn_maxpool2_forward_ref(a->out[POST_POOL] + b * K, a->args[POST_POOL] + b * K, conv_of(c, e, b), 8, 26, 26);
 }
 
 static void pool_bwd(ctx *c, cnn_engine e)
@@ -103,35 +104,35 @@ static void pool_bwd(ctx *c, cnn_engine e)
     cnn_acts *a = e == CNN_ENGINE_BLAS ? &c->a : &c->r;
     for (int b = 0; b < c->B; b++)
         if (e == CNN_ENGINE_BLAS)
-            cnn_maxpool2_backward(a->dconv, a->pool + b * K, a->arg + b * K, conv_of(c, e, b),
-                                  a->pool + b * K, c->ties, 8, 26, 26);
+            cnn_maxpool2_backward(a->dout[POST_CONV], a->out[POST_POOL] + b * K, a->args[POST_POOL] + b * K, conv_of(c, e, b),
+                                  a->out[POST_POOL] + b * K, c->ties, 8, 26, 26);
         else
-            cnn_maxpool2_backward_ref(a->dconv, a->pool + b * K, a->arg + b * K,
-                                      conv_of(c, e, b), a->pool + b * K, c->ties, 8, 26, 26);
+            cnn_maxpool2_backward_ref(a->dout[POST_CONV], a->out[POST_POOL] + b * K, a->args[POST_POOL] + b * K,
+                                      conv_of(c, e, b), a->out[POST_POOL] + b * K, c->ties, 8, 26, 26);
 }
 
 static void dense_fwd(ctx *c, cnn_engine e)
 {
     cnn_acts *a = e == CNN_ENGINE_BLAS ? &c->a : &c->r;
     if (e == CNN_ENGINE_BLAS)
-        cnn_dense_forward(a->logits, a->pool, c->m->p.W, c->m->p.b, c->B, K, N);
+        cnn_dense_forward(a->out[POST_SOFTMAX], a->out[POST_POOL], post_view(&c->m->arch, c->m->params).W, post_view(&c->m->arch, c->m->params).b, c->B, K, N);
     else
         for (int b = 0; b < c->B; b++)
-            cnn_dense_forward_ref(a->logits + b * N, a->pool + b * K, c->m->p.W, c->m->p.b, K, N);
+            cnn_dense_forward_ref(a->out[POST_SOFTMAX] + b * N, a->out[POST_POOL] + b * K, post_view(&c->m->arch, c->m->params).W, post_view(&c->m->arch, c->m->params).b, K, N);
     for (int b = 0; b < c->B; b++)
-        cnn_softmax_xent(a->probs + b * N, a->dlogits + b * N, a->logits + b * N, b % 10, N);
+        cnn_softmax_xent(a->probs + b * N, a->dout[POST_SOFTMAX] + b * N, a->out[POST_SOFTMAX] + b * N, b % 10, N);
 }
 
 static void dense_bwd(ctx *c, cnn_engine e)
 {
     cnn_acts *a = e == CNN_ENGINE_BLAS ? &c->a : &c->r;
-    cnn_params g = cnn_params_view(&S, c->grad);
+    post_params g = post_view(&S, c->grad);
     if (e == CNN_ENGINE_BLAS)
-        cnn_dense_backward(a->dpool, g.W, g.b, 1.0f, a->dlogits, a->pool, c->m->p.W, c->B, K, N);
+        cnn_dense_backward(a->dout[POST_POOL], g.W, g.b, 1.0f, a->dout[POST_SOFTMAX], a->out[POST_POOL], post_view(&c->m->arch, c->m->params).W, c->B, K, N);
     else
         for (int b = 0; b < c->B; b++)
-            cnn_dense_backward_ref(a->dpool + b * K, g.W, g.b, 1.0f, a->dlogits + b * N,
-                                   a->pool + b * K, c->m->p.W, K, N);
+            cnn_dense_backward_ref(a->dout[POST_POOL] + b * K, g.W, g.b, 1.0f, a->dout[POST_SOFTMAX] + b * N,
+                                   a->out[POST_POOL] + b * K, post_view(&c->m->arch, c->m->params).W, K, N);
 }
 
 /* ---- agreement checks ---- */
@@ -176,18 +177,18 @@ static double agree(ctx *c, int row, run_fn f)
                      max_rel_diff(dxb, c->dx, (size_t)c->B * 784));
         break;
     case 3: /* pool forward */
-        worst = max_rel_diff(c->a.pool, c->r.pool, (size_t)c->B * K);
+        worst = max_rel_diff(c->a.out[POST_POOL], c->r.out[POST_POOL], (size_t)c->B * K);
         break;
     case 4: /* pool backward (last sample's, one dconv buffer) */
-        cnn_blocks_to_nchw(t1, c->a.dconv, 8, 26, 26);
-        worst = max_rel_diff(t1, c->r.dconv, CONV);
+        cnn_blocks_to_nchw(t1, c->a.dout[POST_CONV], 8, 26, 26);
+        worst = max_rel_diff(t1, c->r.dout[POST_CONV], CONV);
         break;
     case 5: /* dense + softmax forward */
         worst = max_rel_diff(c->a.probs, c->r.probs, (size_t)c->B * N);
         break;
     case 6: /* dense + softmax backward */
         worst = fmax(max_rel_diff(gb, c->grad, m->n_params),
-                     max_rel_diff(c->a.dpool, c->r.dpool, (size_t)c->B * K));
+                     max_rel_diff(c->a.dout[POST_POOL], c->r.dout[POST_POOL], (size_t)c->B * K));
         break;
     }
     free(gb), free(dxb), free(t1), free(t2);
@@ -463,6 +464,7 @@ int main(int argc, char **argv)
     cnn_rng rng;
     cnn_rng_seed(&rng, 1);
     cnn_model m;
+    S = post_arch_mnist();
     cnn_model_init(&m, &S, &rng);
     uint8_t *pix = malloc(MAXB * 784), lab[MAXB];
     float *x = malloc(MAXB * 784 * sizeof(float));
@@ -473,8 +475,8 @@ int main(int argc, char **argv)
     cnn_pixels_to_float(x, pix, MAXB * 784);
 
     ctx c = {.m = &m, .x = x, .ties = CNN_TIES_SINGLE};
-    cnn_acts_alloc_batch(&c.a, &S, MAXB);
-    cnn_acts_alloc_batch(&c.r, &S, MAXB);
+    cnn_acts_alloc(&c.a, &S, MAXB);
+    cnn_acts_alloc(&c.r, &S, MAXB);
     c.grad = calloc(m.n_params, sizeof(float));
     c.dx = malloc(MAXB * 784 * sizeof(float));
 
@@ -516,7 +518,7 @@ int main(int argc, char **argv)
         for (int r = 0; r < REPEATS; r++) {
             const double s = bench_now();
             for (int i = 0; i < reps; i++)
-                cnn_conv_window_ties(c.a.conv, c.a.col, 9, 8, 169);
+                cnn_conv_window_ties(c.a.out[POST_CONV], c.a.cols[POST_CONV], 9, 8, 169);
             v[r] = (bench_now() - s) / reps;
         }
         bench_stat u = bench_stats(v, REPEATS);

@@ -84,11 +84,11 @@ int main(int argc, char **argv)
     cnn_rng rng;
     cnn_rng_seed(&rng, 1);
     cnn_model m;
-    cnn_model_init_arch(&m, &arch, &rng);
+    cnn_model_init(&m, &arch, &rng);
     cnn_train_config c = cnn_train_config_default();
     c.batch = batch, c.threads = threads, c.lr = 0.05f, c.momentum = 0.9f;
     cnn_trainer *t;
-    cnn_trainer_create_arch(&t, &arch, &c);
+    cnn_trainer_create(&t, &arch, &c);
     uint32_t *order = malloc(tr.n * sizeof *order);
     for (size_t i = 0; i < tr.n; i++)
         order[i] = (uint32_t)i;

@@ -125,12 +125,12 @@ static cnn_trainer *start_run(const network *net, cnn_model *m, cnn_rng *rng, cn
                               int batch, int threads, float lr)
 {
     cnn_rng_seed(rng, 1);
-    cnn_model_init_arch(m, &net->arch, rng);
+    cnn_model_init(m, &net->arch, rng);
     cnn_train_config c = {.engine = e, .ties = CNN_TIES_SINGLE, .batch = batch,
                           .threads = threads, .lr = lr, .momentum = net->momentum,
                           .nesterov = net->nesterov, .weight_decay = net->weight_decay};
     cnn_trainer *t;
-    cnn_trainer_create_arch(&t, &net->arch, &c);
+    cnn_trainer_create(&t, &net->arch, &c);
     return t;
 }
 

@@ -33,7 +33,7 @@ int main(int argc, char **argv)
         goto out;
     }
     x = malloc((size_t)rows * cols * sizeof *x);
-    if (!x || cnn_acts_alloc_arch(&acts, &model.arch, 1) != CNN_OK) {
+    if (!x || cnn_acts_alloc(&acts, &model.arch, 1) != CNN_OK) {
         fprintf(stderr, "%s: out of memory\n", argv[0]);
         goto out;
     }

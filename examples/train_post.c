@@ -33,8 +33,8 @@ int main(int argc, char **argv)
     cnn_trainer *trainer = NULL;
     uint32_t *order = malloc(train.n * sizeof *order);
     int rc = 1;
-    if (!order || cnn_model_init_arch(&model, &arch, &rng) != CNN_OK ||
-        cnn_trainer_create_arch(&trainer, &arch, &cfg) != CNN_OK) {
+    if (!order || cnn_model_init(&model, &arch, &rng) != CNN_OK ||
+        cnn_trainer_create(&trainer, &arch, &cfg) != CNN_OK) {
         fprintf(stderr, "%s: out of memory\n", argv[0]);
         goto out;
     }

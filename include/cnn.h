@@ -47,7 +47,7 @@
 extern "C" {
 #endif
 
-#define CNN_VERSION "0.2.0"
+#define CNN_VERSION "0.3.0"
 
 /* The library's public functions; everything else in it is hidden from programs that
  * link the shared library. */
@@ -182,61 +182,29 @@ typedef enum cnn_engine {
     CNN_ENGINE_REFERENCE = 1,
 } cnn_engine;
 
-/** The architecture: input C x H x W, F 3x3 filters, `classes` outputs. */
-typedef struct cnn_shape {
-    int C, H, W;
-    int F;
-    int classes;
-} cnn_shape;
-
-/** The post's network: 1x28x28 input, 8 filters, 10 classes. */
-CNN_API cnn_shape cnn_shape_post(void);
-/** @return CNN_OK if every dimension is in range (H, W >= 4, all <= 4096). */
-CNN_API cnn_status cnn_shape_check(const cnn_shape *s);
-/** The post's network for a shape: conv<F>,pool,softmax<classes> for C x H x W inputs
- *  (CNN_ERR_ARG if the shape does not pass cnn_shape_check). */
-CNN_API cnn_status cnn_arch_of_shape(cnn_arch *a, const cnn_shape *s);
-CNN_API size_t cnn_shape_input_len(const cnn_shape *s);  /* C*H*W */
-CNN_API size_t cnn_shape_conv_len(const cnn_shape *s);   /* F*(H-2)*(W-2) */
-CNN_API size_t cnn_shape_dense_len(const cnn_shape *s);  /* K = F*((H-2)/2)*((W-2)/2) */
-CNN_API size_t cnn_shape_param_len(const cnn_shape *s);  /* F*C*9 + classes*K + classes */
-
-/** Named views into one flat parameter (or gradient) vector: filters | W | b. */
-typedef struct cnn_params {
-    float *filters; /* [F][C][3][3] */
-    float *W;       /* [classes][K] */
-    float *b;       /* [classes] */
-} cnn_params;
-CNN_API cnn_params cnn_params_view(const cnn_shape *s, float *flat);
-
 /** A model owns one parameter array. */
 typedef struct cnn_model {
     cnn_arch arch;  /* the network */
-    cnn_shape shape; /* its input and classes; F: the first layer's filters (0 if no conv) */
     size_t n_params;
-    float *params; /* owned, 64-byte aligned */
-    cnn_params p;  /* views: the first layer's weights, the output layer's W and b */
+    float *params; /* owned, 64-byte aligned: each layer's at its weights_at, bias_at */
 } cnn_model;
 
-/** Allocate and initialize as the post does: filters randn/9, W randn/K, b 0. */
-CNN_API cnn_status cnn_model_init(cnn_model *m, const cnn_shape *s, cnn_rng *rng);
-/** Allocate with all parameters zero. */
-CNN_API cnn_status cnn_model_alloc(cnn_model *m, const cnn_shape *s);
-/** The same for any network. Initialisation, layer by layer from rng, biases 0: a
- *  layer a relu follows gets He's normal * sqrt(2 / fan_in) (fan_in 9C for a conv, K
- *  for a dense layer); the others the post's scaling, normal / (9C) for a conv and
- *  normal / K for a dense or softmax layer (the post's network exactly). */
-CNN_API cnn_status cnn_model_init_arch(cnn_model *m, const cnn_arch *a, cnn_rng *rng);
-CNN_API cnn_status cnn_model_alloc_arch(cnn_model *m, const cnn_arch *a);
+/** Allocate m for network a and initialise it, layer by layer from rng, biases 0: a
+ *  layer a relu follows gets He's normal * sqrt(2 / fan_in) (fan_in C*K*K for a conv,
+ *  the input length for a dense layer); the others the post's scaling, normal / fan_in
+ *  (the post's network exactly: filters randn / 9, W randn / K). */
+CNN_API cnn_status cnn_model_init(cnn_model *m, const cnn_arch *a, cnn_rng *rng);
+/** The same with every parameter 0. */
+CNN_API cnn_status cnn_model_alloc(cnn_model *m, const cnn_arch *a);
 CNN_API void cnn_model_free(cnn_model *m);
 
 /** Activations and scratch of up to `cap` samples for one thread; one allocation.
- *  Sample b's pieces start at b times the stride of their kind. For every network,
- *  per layer l: out[l] its outputs, dout[l] their gradients ([cap][stride[l]]), cols[l]
- *  a conv's im2col ([cap][col_strides[l]]), args[l] a pool's argmax. The named
- *  pointers below are views of them for the post's network. */
+ *  Sample b's pieces start at b times the stride of their kind. Per layer l: out[l]
+ *  its outputs, dout[l] their gradients ([cap][stride[l]]), cols[l] its scratch (a
+ *  conv's im2col; [cap][col_strides[l]]), args[l] its bytes (a max pool's argmax). On
+ *  the BLAS engine a conv that a 2x2 pool reads keeps its output in pool-block order
+ *  (cnn_layer.pool_order); probs and x are what a user reads and writes. */
 typedef struct cnn_acts {
-    cnn_shape shape;
     int cap;
     void *arena;
     size_t stride[CNN_MAX_LAYERS];
@@ -247,16 +215,6 @@ typedef struct cnn_acts {
     uint8_t *args[CNN_MAX_LAYERS];
     float *probs;   /* [cap][classes] */
     float *x;       /* [cap][C][H][W] input converted from pixels, or gathered */
-    /* the post's network: */
-    size_t col_stride, conv_stride, K_stride; /* elements between samples' pieces */
-    float *col;     /* [cap][C*9][4*PH*PW] im2col scratch (BLAS) */
-    float *conv;    /* [cap] conv output: pool-block order (BLAS) or [F][H-2][W-2] (reference) */
-    float *pool;    /* [cap][K] */
-    uint8_t *arg;   /* [cap][K] pool argmax */
-    float *logits;  /* [cap][classes] */
-    float *dlogits; /* [cap][classes] */
-    float *dpool;   /* [cap][K] */
-    float *dconv;   /* the gradient of one sample's conv output, laid out as conv */
     /* BLAS engine, per conv layer in pool-block order: 1 where this process's SGEMM can
      * give identical patches different outputs (OpenBLAS's AVX2 kernels), so the walk
      * makes each pool window's identical patches' outputs equal after it (set by the
@@ -268,10 +226,8 @@ typedef struct cnn_acts {
     uint64_t train_key;
 } cnn_acts;
 
-/** For one sample (cap 1), or for chunks of up to cap samples. */
-CNN_API cnn_status cnn_acts_alloc(cnn_acts *a, const cnn_shape *s);
-CNN_API cnn_status cnn_acts_alloc_batch(cnn_acts *a, const cnn_shape *s, int cap);
-CNN_API cnn_status cnn_acts_alloc_arch(cnn_acts *a, const cnn_arch *arch, int cap);
+/** For one sample (cap 1), or for chunks of up to cap samples of network arch. */
+CNN_API cnn_status cnn_acts_alloc(cnn_acts *a, const cnn_arch *arch, int cap);
 CNN_API void cnn_acts_free(cnn_acts *a);
 
 /** Forward one image x [C][H][W]; probabilities land in a->probs.
@@ -282,26 +238,6 @@ CNN_API float cnn_forward(const cnn_model *m, cnn_acts *a, const float *x, int l
  *  the input gradient when not NULL. */
 CNN_API void cnn_backward(const cnn_model *m, cnn_acts *a, float *grad, float *dx, const float *x,
                   cnn_engine e, cnn_pool_ties ties);
-/** The data flow of a training step for nb <= a->cap samples images[idx[b]] (idx NULL:
- *  0..nb-1): conv and pool per sample, the dense layer for all nb at once (SGEMM),
- *  softmax; loss[b] and the predicted class pred[b] out; then, when grad is not NULL
- *  and every loss is finite, the backward, adding alpha times the SUM of the nb
- *  gradients to grad (grad == m->params with alpha = -lr is an in-place SGD step).
- *  @return 1 if every loss is finite, else 0 (and grad is untouched). */
-CNN_API int cnn_chunk_grad(const cnn_model *m, cnn_acts *a, float *grad, float alpha,
-                   const float *images, const uint8_t *labels, const uint32_t *idx, int nb,
-                   cnn_engine e, cnn_pool_ties ties, float *loss, uint8_t *pred);
-/** As cnn_chunk_grad, for images given as uint8 pixels [.][C][H][W]: the nb images are
- *  first converted to network input (as cnn_pixels_to_float, bit for bit) into a->x,
- *  so the results are those of cnn_chunk_grad on the converted images. */
-CNN_API int cnn_chunk_grad_u8(const cnn_model *m, cnn_acts *a, float *grad, float alpha,
-                      const uint8_t *pixels, const uint8_t *labels, const uint32_t *idx, int nb,
-                      cnn_engine e, cnn_pool_ties ties, float *loss, uint8_t *pred);
-/** The same with image b moved by shift[2b] rows, shift[2b+1] columns (NULL: none). */
-CNN_API int cnn_chunk_grad_u8_shift(const cnn_model *m, cnn_acts *a, float *grad, float alpha,
-                            const uint8_t *pixels, const uint8_t *labels, const uint32_t *idx,
-                            int nb, const int8_t *shift, cnn_engine e, cnn_pool_ties ties,
-                            float *loss, uint8_t *pred);
 /** @return the index of the largest probability (the first one on ties). */
 CNN_API int cnn_argmax(const float *v, int n);
 
@@ -353,10 +289,9 @@ typedef struct cnn_stats {
 #define CNN_CHUNKS_MIN 4
 typedef struct cnn_trainer cnn_trainer;
 
-CNN_API cnn_status cnn_trainer_create(cnn_trainer **out, const cnn_shape *s, const cnn_train_config *c);
-/** The same for any network. */
-CNN_API cnn_status cnn_trainer_create_arch(cnn_trainer **out, const cnn_arch *a,
-                                   const cnn_train_config *c);
+/** A trainer for network a with configuration c (CNN_ERR_ARG if c is out of range). */
+CNN_API cnn_status cnn_trainer_create(cnn_trainer **out, const cnn_arch *a,
+                                      const cnn_train_config *c);
 CNN_API void cnn_trainer_free(cnn_trainer *t);
 CNN_API const cnn_train_config *cnn_trainer_config(const cnn_trainer *t);
 
@@ -367,36 +302,11 @@ CNN_API const cnn_train_config *cnn_trainer_config(const cnn_trainer *t);
 CNN_API cnn_status cnn_train_step(cnn_trainer *t, cnn_model *m, const float *images,
                           const uint8_t *labels, const uint32_t *idx, int n, cnn_stats *st);
 
-/* A step in parts, for data-parallel training over several processes that hold the
- * same model: each computes some of the minibatch's chunks, the processes exchange
- * what they computed, and each applies the same update, summing the chunks in chunk
- * order, so every process holds the same bits as one process alone would.
- *   1. cnn_train_step_chunks(..., c0, c1): chunks [c0, c1) of the cnn_chunk_count(n)
- *      chunks (their samples are fixed by n alone) into their gradient slots, with
- *      their samples' losses, predictions and finite flags;
- *   2. the caller makes every process's slots, losses, predictions and flags those of
- *      the process that computed them (cnn_trainer_exchange: slots is nchunks x stride
- *      floats, chunk c's at c * stride; loss and pred [n], chunk_ok [nchunks]);
- *   3. cnn_train_step_finish: the update from every slot (none if a loss was not
- *      finite: CNN_ERR_NUMERIC), zeroing them, and the step's statistics.
- * Steps in parts never take the post's in-place per-sample path: use batch >= 2. */
-CNN_API int cnn_chunk_count(int n);
-CNN_API cnn_status cnn_train_step_chunks(cnn_trainer *t, cnn_model *m, const uint8_t *pixels,
-                                 const uint8_t *labels, const uint32_t *idx, int n,
-                                 const int8_t *shift, int c0, int c1);
-CNN_API void cnn_trainer_exchange(cnn_trainer *t, float **slots, size_t *stride, float **loss,
-                          uint8_t **pred, uint8_t **chunk_ok);
-CNN_API cnn_status cnn_train_step_finish(cnn_trainer *t, cnn_model *m, const uint8_t *labels,
-                                 const uint32_t *idx, int n, cnn_stats *st);
-
 /** The epoch of the next steps (from 1): with the configuration's seed and each
  *  sample's index in the data set, it draws the dropout masks. */
 CNN_API void cnn_trainer_set_epoch(cnn_trainer *t, uint64_t epoch);
 /** The learning rate of the next steps (a schedule sets it step by step); finite > 0. */
 CNN_API cnn_status cnn_trainer_set_lr(cnn_trainer *t, float lr);
-/** The optimiser's velocities, [n_params] (NULL without momentum): a checkpoint saves
- *  and restores them, so that a resumed run continues bit for bit. */
-CNN_API float *cnn_trainer_velocity(cnn_trainer *t);
 /** All the optimiser keeps between steps, for checkpoints: *len floats (SGD with
  *  momentum: the velocities [n_params]; Adam, AdamW: the first moments [n_params] then
  *  the second moments [n_params]; NULL and 0 otherwise), and the count of updates made
@@ -433,8 +343,11 @@ CNN_API void cnn_draw_shifts(int8_t *out, uint64_t seed, uint64_t epoch, const u
 /** dst[i] = src[i] / 255 - 0.5, the post's input scaling. */
 CNN_API void cnn_pixels_to_float(float *dst, const uint8_t *src, size_t n);
 
-/** A synthetic, separable 10-class set of n 28x28 uint8 images: class k is a bright
- *  5x5 square at one of ten places, jittered by up to 1 pixel, over uniform noise. */
+/** A synthetic, separable set of n greyscale CNN_SYNTH_SIDE x CNN_SYNTH_SIDE uint8
+ *  images of CNN_SYNTH_CLASSES classes: class k is a bright 5x5 square at one of ten
+ *  places, jittered by up to 1 pixel, over uniform noise. */
+#define CNN_SYNTH_SIDE 28
+#define CNN_SYNTH_CLASSES 10
 CNN_API void cnn_synth_digits(uint8_t *images, uint8_t *labels, size_t n, cnn_rng *rng);
 
 /* ---------------------------------------------------------------- data files */
@@ -446,8 +359,9 @@ CNN_API void cnn_synth_digits(uint8_t *images, uint8_t *labels, size_t n, cnn_rn
 /** A labelled image set in memory. */
 typedef struct cnn_dataset {
     size_t n;        /* images */
+    int channels;    /* of each pixel (1: greyscale) */
     int rows, cols;  /* pixels per image: rows x cols */
-    uint8_t *pixels; /* [n][rows][cols], owned */
+    uint8_t *pixels; /* [n][channels][rows][cols], owned */
     uint8_t *labels; /* [n], owned */
 } cnn_dataset;
 
@@ -466,6 +380,12 @@ CNN_API cnn_status cnn_idx_read_labels(const char *path, int classes, uint8_t **
  *  checks that the image and label counts agree and the labels are 0..9. */
 CNN_API cnn_status cnn_mnist_load(const char *dir, const char *split, cnn_dataset *out, char *err,
                           size_t errlen);
+/** n synthetic images (cnn_synth_digits, from seed) as a data set. */
+CNN_API cnn_status cnn_dataset_synthetic(cnn_dataset *out, size_t n, uint64_t seed);
+/** Bytes of one image: channels * rows * cols. */
+CNN_API size_t cnn_dataset_image_len(const cnn_dataset *d);
+/** The largest label plus one (0 for an empty set): the classes a network needs. */
+CNN_API int cnn_dataset_classes(const cnn_dataset *d);
 CNN_API void cnn_dataset_free(cnn_dataset *d);
 
 /** Read a binary (P5) or plain (P2) PGM image; pixels are rescaled to 0..255 when the
@@ -553,9 +473,6 @@ typedef struct cnn_lr_schedule {
 
 /** The learning rate of step t (from 0); always > 0. */
 CNN_API float cnn_lr_at(const cnn_lr_schedule *s, uint64_t t);
-/** The constant or cosine rate of step t of a run of T steps (cnn_lr_at without step
- *  decay or warmup). */
-CNN_API float cnn_schedule_lr(cnn_schedule s, float lr, uint64_t t, uint64_t T);
 
 typedef struct cnn_checkpoint {
     cnn_model model;
@@ -610,45 +527,6 @@ CNN_API const char *cnn_blas_core_warning(char *buf, size_t len);
  * themselves (they restart once with it set); a program linking this library can ask
  * cnn_blas_core_recommended() and do the same, or tell its users.
  */
-
-/** The CPU's instruction sets that decide the core (x86-64; all 0 elsewhere). */
-typedef struct cnn_cpu_features {
-    int amd;                                     /* AMD or Hygon: AVX2 core Zen */
-    int avx2, fma;                               /* AVX2 cores need both */
-    int avx512f, avx512bw, avx512dq, avx512vl;   /* AVX-512 cores need all four */
-    int avx512bf16;                              /* Cooperlake */
-} cnn_cpu_features;
-
-/** This CPU's features, as far as the operating system enables them. */
-CNN_API void cnn_cpu_features_read(cnn_cpu_features *f);
-
-/** OpenBLAS cores the choice considers, as bits of a mask. */
-enum {
-    CNN_CORE_HASWELL = 1u,
-    CNN_CORE_ZEN = 2u,
-    CNN_CORE_SKYLAKEX = 4u,
-    CNN_CORE_COOPERLAKE = 8u,
-};
-/** The cores this process's OpenBLAS carries (0 unless it is a DYNAMIC_ARCH build). */
-CNN_API unsigned cnn_blas_cores_available(void);
-/** "OpenBLAS 0.3.21": the library and its version. @return buf. */
-CNN_API const char *cnn_blas_version(char *buf, size_t len);
-
-typedef struct cnn_blas_core_choice {
-    const char *core; /* the core to run ("SkylakeX"), or NULL: keep OpenBLAS's */
-    char reason[160]; /* why, or "" when OpenBLAS's own choice fits */
-} cnn_blas_core_choice;
-
-/** The decision, a pure function of its arguments. cpu: the features; detected: the
- *  core OpenBLAS chose itself; blas: "OpenBLAS 0.3.21"; available: the cores it has;
- *  env_core: the user's OPENBLAS_CORETYPE (NULL if unset; always respected); keep:
- *  the user asked to keep OpenBLAS's choice. A core is chosen only when the detected
- *  one falls short of the CPU: AVX-512 F/BW/DQ/VL present but a core without AVX-512
- *  kernels (then Cooperlake where AVX-512 BF16 is present, else SkylakeX), or AVX2 and
- *  FMA present but a pre-Haswell core (then Zen on AMD, else Haswell). */
-CNN_API cnn_blas_core_choice cnn_blas_core_decide(const cnn_cpu_features *cpu, const char *detected,
-                                          const char *blas, unsigned available,
-                                          const char *env_core, int keep);
 
 /** The core this process's CPU should run, when the one OpenBLAS runs falls short
  *  (NULL when it fits); why (may be NULL) receives the reason. Set OPENBLAS_CORETYPE

@@ -7,6 +7,7 @@
  * checkpoint every step, resumed each time, ends with the uninterrupted run's model
  * and no stray file. Data: synthetic digits (no MNIST needed). */
 #include "cnn.h"
+#include "steps.h"
 
 #include "check.h"
 #include "proc.h"

@@ -10,6 +10,7 @@
  * 20 steps within 1e-6 absolute (weights are ~0.1, updates ~1e-3; measured ~3e-8). A layout or
  * indexing bug is off by orders of magnitude more. */
 #include "cnn.h"
+#include "post.h"
 #include "kernels.h"
 
 #include "check.h"
@@ -52,14 +53,14 @@ static float *make_images(size_t n, uint8_t *labels, int flat, cnn_rng *rng)
 
 /* Conv-shaped arrays of both engines in [F][OH][OW], positions outside every pool
  * block zeroed (the BLAS engine, in pool-block order, does not compute them). */
-static void conv_nchw(float *dst, const float *src, cnn_engine e, const cnn_shape *s)
+static void conv_nchw(float *dst, const float *src, cnn_engine e, const cnn_arch *s)
 {
     const int OH = s->H - 2, OW = s->W - 2;
     if (e == CNN_ENGINE_BLAS) {
-        cnn_blocks_to_nchw(dst, src, s->F, OH, OW);
+        cnn_blocks_to_nchw(dst, src, post_filters(s), OH, OW);
         return;
     }
-    for (int f = 0; f < s->F; f++)
+    for (int f = 0; f < post_filters(s); f++)
         for (int i = 0; i < OH; i++)
             for (int j = 0; j < OW; j++) {
                 const size_t o = ((size_t)f * OH + i) * OW + j;
@@ -67,31 +68,31 @@ static void conv_nchw(float *dst, const float *src, cnn_engine e, const cnn_shap
             }
 }
 
-static void compare_sample(const cnn_shape *s, const char *what, const float *x, int label,
+static void compare_sample(const cnn_arch *s, const char *what, const float *x, int label,
                            cnn_rng *rng)
 {
     cnn_model m;
     cnn_acts ab, ar;
     cnn_model_init(&m, s, rng);
     for (int i = 0; i < s->classes; i++)
-        m.p.b[i] = (float)(0.1 * (float)cnn_rng_normal(rng));
-    cnn_acts_alloc(&ab, s);
-    cnn_acts_alloc(&ar, s);
-    const size_t conv = cnn_shape_conv_len(s), K = cnn_shape_dense_len(s);
-    const size_t nin = cnn_shape_input_len(s);
+        post_view(&m.arch, m.params).b[i] = (float)(0.1 * (float)cnn_rng_normal(rng));
+    cnn_acts_alloc(&ab, s, 1);
+    cnn_acts_alloc(&ar, s, 1);
+    const size_t conv = post_conv_len(s), K = post_dense_len(s);
+    const size_t nin = post_input_len(s);
     char name[160];
 
     const float lb = cnn_forward(&m, &ab, x, label, CNN_ENGINE_BLAS);
     const float lr = cnn_forward(&m, &ar, x, label, CNN_ENGINE_REFERENCE);
     float *cb = malloc(conv * sizeof(float)), *cr = malloc(conv * sizeof(float));
-    conv_nchw(cb, ab.conv, CNN_ENGINE_BLAS, s);
-    conv_nchw(cr, ar.conv, CNN_ENGINE_REFERENCE, s);
+    conv_nchw(cb, ab.out[POST_CONV], CNN_ENGINE_BLAS, s);
+    conv_nchw(cr, ar.out[POST_CONV], CNN_ENGINE_REFERENCE, s);
     snprintf(name, sizeof name, "%s: conv output", what);
     same(name, cb, cr, conv, 1e-5);
     snprintf(name, sizeof name, "%s: pool output", what);
-    same(name, ab.pool, ar.pool, K, 1e-5);
+    same(name, ab.out[POST_POOL], ar.out[POST_POOL], K, 1e-5);
     snprintf(name, sizeof name, "%s: logits", what);
-    same(name, ab.logits, ar.logits, (size_t)s->classes, 1e-5);
+    same(name, ab.out[POST_SOFTMAX], ar.out[POST_SOFTMAX], (size_t)s->classes, 1e-5);
     snprintf(name, sizeof name, "%s: probabilities", what);
     same(name, ab.probs, ar.probs, (size_t)s->classes, 1e-5);
     tap_ok(fabsf(lb - lr) <= 1e-5f * (1 + fabsf(lr)), "%s: loss %.7g vs %.7g", what, (double)lb,
@@ -106,17 +107,17 @@ static void compare_sample(const cnn_shape *s, const char *what, const float *x,
         cnn_forward(&m, &ab, x, label, CNN_ENGINE_BLAS);
         cnn_backward(&m, &ab, gb, db, x, CNN_ENGINE_BLAS, (cnn_pool_ties)rule);
         cnn_backward(&m, &ar, gr, dr, x, CNN_ENGINE_REFERENCE, (cnn_pool_ties)rule);
-        cnn_params pb = cnn_params_view(s, gb), pr = cnn_params_view(s, gr);
+        post_params pb = post_view(s, gb), pr = post_view(s, gr);
         snprintf(name, sizeof name, "%s, ties=%s: filter gradient", what, rn);
-        same(name, pb.filters, pr.filters, (size_t)s->F * s->C * 9, 1e-4);
+        same(name, pb.filters, pr.filters, (size_t)post_filters(s) * s->C * 9, 1e-4);
         snprintf(name, sizeof name, "%s, ties=%s: W gradient", what, rn);
         same(name, pb.W, pr.W, (size_t)s->classes * K, 1e-5);
         snprintf(name, sizeof name, "%s, ties=%s: b gradient", what, rn);
         same(name, pb.b, pr.b, (size_t)s->classes, 1e-5);
         snprintf(name, sizeof name, "%s, ties=%s: input gradient", what, rn);
         same(name, db, dr, nin, 1e-4);
-        conv_nchw(cb, ab.dconv, CNN_ENGINE_BLAS, s);
-        conv_nchw(cr, ar.dconv, CNN_ENGINE_REFERENCE, s);
+        conv_nchw(cb, ab.dout[POST_CONV], CNN_ENGINE_BLAS, s);
+        conv_nchw(cr, ar.dout[POST_CONV], CNN_ENGINE_REFERENCE, s);
         snprintf(name, sizeof name, "%s, ties=%s: pool input gradient", what, rn);
         same(name, cb, cr, conv, 1e-5);
     }
@@ -171,15 +172,15 @@ static void window_pairs(const float *x, const float *conv, size_t *pairs, size_
  * kernels): the setup's check of the SGEMM must tell which, on whatever core runs. */
 static void test_identical_patches(const float *x, cnn_rng *rng)
 {
-    const cnn_shape s = cnn_shape_post();
+    const cnn_arch s = post_arch_mnist();
     cnn_model m;
     cnn_acts a;
     cnn_model_init(&m, &s, rng);
-    cnn_acts_alloc(&a, &s);
+    cnn_acts_alloc(&a, &s, 1);
     float conv[8 * 676], stepped[8 * 676];
     size_t pairs, differ;
     cnn_forward(&m, &a, x, 0, CNN_ENGINE_REFERENCE);
-    conv_nchw(conv, a.conv, CNN_ENGINE_REFERENCE, &s);
+    conv_nchw(conv, a.out[POST_CONV], CNN_ENGINE_REFERENCE, &s);
     size_t all = 0, off = 0; /* the reference: identical patches anywhere, one output */
     for (int p = 0; p < 676; p++) {
         int eq = 1;
@@ -199,10 +200,10 @@ static void test_identical_patches(const float *x, cnn_rng *rng)
     const int needed = a.window_ties[0];
     a.window_ties[0] = 0; /* the SGEMM alone */
     cnn_forward(&m, &a, x, 0, CNN_ENGINE_BLAS);
-    conv_nchw(conv, a.conv, CNN_ENGINE_BLAS, &s);
+    conv_nchw(conv, a.out[POST_CONV], CNN_ENGINE_BLAS, &s);
     a.window_ties[0] = 1; /* with the tie step */
     cnn_forward(&m, &a, x, 0, CNN_ENGINE_BLAS);
-    conv_nchw(stepped, a.conv, CNN_ENGINE_BLAS, &s);
+    conv_nchw(stepped, a.out[POST_CONV], CNN_ENGINE_BLAS, &s);
     a.window_ties[0] = (uint8_t)needed;
     size_t raw_differ;
     window_pairs(x, conv, &pairs, &raw_differ);
@@ -267,7 +268,7 @@ static void test_window_tie_step(cnn_rng *rng)
 static void compare_training(int batch, cnn_pool_ties ties, const float *x, const uint8_t *labels,
                              size_t n, cnn_rng *rng)
 {
-    const cnn_shape s = cnn_shape_post();
+    const cnn_arch s = post_arch_mnist();
     cnn_model mb, mr;
     cnn_rng r2 = *rng;
     cnn_model_init(&mb, &s, rng);
@@ -322,12 +323,12 @@ static void compare_stacked(const char *desc, const float *x, const uint8_t *lab
         return;
     cnn_model m;
     cnn_acts ab, ar;
-    cnn_model_init_arch(&m, &arch, rng);
+    cnn_model_init(&m, &arch, rng);
     for (int l = 0; l < arch.n; l++)
         for (size_t i = 0; i < arch.layer[l].n_bias; i++)
             m.params[arch.layer[l].bias_at + i] = (float)(0.1 * (float)cnn_rng_normal(rng));
-    cnn_acts_alloc_arch(&ab, &arch, 1);
-    cnn_acts_alloc_arch(&ar, &arch, 1);
+    cnn_acts_alloc(&ab, &arch, 1);
+    cnn_acts_alloc(&ar, &arch, 1);
     const size_t np = m.n_params;
     float *gb = malloc(np * 4), *gr = malloc(np * 4), dxb[784], dxr[784];
     char name[256];
@@ -357,16 +358,16 @@ static void compare_stacked(const char *desc, const float *x, const uint8_t *lab
     }
     for (int batch = 1; batch <= 8; batch += 7) {
         cnn_model mb, mr;
-        cnn_model_alloc_arch(&mb, &arch);
-        cnn_model_alloc_arch(&mr, &arch);
+        cnn_model_alloc(&mb, &arch);
+        cnn_model_alloc(&mr, &arch);
         memcpy(mb.params, m.params, np * 4);
         memcpy(mr.params, m.params, np * 4);
         cnn_train_config c = cnn_train_config_default();
         c.batch = batch, c.lr = 0.02f, c.momentum = 0.9f, c.nesterov = 1, c.weight_decay = 1e-4f;
         cnn_trainer *tb, *tr;
-        cnn_trainer_create_arch(&tb, &arch, &c);
+        cnn_trainer_create(&tb, &arch, &c);
         c.engine = CNN_ENGINE_REFERENCE;
-        cnn_trainer_create_arch(&tr, &arch, &c);
+        cnn_trainer_create(&tr, &arch, &c);
         for (int s = 0; s < 12; s++) {
             const uint32_t idx[8] = {0, 1, 2, 3, 4, 5, 6, 7};
             cnn_train_step(tb, &mb, x, labels, idx, batch, NULL);
@@ -393,16 +394,16 @@ int main(void)
     uint8_t flat_labels[256];
     float *flat = make_images(256, flat_labels, 1, &rng);
 
-    const cnn_shape post = cnn_shape_post();
+    const cnn_arch post = post_arch_mnist();
     compare_sample(&post, "post network, noisy image", noisy, labels[0], &rng);
     compare_sample(&post, "post network, flat-background image", flat, flat_labels[0], &rng);
-    const cnn_shape multi = {.C = 3, .H = 12, .W = 15, .F = 5, .classes = 7};
+    const cnn_arch multi = post_arch(3, 12, 15, 5, 7);
     float xm[3 * 12 * 15];
     for (size_t i = 0; i < sizeof xm / sizeof *xm; i++)
         xm[i] = (float)(cnn_rng_uniform(&rng) - 0.5);
     compare_sample(&multi, "C=3 12x15 network", xm, 4, &rng);
     /* too large for im2col's on-stack parity planes: the direct gather path */
-    const cnn_shape large = {.C = 1, .H = 70, .W = 66, .F = 2, .classes = 3};
+    const cnn_arch large = post_arch(1, 70, 66, 2, 3);
     float *xl = malloc(70 * 66 * sizeof(float));
     for (int i = 0; i < 70 * 66; i++)
         xl[i] = (float)(cnn_rng_uniform(&rng) - 0.5);

@@ -12,6 +12,7 @@
  * differences are exact up to float rounding (RTOL 1e-3); the whole network is
  * smooth away from pool ties and max switches (RTOL 2e-2, h = 1e-3). */
 #include "cnn.h"
+#include "post.h"
 #include "kernels.h"
 
 #include "check.h"
@@ -380,7 +381,7 @@ static void test_softmax(cnn_rng *rng)
  * out once more): per-element finite differences against it resolve gradients to
  * ~1e-9 with a step of 1e-6, far below the gap to the nearest pool switch. */
 typedef struct {
-    cnn_shape s;
+    cnn_arch s;
     double *p; /* filters | W | b, laid out like cnn_model.params */
     double *x; /* [C][H][W] */
     int label;
@@ -389,12 +390,12 @@ typedef struct {
 static double dnet_loss(void *ctx)
 {
     const dnet *d = ctx;
-    const cnn_shape *s = &d->s;
+    const cnn_arch *s = &d->s;
     const int OH = s->H - 2, OW = s->W - 2, PH = OH / 2, PW = OW / 2;
-    const size_t K = cnn_shape_dense_len(s), nf = (size_t)s->F * s->C * 9;
+    const size_t K = post_dense_len(s), nf = (size_t)post_filters(s) * s->C * 9;
     const double *filt = d->p, *W = d->p + nf, *b = W + (size_t)s->classes * K;
     double *pool = malloc(K * sizeof *pool), logit[64];
-    for (int f = 0; f < s->F; f++)
+    for (int f = 0; f < post_filters(s); f++)
         for (int i = 0; i < PH; i++)
             for (int j = 0; j < PW; j++) {
                 double mx = -INFINITY;
@@ -484,7 +485,7 @@ typedef struct {
 static double dir_loss(void *ctx)
 {
     dir_ctx *c = ctx;
-    const size_t np = c->m->n_params, nx = cnn_shape_input_len(&c->m->shape);
+    const size_t np = c->m->n_params, nx = post_input_len(&c->m->arch);
     for (size_t i = 0; i < np; i++)
         c->m->params[i] = c->base_p[i] + c->t * c->dir[i];
     for (size_t i = 0; i < nx; i++)
@@ -495,20 +496,20 @@ static double dir_loss(void *ctx)
     return l;
 }
 
-static void test_network(cnn_rng *rng, const cnn_shape *s, const char *what, int tied_image)
+static void test_network(cnn_rng *rng, const cnn_arch *s, const char *what, int tied_image)
 {
     cnn_model m;
     cnn_acts a;
     cnn_model_init(&m, s, rng);
-    cnn_acts_alloc(&a, s);
+    cnn_acts_alloc(&a, s, 1);
     /* larger dense weights than the post's randn/K, so that the conv path carries a
      * gradient well above float rounding, yet the softmax is not saturated */
-    const size_t K = cnn_shape_dense_len(s), nW = (size_t)s->classes * K;
-    const size_t nf = (size_t)s->F * s->C * 9;
+    const size_t K = post_dense_len(s), nW = (size_t)s->classes * K;
+    const size_t nf = (size_t)post_filters(s) * s->C * 9;
     for (size_t i = 0; i < nW; i++)
-        m.p.W[i] = (float)(0.15 * cnn_rng_normal(rng));
-    fill_uniform(m.p.b, (size_t)s->classes, rng, -0.1, 0.1);
-    const size_t nin = cnn_shape_input_len(s);
+        post_view(&m.arch, m.params).W[i] = (float)(0.15 * cnn_rng_normal(rng));
+    fill_uniform(post_view(&m.arch, m.params).b, (size_t)s->classes, rng, -0.1, 0.1);
+    const size_t nin = post_input_len(s);
     float *x = malloc(nin * sizeof(float)), *dx = malloc(nin * sizeof(float));
     float *grad = malloc(m.n_params * sizeof(float));
     if (tied_image) { /* flat background with a graded bar: most pool blocks are ties */
@@ -547,7 +548,7 @@ static void test_network(cnn_rng *rng, const cnn_shape *s, const char *what, int
             memset(grad, 0, m.n_params * sizeof(float));
             cnn_forward(&m, &a, x, label, en_);
             cnn_backward(&m, &a, grad, dx, x, en_, (cnn_pool_ties)rule);
-            cnn_params g = cnn_params_view(s, grad);
+            post_params g = post_view(s, grad);
             char name[200];
             if (tied_image && rule == CNN_TIES_ALL) {
                 /* The post's rule copies a gradient to every tied position: that is
@@ -811,8 +812,8 @@ static void test_stacked_key(cnn_rng *rng, const char *desc, int C, int H, int W
         return;
     cnn_model m;
     cnn_acts a;
-    cnn_model_init_arch(&m, &arch, rng);
-    cnn_acts_alloc_arch(&a, &arch, 1);
+    cnn_model_init(&m, &arch, rng);
+    cnn_acts_alloc(&a, &arch, 1);
     for (int l = 0; l < arch.n; l++) /* biases that are not 0 */
         fill_uniform(m.params + arch.layer[l].bias_at, arch.layer[l].n_bias, rng, -0.2, 0.2);
     const size_t nin = (size_t)C * H * W, np = m.n_params;
@@ -885,10 +886,10 @@ int main(void)
     test_dense(&rng, CNN_ENGINE_REFERENCE, 1);
     test_dense(&rng, CNN_ENGINE_REFERENCE, 3);
     test_softmax(&rng);
-    const cnn_shape post = cnn_shape_post();
+    const cnn_arch post = post_arch_mnist();
     test_network(&rng, &post, "post network, random image", 0);
     test_network(&rng, &post, "post network, tied image", 1);
-    const cnn_shape multi = {.C = 2, .H = 10, .W = 9, .F = 3, .classes = 4};
+    const cnn_arch multi = post_arch(2, 10, 9, 3, 4);
     test_network(&rng, &multi, "C=2 10x9 network", 0);
     test_relu(&rng);
     test_conv_bias(&rng, 0);

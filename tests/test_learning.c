@@ -2,6 +2,7 @@
  * test loss falls from about ln 10 and the test accuracy rises from chance, for
  * both engines, per-sample SGD and minibatches across threads. */
 #include "cnn.h"
+#include "post.h"
 
 #include "check.h"
 
@@ -14,7 +15,7 @@ static void learn(cnn_engine e, int batch, int threads, float lr, const float *x
                   const uint8_t *labels)
 {
     const char *en = e == CNN_ENGINE_BLAS ? "blas" : "reference";
-    const cnn_shape s = cnn_shape_post();
+    const cnn_arch s = post_arch_mnist();
     cnn_rng rng;
     cnn_rng_seed(&rng, 11);
     cnn_model m;

@@ -5,6 +5,7 @@
  * Without the files in data/mnist the test is skipped, but only outside CI: with
  * CI set in the environment (as .ci/run does) missing data is a failure. */
 #include "cnn.h"
+#include "post.h"
 
 #include "check.h"
 #include "proc.h"
@@ -42,7 +43,7 @@ int main(int argc, char **argv)
            "MNIST: 60000 + 10000 images of 28x28, first labels 5 0 / 7 2");
 
     /* one epoch over 10,000 training images, batch 1, as the post */
-    const cnn_shape s = cnn_shape_post();
+    const cnn_arch s = post_arch_mnist();
     const size_t ntr = 10000, nte = 2000;
     float *xtr = malloc(ntr * 784 * sizeof(float)), *xte = malloc(nte * 784 * sizeof(float));
     cnn_pixels_to_float(xtr, train.pixels, ntr * 784);
@@ -105,7 +106,7 @@ int main(int argc, char **argv)
     cnn_model lm = {0};
     cnn_acts a = {0};
     const int loaded = cnn_model_load(&lm, model, msg, sizeof msg) == CNN_OK &&
-                       cnn_acts_alloc(&a, &s) == CNN_OK;
+                       cnn_acts_alloc(&a, &s, 1) == CNN_OK;
     tap_ok(loaded, "the saved model loads");
     char images[512];
     snprintf(images, sizeof images, "%s/t10k-images-idx3-ubyte", dir);

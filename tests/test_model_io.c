@@ -5,6 +5,7 @@
  * save leaves the previous file and no temporary behind; a save removes the temporary
  * files a killed writer left, and only those. */
 #include "cnn.h"
+#include "post.h"
 
 #include "check.h"
 
@@ -86,7 +87,7 @@ static void version2(void)
     cnn_model m, l = {0};
     cnn_rng rng;
     cnn_rng_seed(&rng, 5);
-    cnn_model_init_arch(&m, &a, &rng);
+    cnn_model_init(&m, &a, &rng);
     m.params[a.layer[0].bias_at] = 0.25f; /* a bias that is not 0 */
     const char *path = path_in("stacked.cnn");
     cnn_status st = cnn_model_save(&m, path, err, sizeof err);
@@ -169,11 +170,11 @@ int main(void)
     }
     cnn_rng rng;
     cnn_rng_seed(&rng, 99);
-    const cnn_shape s = cnn_shape_post();
+    const cnn_arch s = post_arch_mnist();
     cnn_model m;
     cnn_model_init(&m, &s, &rng);
     for (int i = 0; i < 10; i++)
-        m.p.b[i] = (float)cnn_rng_normal(&rng);
+        post_view(&m.arch, m.params).b[i] = (float)cnn_rng_normal(&rng);
     char err[512] = "";
 
     /* round trip */
@@ -185,14 +186,14 @@ int main(void)
     st = cnn_model_load(&l, good, err, sizeof err);
     tap_ok(st == CNN_OK && l.n_params == m.n_params &&
                memcmp(l.params, m.params, m.n_params * sizeof(float)) == 0 &&
-               memcmp(&l.shape, &m.shape, sizeof s) == 0,
+               cnn_arch_equal(&l.arch, &m.arch),
            "load returns the same shape and bit-identical parameters (%s)",
            st == CNN_OK ? "ok" : err);
     if (st != CNN_OK)
         return tap_done();
     cnn_acts a1, a2;
-    cnn_acts_alloc(&a1, &s);
-    cnn_acts_alloc(&a2, &s);
+    cnn_acts_alloc(&a1, &s, 1);
+    cnn_acts_alloc(&a2, &s, 1);
     uint8_t pix[10 * 784], lab[10];
     float x[10 * 784];
     cnn_synth_digits(pix, lab, 10, &rng);
@@ -228,7 +229,7 @@ int main(void)
     memcpy(&b0, b + 40 + 4 * (P - 10), 4); /* little-endian host, as the format */
     tap_ok(n == 40 + 4 * P + 4 && memcmp(b, "CNNMODEL", 8) == 0 && b[8] == 1 && dims[0] == 1 &&
                dims[1] == 28 && dims[2] == 28 && dims[3] == 8 && dims[4] == 10 &&
-               b[32] + 256u * b[33] == P && b0 == m.p.b[0] &&
+               b[32] + 256u * b[33] == P && b0 == post_view(&m.arch, m.params).b[0] &&
                crc32(0L, b, (uInt)(n - 4)) == ((uint32_t)b[n - 4] | (uint32_t)b[n - 3] << 8 |
                                                (uint32_t)b[n - 2] << 16 | (uint32_t)b[n - 1] << 24),
            "file layout: magic, version 1, shape 1x28x28/8/10, %zu params, b last, CRC-32", P);
@@ -324,12 +325,12 @@ int main(void)
                count_entries() == before,
            "save over a directory fails, leaves it and no temporary file: %s", err);
     /* a save over an existing model replaces it whole, leaving no temporary */
-    m.p.b[3] += 1.0f;
+    post_view(&m.arch, m.params).b[3] += 1.0f;
     st = cnn_model_save(&m, good, err, sizeof err);
     cnn_model l2 = {0};
     const cnn_status st2 = st == CNN_OK ? cnn_model_load(&l2, good, err, sizeof err) : st;
     const int entries = count_entries();
-    tap_ok(st2 == CNN_OK && l2.p.b[3] == m.p.b[3] && entries == before,
+    tap_ok(st2 == CNN_OK && post_view(&l2.arch, l2.params).b[3] == post_view(&m.arch, m.params).b[3] && entries == before,
            "saving over a model replaces it and leaves no temporary file (%d entries, %d before; "
            "%s)", entries, before, st2 == CNN_OK ? "loads" : err);
     cnn_model_free(&l2);

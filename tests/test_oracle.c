@@ -31,6 +31,7 @@
  * 0.00501 instead of 0.005 all fail). Each check prints a '#' line with its measured
  * error, for re-tuning. */
 #include "cnn.h"
+#include "post.h"
 #include "kernels.h"
 
 #include "check.h"
@@ -203,10 +204,10 @@ int main(int argc, char **argv)
     seq4[CNN_TIES_ALL] = load_params("seq4_all", 0);
     double *batch4 = load_params("batch4_single", 0);
 
-    const cnn_shape shape = cnn_shape_post();
-    if (cnn_shape_input_len(&shape) != IMG * IMG || cnn_shape_param_len(&shape) != NPARAMS ||
-        cnn_shape_dense_len(&shape) != KDENSE)
-        die("cnn_shape_post() is not the post's 1x28x28, 8 filters, 10 classes");
+    const cnn_arch shape = post_arch_mnist();
+    if (post_input_len(&shape) != IMG * IMG || shape.n_params != NPARAMS ||
+        post_dense_len(&shape) != KDENSE)
+        die("post_arch_mnist() is not the post's 1x28x28, 8 filters, 10 classes");
 
     float x[4 * IMG * IMG];
     cnn_pixels_to_float(x, pixels, 4 * IMG * IMG);
@@ -218,7 +219,7 @@ int main(int argc, char **argv)
     cnn_acts a;
     if (cnn_model_alloc(&m, &shape) != CNN_OK)
         die("cnn_model_alloc failed");
-    if (cnn_acts_alloc(&a, &shape) != CNN_OK) {
+    if (cnn_acts_alloc(&a, &shape, 1) != CNN_OK) {
         cnn_model_free(&m);
         die("cnn_acts_alloc failed");
     }
@@ -243,12 +244,12 @@ int main(int argc, char **argv)
             snprintf(name, sizeof name, "%s img%d conv", en, k);
             static float conv_nchw[F * CONV * CONV]; /* the BLAS engine's is in pool-block order */
             if (engines[e] == CNN_ENGINE_BLAS)
-                cnn_blocks_to_nchw(conv_nchw, a.conv, F, CONV, CONV);
+                cnn_blocks_to_nchw(conv_nchw, a.out[POST_CONV], F, CONV, CONV);
             else
-                memcpy(conv_nchw, a.conv, sizeof conv_nchw);
+                memcpy(conv_nchw, a.out[POST_CONV], sizeof conv_nchw);
             cmp_scaled(name, conv_nchw, img[k].conv, F * CONV * CONV, NULL, TOL_FWD_A, TOL_FWD_R);
             snprintf(name, sizeof name, "%s img%d pool", en, k);
-            cmp_scaled(name, a.pool, img[k].pool, KDENSE, NULL, TOL_FWD_A, TOL_FWD_R);
+            cmp_scaled(name, a.out[POST_POOL], img[k].pool, KDENSE, NULL, TOL_FWD_A, TOL_FWD_R);
             snprintf(name, sizeof name, "%s img%d probs", en, k);
             cmp_scaled(name, a.probs, img[k].probs, NCLS, NULL, TOL_FWD_A, TOL_FWD_R);
             snprintf(name, sizeof name, "%s img%d loss", en, k);
@@ -260,7 +261,7 @@ int main(int argc, char **argv)
                 cnn_forward(&m, &a, xk, labels[k], engines[e]);
                 cnn_backward(&m, &a, g, NULL, xk, engines[e], ties[t]);
                 snprintf(name, sizeof name, "%s img%d %s", en, k, ties_name(ties[t]));
-                cmp_grad(name, cnn_params_view(&shape, g).filters, img[k].grad[ties[t]]);
+                cmp_grad(name, post_view(&shape, g).filters, img[k].grad[ties[t]]);
             }
 
             /* The tie rule must matter on this image: the oracle's two dfilters differ by

@@ -89,8 +89,8 @@ static void forward_and_gradients(const net *n, cnn_engine e)
 {
     cnn_model m;
     cnn_acts a;
-    cnn_model_alloc_arch(&m, &n->arch);
-    cnn_acts_alloc_arch(&a, &n->arch, 1);
+    cnn_model_alloc(&m, &n->arch);
+    cnn_acts_alloc(&a, &n->arch, 1);
     set_params(&m, n->params);
     float *x = malloc(n->in_len * sizeof *x), *dx = malloc(n->in_len * sizeof *dx);
     float *grad = malloc(m.n_params * sizeof *grad);
@@ -153,7 +153,7 @@ static void train(const net *n, cnn_engine e, int threads, const char *what, con
                   float wd)
 {
     cnn_model m;
-    cnn_model_alloc_arch(&m, &n->arch);
+    cnn_model_alloc(&m, &n->arch);
     set_params(&m, n->params);
     cnn_train_config c = cnn_train_config_default();
     c.engine = e, c.batch = batch, c.threads = threads, c.lr = 0.05f;
@@ -164,7 +164,7 @@ static void train(const net *n, cnn_engine e, int threads, const char *what, con
         px[i] = (uint8_t)n->images[i];
     for (int k = 0; k < 4; k++)
         labels[k] = (uint8_t)n->labels[k];
-    int ok = cnn_trainer_create_arch(&t, &n->arch, &c) == CNN_OK;
+    int ok = cnn_trainer_create(&t, &n->arch, &c) == CNN_OK;
     for (int s = 0; ok && s < steps; s++) {
         const uint32_t order[4] = {0, 1, 2, 3};
         const uint32_t *idx = batch == 4 ? order : order + s;
@@ -183,7 +183,7 @@ static void train(const net *n, cnn_engine e, int threads, const char *what, con
     if (vel_entry) {
         const double *v = need(n, vel_entry, m.n_params);
         snprintf(name + strlen(name), sizeof name - strlen(name), ", velocities");
-        check_close(name, cnn_trainer_velocity(t), v, m.n_params, 1e-4 * max_abs(v, m.n_params),
+        check_close(name, cnn_trainer_state(t, NULL), v, m.n_params, 1e-4 * max_abs(v, m.n_params),
                     1e-5);
     }
 out:
@@ -217,7 +217,7 @@ static void described_run(const net *n, cnn_engine e, const char *run)
         c.momentum = (float)a, c.nesterov = nesterov;
     }
     cnn_model m;
-    cnn_model_alloc_arch(&m, &n->arch);
+    cnn_model_alloc(&m, &n->arch);
     set_params(&m, n->params);
     uint8_t *px = malloc(4 * n->in_len), labels[4];
     for (size_t i = 0; i < 4 * n->in_len; i++)
@@ -225,7 +225,7 @@ static void described_run(const net *n, cnn_engine e, const char *run)
     for (int k = 0; k < 4; k++)
         labels[k] = (uint8_t)n->labels[k];
     cnn_trainer *t;
-    int ok = cnn_trainer_create_arch(&t, &n->arch, &c) == CNN_OK;
+    int ok = cnn_trainer_create(&t, &n->arch, &c) == CNN_OK;
     for (int s = 0; ok && s < steps; s++)
         ok = cnn_train_step_u8(t, &m, px, labels, NULL, 4, NULL) == CNN_OK;
     char name[200];

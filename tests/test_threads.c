@@ -4,6 +4,8 @@
  * and so does training on the uint8 pixels (cnn_train_step_u8, cnn_evaluate_u8).
  * Also: a step leaves the caller's OpenMP thread count as it was. */
 #include "cnn.h"
+#include "steps.h"
+#include "post.h"
 
 #include "check.h"
 #include "config.h"
@@ -27,7 +29,7 @@ typedef struct {
 static run_result run(int threads, int batch, cnn_engine e, cnn_pool_ties ties, const float *x,
                       const uint8_t *px, const uint8_t *labels)
 {
-    const cnn_shape s = cnn_shape_post();
+    const cnn_arch s = post_arch_mnist();
     cnn_rng rng;
     cnn_rng_seed(&rng, 42);
     cnn_model m;
@@ -79,16 +81,17 @@ static void stacked_threads(const char *desc, const uint8_t *px, const uint8_t *
             cnn_rng rng;
             cnn_rng_seed(&rng, 11);
             cnn_model m;
-            cnn_model_init_arch(&m, &arch, &rng);
+            cnn_model_init(&m, &arch, &rng);
             cnn_train_config c = cnn_train_config_default();
             c.batch = batch, c.threads = th, c.lr = 0.05f, c.momentum = 0.9f, c.nesterov = 1;
             c.weight_decay = 5e-4f;
             cnn_trainer *t;
-            cnn_trainer_create_arch(&t, &arch, &c);
+            cnn_trainer_create(&t, &arch, &c);
             const int steps = batch == 1 ? 40 : N / batch;
+            const cnn_lr_schedule cosine = {.kind = CNN_SCHEDULE_COSINE, .lr = 0.05f,
+                                            .steps = (uint64_t)steps, .gamma = 1.0f};
             for (int i = 0; i < steps; i++) {
-                cnn_trainer_set_lr(t, cnn_schedule_lr(CNN_SCHEDULE_COSINE, 0.05f, (uint64_t)i,
-                                                      (uint64_t)steps));
+                cnn_trainer_set_lr(t, cnn_lr_at(&cosine, (uint64_t)i));
                 const int n = batch == 1 ? 1 : batch;
                 cnn_train_step_u8(t, &m, px, labels, NULL, n, NULL);
             }
@@ -97,10 +100,10 @@ static void stacked_threads(const char *desc, const uint8_t *px, const uint8_t *
                 free(first), free(first_v);
                 first = malloc(np * 4), first_v = malloc(np * 4);
                 memcpy(first, m.params, np * 4);
-                memcpy(first_v, cnn_trainer_velocity(t), np * 4);
+                memcpy(first_v, cnn_trainer_state(t, NULL), np * 4);
             } else {
                 tap_ok(memcmp(first, m.params, np * 4) == 0 &&
-                           memcmp(first_v, cnn_trainer_velocity(t), np * 4) == 0,
+                           memcmp(first_v, cnn_trainer_state(t, NULL), np * 4) == 0,
                        "%s, batch %d, Nesterov, weight decay, cosine: %d threads bit-identical "
                        "to 1 (weights and velocities)", desc, batch, th);
             }
@@ -128,7 +131,7 @@ static void shifted(const uint8_t *pix, const uint8_t *labels)
             }
     float *x = malloc((size_t)B * 784 * sizeof *x);
     cnn_pixels_to_float(x, moved, (size_t)B * 784);
-    const cnn_shape s = cnn_shape_post();
+    const cnn_arch s = post_arch_mnist();
     float *ref = NULL;
     for (int run = 0; run < 4; run++) { /* 0: by hand, 1 thread; 1..3: shifted, 1..3 threads */
         cnn_rng rng;
@@ -186,12 +189,12 @@ static void in_parts(const uint8_t *pix, const uint8_t *labels)
     cnn_rng rng;
     cnn_rng_seed(&rng, 21);
     cnn_model ref;
-    cnn_model_init_arch(&ref, &arch, &rng);
+    cnn_model_init(&ref, &arch, &rng);
     const size_t np = ref.n_params;
     float *init = malloc(np * 4);
     memcpy(init, ref.params, np * 4);
     cnn_trainer *t;
-    cnn_trainer_create_arch(&t, &arch, &c);
+    cnn_trainer_create(&t, &arch, &c);
     cnn_stats whole = {0};
     for (int s = 0; s < STEPS; s++)
         cnn_train_step_u8(t, &ref, pix + (size_t)s * B * 784, labels + s * B, NULL, B, &whole);
@@ -200,9 +203,9 @@ static void in_parts(const uint8_t *pix, const uint8_t *labels)
         cnn_model m[PMAX];
         cnn_trainer *tr[PMAX];
         for (int r = 0; r < P; r++) {
-            cnn_model_alloc_arch(&m[r], &arch);
+            cnn_model_alloc(&m[r], &arch);
             memcpy(m[r].params, init, np * 4);
-            cnn_trainer_create_arch(&tr[r], &arch, &c);
+            cnn_trainer_create(&tr[r], &arch, &c);
         }
         cnn_stats st = {0};
         const int nch = cnn_chunk_count(B);
@@ -257,18 +260,18 @@ static void dropout_masks(const uint8_t *px, const uint8_t *labels)
     cnn_rng rng;
     cnn_rng_seed(&rng, 41);
     cnn_model init;
-    cnn_model_init_arch(&init, &with, &rng);
+    cnn_model_init(&init, &with, &rng);
     const size_t P = init.n_params;
     float *after[4];
     const uint64_t seeds[4] = {7, 7, 7, 8}, epochs[4] = {1, 1, 2, 1};
     for (int r = 0; r < 4; r++) {
         cnn_model m;
-        cnn_model_alloc_arch(&m, &with);
+        cnn_model_alloc(&m, &with);
         memcpy(m.params, init.params, P * 4);
         cnn_train_config c = cnn_train_config_default();
         c.batch = B, c.lr = 0.1f, c.seed = seeds[r], c.threads = 1 + r % 2;
         cnn_trainer *t;
-        cnn_trainer_create_arch(&t, &with, &c);
+        cnn_trainer_create(&t, &with, &c);
         cnn_trainer_set_epoch(t, epochs[r]);
         cnn_train_step_u8(t, &m, px, labels, NULL, B, NULL);
         after[r] = malloc(P * 4);
@@ -282,13 +285,13 @@ static void dropout_masks(const uint8_t *px, const uint8_t *labels)
            "epoch or seed, another");
     /* evaluation: the same loss as the network without its dropout layers */
     cnn_model m2;
-    cnn_model_alloc_arch(&m2, &without);
+    cnn_model_alloc(&m2, &without);
     memcpy(m2.params, init.params, P * 4);
     cnn_train_config c = cnn_train_config_default();
     c.batch = B;
     cnn_trainer *t1, *t2;
-    cnn_trainer_create_arch(&t1, &with, &c);
-    cnn_trainer_create_arch(&t2, &without, &c);
+    cnn_trainer_create(&t1, &with, &c);
+    cnn_trainer_create(&t2, &without, &c);
     cnn_stats s1 = {0}, s2 = {0};
     cnn_evaluate_u8(t1, &init, px, labels, B, NULL, &s1);
     cnn_evaluate_u8(t2, &m2, px, labels, B, NULL, &s2);
@@ -319,16 +322,16 @@ static void adam_steps(const uint8_t *px, const uint8_t *labels)
         cnn_rng rng;
         cnn_rng_seed(&rng, 31);
         cnn_model init;
-        cnn_model_init_arch(&init, &arch, &rng);
+        cnn_model_init(&init, &arch, &rng);
         const size_t P = init.n_params;
         float *first = NULL;
         for (int th = 1; th <= 3; th++) {
             cnn_model m;
-            cnn_model_alloc_arch(&m, &arch);
+            cnn_model_alloc(&m, &arch);
             memcpy(m.params, init.params, P * 4);
             c.threads = th;
             cnn_trainer *t;
-            cnn_trainer_create_arch(&t, &arch, &c);
+            cnn_trainer_create(&t, &arch, &c);
             for (int s = 0; s < STEPS; s++)
                 cnn_train_step_u8(t, &m, px + (size_t)s * B * 784, labels + s * B, NULL, B, NULL);
             size_t len;
@@ -343,9 +346,9 @@ static void adam_steps(const uint8_t *px, const uint8_t *labels)
                 for (size_t i = 0; i < P; i++)
                     p[i] = init.params[i];
                 cnn_model f;
-                cnn_model_alloc_arch(&f, &arch);
+                cnn_model_alloc(&f, &arch);
                 cnn_acts a;
-                cnn_acts_alloc_arch(&a, &arch, B);
+                cnn_acts_alloc(&a, &arch, B);
                 for (int s = 0; s < STEPS; s++) {
                     for (size_t i = 0; i < P; i++)
                         f.params[i] = (float)p[i];
@@ -403,7 +406,7 @@ int main(void)
             pix[i] = 0;
     float *x = malloc(sizeof pix * sizeof(float));
     cnn_pixels_to_float(x, pix, sizeof pix);
-    const size_t np = cnn_shape_param_len(&(cnn_shape){1, 28, 28, 8, 10});
+    const size_t np = post_arch_mnist().n_params;
 
 #if HAVE_OPENMP
     const int before = omp_get_max_threads();

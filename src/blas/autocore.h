@@ -18,6 +18,50 @@
 
 #include <stddef.h>
 
+/* ---- the decision (blas.c), a pure function the tests drive with any CPU */
+
+/* The CPU's instruction sets that decide the core (x86-64; all 0 elsewhere). */
+typedef struct cnn_cpu_features {
+    int amd;                                     /* AMD or Hygon: AVX2 core Zen */
+    int avx2, fma;                               /* AVX2 cores need both */
+    int avx512f, avx512bw, avx512dq, avx512vl;   /* AVX-512 cores need all four */
+    int avx512bf16;                              /* Cooperlake */
+} cnn_cpu_features;
+
+/* This CPU's features, as far as the operating system enables them. */
+void cnn_cpu_features_read(cnn_cpu_features *f);
+
+/* OpenBLAS cores the choice considers, as bits of a mask. */
+enum {
+    CNN_CORE_HASWELL = 1u,
+    CNN_CORE_ZEN = 2u,
+    CNN_CORE_SKYLAKEX = 4u,
+    CNN_CORE_COOPERLAKE = 8u,
+};
+/* The cores this process's OpenBLAS carries (0 unless it is a DYNAMIC_ARCH build). */
+unsigned cnn_blas_cores_available(void);
+/* "OpenBLAS 0.3.21": the library and its version. @return buf. */
+const char *cnn_blas_version(char *buf, size_t len);
+
+typedef struct cnn_blas_core_choice {
+    const char *core; /* the core to run ("SkylakeX"), or NULL: keep OpenBLAS's */
+    char reason[160]; /* why, or "" when OpenBLAS's own choice fits */
+} cnn_blas_core_choice;
+
+/* The decision, a pure function of its arguments. cpu: the features; detected: the
+ * core OpenBLAS chose itself; blas: "OpenBLAS 0.3.21"; available: the cores it has;
+ * env_core: the user's OPENBLAS_CORETYPE (NULL if unset; always respected); keep:
+ * the user asked to keep OpenBLAS's choice. A core is chosen only when the detected
+ * one falls short of the CPU: AVX-512 F/BW/DQ/VL present but a core without AVX-512
+ * kernels (then Cooperlake where AVX-512 BF16 is present, else SkylakeX), or AVX2 and
+ * FMA present but a pre-Haswell core (then Zen on AMD, else Haswell). */
+cnn_blas_core_choice cnn_blas_core_decide(const cnn_cpu_features *cpu, const char *detected,
+                                          const char *blas, unsigned available,
+                                          const char *env_core, int keep);
+
+
+/* ---- the restart (autocore.c) */
+
 typedef struct cnn_core_report {
     char how[224];     /* how the core came to run ("chosen for this CPU: ..."), or "" */
     char warning[320]; /* something the user should know, or "" */

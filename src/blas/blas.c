@@ -7,6 +7,8 @@
  * features alone, which core fits and why; it is a pure function. */
 #include "cnn.h"
 
+#include "autocore.h"
+
 #include "config.h"
 
 #include <cblas.h>

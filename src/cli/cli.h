@@ -38,7 +38,7 @@ typedef struct {
 long all_cores(void);
 extern cnn_core_report blas_core;
 void catch_signals(void);
-int check_model_shape(const char *path, const cnn_model *m, const cnn_shape *want);
+int check_model_data(const char *path, const cnn_model *m, const cnn_dataset *d);
 int check_save_path(const char *flag, const char *path);
 int cmd_eval(int argc, char **argv);
 int cmd_predict(int argc, char **argv);
@@ -59,7 +59,6 @@ extern const char *const reductions[];
 int save_model(const cnn_model *m, const char *path);
 extern const char *const schedules[];
 int set_opt(const opt *o, const char *val);
-cnn_shape shape_for(const cnn_dataset *d);
 void stop_and_save(const cnn_checkpoint *ck, const cnn_model *m, const char *save, const char *ckpt_path, long epoch, size_t step, size_t n);
 extern volatile sig_atomic_t stop_signal;
 extern const char *const tie_rules[];

@@ -62,40 +62,28 @@ int load_mnist(const char *dir, const char *split, long limit, const char *flag,
 
 int make_synthetic(long n, uint64_t seed, cnn_dataset *d)
 {
-    memset(d, 0, sizeof *d);
-    d->n = (size_t)n;
-    d->rows = d->cols = 28;
-    d->pixels = malloc((size_t)n * 784);
-    d->labels = malloc((size_t)n);
-    if (!d->pixels || !d->labels) {
-        fprintf(stderr, "%s: out of memory for %ld synthetic images\n", prog, n);
+    const cnn_status st = cnn_dataset_synthetic(d, (size_t)n, seed);
+    if (st != CNN_OK)
+        fprintf(stderr, "%s: %ld synthetic images: %s\n", prog, n, cnn_status_str(st));
+    return st != CNN_OK;
+}
+
+/* The model must take the data's images, and have a class for each of its labels. */
+int check_model_data(const char *path, const cnn_model *m, const cnn_dataset *d)
+{
+    const cnn_arch *a = &m->arch;
+    if (a->C != d->channels || a->H != d->rows || a->W != d->cols) {
+        fprintf(stderr, "%s: %s: the model takes %dx%dx%d images, the data's are %dx%dx%d\n",
+                prog, path, a->C, a->H, a->W, d->channels, d->rows, d->cols);
         return 1;
     }
-    cnn_rng rng;
-    cnn_rng_seed(&rng, seed);
-    cnn_synth_digits(d->pixels, d->labels, (size_t)n, &rng);
+    const int classes = cnn_dataset_classes(d);
+    if (classes > a->classes) {
+        fprintf(stderr, "%s: %s: the model has %d classes, the data has labels up to %d\n",
+                prog, path, a->classes, classes - 1);
+        return 1;
+    }
     return 0;
-}
-
-/* The post's network for images of the data's size. */
-cnn_shape shape_for(const cnn_dataset *d)
-{
-    cnn_shape s = cnn_shape_post();
-    s.H = d->rows;
-    s.W = d->cols;
-    return s;
-}
-
-/* The model must take the data's images and classes. */
-int check_model_shape(const char *path, const cnn_model *m, const cnn_shape *want)
-{
-    const cnn_shape *s = &m->shape;
-    if (s->C == want->C && s->H == want->H && s->W == want->W && s->classes == want->classes)
-        return 0;
-    fprintf(stderr, "%s: %s: the model takes %dx%dx%d images and %d classes, the data has "
-            "%dx%dx%d and %d\n", prog, path, s->C, s->H, s->W, s->classes, want->C, want->H,
-            want->W, want->classes);
-    return 1;
 }
 
 /* The network to train: --arch for the data's images, or the resumed model's (which
@@ -104,7 +92,8 @@ int network(cnn_arch *a, const char *desc, const cnn_model *resumed, const char 
                    const cnn_dataset *d)
 {
     char err[512];
-    if (cnn_arch_build(a, desc ? desc : CNN_ARCH_POST, 1, d->rows, d->cols, err, sizeof err)) {
+    if (cnn_arch_build(a, desc ? desc : CNN_ARCH_POST, d->channels, d->rows, d->cols, err,
+                       sizeof err)) {
         fprintf(stderr, "%s: --arch: %s\n", prog, err);
         return 1;
     }
@@ -116,9 +105,7 @@ int network(cnn_arch *a, const char *desc, const cnn_model *resumed, const char 
     }
     if (resumed)
         *a = resumed->arch;
-    int top = 0; /* the largest label of the data */
-    for (size_t i = 0; i < d->n; i++)
-        top = d->labels[i] > top ? d->labels[i] : top;
+    const int top = cnn_dataset_classes(d) - 1; /* the largest label of the data */
     if (top >= a->classes) {
         fprintf(stderr, "%s: %s: the network has %d classes, the data has labels up to %d "
                 "(end it with softmax%d)\n", prog, resumed ? path : "--arch", a->classes, top,

@@ -12,6 +12,7 @@
 #define CNN_DIST_H
 
 #include "cnn.h"
+#include "steps.h"
 
 typedef struct cnn_dist {
     int rank, size; /* this process, and how many; 0 and 1 without MPI */

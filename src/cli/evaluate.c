@@ -29,41 +29,43 @@ int cmd_eval(int argc, char **argv)
     cnn_model model = {0};
     cnn_trainer *trainer = NULL;
     uint8_t *pred = NULL;
+    size_t *conf = NULL; /* [classes][classes]: true class, predicted */
     if (load_model(model_path, &model))
         return 1;
     rc = 1;
     if (load_mnist(data, "t10k", test_limit, "--test-limit", &te))
         goto out;
-    const cnn_shape shape = shape_for(&te);
-    if (check_model_shape(model_path, &model, &shape))
+    if (check_model_data(model_path, &model, &te))
         goto out;
+    const int classes = model.arch.classes;
     cnn_train_config cfg = cnn_train_config_default();
     cfg.engine = (cnn_engine)engine;
     cfg.threads = (int)threads;
     pred = malloc(te.n);
+    conf = calloc((size_t)classes * (size_t)classes, sizeof *conf);
     cnn_stats st = {0};
-    if (!pred || cnn_trainer_create_arch(&trainer, &model.arch, &cfg) != CNN_OK ||
+    if (!pred || !conf || cnn_trainer_create(&trainer, &model.arch, &cfg) != CNN_OK ||
         cnn_evaluate_u8(trainer, &model, te.pixels, te.labels, te.n, pred, &st) != CNN_OK) {
         fprintf(stderr, "%s: evaluation failed (out of memory)\n", prog);
         goto out;
     }
     printf("model: %s\ndata: %s: %zu test images\n", model_path, data, te.n);
     print_test(&st);
-    size_t conf[10][10] = {{0}};
     for (size_t i = 0; i < te.n; i++)
-        conf[te.labels[i]][pred[i]]++;
+        conf[(size_t)te.labels[i] * (size_t)classes + pred[i]]++;
     printf("Confusion matrix (rows: true class, columns: predicted):\n      ");
-    for (int c = 0; c < 10; c++)
+    for (int c = 0; c < classes; c++)
         printf("%6d", c);
     printf("\n");
-    for (int r = 0; r < 10; r++) {
+    for (int r = 0; r < classes; r++) {
         printf("%6d", r);
-        for (int c = 0; c < 10; c++)
-            printf("%6zu", conf[r][c]);
+        for (int c = 0; c < classes; c++)
+            printf("%6zu", conf[(size_t)r * (size_t)classes + (size_t)c]);
         printf("\n");
     }
     rc = 0;
 out:
+    free(conf);
     free(pred);
     cnn_trainer_free(trainer);
     cnn_model_free(&model);
@@ -116,25 +118,26 @@ int cmd_predict(int argc, char **argv)
                 index, idx, n);
         goto out;
     }
-    const cnn_shape want = {.C = 1, .H = rows, .W = cols, .F = 8, .classes = 10};
-    if (load_model(model_path, &model) || check_model_shape(model_path, &model, &want))
+    /* PGM and IDX images are greyscale; the image, as a data set of one, unlabelled */
+    const cnn_dataset image = {.channels = 1, .rows = rows, .cols = cols};
+    if (load_model(model_path, &model) || check_model_data(model_path, &model, &image))
         goto out;
-    const size_t len = (size_t)rows * (size_t)cols;
+    const size_t len = cnn_dataset_image_len(&image);
     x = malloc(len * sizeof *x);
-    if (!x || cnn_acts_alloc_arch(&acts, &model.arch, 1) != CNN_OK) {
+    if (!x || cnn_acts_alloc(&acts, &model.arch, 1) != CNN_OK) {
         fprintf(stderr, "%s: out of memory\n", prog);
         goto out;
     }
     cnn_pixels_to_float(x, pixels + (size_t)index * len, len);
     cnn_blas_setup();
     cnn_forward(&model, &acts, x, -1, (cnn_engine)engine);
-    const int predicted = cnn_argmax(acts.probs, model.shape.classes);
+    const int predicted = cnn_argmax(acts.probs, model.arch.classes);
     if (pgm)
         printf("image: %s\n", pgm);
     else
         printf("image: %s, index %ld\n", idx, index);
     printf("predicted class: %d\n", predicted);
-    for (int c = 0; c < model.shape.classes; c++)
+    for (int c = 0; c < model.arch.classes; c++)
         printf("p(%d) = %.6f\n", c, (double)acts.probs[c]);
     rc = 0;
 out:

@@ -128,7 +128,7 @@ static int load_training_data(const train_args *o, cnn_dataset *tr, cnn_dataset 
     *te = *tr;
     te->n = (size_t)(o->synthetic / 6 > 0 ? o->synthetic / 6 : 1);
     tr->n = (size_t)o->synthetic;
-    te->pixels = tr->pixels + tr->n * 784;
+    te->pixels = tr->pixels + tr->n * cnn_dataset_image_len(tr);
     te->labels = tr->labels + tr->n;
     if (o->train_limit > o->synthetic || o->test_limit > (long)te->n) {
         fprintf(stderr, "%s: --train-limit / --test-limit exceed the synthetic set\n", prog);
@@ -227,9 +227,8 @@ static int set_up(train_run *r, const train_args *o)
                 o->batch, r->tr.n);
         return 1;
     }
-    const cnn_shape shape = shape_for(&r->tr);
     if (network(&r->arch, o->arch, o->resume ? &r->model : NULL, o->resume, &r->tr) ||
-        (o->resume && check_model_shape(o->resume, &r->model, &shape)))
+        (o->resume && check_model_data(o->resume, &r->model, &r->tr)))
         return 1;
     r->cfg = (cnn_train_config){.engine = (cnn_engine)o->engine,
                                 .ties = (cnn_pool_ties)o->ties, .batch = (int)o->batch,
@@ -256,10 +255,10 @@ static int set_up(train_run *r, const train_args *o)
         if (r->first_pos == r->tr.n) /* the epoch was complete */
             r->first_epoch++, r->first_pos = 0;
     } else if (!o->resume) {
-        st = cnn_model_init_arch(&r->model, &r->arch, &r->rng);
+        st = cnn_model_init(&r->model, &r->arch, &r->rng);
     }
     if (st == CNN_OK)
-        st = cnn_trainer_create_arch(&r->trainer, &r->arch, &r->cfg);
+        st = cnn_trainer_create(&r->trainer, &r->arch, &r->cfg);
     size_t state_len = 0;
     float *state = st == CNN_OK ? cnn_trainer_state(r->trainer, &state_len) : NULL;
     if (r->from_ckpt && st == CNN_OK) { /* what the optimiser kept, if it is the same one */
@@ -349,7 +348,7 @@ static int save_checkpoint(const train_run *r, const train_args *o)
 static cnn_status test_split(train_run *r, cnn_stats *st)
 {
     const cnn_dist *d = r->dist;
-    const size_t n = r->te.n, len = (size_t)r->te.rows * (size_t)r->te.cols;
+    const size_t n = r->te.n, len = cnn_dataset_image_len(&r->te);
     size_t lo = n * (size_t)d->rank / (size_t)d->size / CNN_CHUNK_MAX * CNN_CHUNK_MAX;
     size_t hi = n * (size_t)(d->rank + 1) / (size_t)d->size / CNN_CHUNK_MAX * CNN_CHUNK_MAX;
     if (d->rank == d->size - 1)
@@ -497,7 +496,7 @@ static int train_and_test(train_run *r, const train_args *o)
 /* The data every rank trains on must be the same: a CRC-32 of it, compared. */
 static uint32_t data_checksum(const train_run *r)
 {
-    const size_t len = (size_t)r->tr.rows * (size_t)r->tr.cols;
+    const size_t len = cnn_dataset_image_len(&r->tr);
     uLong c = crc32(0L, Z_NULL, 0);
     const cnn_dataset *sets[2] = {&r->tr, &r->te};
     for (int k = 0; k < 2; k++)

@@ -3,6 +3,7 @@
 #include "cnn.h"
 
 #include "fileio.h"
+#include "steps.h"
 
 #include <math.h>
 #include <stdio.h>
@@ -33,7 +34,8 @@ void cnn_model_to_bytes(const cnn_model *m, unsigned char *buf)
     size_t at;
     if (writes_v1(m)) {
         cnn_put_u32(buf + 8, 1);
-        const int dims[5] = {m->shape.C, m->shape.H, m->shape.W, m->shape.F, m->shape.classes};
+        const cnn_arch *a = &m->arch;
+        const int dims[5] = {a->C, a->H, a->W, a->layer[0].units, a->classes};
         for (int i = 0; i < 5; i++)
             cnn_put_u32(buf + 12 + 4 * i, (uint32_t)dims[i]);
         at = 32;
@@ -64,10 +66,10 @@ static cnn_status arch_v1(cnn_arch *a, const unsigned char *buf, size_t len, con
     uint32_t d[5];
     for (int i = 0; i < 5; i++)
         d[i] = cnn_get_u32(buf + 12 + 4 * i);
-    const cnn_shape s = {.C = d[0] > 4096 ? 0 : (int)d[0], .H = d[1] > 4096 ? 0 : (int)d[1],
-                         .W = d[2] > 4096 ? 0 : (int)d[2], .F = d[3] > 4096 ? 0 : (int)d[3],
-                         .classes = d[4] > 4096 ? 0 : (int)d[4]};
-    if (cnn_arch_of_shape(a, &s) != CNN_OK)
+    char desc[64];
+    snprintf(desc, sizeof desc, "conv%u,pool,softmax%u", d[3], d[4]);
+    if (d[0] > 4096 || d[1] > 4096 || d[2] > 4096 || d[3] < 1 || d[4] < 2 ||
+        cnn_arch_build(a, desc, (int)d[0], (int)d[1], (int)d[2], NULL, 0) != CNN_OK)
         return cnn_errorf(CNN_ERR_FORMAT, err, errlen,
                           "%s: unsupported architecture (input %ux%ux%u, %u filters, %u classes)",
                           path, d[0], d[1], d[2], d[3], d[4]);
@@ -138,7 +140,7 @@ cnn_status cnn_model_from_bytes(cnn_model *m, const unsigned char *buf, size_t l
         return cnn_errorf(CNN_ERR_FORMAT, err, errlen,
                           "%s: corrupt (CRC-32 %08x, the file says %08x)", path, crc, stored);
     cnn_model tmp;
-    if (cnn_model_alloc_arch(&tmp, &a) != CNN_OK)
+    if (cnn_model_alloc(&tmp, &a) != CNN_OK)
         return cnn_errorf(CNN_ERR_NOMEM, err, errlen, "%s: out of memory", path);
     for (size_t i = 0; i < want; i++) {
         tmp.params[i] = cnn_get_f32(buf + at + 8 + 4 * i);

@@ -4,6 +4,7 @@
 
 #include "fileio.h"
 #include "layer.h"
+#include "steps.h"
 
 #include <stdio.h>
 #include <string.h>
@@ -138,16 +139,6 @@ const char *cnn_arch_describe(const cnn_arch *a, char *buf, size_t len)
         used += (size_t)snprintf(buf + used, len - used, "%s%s", i ? "," : "", one);
     }
     return buf;
-}
-
-cnn_status cnn_arch_of_shape(cnn_arch *a, const cnn_shape *s)
-{
-    memset(a, 0, sizeof *a);
-    if (!s || cnn_shape_check(s) != CNN_OK)
-        return CNN_ERR_ARG;
-    char desc[64];
-    snprintf(desc, sizeof desc, "conv%d,pool,softmax%d", s->F, s->classes);
-    return cnn_arch_build(a, desc, s->C, s->H, s->W, NULL, 0);
 }
 
 int cnn_arch_equal(const cnn_arch *a, const cnn_arch *b)

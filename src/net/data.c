@@ -20,16 +20,16 @@ void cnn_pixels_to_float(float *restrict dst, const uint8_t *restrict src, size_
 void cnn_synth_digits(uint8_t *images, uint8_t *labels, size_t n, cnn_rng *rng)
 {
     for (size_t s = 0; s < n; s++) {
-        uint8_t *img = images + s * 784;
-        const int k = (int)cnn_rng_below(rng, 10);
+        uint8_t *img = images + s * CNN_SYNTH_SIDE * CNN_SYNTH_SIDE;
+        const int k = (int)cnn_rng_below(rng, CNN_SYNTH_CLASSES);
         const int ci = (k < 5 ? 8 : 20) + (int)cnn_rng_below(rng, 3) - 1;
         const int cj = 4 + 5 * (k % 5) + (int)cnn_rng_below(rng, 3) - 1;
-        for (int i = 0; i < 28; i++)
-            for (int j = 0; j < 28; j++) {
+        for (int i = 0; i < CNN_SYNTH_SIDE; i++)
+            for (int j = 0; j < CNN_SYNTH_SIDE; j++) {
                 int v = (int)cnn_rng_below(rng, 64);
                 if (i >= ci - 2 && i <= ci + 2 && j >= cj - 2 && j <= cj + 2)
                     v = 192 + (int)cnn_rng_below(rng, 64);
-                img[i * 28 + j] = (uint8_t)v;
+                img[i * CNN_SYNTH_SIDE + j] = (uint8_t)v;
             }
         labels[s] = (uint8_t)k;
     }

@@ -14,6 +14,7 @@
 
 #include "layer.h"
 #include "mix.h"
+#include "steps.h"
 
 #include <math.h>
 #include <string.h>

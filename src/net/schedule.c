@@ -16,9 +16,3 @@ float cnn_lr_at(const cnn_lr_schedule *s, uint64_t t)
     const float v = (float)(s->lr * f);
     return v > 0.0f ? v : s->lr * 1e-6f; /* a learning rate must stay > 0 */
 }
-
-float cnn_schedule_lr(cnn_schedule s, float lr, uint64_t t, uint64_t T)
-{
-    const cnn_lr_schedule k = {.kind = s, .lr = lr, .steps = T, .gamma = 1.0f};
-    return s == CNN_SCHEDULE_COSINE ? cnn_lr_at(&k, t) : lr;
-}

@@ -13,6 +13,7 @@
 #include "layer.h"
 #include "mix.h"
 #include "simd.h"
+#include "steps.h"
 
 #include <math.h>
 #include <stdio.h>
@@ -68,8 +69,6 @@ cnn_status cnn_trainer_set_lr(cnn_trainer *t, float lr)
     t->cfg.lr = lr;
     return CNN_OK;
 }
-
-float *cnn_trainer_velocity(cnn_trainer *t) { return t && !adam(&t->cfg) ? t->state : NULL; }
 
 float *cnn_trainer_state(cnn_trainer *t, size_t *len)
 {
@@ -138,17 +137,7 @@ void cnn_trainer_free(cnn_trainer *t)
     free(t);
 }
 
-cnn_status cnn_trainer_create(cnn_trainer **out, const cnn_shape *s, const cnn_train_config *c)
-{
-    *out = NULL;
-    cnn_arch a;
-    if (cnn_arch_of_shape(&a, s) != CNN_OK)
-        return CNN_ERR_ARG;
-    return cnn_trainer_create_arch(out, &a, c);
-}
-
-cnn_status cnn_trainer_create_arch(cnn_trainer **out, const cnn_arch *arch,
-                                   const cnn_train_config *c)
+cnn_status cnn_trainer_create(cnn_trainer **out, const cnn_arch *arch, const cnn_train_config *c)
 {
     *out = NULL;
     if (!arch || arch->n < 1 || !c || c->batch < 1 || c->threads < 1 ||
@@ -187,7 +176,7 @@ cnn_status cnn_trainer_create_arch(cnn_trainer **out, const cnn_arch *arch,
     }
     memset(t->slots, 0, (size_t)t->nslots * t->slot_stride * sizeof(float));
     for (int i = 0; i < c->threads; i++)
-        if (cnn_acts_alloc_arch(&t->acts[i], arch, CNN_CHUNK_MAX) != CNN_OK) {
+        if (cnn_acts_alloc(&t->acts[i], arch, CNN_CHUNK_MAX) != CNN_OK) {
             cnn_trainer_free(t);
             return CNN_ERR_NOMEM;
         }

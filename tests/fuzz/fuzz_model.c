@@ -23,7 +23,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             abort();
         if (acts <= 200000 && m.n_params <= 100000) {
             cnn_acts a;
-            if (cnn_acts_alloc_arch(&a, n, 1) != CNN_OK)
+            if (cnn_acts_alloc(&a, n, 1) != CNN_OK)
                 abort();
             float *x = calloc((size_t)n->C * n->H * n->W, sizeof(float));
             for (int e = 0; e < 2; e++) {

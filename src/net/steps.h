@@ -1,0 +1,57 @@
+/* steps.h - the trainer's lower levels (internal: the library, the cnn program, the
+ * tests and benchmarks): one chunk's walk through the network (net.c), a training
+ * step in parts for the MPI program (train.c), and which networks are the post's. */
+#ifndef CNN_STEPS_H
+#define CNN_STEPS_H
+
+#include "cnn.h"
+
+/* 1 for the post's shape of network: conv<F> (3x3, no bias), pool, softmax<N>; it is
+ * written in model file version 1 and takes the per-sample in-place step at batch 1. */
+int cnn_arch_is_post(const cnn_arch *a);
+
+/* The walk of one chunk, nb <= a->cap samples images[idx[b]] (idx NULL: 0..nb-1),
+ * through every layer (each kind per sample, or for all nb at once where it takes
+ * rows: dense layers as SGEMMs), softmax; loss[b] and the predicted class pred[b]
+ * out; then, when grad is not NULL and every loss is finite, the backward, adding
+ * alpha times the SUM of the nb gradients to grad (grad == m->params with alpha = -lr
+ * is an in-place SGD step). @return 1 if every loss is finite, else 0 (and grad is
+ * untouched). */
+int cnn_chunk_grad(const cnn_model *m, cnn_acts *a, float *grad, float alpha,
+                   const float *images, const uint8_t *labels, const uint32_t *idx, int nb,
+                   cnn_engine e, cnn_pool_ties ties, float *loss, uint8_t *pred);
+/* As cnn_chunk_grad, for images given as uint8 pixels [.][C][H][W]: the nb images are
+ * first converted to network input (as cnn_pixels_to_float, bit for bit) into a->x,
+ * so the results are those of cnn_chunk_grad on the converted images. */
+int cnn_chunk_grad_u8(const cnn_model *m, cnn_acts *a, float *grad, float alpha,
+                      const uint8_t *pixels, const uint8_t *labels, const uint32_t *idx, int nb,
+                      cnn_engine e, cnn_pool_ties ties, float *loss, uint8_t *pred);
+/* The same with image b moved by shift[2b] rows, shift[2b+1] columns (NULL: none). */
+int cnn_chunk_grad_u8_shift(const cnn_model *m, cnn_acts *a, float *grad, float alpha,
+                            const uint8_t *pixels, const uint8_t *labels, const uint32_t *idx,
+                            int nb, const int8_t *shift, cnn_engine e, cnn_pool_ties ties,
+                            float *loss, uint8_t *pred);
+
+/* A step in parts, for data-parallel training over several processes that hold the
+ * same model: each computes some of the minibatch's chunks, the processes exchange
+ * what they computed, and each applies the same update, summing the chunks in chunk
+ * order, so every process holds the same bits as one process alone would.
+ *   1. cnn_train_step_chunks(..., c0, c1): chunks [c0, c1) of the cnn_chunk_count(n)
+ *      chunks (their samples are fixed by n alone) into their gradient slots, with
+ *      their samples' losses, predictions and finite flags;
+ *   2. the caller makes every process's slots, losses, predictions and flags those of
+ *      the process that computed them (cnn_trainer_exchange: slots is nchunks x stride
+ *      floats, chunk c's at c * stride; loss and pred [n], chunk_ok [nchunks]);
+ *   3. cnn_train_step_finish: the update from every slot (none if a loss was not
+ *      finite: CNN_ERR_NUMERIC), zeroing them, and the step's statistics.
+ * Steps in parts never take the post's in-place per-sample path: use batch >= 2. */
+int cnn_chunk_count(int n);
+cnn_status cnn_train_step_chunks(cnn_trainer *t, cnn_model *m, const uint8_t *pixels,
+                                 const uint8_t *labels, const uint32_t *idx, int n,
+                                 const int8_t *shift, int c0, int c1);
+void cnn_trainer_exchange(cnn_trainer *t, float **slots, size_t *stride, float **loss,
+                          uint8_t **pred, uint8_t **chunk_ok);
+cnn_status cnn_train_step_finish(cnn_trainer *t, cnn_model *m, const uint8_t *labels,
+                                 const uint32_t *idx, int n, cnn_stats *st);
+
+#endif
