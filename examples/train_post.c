@@ -25,7 +25,7 @@ int main(int argc, char **argv)
         train.n = (size_t)atol(argv[4]);
 
     cnn_arch arch; /* the post's network for the data's images */
-    cnn_arch_build(&arch, CNN_ARCH_POST, 1, train.rows, train.cols, NULL, 0);
+    cnn_arch_build(&arch, CNN_ARCH_POST, train.channels, train.rows, train.cols, NULL, 0);
     cnn_rng rng;
     cnn_rng_seed(&rng, 1);
     cnn_model model = {0};

@@ -506,6 +506,70 @@ CNN_API void cnn_checkpoint_free(cnn_checkpoint *c);
 /** @return 1 if the file at path starts with the checkpoint magic. */
 CNN_API int cnn_is_checkpoint(const char *path);
 
+/* ---------------------------------------------------------------- runs */
+/*
+ * A run: epochs of minibatch steps over a training set, as `cnn train` makes them,
+ * holding everything a checkpoint records, so that a checkpoint resumes through the
+ * library alone, bit for bit. A run owns its trainer, its sample order, its generator
+ * and the step's shifts; it borrows the model (which it trains) and the data. Before
+ * each step it
+ *   - at an epoch's first step, shuffles the order from its generator (when shuffle);
+ *   - sets the learning rate of step t, counted from 0 over the run, cnn_lr_at with
+ *     steps = epochs * ceil(n / batch) (the cosine schedule's length);
+ *   - sets the epoch (the dropout masks) and draws the shifts of the step's samples
+ *     (cnn_draw_shifts from the seed, the epoch and each sample's index);
+ * then steps on the next min(batch, left) samples of the order.
+ */
+typedef struct cnn_run_config {
+    cnn_train_config train; /* the trainer's; train.seed also seeds the shifts */
+    int epochs;             /* the run's length, >= 1 */
+    int shuffle;            /* 1: shuffle at every epoch's start (the post) */
+    int shift;              /* move training images by up to this many pixels, 0..8 */
+    cnn_schedule schedule;  /* of train.lr */
+    uint64_t lr_every;      /* the step schedule's N (>= 1 with CNN_SCHEDULE_STEP) */
+    float lr_gamma;         /* the step schedule's factor, 0 < gamma <= 1 */
+    uint64_t warmup;        /* steps of linear warmup; 0: none */
+} cnn_run_config;
+
+typedef struct cnn_run cnn_run;
+
+/** A fresh run of m over n training samples, from its first epoch; rng is the
+ *  generator it shuffles with (the caller's after initialising m from it, as `cnn
+ *  train` does). CNN_ERR_ARG if c is out of range or m is not c's network size. */
+CNN_API cnn_status cnn_run_create(cnn_run **out, cnn_model *m, const cnn_run_config *c,
+                                  size_t n, const cnn_rng *rng);
+/** The configuration a checkpoint was made with (its epochs at least the epoch it
+ *  stands in; threads 1: set them, they never change results). */
+CNN_API cnn_run_config cnn_checkpoint_config(const cnn_checkpoint *k);
+/** The run of checkpoint k, continuing where it stood: its order, generator, epoch,
+ *  position and optimiser state, with configuration c (cnn_checkpoint_config(k) to
+ *  continue exactly; another optimiser starts without state). m: the model to train,
+ *  holding the checkpoint's parameters (&k->model itself, or a copy). */
+CNN_API cnn_status cnn_run_resume(cnn_run **out, cnn_model *m, const cnn_run_config *c,
+                                  const cnn_checkpoint *k);
+CNN_API void cnn_run_free(cnn_run *r);
+
+/** One step on data set d (the run's n samples): shuffle, rate, epoch and shifts as
+ *  above, the trainer's step, and the position moved on. Adds the step's loss and
+ *  accuracy to *st (may be NULL). @return CNN_OK, CNN_ERR_ARG when the run is over or
+ *  d is not its data, CNN_ERR_NUMERIC (nothing changed) if a loss was not finite. */
+CNN_API cnn_status cnn_run_step(cnn_run *r, const cnn_dataset *d, cnn_stats *st);
+/** The same in two halves, for a caller that makes the step itself (over several
+ *  processes, say): cnn_run_next prepares the next step (shuffle, rate, epoch, shifts)
+ *  and gives its samples, *idx[0..n), and their moves, *shift (NULL without shifts);
+ *  @return n, 0 when the run is over. cnn_run_advance moves the position past them
+ *  once the step is made. */
+CNN_API int cnn_run_next(cnn_run *r, const uint32_t **idx, const int8_t **shift);
+CNN_API void cnn_run_advance(cnn_run *r);
+
+/** Where the run stands: the epoch (from 1) and the samples of it trained; *pos == n
+ *  at an epoch's end. @return 1 while steps are left. */
+CNN_API int cnn_run_position(const cnn_run *r, int *epoch, size_t *pos);
+CNN_API cnn_trainer *cnn_run_trainer(cnn_run *r);
+/** The run as a checkpoint, borrowing its model, order and state (valid until the
+ *  run's next step); cnn_checkpoint_save writes it. */
+CNN_API void cnn_run_checkpoint(const cnn_run *r, cnn_checkpoint *k);
+
 /* ---------------------------------------------------------------- BLAS */
 
 /** Describe the BLAS in use ("OpenBLAS 0.3.21 ..., openmp threading, core SkylakeX").

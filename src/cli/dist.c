@@ -119,8 +119,8 @@ static void shares(int P, int nch, int n, int *chunks, int *cdis, int *samples, 
         int r0, r1;
         share_of(r, P, nch, &r0, &r1);
         chunks[r] = r1 - r0, cdis[r] = r0;
-        sdis[r] = (int)((long)r0 * n / nch);
-        samples[r] = (int)((long)r1 * n / nch) - sdis[r];
+        sdis[r] = cnn_chunk_start(r0, n);
+        samples[r] = cnn_chunk_start(r1, n) - sdis[r];
     }
 }
 

@@ -141,30 +141,23 @@ static int load_training_data(const train_args *o, cnn_dataset *tr, cnn_dataset 
     return 0;
 }
 
-/* A run in progress: what it trains, on what, and where it stands. */
+/* A run in progress: what it trains, on what; the library's run knows where it stands. */
 typedef struct {
     cnn_dataset tr, te;
     cnn_arch arch;
-    cnn_train_config cfg;
+    cnn_run_config cfg;
     cnn_model model;
-    cnn_trainer *trainer;
-    cnn_checkpoint ck; /* what a checkpoint records (borrows model, order, velocities) */
-    uint32_t *order;
-    int8_t *shifts;    /* [batch][2] the step's image moves */
-    float *state;      /* a resumed checkpoint's optimiser state, until the trainer has it */
-    cnn_rng rng;
-    long first_epoch;
-    size_t first_pos;  /* where the first epoch resumes; 0: a fresh, shuffled epoch */
+    cnn_run *run;
+    cnn_trainer *trainer; /* the run's */
+    cnn_checkpoint ck;    /* the resumed checkpoint, until the run has taken its state */
     int from_ckpt;
     const cnn_dist *dist; /* this rank of the ranks training together */
 } train_run;
 
 static void run_free(train_run *r, const train_args *o)
 {
-    free(r->order);
-    free(r->shifts);
-    free(r->state);
-    cnn_trainer_free(r->trainer);
+    cnn_run_free(r->run);
+    cnn_checkpoint_free(&r->ck);
     cnn_model_free(&r->model);
     if (o->synthetic)
         r->te = (cnn_dataset){0};
@@ -208,9 +201,9 @@ static int start_point(train_run *r, const train_args *o)
             fprintf(stderr, "%s: %s\n", prog, err);
             return 1;
         }
-        r->ck = k; /* its model, order and velocities now belong to this run */
-        r->model = k.model, r->order = k.order, r->state = k.state;
-        r->ck.model = (cnn_model){0}, r->ck.order = NULL, r->ck.state = NULL;
+        r->ck = k; /* its model now belongs to this run */
+        r->model = k.model;
+        r->ck.model.params = NULL;
     } else if (o->resume && load_model(o->resume, &r->model)) {
         return 1;
     }
@@ -230,15 +223,17 @@ static int set_up(train_run *r, const train_args *o)
     if (network(&r->arch, o->arch, o->resume ? &r->model : NULL, o->resume, &r->tr) ||
         (o->resume && check_model_data(o->resume, &r->model, &r->tr)))
         return 1;
-    r->cfg = (cnn_train_config){.engine = (cnn_engine)o->engine,
-                                .ties = (cnn_pool_ties)o->ties, .batch = (int)o->batch,
-                                .threads = (int)o->threads, .lr = o->lr,
-                                .momentum = o->momentum, .nesterov = o->nesterov,
-                                .weight_decay = o->weight_decay,
-                                .optimizer = (cnn_optimizer)o->optimizer, .beta1 = o->beta1,
-                                .beta2 = o->beta2, .eps = o->eps, .seed = o->seed};
-    cnn_rng_seed(&r->rng, o->seed);
-    r->first_epoch = 1;
+    const cnn_train_config train = {
+        .engine = (cnn_engine)o->engine, .ties = (cnn_pool_ties)o->ties, .batch = (int)o->batch,
+        .threads = (int)o->threads, .lr = o->lr, .momentum = o->momentum,
+        .nesterov = o->nesterov, .weight_decay = o->weight_decay,
+        .optimizer = (cnn_optimizer)o->optimizer, .beta1 = o->beta1, .beta2 = o->beta2,
+        .eps = o->eps, .seed = o->seed};
+    r->cfg = (cnn_run_config){.train = train, .epochs = (int)o->epochs,
+                              .shuffle = !o->no_shuffle, .shift = (int)o->shift,
+                              .schedule = (cnn_schedule)o->schedule,
+                              .lr_every = (uint64_t)o->lr_steps, .lr_gamma = o->lr_gamma,
+                              .warmup = (uint64_t)o->warmup};
     cnn_status st = CNN_OK;
     if (r->from_ckpt) {
         const cnn_checkpoint *c = &r->ck;
@@ -249,40 +244,21 @@ static int set_up(train_run *r, const train_args *o)
             return 1;
         }
         warn_other_settings(c, o);
-        r->rng = c->rng;
-        r->first_epoch = c->epoch;
-        r->first_pos = (size_t)c->pos;
-        if (r->first_pos == r->tr.n) /* the epoch was complete */
-            r->first_epoch++, r->first_pos = 0;
-    } else if (!o->resume) {
-        st = cnn_model_init(&r->model, &r->arch, &r->rng);
+        st = cnn_run_resume(&r->run, &r->model, &r->cfg, &r->ck);
+        cnn_checkpoint_free(&r->ck); /* the run holds its order and state now */
+    } else {
+        cnn_rng rng; /* the weights' generator, then the shuffles' */
+        cnn_rng_seed(&rng, o->seed);
+        if (!o->resume)
+            st = cnn_model_init(&r->model, &r->arch, &rng);
+        if (st == CNN_OK)
+            st = cnn_run_create(&r->run, &r->model, &r->cfg, r->tr.n, &rng);
     }
-    if (st == CNN_OK)
-        st = cnn_trainer_create(&r->trainer, &r->arch, &r->cfg);
-    size_t state_len = 0;
-    float *state = st == CNN_OK ? cnn_trainer_state(r->trainer, &state_len) : NULL;
-    if (r->from_ckpt && st == CNN_OK) { /* what the optimiser kept, if it is the same one */
-        if (r->state && state && r->ck.cfg.optimizer == r->cfg.optimizer &&
-            (r->ck.cfg.momentum > 0.0f) == (r->cfg.momentum > 0.0f))
-            memcpy(state, r->state, state_len * sizeof(float));
-        *cnn_trainer_updates(r->trainer) = r->ck.updates;
-    }
-    r->shifts = malloc(2 * (size_t)o->batch);
-    if (!r->order && (r->order = malloc(r->tr.n * sizeof *r->order)))
-        for (size_t i = 0; i < r->tr.n; i++)
-            r->order[i] = (uint32_t)i;
-    if (st != CNN_OK || !r->order || !r->shifts) {
-        fprintf(stderr, "%s: cannot set up training: %s\n", prog,
-                cnn_status_str(st != CNN_OK ? st : CNN_ERR_NOMEM));
+    if (st != CNN_OK) {
+        fprintf(stderr, "%s: cannot set up training: %s\n", prog, cnn_status_str(st));
         return 1;
     }
-    /* epoch, pos and rng are filled in when a checkpoint is written */
-    r->ck = (cnn_checkpoint){.model = r->model, .n = r->tr.n, .order = r->order,
-                             .cfg = r->cfg, .shuffle = !o->no_shuffle, .seed = o->seed,
-                             .schedule = (cnn_schedule)o->schedule, .epochs = (int)o->epochs,
-                             .shift = (int)o->shift, .lr_every = (uint64_t)o->lr_steps,
-                             .lr_gamma = o->lr_steps ? o->lr_gamma : 1.0f,
-                             .warmup = (uint64_t)o->warmup, .state = state};
+    r->trainer = cnn_run_trainer(r->run);
     return 0;
 }
 
@@ -293,11 +269,16 @@ static void print_run(const train_run *r, const train_args *o)
     printf("engine %s, batch %ld, lr %g, %ld thread%s, pool ties %s, seed %llu\n",
            engines[o->engine], o->batch, (double)o->lr, o->threads, o->threads == 1 ? "" : "s",
            tie_rules[o->ties], (unsigned long long)o->seed);
-    print_network(&r->arch, &r->cfg, o->schedule, (int)o->shift, o->warmup);
+    print_network(&r->arch, &r->cfg.train, o->schedule, (int)o->shift, o->warmup);
     printf("data: %s: %zu training images, %zu test images\n",
            o->synthetic ? "synthetic digits" : o->data, r->tr.n, r->te.n);
+    int epoch;
+    size_t pos;
+    cnn_run_position(r->run, &epoch, &pos);
+    if (r->from_ckpt && pos == r->tr.n) /* the epoch was complete */
+        epoch++, pos = 0;
     if (r->from_ckpt)
-        printf("resuming %s: epoch %ld, step %zu\n", o->resume, r->first_epoch, r->first_pos);
+        printf("resuming %s: epoch %d, step %zu\n", o->resume, epoch, pos);
     else if (o->resume)
         printf("starting from the weights of %s\n", o->resume);
     printf("MNIST CNN initialized!\n");
@@ -308,26 +289,25 @@ static void add_stats(cnn_stats *to, const cnn_stats *s)
     to->loss_sum += s->loss_sum, to->correct += s->correct, to->count += s->count;
 }
 
-/* One step of the n samples order[i..]: alone, or this rank's share of the chunks,
- * then every rank's shares, then the same update on every rank. */
-static cnn_status train_one_step(train_run *r, const train_args *o, size_t i, int n,
-                                 cnn_stats *s)
+/* One step of the run's next n samples idx[0..n): alone, or this rank's share of the
+ * chunks, then every rank's shares, then the same update on every rank. */
+static cnn_status train_one_step(train_run *r, const train_args *o, const uint32_t *idx,
+                                 const int8_t *shift, int n, cnn_stats *s)
 {
-    const int8_t *shift = o->shift ? r->shifts : NULL;
     if (r->dist->size == 1)
-        return cnn_train_step_u8_shift(r->trainer, &r->model, r->tr.pixels, r->tr.labels,
-                                       r->order + i, n, shift, s);
+        return cnn_train_step_u8_shift(r->trainer, &r->model, r->tr.pixels, r->tr.labels, idx,
+                                       n, shift, s);
     int c0, c1;
     dist_share(r->dist, cnn_chunk_count(n), &c0, &c1);
     const cnn_status st = cnn_train_step_chunks(r->trainer, &r->model, r->tr.pixels,
-                                                r->tr.labels, r->order + i, n, shift, c0, c1);
+                                                r->tr.labels, idx, n, shift, c0, c1);
     if (st != CNN_OK)
         dist_abort(r->dist, 1); /* the same on every rank: cannot happen on one alone */
     if (o->allreduce)
         dist_allreduce(r->dist, r->trainer, n, r->model.n_params);
     else
         dist_exchange(r->dist, r->trainer, n);
-    return cnn_train_step_finish(r->trainer, &r->model, r->tr.labels, r->order + i, n, s);
+    return cnn_train_step_finish(r->trainer, &r->model, r->tr.labels, idx, n, s);
 }
 
 /* The checkpoint, written by the first rank; a failure there ends every rank. */
@@ -335,7 +315,9 @@ static int save_checkpoint(const train_run *r, const train_args *o)
 {
     if (r->dist->rank != 0)
         return 0;
-    if (!write_checkpoint(&r->ck, o->ckpt_path))
+    cnn_checkpoint ck;
+    cnn_run_checkpoint(r->run, &ck);
+    if (!write_checkpoint(&ck, o->ckpt_path))
         return 0;
     if (r->dist->size > 1)
         dist_abort(r->dist, 1);
@@ -371,25 +353,15 @@ static cnn_status test_split(train_run *r, cnn_stats *st)
 static int run_epoch(train_run *r, const train_args *o, long ep, size_t start, long *steps,
                      cnn_stats *epoch, double *io)
 {
-    const size_t n_all = r->tr.n, batch = (size_t)o->batch;
-    const uint64_t per_epoch = (n_all + batch - 1) / batch;
+    const size_t n_all = r->tr.n;
     size_t step = start; /* samples so far in this epoch: the post counts per epoch */
     cnn_stats win = {0};
-    cnn_trainer_set_epoch(r->trainer, (uint64_t)ep); /* dropout masks */
-    for (size_t i = start; i < n_all; i += batch) {
-        const int n = (int)(n_all - i < batch ? n_all - i : batch);
+    while (step < n_all) {
+        const uint32_t *idx;
+        const int8_t *shift;
+        const int n = cnn_run_next(r->run, &idx, &shift); /* shuffle, rate, shifts */
         cnn_stats s = {0};
-        if (o->schedule != CNN_SCHEDULE_CONSTANT || o->warmup) {
-            const cnn_lr_schedule sched = {(cnn_schedule)o->schedule, o->lr,
-                                           (uint64_t)o->epochs * per_epoch,
-                                           (uint64_t)o->lr_steps, o->lr_gamma,
-                                           (uint64_t)o->warmup};
-            cnn_trainer_set_lr(r->trainer,
-                               cnn_lr_at(&sched, (uint64_t)(ep - 1) * per_epoch + i / batch));
-        }
-        if (o->shift)
-            cnn_draw_shifts(r->shifts, o->seed, (uint64_t)ep, r->order + i, n, (int)o->shift);
-        const cnn_status st = train_one_step(r, o, i, n, &s);
+        const cnn_status st = train_one_step(r, o, idx, shift, n, &s);
         if (st == CNN_ERR_NUMERIC) {
             fprintf(stderr, "%s: the loss became NaN or infinite at step %zu of epoch %ld; "
                     "nothing saved; try a smaller --lr than %g\n", prog, step + (size_t)n, ep,
@@ -400,6 +372,7 @@ static int run_epoch(train_run *r, const train_args *o, long ep, size_t start, l
             fprintf(stderr, "%s: training step failed: %s\n", prog, cnn_status_str(st));
             return 1;
         }
+        cnn_run_advance(r->run);
         add_stats(epoch, &s), add_stats(&win, &s);
         const size_t before = step;
         step += (size_t)n;
@@ -411,14 +384,15 @@ static int run_epoch(train_run *r, const train_args *o, long ep, size_t start, l
             fflush(stdout);
             win = (cnn_stats){0};
         }
-        r->ck.epoch = (int)ep, r->ck.pos = step, r->ck.rng = r->rng;
-        r->ck.updates = *cnn_trainer_updates(r->trainer);
         const int sig = r->dist->size > 1 ? dist_max(r->dist, stop_signal) : stop_signal;
         if (sig) { /* every rank stops after the same step; the first saves */
             if (!stop_signal)
                 stop_signal = sig;
-            if (r->dist->rank == 0)
-                stop_and_save(&r->ck, &r->model, o->save, o->ckpt_path, ep, step, n_all);
+            if (r->dist->rank == 0) {
+                cnn_checkpoint ck;
+                cnn_run_checkpoint(r->run, &ck);
+                stop_and_save(&ck, &r->model, o->save, o->ckpt_path, ep, step, n_all);
+            }
             return 128 + sig;
         }
         if (o->ckpt_path && o->ckpt_every && *steps % o->ckpt_every == 0 && step < n_all) {
@@ -448,11 +422,12 @@ static int train_and_test(train_run *r, const train_args *o)
 {
     long steps = 0;       /* minibatch steps of this run, for --checkpoint-every */
     double train_s = 0.0; /* training time of this run so far */
-    for (long ep = r->first_epoch; ep <= o->epochs; ep++) {
-        const size_t start = ep == r->first_epoch ? r->first_pos : 0;
-        printf("--- Epoch %ld ---\n", ep);
-        if (start == 0 && !o->no_shuffle)
-            cnn_rng_shuffle(&r->rng, r->order, r->tr.n);
+    int ep;
+    size_t start;
+    while (cnn_run_position(r->run, &ep, &start)) {
+        if (start == r->tr.n) /* the last one ended: the next starts */
+            ep++, start = 0;
+        printf("--- Epoch %d ---\n", ep);
         cnn_stats epoch = {0};
         double io = 0.0; /* checkpoint writing, left out of the speed */
         const double t0 = now();
@@ -463,7 +438,7 @@ static int train_and_test(train_run *r, const train_args *o)
             return 1;
         const double dt = now() - t0 - io;
         train_s += dt;
-        printf("Epoch %ld: %.3f s, %.0f images/s; train loss %.4f, accuracy %.2f%%\n", ep, dt,
+        printf("Epoch %d: %.3f s, %.0f images/s; train loss %.4f, accuracy %.2f%%\n", ep, dt,
                (double)epoch.count / dt, epoch.loss_sum / (double)epoch.count,
                100.0 * (double)epoch.correct / (double)epoch.count);
         if (o->test_every && ep < o->epochs)

@@ -46,6 +46,9 @@ int cnn_chunk_grad_u8_shift(const cnn_model *m, cnn_acts *a, float *grad, float 
  *      finite: CNN_ERR_NUMERIC), zeroing them, and the step's statistics.
  * Steps in parts never take the post's in-place per-sample path: use batch >= 2. */
 int cnn_chunk_count(int n);
+/* The first sample of chunk c (0 <= c <= cnn_chunk_count(n)) of a minibatch of n: the
+ * rule that fixes which samples each chunk holds, by n alone. */
+int cnn_chunk_start(int c, int n);
 cnn_status cnn_train_step_chunks(cnn_trainer *t, cnn_model *m, const uint8_t *pixels,
                                  const uint8_t *labels, const uint32_t *idx, int n,
                                  const int8_t *shift, int c0, int c1);

@@ -325,8 +325,7 @@ static void run_chunks(cnn_trainer *t, cnn_model *m, image_src images, const uin
 #pragma omp for schedule(static)
 #endif
         for (int c = c0; c < c1; c++) {
-            const int lo = (int)((long)c * n / nchunks);
-            const int hi = (int)((long)(c + 1) * n / nchunks);
+            const int lo = cnn_chunk_start(c, n), hi = cnn_chunk_start(c + 1, n);
             uint32_t seq[CNN_CHUNK_MAX];
             const uint32_t *ci = idx ? idx + lo : seq;
             if (!idx)
@@ -489,6 +488,8 @@ cnn_status cnn_evaluate_u8(cnn_trainer *t, const cnn_model *m, const uint8_t *pi
 /* ---------------------------------------------------------------- steps in parts */
 
 int cnn_chunk_count(int n) { return n < 1 ? 0 : chunk_count(n); }
+
+int cnn_chunk_start(int c, int n) { return n < 1 ? 0 : (int)((long)c * n / chunk_count(n)); }
 
 cnn_status cnn_train_step_chunks(cnn_trainer *t, cnn_model *m, const uint8_t *pixels,
                                  const uint8_t *labels, const uint32_t *idx, int n,
