@@ -128,6 +128,33 @@ int main(int argc, char **argv)
            "probability");
     cnn_acts_free(&a);
     cnn_model_free(&lm);
+
+    /* a network of 12 classes (two never seen): eval and predict speak of 12 */
+    rc = run_cmd(exe, (const char *[]){"train", "--data", dir, "--arch", "conv8,pool,softmax12",
+                                       "--train-limit", "500", "--test-limit", "100",
+                                       "--epochs", "1", "--save", model, NULL},
+                 out, err, sizeof out);
+    int ok12 = rc == 0;
+    rc = run_cmd(exe, (const char *[]){"eval", "--model", model, "--data", dir, "--test-limit",
+                                       "100", NULL},
+                 out, err, sizeof out);
+    ok12 &= rc == 0 && strstr(out, "     9    10    11\n") && strstr(out, "\n    11     0");
+    rc = run_cmd(exe, (const char *[]){"predict", "--model", model, "--idx", images, NULL}, out,
+                 err, sizeof out);
+    ok12 &= rc == 0 && strstr(out, "p(11) = ") && !strstr(out, "p(12)");
+    tap_ok(ok12, "a 12-class model: eval's confusion matrix is 12 x 12, predict gives 12 "
+           "probabilities");
+    /* a model of fewer classes than the data's labels: refused, saying so */
+    cnn_arch eight;
+    cnn_model m8 = {0};
+    int made8 = cnn_arch_build(&eight, "conv8,pool,softmax8", 1, 28, 28, NULL, 0) == CNN_OK &&
+                cnn_model_alloc(&m8, &eight) == CNN_OK &&
+                cnn_model_save(&m8, model, msg, sizeof msg) == CNN_OK;
+    cnn_model_free(&m8);
+    rc = run_cmd(exe, (const char *[]){"eval", "--model", model, "--data", dir, NULL}, out, err,
+                 sizeof out);
+    tap_ok(made8 && rc == 1 && strstr(err, "the model has 8 classes, the data has labels up to 9"),
+           "eval of an 8-class model on MNIST: refused (%.*s)", (int)strcspn(err, "\n"), err);
     remove(model);
     if (tmp)
         remove(tmp);
