@@ -103,16 +103,27 @@ typedef enum cnn_pool_ties {
 /*
  * A network is a list of layers, built from a description: comma-separated layers,
  * shapes flowing from the input (C x H x W, from the data set):
- *   conv<F>     3x3 convolution, valid padding, stride 1, F filters over all input
- *               channels, no bias (the post's); conv<F>b: with a bias
+ *   conv<F>[b][k<K>][s<S>][p<P>]
+ *               convolution with F filters over all input channels: a K x K window
+ *               (1..7, default 3) moved by S (1..4, default 1) over the input with P
+ *               zeros on every side (0..K-1, default 0); b: with a bias. Output
+ *               floor((H + 2P - K) / S) + 1 each way. "conv8" is the post's 3x3 valid
+ *               convolution without bias. Written back as b, k, s, p in that order,
+ *               defaults left out (conv32k3b is conv32b).
  *   relu        max(x, 0)
  *   pool        2x2 max pooling, stride 2 (an odd last row or column is dropped)
+ *   maxpool<K>s<S>, avgpool<K>s<S>
+ *               K x K max or average pooling moved by S (each 1..7; S = K when s<S>
+ *               is left out), no padding: floor((H - K) / S) + 1 each way (PyTorch's)
+ *   gap         global average pooling: C x H x W to C x 1 x 1
+ *   dropout<P>  inverted dropout of P percent (1..99) in training, the identity in
+ *               evaluation; the masks come from (seed, epoch, sample, layer) alone
  *   dense<N>    fully connected, N outputs, with a bias (input flattened [C][H][W])
  *   softmax<N>  the output layer: fully connected with a bias, softmax, cross-entropy;
  *               last, exactly once
- * The post's network is "conv8,pool,softmax10". Parameters are one flat vector, layer
- * by layer: a conv's filters [F][C][3][3] then its bias [F]; a dense or softmax
- * layer's W [N][K] then b [N].
+ * Both tie rules (cnn_pool_ties) apply to every max pooling. The post's network is
+ * "conv8,pool,softmax10". Parameters are one flat vector, layer by layer: a conv's
+ * filters [F][C][K][K] then its bias [F]; a dense or softmax layer's W [N][K] then b [N].
  */
 #define CNN_ARCH_POST "conv8,pool,softmax10"
 #define CNN_MAX_LAYERS 32
@@ -157,8 +168,8 @@ typedef struct cnn_arch {
 } cnn_arch;
 
 /** Build and check the network `desc` for C x H x W inputs. An impossible stack (an
- *  unknown layer, a zero width, pooling a 1-pixel map, a conv on a map smaller than
- *  3x3, no softmax layer or one that is not last, too many layers or parameters) is
+ *  unknown layer, a value out of range, a window larger than its padded input, no
+ *  softmax layer or one that is not last, too many layers or parameters) is
  *  CNN_ERR_ARG with one line naming the layer in err. */
 CNN_API cnn_status cnn_arch_build(cnn_arch *a, const char *desc, int C, int H, int W, char *err,
                           size_t errlen);
@@ -166,11 +177,9 @@ CNN_API cnn_status cnn_arch_build(cnn_arch *a, const char *desc, int C, int H, i
 CNN_API const char *cnn_arch_describe(const cnn_arch *a, char *buf, size_t len);
 /** 1 if a and b are the same network for the same input. */
 CNN_API int cnn_arch_equal(const cnn_arch *a, const cnn_arch *b);
-/** @return 1 for the post's shape of network: conv<F> (no bias), pool, softmax<N>. */
-CNN_API int cnn_arch_is_post(const cnn_arch *a);
 /** Multiply-add FLOPs (2 each) of one training image: every conv and dense layer's
  *  forward, weight gradient and, above the first layer with parameters, input
- *  gradient (over all H-2 x W-2 conv positions). The post's network: 275,808. */
+ *  gradient (over all OH x OW output positions). The post's network: 275,808. */
 CNN_API double cnn_arch_train_flops(const cnn_arch *a);
 /** Floats one sample's output of layer l takes (OC * OH * OW). */
 CNN_API size_t cnn_layer_out_len(const cnn_layer *l);
