@@ -595,7 +595,7 @@ CNN_API const char *cnn_blas_core_warning(char *buf, size_t len);
  * Choosing the OpenBLAS core. A DYNAMIC_ARCH OpenBLAS picks its kernels by CPU model
  * when it loads; a CPU newer than the library can get kernels far below what it runs
  * (OpenBLAS 0.3.21 gives an AVX-512 Xeon of family 6 model 207 its SSE3 Prescott
- * kernels, three times slower). OpenBLAS reads OPENBLAS_CORETYPE only when it loads,
+ * kernels). OpenBLAS reads OPENBLAS_CORETYPE only when it loads,
  * so a program must set it before it starts: the cnn program and the benchmarks do it
  * themselves (they restart once with it set); a program linking this library can ask
  * cnn_blas_core_recommended() and do the same, or tell its users.

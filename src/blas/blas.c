@@ -3,7 +3,7 @@
  * OpenBLAS built with DYNAMIC_ARCH picks its kernels ("core") from the CPU model
  * when it loads. A CPU newer than the library may get a core far below what it can
  * run (OpenBLAS 0.3.21 runs Intel family 6 model 207, an AVX-512 Xeon, on its SSE3
- * Prescott kernels, three times slower). cnn_blas_core_decide says, from the CPU's
+ * Prescott kernels). cnn_blas_core_decide says, from the CPU's
  * features alone, which core fits and why; it is a pure function. */
 #include "cnn.h"
 

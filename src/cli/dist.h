@@ -42,9 +42,8 @@ void dist_share(const cnn_dist *d, int nchunks, int *c0, int *c1);
 double dist_exchange(const cnn_dist *d, cnn_trainer *t, int n);
 
 /* The same, but the gradient as one MPI_Allreduce of each rank's sum of its chunks
- * (--reduce allreduce; the gather above, bit-identical, cost at most 1.4x a bare
- * MPI_Allreduce per step where measured, so it is the default):
- * 2 gradients' worth of traffic per rank (a ring) instead of every chunk's, in an
+ * (--reduce allreduce; the gather above is bit-identical and the default; bench_mpi
+ * compares the two): 2 gradients' worth of traffic per rank (a ring) instead of every chunk's, in an
  * order MPI chooses, so the weights agree across ranks and with one process only
  * within rounding. @return seconds spent. */
 double dist_allreduce(const cnn_dist *d, cnn_trainer *t, int n, size_t n_params);

@@ -1,5 +1,5 @@
-/* train.c - cnn train: options, data, the starting point, set-up, the epochs,
- * checkpoints, the test. */
+/* train.c - cnn train: options, data, the starting point, a library run (cnn_run) and
+ * its epochs as the post prints them, checkpoints, the test, and the MPI ranks. */
 #include "cli.h"
 
 /* ---------------------------------------------------------------- train */

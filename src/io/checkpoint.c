@@ -1,5 +1,6 @@
 /* checkpoint.c - training checkpoints (layout in cnn.h): the model, the position in
- * the epoch, its sample order and the generator state. */
+ * the epoch, its sample order, the generator state, the run's settings and the
+ * optimiser's state. */
 #include "cnn.h"
 
 #include "fileio.h"

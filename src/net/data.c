@@ -1,4 +1,5 @@
-/* data.c - input scaling and a synthetic, separable digit-like data set. */
+/* data.c - input scaling, a synthetic, separable digit-like data set, and the shift
+ * draws of data augmentation. */
 #include "cnn.h"
 
 #include "mix.h"

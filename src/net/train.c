@@ -1,4 +1,5 @@
-/* train.c - minibatch SGD across OpenMP threads, and evaluation.
+/* train.c - the trainer: minibatch steps across OpenMP threads (whole or in parts),
+ * the optimisers (SGD with momentum, Adam, AdamW), and evaluation.
  *
  * A minibatch of n samples is cut into chunks whose boundaries depend only on n
  * (chunk_count). Threads take whole chunks; a chunk runs as one unit (the dense
