@@ -153,6 +153,9 @@ typedef struct cnn_layer {
     int OC, OH, OW; /* output (dense, softmax: units x 1 x 1) */
     int pool_order; /* BLAS engine: output in pool-block order (a conv, or a relu after
                        such a conv, feeding a 2x2 pool) */
+    int whole_chunk; /* BLAS engine: one pass over a chunk's images (dense layers: an
+                        SGEMM over its rows; convs whose GEMMs gain from it: one im2col
+                        matrix and one SGEMM each way), not one pass per image */
     int he_init;    /* a relu follows: He's initialisation */
     size_t weights_at, n_weights; /* its weights: where they start in the parameter
                                      vector, how many */

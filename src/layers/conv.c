@@ -55,7 +55,7 @@ static inline __attribute__((always_inline)) void gather_strided(float *restrict
 
 static inline __attribute__((always_inline)) void im2col_sized(float *col, const float *in,
                                                                int C, int H, int W, int PH,
-                                                               int PW)
+                                                               int PW, size_t ld, size_t room)
 {
     const int RH = PH + 1, RW = PW + 1; /* a parity plane */
     const size_t Q = (size_t)PH * PW, P = 4 * Q;
@@ -71,7 +71,8 @@ static inline __attribute__((always_inline)) void im2col_sized(float *col, const
             for (int kj = 0; kj < 3; kj++)
                 for (int k = 0; k < 4; k++) {
                     const int a = k / 2 + ki, b = k % 2 + kj;
-                    float *restrict dst = col + ((size_t)c * 9 + ki * 3 + kj) * P + k * Q;
+                    const size_t row = (size_t)c * 9 + ki * 3 + kj;
+                    float *restrict dst = col + row * ld + k * Q;
                     if (!fits) {
                         gather_strided(dst, chan, W, PH, PW, a, b);
                         continue;
@@ -80,10 +81,12 @@ static inline __attribute__((always_inline)) void im2col_sized(float *col, const
                         planes + ((a % 2) * 2 + b % 2) * RH * RW + (a / 2) * RW + b / 2;
                     /* Short rows go as whole 8- or 16-float copies (no library call per
                      * row): each spills into the rows and blocks after it, which are
-                     * written later; a row whose copy would pass the end of col is
-                     * copied exactly, as are the rows after it. */
+                     * written later; a row whose copy would pass what is written later
+                     * (the end of col; in a chunk's matrix, the room after this
+                     * image's columns) is copied exactly, as are the rows after it. */
                     const size_t width = PW <= 8 ? 8 : 16;
-                    const size_t left = (size_t)C * 9 * P - (size_t)(dst - col);
+                    const size_t limit = ld == P ? (size_t)C * 9 * P : row * ld + room;
+                    const size_t left = limit - (size_t)(dst - col);
                     int i = 0;
                     if (wide && PW <= 8)
                         for (; i < PH && (size_t)i * PW + width <= left; i++)
@@ -98,29 +101,32 @@ static inline __attribute__((always_inline)) void im2col_sized(float *col, const
     }
 }
 
+/* Rows ld floats apart; room: floats from the start of this image's columns to the
+ * end of what is written later in a row (see above; used when ld > P). */
 CNN_VECTOR
-static void im2col3x3_any_isa(float *col, const float *in, int C, int H, int W)
+static void im2col3x3_any_isa(float *col, const float *in, int C, int H, int W, size_t ld,
+                              size_t room)
 {
-    if (H == 28 && W == 28)
-        im2col_sized(col, in, C, 28, 28, 13, 13);
+    if (H == 28 && W == 28 && ld == 4 * 13 * 13)
+        im2col_sized(col, in, C, 28, 28, 13, 13, 4 * 13 * 13, 0);
     else
-        im2col_sized(col, in, C, H, W, (H - 2) / 2, (W - 2) / 2);
+        im2col_sized(col, in, C, H, W, (H - 2) / 2, (W - 2) / 2, ld, room);
 }
 
 /* The exported name; the variants stay local (their dispatcher would be exported). */
 void cnn_im2col3x3(float *col, const float *in, int C, int H, int W)
 {
-    im2col3x3_any_isa(col, in, C, H, W);
+    im2col3x3_any_isa(col, in, C, H, W, 4 * (size_t)((H - 2) / 2) * ((W - 2) / 2), 0);
 }
 
 /* The adjoint of im2col: in = the sum of the col entries that copied each pixel.
  * Through the parity planes, as im2col: every block adds into its window of one plane
  * with contiguous rows, then the planes are interleaved into the channel. */
 CNN_VECTOR
-static void col2im3x3_any_isa(float *in, const float *col, int C, int H, int W)
+static void col2im3x3_any_isa(float *in, const float *col, int C, int H, int W, size_t ld)
 {
     const int PH = (H - 2) / 2, PW = (W - 2) / 2, RH = PH + 1, RW = PW + 1;
-    const size_t P = 4 * (size_t)PH * PW, Q = (size_t)PH * PW;
+    const size_t Q = (size_t)PH * PW;
     memset(in, 0, (size_t)C * H * W * sizeof(float));
     if (4 * RH * RW <= PLANES_MAX) {
         float planes[PLANES_MAX];
@@ -130,7 +136,7 @@ static void col2im3x3_any_isa(float *in, const float *col, int C, int H, int W)
                 for (int kj = 0; kj < 3; kj++)
                     for (int k = 0; k < 4; k++) {
                         const int a = k / 2 + ki, b = k % 2 + kj;
-                        const float *restrict src = col + ((size_t)c * 9 + ki * 3 + kj) * P + k * Q;
+                        const float *restrict src = col + ((size_t)c * 9 + ki * 3 + kj) * ld + k * Q;
                         float *restrict dst =
                             planes + ((a % 2) * 2 + b % 2) * RH * RW + (a / 2) * RW + b / 2;
                         if (PW <= 8) { /* short rows: fixed-width masked vector adds */
@@ -156,7 +162,7 @@ static void col2im3x3_any_isa(float *in, const float *col, int C, int H, int W)
     for (int c = 0; c < C; c++)
         for (int ki = 0; ki < 3; ki++)
             for (int kj = 0; kj < 3; kj++) {
-                const float *row = col + ((size_t)c * 9 + ki * 3 + kj) * P;
+                const float *row = col + ((size_t)c * 9 + ki * 3 + kj) * ld;
                 for (int k = 0; k < 4; k++)
                     for (int i = 0; i < PH; i++) {
                         float *dst = in + ((size_t)c * H + 2 * i + k / 2 + ki) * W + k % 2 + kj;
@@ -170,7 +176,7 @@ static void col2im3x3_any_isa(float *in, const float *col, int C, int H, int W)
 /* The exported name; the variants stay local (their dispatcher would be exported). */
 void cnn_col2im3x3(float *in, const float *col, int C, int H, int W)
 {
-    col2im3x3_any_isa(in, col, C, H, W);
+    col2im3x3_any_isa(in, col, C, H, W, 4 * (size_t)((H - 2) / 2) * ((W - 2) / 2));
 }
 
 void cnn_blocks_to_nchw(float *dst, const float *src, int F, int H, int W)
@@ -188,14 +194,14 @@ void cnn_blocks_to_nchw(float *dst, const float *src, int F, int H, int W)
 /* The plain layout: col[c*9 + ki*3 + kj][i*(W-2) + j] = in[c][i + ki][j + kj], for a
  * conv whose output no pool reads next (its output is then [F][H-2][W-2]). */
 CNN_VECTOR
-static void im2col3x3_plain_any_isa(float *col, const float *in, int C, int H, int W)
+static void im2col3x3_plain_any_isa(float *col, const float *in, int C, int H, int W,
+                                    size_t ld)
 {
     const int OH = H - 2, OW = W - 2;
-    const size_t P = (size_t)OH * OW;
     for (int c = 0; c < C; c++)
         for (int ki = 0; ki < 3; ki++)
             for (int kj = 0; kj < 3; kj++) {
-                float *row = col + ((size_t)c * 9 + ki * 3 + kj) * P;
+                float *row = col + ((size_t)c * 9 + ki * 3 + kj) * ld;
                 for (int i = 0; i < OH; i++)
                     memcpy(row + (size_t)i * OW, in + ((size_t)c * H + i + ki) * W + kj,
                            (size_t)OW * sizeof(float));
@@ -205,19 +211,19 @@ static void im2col3x3_plain_any_isa(float *col, const float *in, int C, int H, i
 /* The exported name; the variants stay local (their dispatcher would be exported). */
 void cnn_im2col3x3_plain(float *col, const float *in, int C, int H, int W)
 {
-    im2col3x3_plain_any_isa(col, in, C, H, W);
+    im2col3x3_plain_any_isa(col, in, C, H, W, (size_t)(H - 2) * (W - 2));
 }
 
 CNN_VECTOR
-static void col2im3x3_plain_any_isa(float *in, const float *col, int C, int H, int W)
+static void col2im3x3_plain_any_isa(float *in, const float *col, int C, int H, int W,
+                                    size_t ld)
 {
     const int OH = H - 2, OW = W - 2;
-    const size_t P = (size_t)OH * OW;
     memset(in, 0, (size_t)C * H * W * sizeof(float));
     for (int c = 0; c < C; c++)
         for (int ki = 0; ki < 3; ki++)
             for (int kj = 0; kj < 3; kj++) {
-                const float *row = col + ((size_t)c * 9 + ki * 3 + kj) * P;
+                const float *row = col + ((size_t)c * 9 + ki * 3 + kj) * ld;
                 for (int i = 0; i < OH; i++) {
                     float *dst = in + ((size_t)c * H + i + ki) * W + kj;
                     const float *src = row + (size_t)i * OW;
@@ -230,7 +236,7 @@ static void col2im3x3_plain_any_isa(float *in, const float *col, int C, int H, i
 /* The exported name; the variants stay local (their dispatcher would be exported). */
 void cnn_col2im3x3_plain(float *in, const float *col, int C, int H, int W)
 {
-    col2im3x3_plain_any_isa(in, col, C, H, W);
+    col2im3x3_plain_any_isa(in, col, C, H, W, (size_t)(H - 2) * (W - 2));
 }
 
 /* A conv's geometry: C x H x W in, F filters of C x K x K, stride S, zero padding P
@@ -300,13 +306,13 @@ static void scatter_row(float *restrict row, const float *restrict src, int n, i
  * position (y, x) of column p, 0 in the padding; in pool-block order, output row
  * 2i + k/2 of plane k holds the positions x = 2j + k%2, so its taps step by 2S. With
  * add, the adjoint: in += those col entries (in zeroed by the caller). */
-static void im2col_rows(const geom *g, float *col, float *in, int blocked, int add)
+static void im2col_rows(const geom *g, float *col, size_t ld, float *in, int blocked, int add)
 {
-    const int n = positions(g, blocked), PH = g->OH / 2, PW = g->OW / 2;
+    const int PH = g->OH / 2, PW = g->OW / 2;
     for (int c = 0; c < g->C; c++)
         for (int ki = 0; ki < g->K; ki++)
             for (int kj = 0; kj < g->K; kj++) {
-                float *row = col + ((size_t)(c * g->K + ki) * g->K + kj) * n;
+                float *row = col + ((size_t)(c * g->K + ki) * g->K + kj) * ld;
                 const int planes = blocked ? 4 : 1, rows = blocked ? PH : g->OH;
                 const int width = blocked ? PW : g->OW, step = blocked ? 2 * g->S : g->S;
                 for (int k = 0; k < planes; k++)
@@ -328,15 +334,15 @@ static void im2col_rows(const geom *g, float *col, float *in, int blocked, int a
             }
 }
 
-static void im2col_any(const geom *g, float *col, const float *in, int blocked)
+static void im2col_any(const geom *g, float *col, size_t ld, const float *in, int blocked)
 {
-    im2col_rows(g, col, (float *)in, blocked, 0); /* reads in only */
+    im2col_rows(g, col, ld, (float *)in, blocked, 0); /* reads in only */
 }
 
-static void col2im_any(const geom *g, float *in, const float *col, int blocked)
+static void col2im_any(const geom *g, float *in, const float *col, size_t ld, int blocked)
 {
     memset(in, 0, (size_t)g->C * g->H * g->W * sizeof(float));
-    im2col_rows(g, (float *)col, in, blocked, 1); /* reads col only */
+    im2col_rows(g, (float *)col, ld, in, blocked, 1); /* reads col only */
 }
 
 /* A 3x3 stride-1 conv with padding runs the valid 3x3 code on a padded copy of its
@@ -348,13 +354,14 @@ static size_t padded_len(const geom *g)
     return (size_t)g->C * (g->H + 2 * g->P) * (g->W + 2 * g->P);
 }
 
-static float *padded_copy(const geom *g, float *col) { return col + (size_t)taps(g) * g->OH * g->OW; }
-
-static void im2col(const geom *g, float *col, const float *in, int blocked)
+/* One image's im2col: its columns of a matrix whose rows are ld floats apart (ld =
+ * positions for one image alone; a chunk's images side by side otherwise, room as in
+ * im2col_sized), through pad (padded_len floats) for a padded 3x3 conv. */
+static void im2col(const geom *g, float *col, size_t ld, size_t room, float *pad,
+                   const float *in, int blocked)
 {
     const int C = g->C, H = g->H, W = g->W, P = g->P, Hp = H + 2 * P, Wp = W + 2 * P;
     if (is_padded_3x3(g)) {
-        float *pad = padded_copy(g, col);
         memset(pad, 0, padded_len(g) * sizeof(float));
         for (int c = 0; c < C; c++)
             for (int y = 0; y < H; y++)
@@ -362,27 +369,29 @@ static void im2col(const geom *g, float *col, const float *in, int blocked)
                        (size_t)W * sizeof(float));
         in = pad;
     } else if (!is_3x3(g)) {
-        im2col_any(g, col, in, blocked);
+        im2col_any(g, col, ld, in, blocked);
         return;
     }
     if (blocked)
-        cnn_im2col3x3(col, in, C, Hp, Wp);
+        im2col3x3_any_isa(col, in, C, Hp, Wp, ld, room);
     else
-        cnn_im2col3x3_plain(col, in, C, Hp, Wp);
+        im2col3x3_plain_any_isa(col, in, C, Hp, Wp, ld);
 }
 
-static void col2im(const geom *g, float *in, float *col, int blocked)
+/* Its adjoint: in = col2im of one image's columns (rows ld apart), through pad. */
+static void col2im(const geom *g, float *in, const float *col, size_t ld, float *pad,
+                   int blocked)
 {
     const int C = g->C, H = g->H, W = g->W, P = g->P, Hp = H + 2 * P, Wp = W + 2 * P;
     if (!is_3x3(g) && !is_padded_3x3(g)) {
-        col2im_any(g, in, col, blocked);
+        col2im_any(g, in, col, ld, blocked);
         return;
     }
-    float *out = is_padded_3x3(g) ? padded_copy(g, col) : in;
+    float *out = is_padded_3x3(g) ? pad : in;
     if (blocked)
-        cnn_col2im3x3(out, col, C, Hp, Wp);
+        col2im3x3_any_isa(out, col, C, Hp, Wp, ld);
     else
-        cnn_col2im3x3_plain(out, col, C, Hp, Wp);
+        col2im3x3_plain_any_isa(out, col, C, Hp, Wp, ld);
     if (out != in) /* the padding's share is dropped */
         for (int c = 0; c < C; c++)
             for (int y = 0; y < H; y++)
@@ -413,13 +422,13 @@ typedef int32_t tie_vi __attribute__((vector_size(64))); /* their equalities */
 
 /* Windows q0 .. q0+15: the six equalities stay in registers over the K taps. */
 static inline __attribute__((always_inline)) void window_ties16(float *out, const float *col,
-                                                                 int K, int F, size_t Q,
-                                                                 size_t q0)
+                                                                 size_t ld, int K, int F,
+                                                                 size_t Q, size_t q0)
 {
     const size_t P = 4 * Q;
     tie_vi e01 = ~(tie_vi){0}, e02 = e01, e03 = e01, e12 = e01, e13 = e01, e23 = e01;
     for (int t = 0; t < K; t++) {
-        const float *c = col + (size_t)t * P + q0;
+        const float *c = col + (size_t)t * ld + q0;
         tie_vf a0, a1, a2, a3;
         memcpy(&a0, c, sizeof a0);
         memcpy(&a1, c + Q, sizeof a1);
@@ -450,8 +459,9 @@ static inline __attribute__((always_inline)) void window_ties16(float *out, cons
     }
 }
 
+/* col: the image's columns, rows ld floats apart */
 CNN_VECTOR
-static void window_ties(float *out, const float *col, int K, int F, size_t Q)
+static void window_ties(float *out, const float *col, size_t ld, int K, int F, size_t Q)
 {
     if (Q >= 16) {
         /* The last 16 overlap the ones before when Q is not a multiple: the step is
@@ -459,7 +469,7 @@ static void window_ties(float *out, const float *col, int K, int F, size_t Q)
         for (size_t q0 = 0;; q0 += 16) {
             if (q0 + 16 > Q)
                 q0 = Q - 16;
-            window_ties16(out, col, K, F, Q, q0);
+            window_ties16(out, col, ld, K, F, Q, q0);
             if (q0 + 16 == Q)
                 break;
         }
@@ -470,7 +480,7 @@ static void window_ties(float *out, const float *col, int K, int F, size_t Q)
             for (int j = 0; j < k; j++) {
                 int same = 1;
                 for (int t = 0; t < K && same; t++)
-                    same = col[(size_t)t * 4 * Q + j * Q + q] == col[(size_t)t * 4 * Q + k * Q + q];
+                    same = col[(size_t)t * ld + j * Q + q] == col[(size_t)t * ld + k * Q + q];
                 if (!same)
                     continue;
                 for (int f = 0; f < F; f++)
@@ -479,29 +489,62 @@ static void window_ties(float *out, const float *col, int K, int F, size_t Q)
             }
 }
 
-static void forward_blas(const geom *g, float *out, float *col, const float *in,
-                         const float *filt, const float *bias, int blocked)
+/* The scratch of a pass over p->nb images (one, or a chunk's): the im2col matrix, a
+ * row per tap and the images' columns side by side (rows ld = nb * positions apart);
+ * then, over a chunk, the SGEMM's output or the gathered output gradient, F rows of
+ * ld; then the padded copy of one image (a padded 3x3 conv). */
+typedef struct {
+    size_t P, ld; /* positions of one image; floats between rows */
+    float *mat, *rows, *pad;
+} lowering;
+
+static lowering lowering_of(const geom *g, float *col, int nb, int blocked)
 {
-    const int P = positions(g, blocked), K = taps(g), F = g->F;
-    im2col(g, col, in, blocked);
-    if (bias) /* out = bias, then += filt . col */
+    lowering w = {.P = (size_t)positions(g, blocked)};
+    w.ld = (size_t)nb * w.P;
+    w.mat = col;
+    w.rows = col + (size_t)taps(g) * w.ld;
+    w.pad = w.rows + (nb > 1 ? (size_t)g->F * w.ld : 0);
+    return w;
+}
+
+/* out = filt . im2col(in) (+ bias) for p->nb images, inputs p->ldin and outputs
+ * p->ldout floats apart: one SGEMM over all of them. Then, for a pool's input whose
+ * SGEMM may break ties (conv_ties.h), the window tie step. */
+static void forward_blas(const geom *g, const cnn_pass *p, int blocked)
+{
+    const int K = taps(g), F = g->F, nb = p->nb;
+    const lowering w = lowering_of(g, p->col, nb, blocked);
+    for (int b = 0; b < nb; b++)
+        im2col(g, w.mat + b * w.P, w.ld, (size_t)(nb - b) * w.P, w.pad,
+               p->in + (size_t)b * p->ldin, blocked);
+    float *out = nb == 1 ? p->out : w.rows;
+    if (p->bias) /* out = bias, then += filt . col */
         for (int f = 0; f < F; f++)
-            for (int p = 0; p < P; p++)
-                out[(size_t)f * P + p] = bias[f];
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, F, P, K,
-                1.0f, filt, K, col, P, bias ? 1.0f : 0.0f, out, P);
+            for (size_t i = 0; i < w.ld; i++)
+                out[(size_t)f * w.ld + i] = p->bias[f];
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, F, (int)w.ld, K, 1.0f, p->w, K,
+                w.mat, (int)w.ld, p->bias ? 1.0f : 0.0f, out, (int)w.ld);
+    for (int b = 0; b < nb && nb > 1; b++) /* each image's outputs, [F][P] */
+        for (int f = 0; f < F; f++)
+            memcpy(p->out + (size_t)b * p->ldout + (size_t)f * w.P,
+                   w.rows + (size_t)f * w.ld + (size_t)b * w.P, w.P * sizeof(float));
+    if (blocked && p->window_ties)
+        for (int b = 0; b < nb; b++)
+            window_ties(p->out + (size_t)b * p->ldout, w.mat + b * w.P, w.ld, K, F, w.P / 4);
 }
 
 void cnn_conv3x3_forward_ex(float *out, float *col, const float *in, const float *filt,
                             const float *bias, int C, int H, int W, int F, int blocked)
 {
     const geom g = geom_3x3(C, H, W, F);
-    forward_blas(&g, out, col, in, filt, bias, blocked);
+    const cnn_pass p = {.nb = 1, .in = in, .out = out, .col = col, .w = filt, .bias = bias};
+    forward_blas(&g, &p, blocked);
 }
 
 void cnn_conv_window_ties(float *out, const float *col, int K, int F, int Q)
 {
-    window_ties(out, col, K, F, (size_t)Q);
+    window_ties(out, col, 4 * (size_t)Q, K, F, (size_t)Q);
 }
 
 /* Values with full 23-bit fractions: their products and sums round, so a kernel that
@@ -573,19 +616,30 @@ static float sum_fixed(const float *restrict v, size_t n)
     return s;
 }
 
-static void backward_blas(const geom *g, float *din, float *dfilt, float *dbias, float alpha,
-                          float *col, const float *dout, const float *filt, int blocked)
+/* The filter (and bias) gradient, and the input gradient when p->din: one SGEMM each
+ * over p->nb images, the output gradients gathered side by side for a chunk. */
+static void backward_blas(const geom *g, const cnn_pass *p, int blocked)
 {
-    const int P = positions(g, blocked), K = taps(g), F = g->F;
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, F, K, P,
-                alpha, dout, P, col, P, 1.0f, dfilt, K);
-    if (dbias)
+    const int K = taps(g), F = g->F, nb = p->nb;
+    const lowering w = lowering_of(g, p->col, nb, blocked);
+    const float *dout = p->dout;
+    if (nb > 1) {
+        for (int b = 0; b < nb; b++)
+            for (int f = 0; f < F; f++)
+                memcpy(w.rows + (size_t)f * w.ld + (size_t)b * w.P,
+                       p->dout + (size_t)b * p->ldout + (size_t)f * w.P, w.P * sizeof(float));
+        dout = w.rows;
+    }
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, F, K, (int)w.ld, p->alpha, dout,
+                (int)w.ld, w.mat, (int)w.ld, 1.0f, p->gw, K);
+    if (p->gbias)
         for (int f = 0; f < F; f++)
-            dbias[f] += alpha * sum_fixed(dout + (size_t)f * P, (size_t)P);
-    if (din) {
-        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, K, P, F,
-                    1.0f, filt, K, dout, P, 0.0f, col, P);
-        col2im(g, din, col, blocked);
+            p->gbias[f] += p->alpha * sum_fixed(dout + (size_t)f * w.ld, w.ld);
+    if (p->din) {
+        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, K, (int)w.ld, F, 1.0f, p->w, K, dout,
+                    (int)w.ld, 0.0f, w.mat, (int)w.ld);
+        for (int b = 0; b < nb; b++)
+            col2im(g, p->din + (size_t)b * p->ldin, w.mat + b * w.P, w.ld, w.pad, blocked);
     }
 }
 
@@ -594,7 +648,9 @@ void cnn_conv3x3_backward_ex(float *din, float *dfilt, float *dbias, float alpha
                              int blocked)
 {
     const geom g = geom_3x3(C, H, W, F);
-    backward_blas(&g, din, dfilt, dbias, alpha, col, dout, filt, blocked);
+    const cnn_pass p = {.nb = 1, .col = col, .w = filt, .alpha = alpha, .gw = dfilt,
+                        .gbias = dbias, .dout = dout, .din = din};
+    backward_blas(&g, &p, blocked);
 }
 
 void cnn_conv3x3_forward(float *out, float *col, const float *in, const float *filt,
@@ -799,21 +855,36 @@ static double conv_flops(const cnn_layer *l)
 {
     return 2.0 * l->units * (double)conv_taps(l) * l->OH * l->OW;
 }
-/* im2col: a row per tap over all OH x OW positions (the pool-block order uses fewer),
- * then a padded 3x3 conv's padded input */
+/* Per image, as lowering_of lays them out: its im2col columns (all OH x OW positions;
+ * the pool-block order uses fewer), over a chunk its share of the output rows, and a
+ * padded 3x3 conv's padded input. */
 static size_t conv_scratch(const cnn_layer *l)
 {
     const geom g = geom_of(l);
-    return conv_taps(l) * l->OH * l->OW + (is_padded_3x3(&g) ? padded_len(&g) : 0);
+    return (conv_taps(l) + (l->whole_chunk ? (size_t)l->units : 0)) * l->OH * l->OW +
+           (is_padded_3x3(&g) ? padded_len(&g) : 0);
 }
 
+/* Lowered per chunk when the image has more than one channel: the filter gradient's
+ * SGEMM, summed over one image's positions alone, is then too short to run near the
+ * peak (bench_layers measures both ways for each shape). A one-channel first layer,
+ * the post's among them, stays per image, where its short im2col stays in cache. */
+static int conv_whole_chunk(const cnn_layer *l) { return l->C > 1; }
+
+/* Every SGEMM shape the forward can run: one image's, or a chunk's of up to
+ * CNN_CHUNK_MAX images side by side. */
 static int conv_window_ties(const cnn_layer *l)
 {
     if (!l->pool_order)
         return 0;
     const geom g = geom_of(l);
-    const int same = cnn_conv_sgemm_consistent(g.F, positions(&g, 1), taps(&g), l->bias);
-    return same < 0 ? -1 : !same;
+    const int most = l->whole_chunk ? CNN_CHUNK_MAX : 1;
+    for (int nb = 1; nb <= most; nb++) {
+        const int same = cnn_conv_sgemm_consistent(g.F, nb * positions(&g, 1), taps(&g), l->bias);
+        if (same <= 0)
+            return same < 0 ? -1 : 1;
+    }
+    return 0;
 }
 
 static void conv_forward(const cnn_pass *p)
@@ -821,9 +892,7 @@ static void conv_forward(const cnn_pass *p)
     const cnn_layer *l = p->l;
     const geom g = geom_of(l);
     if (p->blas) {
-        forward_blas(&g, p->out, p->col, p->in, p->w, p->bias, l->pool_order);
-        if (l->pool_order && p->window_ties)
-            window_ties(p->out, p->col, taps(&g), g.F, (size_t)(g.OH / 2) * (g.OW / 2));
+        forward_blas(&g, p, l->pool_order);
         return;
     }
     forward_ref(&g, p->out, p->in, p->w);
@@ -836,7 +905,7 @@ static void conv_backward(const cnn_pass *p)
     const cnn_layer *l = p->l;
     const geom g = geom_of(l);
     if (p->blas) {
-        backward_blas(&g, p->din, p->gw, p->gbias, p->alpha, p->col, p->dout, p->w, l->pool_order);
+        backward_blas(&g, p, l->pool_order);
         return;
     }
     backward_ref(&g, p->din, p->gw, p->alpha, p->dout, p->in, p->w);
@@ -856,6 +925,7 @@ const cnn_kind cnn_kind_conv = {
     .fan_in = conv_fan_in,
     .flops = conv_flops,
     .scratch = conv_scratch,
+    .whole_chunk = conv_whole_chunk,
     .window_ties = conv_window_ties,
     .forward = conv_forward,
     .backward = conv_backward,

@@ -21,7 +21,9 @@ typedef struct cnn_pass {
     int nb;             /* samples in this pass: 1, or the chunk's rows */
     const float *in;    /* the input (rows ldin floats apart) */
     int ldin;
-    float *out;         /* forward: the output to write; backward: what the forward wrote */
+    float *out;         /* forward: the output to write; backward: what the forward wrote
+                           (rows, and those of dout, ldout floats apart) */
+    int ldout;
     size_t stored;      /* floats of one sample's output as stored (its layout's length) */
     const float *w;     /* the layer's weights in the parameters, and its biases (NULL */
     const float *bias;  /*   without) */
@@ -75,6 +77,9 @@ typedef struct cnn_kind {
     /* Per-sample scratch floats and bytes the passes use (NULL: none). */
     size_t (*scratch)(const cnn_layer *l);
     size_t (*bytes)(const cnn_layer *l);
+    /* BLAS engine, for a kind without CNN_KIND_ROWS: 1 if a layer of this shape runs
+     * one pass over a chunk's images (cnn_layer.whole_chunk); NULL: never. */
+    int (*whole_chunk)(const cnn_layer *l);
     /* Set up once per activations: conv's check of its SGEMM (conv_ties.h). 1, 0, or
      * -1 out of memory; NULL: nothing. */
     int (*window_ties)(const cnn_layer *l);

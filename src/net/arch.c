@@ -112,11 +112,13 @@ cnn_status cnn_arch_build(cnn_arch *a, const char *desc, int C, int H, int W, ch
     a->n_params = off;
     /* Pool-block order for a layer that can write it and whose output, maybe through
      * element-wise layers, feeds a 2x2 pool; He initialisation for a layer that a
-     * rectifier follows. */
+     * rectifier follows; passes over whole chunks where the kind takes them. */
     for (int i = 0; i < a->n; i++) {
         cnn_layer *l = &a->layer[i];
+        const cnn_kind *kind = cnn_kind_of(l->kind);
         l->he_init = i + 1 < a->n && cnn_kind_of(a->layer[i + 1].kind)->flags & CNN_KIND_HE_BEFORE;
-        if (!(cnn_kind_of(l->kind)->flags & CNN_KIND_BLOCKABLE))
+        l->whole_chunk = (kind->flags & CNN_KIND_ROWS) || (kind->whole_chunk && kind->whole_chunk(l));
+        if (!(kind->flags & CNN_KIND_BLOCKABLE))
             continue;
         int j = i + 1;
         while (j < a->n && cnn_kind_of(a->layer[j].kind)->flags & CNN_KIND_ELEMENTWISE)

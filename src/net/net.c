@@ -1,9 +1,10 @@
 /* net.c - the one place that walks a network's layers, forward and back, over the
  * samples of a chunk.
  *
- * The BLAS engine runs dense and softmax layers over the whole chunk at once (SGEMM
- * over its rows); every other layer, and every layer of the reference engine, runs
- * per sample. Consecutive per-sample layers form a run, walked sample by sample: for
+ * The BLAS engine runs the layers marked whole_chunk over the whole chunk at once
+ * (dense and softmax layers: SGEMMs over its rows; wide convs: one im2col matrix and
+ * one SGEMM each way); every other layer, and every layer of the reference engine,
+ * runs per sample. Consecutive per-sample layers form a run, walked sample by sample: for
  * the post's network, conv and pool for each sample, then the softmax layer for all.
  * Within a run, a gradient that one layer's backward hands to the layer before it is
  * used at once, so it lives in one piece per thread; so does a conv output that only
@@ -23,7 +24,7 @@ static unsigned flags_of(const cnn_layer *l) { return cnn_kind_of(l->kind)->flag
 
 static int batched(const cnn_layer *l, cnn_engine e)
 {
-    return e == CNN_ENGINE_BLAS && flags_of(l) & CNN_KIND_ROWS;
+    return e == CNN_ENGINE_BLAS && l->whole_chunk;
 }
 
 /* Is layer l's output read by no backward, so one piece serves every sample? Its own
@@ -32,7 +33,8 @@ static int batched(const cnn_layer *l, cnn_engine e)
 static int output_in_one_piece(const cnn_arch *n, int l, cnn_engine e, int keep_pool_input)
 {
     return e == CNN_ENGINE_BLAS && flags_of(&n->layer[l]) & CNN_KIND_BLOCKABLE && l + 1 < n->n &&
-           flags_of(&n->layer[l + 1]) & CNN_KIND_READS_BLOCKS && !keep_pool_input;
+           !batched(&n->layer[l], e) && flags_of(&n->layer[l + 1]) & CNN_KIND_READS_BLOCKS &&
+           !keep_pool_input;
 }
 
 /* Is the gradient of layer l's output made and used within one sample's run? */
@@ -105,6 +107,7 @@ static cnn_pass pass_of(const walk *w, const float *params, int l, int b, int nb
         p.in = l == 0 ? w->a->x : w->a->out[l - 1];
         p.ldin = l == 0 ? K : (int)w->a->stride[l - 1];
         p.out = w->a->out[l];
+        p.ldout = (int)w->a->stride[l];
     } else {
         p.in = in_of(w, l, b);
         p.out = out_of(w, l, b);
