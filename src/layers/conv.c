@@ -489,49 +489,78 @@ static void window_ties(float *out, const float *col, size_t ld, int K, int F, s
             }
 }
 
-/* The scratch of a pass over p->nb images (one, or a chunk's): the im2col matrix, a
- * row per tap and the images' columns side by side (rows ld = nb * positions apart);
- * then, over a chunk, the SGEMM's output or the gathered output gradient, F rows of
- * ld; then the padded copy of one image (a padded 3x3 conv). */
+/* A chunk's images are lowered in groups whose im2col matrix stays near this size,
+ * so that the SGEMM reads it from cache after im2col wrote it; the group size depends
+ * on the layer's shape and the chunk's size alone. */
+#ifndef CNN_LOWER_BYTES
+#define CNN_LOWER_BYTES (512 * 1024)
+#endif
+
+/* The most images a group of a chunk of nb holds. */
+static int group_most(const geom *g, int blocked, int nb)
+{
+    const size_t one = (size_t)taps(g) * positions(g, blocked) * sizeof(float);
+    const size_t fit = one ? CNN_LOWER_BYTES / one : 1;
+    return fit < 1 ? 1 : fit > (size_t)nb ? nb : (int)fit;
+}
+
+/* The images of each group: the chunk in as few groups as fit, of even sizes. */
+static int group_size(const geom *g, int blocked, int nb)
+{
+    const int groups = (nb + group_most(g, blocked, nb) - 1) / group_most(g, blocked, nb);
+    return (nb + groups - 1) / groups;
+}
+
+/* The scratch of a pass over p->nb images (one, or a chunk's), in groups of at most
+ * group_size: each group's im2col matrix, a row per tap and its images' columns side
+ * by side (rows ld = group * positions apart), one after another; then, over a
+ * chunk, one group's SGEMM output or gathered output gradient, F rows of ld; then
+ * the padded copy of one image (a padded 3x3 conv). */
 typedef struct {
     size_t P, ld; /* positions of one image; floats between rows */
+    int n;        /* images in the group */
     float *mat, *rows, *pad;
 } lowering;
 
-static lowering lowering_of(const geom *g, float *col, int nb, int blocked)
+static lowering lowering_of(const geom *g, float *col, int b0, int n, int nb, int blocked)
 {
-    lowering w = {.P = (size_t)positions(g, blocked)};
-    w.ld = (size_t)nb * w.P;
-    w.mat = col;
-    w.rows = col + (size_t)taps(g) * w.ld;
-    w.pad = w.rows + (nb > 1 ? (size_t)g->F * w.ld : 0);
+    const int G = group_size(g, blocked, nb);
+    lowering w = {.P = (size_t)positions(g, blocked), .n = n};
+    w.ld = (size_t)n * w.P;
+    w.mat = col + (size_t)taps(g) * b0 * w.P;
+    w.rows = col + (size_t)taps(g) * nb * w.P;
+    w.pad = w.rows + (nb > 1 ? (size_t)g->F * G * w.P : 0);
     return w;
 }
 
 /* out = filt . im2col(in) (+ bias) for p->nb images, inputs p->ldin and outputs
- * p->ldout floats apart: one SGEMM over all of them. Then, for a pool's input whose
- * SGEMM may break ties (conv_ties.h), the window tie step. */
+ * p->ldout floats apart: one SGEMM per group. Then, for a pool's input whose SGEMM may
+ * break ties (conv_ties.h), the window tie step. */
 static void forward_blas(const geom *g, const cnn_pass *p, int blocked)
 {
-    const int K = taps(g), F = g->F, nb = p->nb;
-    const lowering w = lowering_of(g, p->col, nb, blocked);
-    for (int b = 0; b < nb; b++)
-        im2col(g, w.mat + b * w.P, w.ld, (size_t)(nb - b) * w.P, w.pad,
-               p->in + (size_t)b * p->ldin, blocked);
-    float *out = nb == 1 ? p->out : w.rows;
-    if (p->bias) /* out = bias, then += filt . col */
-        for (int f = 0; f < F; f++)
-            for (size_t i = 0; i < w.ld; i++)
-                out[(size_t)f * w.ld + i] = p->bias[f];
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, F, (int)w.ld, K, 1.0f, p->w, K,
-                w.mat, (int)w.ld, p->bias ? 1.0f : 0.0f, out, (int)w.ld);
-    for (int b = 0; b < nb && nb > 1; b++) /* each image's outputs, [F][P] */
-        for (int f = 0; f < F; f++)
-            memcpy(p->out + (size_t)b * p->ldout + (size_t)f * w.P,
-                   w.rows + (size_t)f * w.ld + (size_t)b * w.P, w.P * sizeof(float));
-    if (blocked && p->window_ties)
-        for (int b = 0; b < nb; b++)
-            window_ties(p->out + (size_t)b * p->ldout, w.mat + b * w.P, w.ld, K, F, w.P / 4);
+    const int K = taps(g), F = g->F, nb = p->nb, G = group_size(g, blocked, nb);
+    for (int b0 = 0; b0 < nb; b0 += G) {
+        const int n = nb - b0 < G ? nb - b0 : G;
+        const lowering w = lowering_of(g, p->col, b0, n, nb, blocked);
+        for (int b = 0; b < n; b++)
+            im2col(g, w.mat + b * w.P, w.ld, (size_t)(n - b) * w.P, w.pad,
+                   p->in + (size_t)(b0 + b) * p->ldin, blocked);
+        float *out = nb == 1 ? p->out : w.rows;
+        if (p->bias) /* out = bias, then += filt . col */
+            for (int f = 0; f < F; f++)
+                for (size_t i = 0; i < w.ld; i++)
+                    out[(size_t)f * w.ld + i] = p->bias[f];
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, F, (int)w.ld, K, 1.0f, p->w, K,
+                    w.mat, (int)w.ld, p->bias ? 1.0f : 0.0f, out, (int)w.ld);
+        for (int b = 0; b < n && nb > 1; b++) /* each image's outputs, [F][P] */
+            for (int f = 0; f < F; f++)
+                memcpy(p->out + (size_t)(b0 + b) * p->ldout + (size_t)f * w.P,
+                       w.rows + (size_t)f * w.ld + (size_t)b * w.P, w.P * sizeof(float));
+        if (blocked && p->window_ties)
+            for (int b = 0; b < n; b++)
+                window_ties(p->out + (size_t)(b0 + b) * p->ldout, w.mat + b * w.P, w.ld, K, F,
+                            w.P / 4);
+    }
 }
 
 void cnn_conv3x3_forward_ex(float *out, float *col, const float *in, const float *filt,
@@ -617,29 +646,34 @@ static float sum_fixed(const float *restrict v, size_t n)
 }
 
 /* The filter (and bias) gradient, and the input gradient when p->din: one SGEMM each
- * over p->nb images, the output gradients gathered side by side for a chunk. */
+ * per group, the output gradients gathered side by side over a chunk. */
 static void backward_blas(const geom *g, const cnn_pass *p, int blocked)
 {
-    const int K = taps(g), F = g->F, nb = p->nb;
-    const lowering w = lowering_of(g, p->col, nb, blocked);
-    const float *dout = p->dout;
-    if (nb > 1) {
-        for (int b = 0; b < nb; b++)
+    const int K = taps(g), F = g->F, nb = p->nb, G = group_size(g, blocked, nb);
+    for (int b0 = 0; b0 < nb; b0 += G) {
+        const int n = nb - b0 < G ? nb - b0 : G;
+        const lowering w = lowering_of(g, p->col, b0, n, nb, blocked);
+        const float *dout = p->dout;
+        if (nb > 1) {
+            for (int b = 0; b < n; b++)
+                for (int f = 0; f < F; f++)
+                    memcpy(w.rows + (size_t)f * w.ld + (size_t)b * w.P,
+                           p->dout + (size_t)(b0 + b) * p->ldout + (size_t)f * w.P,
+                           w.P * sizeof(float));
+            dout = w.rows;
+        }
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, F, K, (int)w.ld, p->alpha, dout,
+                    (int)w.ld, w.mat, (int)w.ld, 1.0f, p->gw, K);
+        if (p->gbias)
             for (int f = 0; f < F; f++)
-                memcpy(w.rows + (size_t)f * w.ld + (size_t)b * w.P,
-                       p->dout + (size_t)b * p->ldout + (size_t)f * w.P, w.P * sizeof(float));
-        dout = w.rows;
-    }
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, F, K, (int)w.ld, p->alpha, dout,
-                (int)w.ld, w.mat, (int)w.ld, 1.0f, p->gw, K);
-    if (p->gbias)
-        for (int f = 0; f < F; f++)
-            p->gbias[f] += p->alpha * sum_fixed(dout + (size_t)f * w.ld, w.ld);
-    if (p->din) {
-        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, K, (int)w.ld, F, 1.0f, p->w, K, dout,
-                    (int)w.ld, 0.0f, w.mat, (int)w.ld);
-        for (int b = 0; b < nb; b++)
-            col2im(g, p->din + (size_t)b * p->ldin, w.mat + b * w.P, w.ld, w.pad, blocked);
+                p->gbias[f] += p->alpha * sum_fixed(dout + (size_t)f * w.ld, w.ld);
+        if (!p->din)
+            continue;
+        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, K, (int)w.ld, F, 1.0f, p->w, K,
+                    dout, (int)w.ld, 0.0f, w.mat, (int)w.ld);
+        for (int b = 0; b < n; b++)
+            col2im(g, p->din + (size_t)(b0 + b) * p->ldin, w.mat + b * w.P, w.ld, w.pad,
+                   blocked);
     }
 }
 
@@ -871,16 +905,16 @@ static size_t conv_scratch(const cnn_layer *l)
  * the post's among them, stays per image, where its short im2col stays in cache. */
 static int conv_whole_chunk(const cnn_layer *l) { return l->C > 1; }
 
-/* Every SGEMM shape the forward can run: one image's, or a chunk's of up to
- * CNN_CHUNK_MAX images side by side. */
+/* Every SGEMM shape the forward can run: one image's, or a group's of up to
+ * group_size images side by side. */
 static int conv_window_ties(const cnn_layer *l)
 {
     if (!l->pool_order)
         return 0;
     const geom g = geom_of(l);
-    const int most = l->whole_chunk ? CNN_CHUNK_MAX : 1;
-    for (int nb = 1; nb <= most; nb++) {
-        const int same = cnn_conv_sgemm_consistent(g.F, nb * positions(&g, 1), taps(&g), l->bias);
+    const int most = l->whole_chunk ? group_most(&g, 1, CNN_CHUNK_MAX) : 1;
+    for (int n = 1; n <= most; n++) {
+        const int same = cnn_conv_sgemm_consistent(g.F, n * positions(&g, 1), taps(&g), l->bias);
         if (same <= 0)
             return same < 0 ? -1 : 1;
     }
