@@ -9,13 +9,19 @@
  * (max - min) / median. One thread (the layers themselves are single-threaded;
  * threads split a minibatch's samples, see bench_train).
  *
- * usage: bench_layers [--json FILE] [--quick] */
+ * With --arch, any network instead: each layer's forward and backward within a
+ * chunk's training step (the walk's own passes, timed), per image, with its GFLOP/s
+ * against the SGEMM rate of the layer's own shape and of a large SGEMM.
+ *
+ * usage: bench_layers [--json FILE] [--quick]
+ *        bench_layers --arch LAYERS [--input CxHxW] [--chunk N] [--quick] */
 #include "cnn.h"
 #include "post.h"
 #include "kernels.h"
 
 #include "bench.h"
 #include "conv_ties.h"
+#include "steps.h"
 #include "config.h"
 
 #include <cblas.h>
@@ -433,19 +439,160 @@ static void recipe_layers(double budget, cnn_rng *rng)
     free(r.out), free(r.din);
 }
 
+/* ---- any network: each layer's share of a chunk's training step ---- */
+
+/* One SGEMM of the shape, C = A . B (+ C) with A m x k, B k x n: a callable. */
+typedef struct {
+    int m, n, k;
+    float *a, *b, *c;
+} gemm_job;
+
+static void run_gemm(void *p, int arg)
+{
+    const gemm_job *g = p;
+    (void)arg;
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, g->m, g->n, g->k, 1.0f, g->a, g->k,
+                g->b, g->n, 0.0f, g->c, g->n);
+}
+
+/* GFLOP/s of SGEMMs of m x n x k on this thread. */
+static double gemm_rate(int m, int n, int k, double budget, cnn_rng *rng)
+{
+    gemm_job g = {m, n, k, malloc((size_t)m * k * 4), malloc((size_t)k * n * 4),
+                  malloc((size_t)m * n * 4)};
+    for (size_t i = 0; i < (size_t)m * k; i++)
+        g.a[i] = (float)cnn_rng_uniform(rng);
+    for (size_t i = 0; i < (size_t)k * n; i++)
+        g.b[i] = (float)cnn_rng_uniform(rng);
+    const bench_stat st = time_calls(run_gemm, &g, 0, budget);
+    free(g.a), free(g.b), free(g.c);
+    return 2.0 * m * n * k / st.median / 1e9;
+}
+
+/* The SGEMM rate of a layer's own shape (its forward's: the backward's two have the
+ * same sizes, transposed), or 0 for a layer without one. */
+static double layer_gemm_rate(const cnn_layer *l, int nb, double budget, cnn_rng *rng)
+{
+    if (l->kind == CNN_LAYER_CONV) {
+        const int taps = l->C * l->kernel * l->kernel;
+        return gemm_rate(l->units, cnn_conv_group(l, nb) * cnn_conv_positions(l), taps, budget,
+                         rng);
+    }
+    if (l->kind == CNN_LAYER_DENSE || l->kind == CNN_LAYER_SOFTMAX)
+        return gemm_rate(nb, l->units, l->C * l->H * l->W, budget, rng);
+    return 0.0;
+}
+
+typedef struct {
+    const cnn_model *m;
+    cnn_acts *a;
+    float *grad, *x, *loss;
+    uint8_t *labels;
+    int nb;
+    double *times;
+} step_job;
+
+static void run_step(void *p, int arg)
+{
+    step_job *j = p;
+    (void)arg;
+    cnn_chunk_grad_timed(j->m, j->a, j->grad, j->x, j->labels, j->nb, CNN_ENGINE_BLAS,
+                         CNN_TIES_SINGLE, j->loss, j->times);
+}
+
+/* Each layer's forward and backward over chunks of nb images of network desc on C x H
+ * x W inputs, one thread: time per image, GFLOP/s, and the fraction of the SGEMM rate
+ * of the layer's own shape and of a large SGEMM. @return 0, or 1 if it cannot run. */
+static int network_profile(const char *desc, int C, int H, int W, int nb, double budget,
+                           cnn_rng *rng)
+{
+    cnn_arch arch;
+    char err[512];
+    if (cnn_arch_build(&arch, desc, C, H, W, err, sizeof err) != CNN_OK) {
+        fprintf(stderr, "bench_layers: --arch: %s\n", err);
+        return 1;
+    }
+    cnn_model m;
+    cnn_acts a;
+    if (cnn_model_init(&m, &arch, rng) != CNN_OK || cnn_acts_alloc(&a, &arch, nb) != CNN_OK) {
+        fprintf(stderr, "bench_layers: out of memory\n");
+        return 1;
+    }
+    const size_t in = (size_t)C * H * W;
+    step_job j = {&m, &a, calloc(m.n_params, 4), malloc(nb * in * 4), malloc(nb * 4),
+                  malloc((size_t)nb), nb, calloc(2 * (size_t)arch.n, sizeof(double))};
+    for (size_t i = 0; i < nb * in; i++)
+        j.x[i] = (float)(cnn_rng_uniform(rng) - 0.5);
+    for (int b = 0; b < nb; b++)
+        j.labels[b] = (uint8_t)cnn_rng_below(rng, (uint64_t)arch.classes);
+    const bench_stat whole = time_calls(run_step, &j, 0, budget); /* the whole chunk */
+    memset(j.times, 0, 2 * (size_t)arch.n * sizeof(double));
+    const int reps = (int)fmax(3.0, 0.5 / fmax(whole.median, 1e-6));
+    for (int r = 0; r < reps; r++)
+        run_step(&j, 0);
+    const double peak = gemm_rate(1024, 1024, 1024, budget, rng);
+    printf("\n%s on %dx%dx%d inputs, chunks of %d images, one thread: per image\n", desc, C, H,
+           W, nb);
+    printf("large SGEMM (1024^3): %.1f GFLOP/s\n", peak);
+    printf("%-3s %-12s %10s %10s %9s %11s %9s %9s\n", "", "layer", "forward", "backward",
+           "GFLOP/s", "own SGEMM", "of own", "of large");
+    int first_param = arch.n;
+    for (int l = arch.n - 1; l >= 0; l--)
+        if (arch.layer[l].n_weights)
+            first_param = l;
+    double flops_all = 0.0, t_all = 0.0;
+    for (int l = 0; l < arch.n; l++) {
+        const cnn_layer *L = &arch.layer[l];
+        char name[64];
+        cnn_arch arch1 = arch;
+        arch1.n = 1, arch1.layer[0] = *L;
+        cnn_arch_describe(&arch1, name, sizeof name);
+        const double tf = j.times[l] / reps / nb, tb = j.times[arch.n + l] / reps / nb;
+        const double pass = cnn_arch_train_flops(&arch1) / 2.0; /* one forward */
+        const double flops = pass * (L->n_weights ? (l > first_param ? 3 : 2) : 0);
+        flops_all += flops, t_all += tf + tb;
+        printf("%-3d %-12s %7.2f us %7.2f us", l, name, tf * 1e6, tb * 1e6);
+        if (flops > 0) {
+            const double rate = flops / (tf + tb) / 1e9, own = layer_gemm_rate(L, nb, budget, rng);
+            printf(" %9.1f %11.1f %8.0f%% %8.0f%%\n", rate, own, 100 * rate / own,
+                   100 * rate / peak);
+        } else {
+            printf("\n");
+        }
+    }
+    const double step = whole.median / nb;
+    printf("the whole chunk: %.2f us per image (layers %.2f), %.1f GFLOP/s, %.0f%% of the large "
+           "SGEMM's rate\n", step * 1e6, t_all * 1e6, flops_all / step / 1e9,
+           100 * flops_all / step / 1e9 / peak);
+    free(j.grad), free(j.x), free(j.loss), free(j.labels), free(j.times);
+    cnn_acts_free(&a);
+    cnn_model_free(&m);
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
     cnn_core_report core;
     cnn_core_autoselect(argv, &core); /* may restart the program on a better core */
-    const char *json = NULL;
+    const char *json = NULL, *arch = NULL;
     double budget = 0.02;
+    int C = 1, H = 28, W = 28, chunk = CNN_CHUNK_MAX;
     for (int i = 1; i < argc; i++) {
         if (strcmp(argv[i], "--json") == 0 && i + 1 < argc)
             json = argv[++i];
         else if (strcmp(argv[i], "--quick") == 0)
             budget = 0.002;
+        else if (strcmp(argv[i], "--arch") == 0 && i + 1 < argc)
+            arch = argv[++i];
+        else if (strcmp(argv[i], "--input") == 0 && i + 1 < argc &&
+                 sscanf(argv[++i], "%dx%dx%d", &C, &H, &W) == 3 && C > 0 && H > 0 && W > 0)
+            continue;
+        else if (strcmp(argv[i], "--chunk") == 0 && i + 1 < argc &&
+                 (chunk = atoi(argv[++i])) >= 1 && chunk <= CNN_CHUNK_MAX)
+            continue;
         else {
-            fprintf(stderr, "usage: bench_layers [--json FILE] [--quick]\n");
+            fprintf(stderr, "usage: bench_layers [--json FILE] [--quick] | --arch LAYERS "
+                    "[--input CxHxW] [--chunk 1..%d]\n", CNN_CHUNK_MAX);
             return 2;
         }
     }
@@ -463,6 +610,8 @@ int main(int argc, char **argv)
 
     cnn_rng rng;
     cnn_rng_seed(&rng, 1);
+    if (arch)
+        return network_profile(arch, C, H, W, chunk, budget, &rng);
     cnn_model m;
     S = post_arch_mnist();
     cnn_model_init(&m, &S, &rng);

@@ -430,6 +430,9 @@ int main(void)
                     labels, &rng);
     compare_stacked("conv6b,relu,dropout25,pool,conv8b,relu,pool,dense16,relu,dropout50,softmax10",
                     noisy, labels, &rng);
+    /* convs lowered per chunk in groups: of one image (an im2col matrix of 338 KiB),
+     * into a pool, and of two (113 KiB) */
+    compare_stacked("conv12bp1,relu,conv16bp1,relu,pool,conv8bp1,softmax10", noisy, labels, &rng);
     free(noisy);
     free(flat);
     return tap_done();

@@ -511,6 +511,18 @@ static int group_size(const geom *g, int blocked, int nb)
     return (nb + groups - 1) / groups;
 }
 
+int cnn_conv_group(const cnn_layer *l, int nb)
+{
+    const geom g = geom_of(l);
+    return l->whole_chunk ? group_size(&g, l->pool_order, nb) : 1;
+}
+
+int cnn_conv_positions(const cnn_layer *l)
+{
+    const geom g = geom_of(l);
+    return positions(&g, l->pool_order);
+}
+
 /* The scratch of a pass over p->nb images (one, or a chunk's), in groups of at most
  * group_size: each group's im2col matrix, a row per tap and its images' columns side
  * by side (rows ld = group * positions apart), one after another; then, over a

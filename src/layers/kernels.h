@@ -87,6 +87,12 @@ CNN_HIDDEN void cnn_dense_forward_ld(float *logits, const float *x, int ldx, con
 CNN_HIDDEN void cnn_dense_backward_ld(float *dx, float *dW, float *db, float alpha, const float *dlogits,
                            const float *x, int ldx, const float *W, int B, int K, int N);
 
+/* A conv layer's lowering on the BLAS engine: the images per group of a chunk of nb
+ * (1 for a layer lowered per image), and the output positions per image its im2col
+ * matrix holds. */
+CNN_HIDDEN int cnn_conv_group(const cnn_layer *l, int nb);
+CNN_HIDDEN int cnn_conv_positions(const cnn_layer *l);
+
 /* Softmax and cross-entropy, numerically stable. probs[N] = softmax(logits);
  * dlogits = probs - onehot(label) (may be NULL). @return -ln(probs[label]). */
 CNN_HIDDEN float cnn_softmax_xent(float *probs, float *dlogits, const float *logits, int label, int N);

@@ -19,6 +19,7 @@
 
 #include <math.h>
 #include <string.h>
+#include <time.h>
 
 static unsigned flags_of(const cnn_layer *l) { return cnn_kind_of(l->kind)->flags; }
 
@@ -53,7 +54,27 @@ typedef struct {
     cnn_engine e;
     int keep_pool_input; /* the backward reads pool inputs (`all` ties) */
     const uint32_t *ids; /* sample b's index in its data set (NULL: b): dropout keys */
+    double *times;       /* NULL, or seconds spent per layer: [l] forward, [n + l] backward */
 } walk;
+
+static double seconds(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+/* Run layer l's pass (forward, or backward at slot n + l), timed when asked. */
+static void timed(const walk *w, int slot, void (*run)(const cnn_pass *), const cnn_pass *p)
+{
+    if (!w->times) {
+        run(p);
+        return;
+    }
+    const double t0 = seconds();
+    run(p);
+    w->times[slot] += seconds() - t0;
+}
 
 /* The key of sample b at layer l in a training step (0 in evaluation). */
 static uint64_t key_of(const walk *w, int l, int b)
@@ -132,7 +153,7 @@ static void forward(const walk *w, const float *params, int nb)
         const cnn_kind *kind = cnn_kind_of(n->layer[l].kind);
         if (batched(&n->layer[l], w->e)) {
             const cnn_pass p = pass_of(w, params, l, 0, nb);
-            kind->forward(&p);
+            timed(w, l, kind->forward, &p);
             l++;
             continue;
         }
@@ -142,7 +163,7 @@ static void forward(const walk *w, const float *params, int nb)
         for (int b = 0; b < nb; b++)
             for (int k = l; k < end; k++) {
                 const cnn_pass p = pass_of(w, params, k, b, 1);
-                cnn_kind_of(n->layer[k].kind)->forward(&p);
+                timed(w, k, cnn_kind_of(n->layer[k].kind)->forward, &p);
             }
         l = end;
     }
@@ -163,7 +184,7 @@ static void backward_pass(const walk *w, const float *params, float *grad, float
     p.dout = batched(L, w->e) ? w->a->dout[l] : dout_of(w, l, b);
     p.din = din;
     p.ties = ties;
-    cnn_kind_of(L->kind)->backward(&p);
+    timed(w, w->n->n + l, cnn_kind_of(L->kind)->backward, &p);
 }
 
 /* The input gradient of layer l for sample b: into the gradient of layer l-1's
@@ -222,11 +243,11 @@ static void gather_rows(walk *w, int nb)
 static int chunk_grad(const cnn_model *m, cnn_acts *a, float *grad, float alpha, float *dx,
                       const float *images, const uint32_t *img_idx, const uint8_t *labels,
                       const uint32_t *lab_idx, int nb, cnn_engine e, cnn_pool_ties ties,
-                      float *loss, uint8_t *pred)
+                      float *loss, uint8_t *pred, double *times)
 {
     const int N = m->arch.classes, last = m->arch.n - 1;
     walk w = {&m->arch, a, images, img_idx, (size_t)m->arch.C * m->arch.H * m->arch.W, e,
-              (grad || dx) && ties == CNN_TIES_ALL, lab_idx};
+              (grad || dx) && ties == CNN_TIES_ALL, lab_idx, times};
     if (e != CNN_ENGINE_BLAS)
         w.keep_pool_input = 1;
     gather_rows(&w, nb);
@@ -251,7 +272,15 @@ int cnn_chunk_grad(const cnn_model *m, cnn_acts *a, float *grad, float alpha,
                    cnn_engine e, cnn_pool_ties ties, float *loss, uint8_t *pred)
 {
     return chunk_grad(m, a, grad, alpha, NULL, images, idx, labels, idx, nb, e, ties, loss,
-                      pred);
+                      pred, NULL);
+}
+
+int cnn_chunk_grad_timed(const cnn_model *m, cnn_acts *a, float *grad, const float *images,
+                         const uint8_t *labels, int nb, cnn_engine e, cnn_pool_ties ties,
+                         float *loss, double *times)
+{
+    return chunk_grad(m, a, grad, 1.0f, NULL, images, NULL, labels, NULL, nb, e, ties, loss,
+                      NULL, times);
 }
 
 /* dst = the image px [C][H][W] moved by (dy, dx), vacated pixels 0, as input. */
@@ -293,7 +322,8 @@ int cnn_chunk_grad_u8_shift(const cnn_model *m, cnn_acts *a, float *grad, float 
         else
             cnn_pixels_to_float(a->x + (size_t)b * len, px, len);
     }
-    return chunk_grad(m, a, grad, alpha, NULL, a->x, NULL, labels, idx, nb, e, ties, loss, pred);
+    return chunk_grad(m, a, grad, alpha, NULL, a->x, NULL, labels, idx, nb, e, ties, loss, pred,
+                      NULL);
 }
 
 int cnn_chunk_grad_u8(const cnn_model *m, cnn_acts *a, float *grad, float alpha,
@@ -308,7 +338,7 @@ float cnn_forward(const cnn_model *m, cnn_acts *a, const float *x, int label, cn
 {
     float loss;
     const int N = m->arch.classes, last = m->arch.n - 1;
-    walk w = {&m->arch, a, x, NULL, (size_t)m->arch.C * m->arch.H * m->arch.W, e, 1, NULL};
+    walk w = {&m->arch, a, x, NULL, (size_t)m->arch.C * m->arch.H * m->arch.W, e, 1, NULL, NULL};
     gather_rows(&w, 1);
     forward(&w, m->params, 1);
     loss = cnn_softmax_xent(a->probs, a->dout[last], a->out[last], label, N);
@@ -318,7 +348,7 @@ float cnn_forward(const cnn_model *m, cnn_acts *a, const float *x, int label, cn
 void cnn_backward(const cnn_model *m, cnn_acts *a, float *grad, float *dx, const float *x,
                   cnn_engine e, cnn_pool_ties ties)
 {
-    walk w = {&m->arch, a, x, NULL, (size_t)m->arch.C * m->arch.H * m->arch.W, e, 1, NULL};
+    walk w = {&m->arch, a, x, NULL, (size_t)m->arch.C * m->arch.H * m->arch.W, e, 1, NULL, NULL};
     gather_rows(&w, 1);
     backward(&w, m->params, grad, 1.0f, ties, 1, dx);
 }

@@ -32,6 +32,13 @@ int cnn_chunk_grad_u8_shift(const cnn_model *m, cnn_acts *a, float *grad, float 
                             int nb, const int8_t *shift, cnn_engine e, cnn_pool_ties ties,
                             float *loss, uint8_t *pred);
 
+/* cnn_chunk_grad of the nb samples images[0..nb) with alpha 1 (the benchmarks' per-layer
+ * profile): adds the seconds each layer's passes take to times[l] (forward) and
+ * times[n + l] (backward), n the network's layers. */
+int cnn_chunk_grad_timed(const cnn_model *m, cnn_acts *a, float *grad, const float *images,
+                         const uint8_t *labels, int nb, cnn_engine e, cnn_pool_ties ties,
+                         float *loss, double *times);
+
 /* A step in parts, for data-parallel training over several processes that hold the
  * same model: each computes some of the minibatch's chunks, the processes exchange
  * what they computed, and each applies the same update, summing the chunks in chunk
