@@ -125,11 +125,21 @@ class ArchError(ValueError):
     pass
 
 
+CONV_RE = re.compile(r"conv([0-9]{1,31})(b?)(?:k([1-7]))?(?:s([1-4]))?(?:p([0-6]))?")
+
+
 def _parse_layer(tok):
-    """One token to (kind, units, bias), or None (src/net/arch.c: parse_layer, units_of)."""
+    """One token to (kind, units, bias, (kernel, stride, pad)), or None (src/layers:
+    each kind's parse). A conv takes b, k<K>, s<S>, p<P> in that order."""
     if tok in ("relu", "pool"):
-        return tok, 0, False
-    for name, allow_bias in (("conv", True), ("dense", False), ("softmax", False)):
+        return tok, 0, False, None
+    m = CONV_RE.fullmatch(tok)
+    if m:
+        k, st, pad = int(m[3] or 3), int(m[4] or 1), int(m[5] or 0)
+        if int(m[1]) > MAX_UNITS or pad >= k:
+            return None
+        return "conv", int(m[1]), m[2] == "b", (k, st, pad)
+    for name, allow_bias in (("dense", False), ("softmax", False)):
         if tok.startswith(name) and len(tok) > len(name):
             num = tok[len(name):]
             if len(num) >= 32:
@@ -139,7 +149,7 @@ def _parse_layer(tok):
                 bias, num = True, num[:-1]
             if not re.fullmatch(r"[0-9]+", num) or int(num) > MAX_UNITS:
                 return None
-            return name, int(num), bias or name != "conv"
+            return name, int(num), True, None
     return None
 
 
@@ -157,19 +167,20 @@ def parse_arch(desc, shape=INPUT_SHAPE):
             raise ArchError(f"architecture: more than {MAX_LAYERS} layers")
         p = _parse_layer(tok)
         if p is None:
-            raise ArchError(f"architecture: layer {at} '{tok[:40]}' is not one of conv<F>, conv<F>b, "
-                            "relu, pool, dense<N>, softmax<N>")
+            raise ArchError(f"architecture: layer {at} '{tok[:40]}' is not one of "
+                            "conv<F>[b][k<K>][s<S>][p<P>], relu, pool, dense<N>, softmax<N>")
         if layers and layers[-1]["kind"] == "softmax":
             raise ArchError(f"architecture: layer {at} '{tok}' follows the softmax output layer, "
                             "which must be last")
-        kind, units, bias = p
+        kind, units, bias, geom = p
         why = None
+        k, st, pad = geom or (3, 1, 0)
         if kind == "conv":
             if units < 1:
                 why = "has no filters"
-            elif h < 3 or w < 3:
-                why = "needs a map of at least 3x3"
-            out = (units, h - 2, w - 2)
+            elif h + 2 * pad < k or w + 2 * pad < k:
+                why = f"needs a map of at least {k}x{k}, padding included"
+            out = (units, (h + 2 * pad - k) // st + 1, (w + 2 * pad - k) // st + 1)
         elif kind == "relu":
             out = (c, h, w)
         elif kind == "pool":
@@ -183,12 +194,12 @@ def parse_arch(desc, shape=INPUT_SHAPE):
         if why:
             raise ArchError(f"architecture: layer {at} '{tok}' {why} (its input is {c}x{h}x{w})")
         K = c * h * w
-        nw = units * c * 9 if kind == "conv" else units * K if kind in ("dense", "softmax") else 0
+        nw = units * c * k * k if kind == "conv" else units * K if kind in ("dense", "softmax") else 0
         params += nw + (units if bias else 0)
         if params > MAX_PARAMS:
             raise ArchError(f"architecture: layer {at} '{tok}' takes the parameters past {MAX_PARAMS}")
         layers.append({"kind": kind, "units": units, "bias": bias, "in": (c, h, w), "out": out,
-                       "params": nw + (units if bias else 0)})
+                       "params": nw + (units if bias else 0), "k": k, "s": st, "p": pad})
         c, h, w = out
     if layers[-1]["kind"] != "softmax":
         raise ArchError(f"architecture: no output layer: '{desc}' must end with softmax<N>")
@@ -199,9 +210,11 @@ def parse_arch(desc, shape=INPUT_SHAPE):
 
 def describe_arch(layers):
     """The canonical description (src/net/arch.c: cnn_arch_describe)."""
-    return ",".join(l["kind"] if l["kind"] in ("relu", "pool") else
-                    f"{l['kind']}{l['units']}{'b' if l['kind'] == 'conv' and l['bias'] else ''}"
-                    for l in layers)
+    def conv(l):
+        return (f"conv{l['units']}{'b' if l['bias'] else ''}" + (f"k{l['k']}" if l["k"] != 3 else "")
+                + (f"s{l['s']}" if l["s"] != 1 else "") + (f"p{l['p']}" if l["p"] else ""))
+    return ",".join(l["kind"] if l["kind"] in ("relu", "pool") else conv(l) if l["kind"] == "conv"
+                    else f"{l['kind']}{l['units']}" for l in layers)
 
 
 def flops_per_image(layers):
@@ -214,7 +227,7 @@ def flops_per_image(layers):
     for l in layers:
         C, H, W = l["in"]
         if l["kind"] == "conv":
-            per = 2 * l["units"] * C * 9 * l["out"][1] * l["out"][2]
+            per = 2 * l["units"] * C * l["k"] * l["k"] * l["out"][1] * l["out"][2]
         elif l["kind"] in ("dense", "softmax"):
             per = 2 * C * H * W * l["units"]
         else:
@@ -235,8 +248,8 @@ def make_model(seed, layers=None):
     for l in layers:
         C, H, W = l["in"]
         if l["kind"] == "conv":
-            m = nn.Conv2d(C, l["units"], 3, bias=l["bias"])
-            fan_in = 9 * C
+            m = nn.Conv2d(C, l["units"], l["k"], stride=l["s"], padding=l["p"], bias=l["bias"])
+            fan_in = l["k"] * l["k"] * C
         elif l["kind"] in ("dense", "softmax"):
             if not flat:
                 mods.append(nn.Flatten())
