@@ -128,6 +128,7 @@ typedef enum cnn_pool_ties {
 #define CNN_ARCH_POST "conv8,pool,softmax10"
 #define CNN_MAX_LAYERS 32
 #define CNN_ARCH_LEN 512 /* the longest description, with its NUL */
+#define CNN_MAX_TEAM 64  /* threads one chunk's passes split over, at most */
 
 typedef enum cnn_layer_kind {
     CNN_LAYER_CONV = 0,
@@ -236,6 +237,13 @@ typedef struct cnn_acts {
      * sets it from its seed and epoch): a sample's dropout masks come from it, the
      * sample's index and the layer */
     uint64_t train_key;
+    /* threads a chunk's wide passes may split over (a conv lowered per chunk runs its
+     * groups on them): the trainer sets it when it has more threads than chunks; 0 or
+     * 1: the calling thread alone. Results never depend on it. */
+    int team;
+    /* passes each member of the team ran, summed over the acts' life: how the work
+     * was split (the thread suite counts it) */
+    uint64_t team_passes[CNN_MAX_TEAM];
 } cnn_acts;
 
 /** For one sample (cap 1), or for chunks of up to cap samples of network arch. */

@@ -394,6 +394,66 @@ static void adam_steps(const uint8_t *px, const uint8_t *labels)
     }
 }
 
+/* Batch 64 over 1 to 16 threads: every thread does work in every step (4 chunks, each
+ * led by a thread whose team runs the groups of the per-chunk conv: 8 a chunk), and
+ * the weights and evaluation are bit-identical to one thread's. */
+static void work_split(const uint8_t *pix, const uint8_t *labels)
+{
+    cnn_arch arch;
+    cnn_arch_build(&arch, "conv8bp1,relu,conv16bp1,relu,pool,softmax10", 1, 28, 28, NULL, 0);
+    cnn_model init;
+    cnn_rng rng;
+    cnn_rng_seed(&rng, 61);
+    cnn_model_init(&init, &arch, &rng);
+    float *first = NULL;
+    double first_loss = 0.0;
+    int all_busy = 1, all_same = 1, at16 = 0;
+    for (int th = 1; th <= 16; th++) {
+        cnn_model m;
+        cnn_model_alloc(&m, &arch);
+        memcpy(m.params, init.params, m.n_params * sizeof(float));
+        cnn_train_config c = cnn_train_config_default();
+        c.batch = 64, c.threads = th, c.lr = 0.02f;
+        cnn_trainer *t;
+        if (cnn_trainer_create(&t, &arch, &c) != CNN_OK) {
+            tap_ok(0, "work split: a trainer of %d threads", th);
+            cnn_model_free(&m);
+            continue;
+        }
+        uint64_t before[16], after[16];
+        cnn_stats st = {0};
+        int busy = 1;
+        for (int step = 0; step < 3; step++) {
+            cnn_trainer_passes(t, before);
+            cnn_train_step_u8(t, &m, pix + (size_t)step * 64 * 784, labels + step * 64, NULL, 64,
+                              NULL);
+            cnn_trainer_passes(t, after);
+            int working = 0;
+            for (int w = 0; w < th; w++)
+                working += after[w] > before[w];
+            busy &= working == th;
+            at16 = th == 16 ? working : at16;
+        }
+        cnn_evaluate_u8(t, &m, pix, labels, N, NULL, &st);
+        if (!first) {
+            first = malloc(m.n_params * sizeof(float));
+            memcpy(first, m.params, m.n_params * sizeof(float));
+            first_loss = st.loss_sum;
+        } else {
+            all_same &= memcmp(first, m.params, m.n_params * sizeof(float)) == 0 &&
+                        st.loss_sum == first_loss;
+        }
+        all_busy &= busy;
+        cnn_trainer_free(t);
+        cnn_model_free(&m);
+    }
+    tap_ok(all_busy, "batch 64 on 1 to 16 threads: every thread works in every step (%d of 16 "
+           "in the last step on 16)", at16);
+    tap_ok(all_same, "batch 64 on 1 to 16 threads: weights and evaluation bit-identical");
+    free(first);
+    cnn_model_free(&init);
+}
+
 int main(void)
 {
     cnn_blas_setup();
@@ -409,7 +469,7 @@ int main(void)
     const size_t np = post_arch_mnist().n_params;
 
 #if HAVE_OPENMP
-    const int before = omp_get_max_threads();
+    const int before = omp_get_max_threads(), levels_before = omp_get_max_active_levels();
 #endif
     const int batches[] = {1, 7, 16, 40};
     for (int e = 0; e < 2; e++)
@@ -467,9 +527,11 @@ int main(void)
     }
     shifted(pix, labels);
     in_parts(pix, labels);
+    work_split(pix, labels);
 #if HAVE_OPENMP
-    tap_ok(omp_get_max_threads() == before,
-           "training leaves the caller's OpenMP thread count as it was (%d)", before);
+    tap_ok(omp_get_max_threads() == before && omp_get_max_active_levels() == levels_before,
+           "training leaves the caller's OpenMP thread count (%d) and nesting (%d levels) as "
+           "they were", before, levels_before);
 #endif
     free(x);
     return tap_done();

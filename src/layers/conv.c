@@ -31,6 +31,15 @@
 #include <omp.h>
 #endif
 
+/* BLAS calls on this thread alone (the OpenMP OpenBLAS otherwise asks
+ * omp_get_max_threads() inside a team of one). */
+static void blas_alone(void)
+{
+#if HAVE_OPENMP
+    omp_set_num_threads(1);
+#endif
+}
+
 /* col[c*9 + ki*3 + kj][(k*PH + i)*PW + j] = in[c][2i + k/2 + ki][2j + k%2 + kj].
  * Block (c, ki, kj, k) is a PH x PW window, at ((k/2 + ki)/2, (k%2 + kj)/2), of one
  * of the four parity planes in[c][2i + p][2j + q]. Each channel is split into its
@@ -524,54 +533,100 @@ int cnn_conv_positions(const cnn_layer *l)
 }
 
 /* The scratch of a pass over p->nb images (one, or a chunk's), in groups of at most
- * group_size: each group's im2col matrix, a row per tap and its images' columns side
- * by side (rows ld = group * positions apart), one after another; then, over a
- * chunk, one group's SGEMM output or gathered output gradient, F rows of ld; then
- * the padded copy of one image (a padded 3x3 conv). */
+ * group_size, each group's pieces its own (so that groups can run on several threads):
+ *   the groups' im2col matrices, one after another: a row per tap and the group's
+ *     images' columns side by side (rows ld = images * positions apart);
+ *   over a chunk, each group's SGEMM output or gathered output gradient, F rows of ld;
+ *   a padded 3x3 conv's padded copy of one image, one per group;
+ *   over a chunk, each group's filter and bias gradient, F * taps + F floats. */
 typedef struct {
     size_t P, ld; /* positions of one image; floats between rows */
     int n;        /* images in the group */
-    float *mat, *rows, *pad;
+    float *mat, *rows, *pad, *grad;
 } lowering;
+
+static size_t pad_floats(const geom *g) { return is_padded_3x3(g) ? padded_len(g) : 0; }
 
 static lowering lowering_of(const geom *g, float *col, int b0, int n, int nb, int blocked)
 {
-    const int G = group_size(g, blocked, nb);
-    lowering w = {.P = (size_t)positions(g, blocked), .n = n};
-    w.ld = (size_t)n * w.P;
-    w.mat = col + (size_t)taps(g) * b0 * w.P;
-    w.rows = col + (size_t)taps(g) * nb * w.P;
-    w.pad = w.rows + (nb > 1 ? (size_t)g->F * G * w.P : 0);
+    const size_t P = (size_t)positions(g, blocked), K = (size_t)taps(g), F = (size_t)g->F;
+    const size_t group = (size_t)(b0 / group_size(g, blocked, nb));
+    lowering w = {.P = P, .ld = (size_t)n * P, .n = n};
+    float *rows = col + K * nb * P, *pads = rows + (nb > 1 ? F * nb * P : 0);
+    float *grads = pads + nb * pad_floats(g);
+    w.mat = col + K * b0 * P;
+    w.rows = rows + F * b0 * P;
+    w.pad = pads + group * pad_floats(g);
+    w.grad = grads + group * (F * K + F);
     return w;
 }
 
-/* out = filt . im2col(in) (+ bias) for p->nb images, inputs p->ldin and outputs
- * p->ldout floats apart: one SGEMM per group. Then, for a pool's input whose SGEMM may
- * break ties (conv_ties.h), the window tie step. */
+static int group_count(const geom *g, int blocked, int nb)
+{
+    const int G = group_size(g, blocked, nb);
+    return (nb + G - 1) / G;
+}
+
+/* The first image of group k, and how many it holds. */
+static int group_first(const geom *g, int blocked, int nb, int k, int *n)
+{
+    const int G = group_size(g, blocked, nb), b0 = k * G;
+    *n = nb - b0 < G ? nb - b0 : G;
+    return b0;
+}
+
+static int team_member(void)
+{
+#if HAVE_OPENMP
+    return omp_get_thread_num();
+#else
+    return 0;
+#endif
+}
+
+/* One group of a forward: out = filt . im2col(in) (+ bias), then, for a pool's input
+ * whose SGEMM may break ties (conv_ties.h), the window tie step. */
+static void forward_group(const geom *g, const cnn_pass *p, int blocked, int k)
+{
+    const int K = taps(g), F = g->F, nb = p->nb;
+    int n;
+    const int b0 = group_first(g, blocked, nb, k, &n);
+    const lowering w = lowering_of(g, p->col, b0, n, nb, blocked);
+    for (int b = 0; b < n; b++)
+        im2col(g, w.mat + b * w.P, w.ld, (size_t)(n - b) * w.P, w.pad,
+               p->in + (size_t)(b0 + b) * p->ldin, blocked);
+    float *out = nb == 1 ? p->out : w.rows;
+    if (p->bias) /* out = bias, then += filt . col */
+        for (int f = 0; f < F; f++)
+            for (size_t i = 0; i < w.ld; i++)
+                out[(size_t)f * w.ld + i] = p->bias[f];
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, F, (int)w.ld, K, 1.0f, p->w, K,
+                w.mat, (int)w.ld, p->bias ? 1.0f : 0.0f, out, (int)w.ld);
+    for (int b = 0; b < n && nb > 1; b++) /* each image's outputs, [F][P] */
+        for (int f = 0; f < F; f++)
+            memcpy(p->out + (size_t)(b0 + b) * p->ldout + (size_t)f * w.P,
+                   w.rows + (size_t)f * w.ld + (size_t)b * w.P, w.P * sizeof(float));
+    if (blocked && p->window_ties)
+        for (int b = 0; b < n; b++)
+            window_ties(p->out + (size_t)(b0 + b) * p->ldout, w.mat + b * w.P, w.ld, K, F,
+                        w.P / 4);
+}
+
+/* The forward of p->nb images, inputs p->ldin and outputs p->ldout floats apart: one
+ * SGEMM per group, the groups over the pass's team. */
 static void forward_blas(const geom *g, const cnn_pass *p, int blocked)
 {
-    const int K = taps(g), F = g->F, nb = p->nb, G = group_size(g, blocked, nb);
-    for (int b0 = 0; b0 < nb; b0 += G) {
-        const int n = nb - b0 < G ? nb - b0 : G;
-        const lowering w = lowering_of(g, p->col, b0, n, nb, blocked);
-        for (int b = 0; b < n; b++)
-            im2col(g, w.mat + b * w.P, w.ld, (size_t)(n - b) * w.P, w.pad,
-                   p->in + (size_t)(b0 + b) * p->ldin, blocked);
-        float *out = nb == 1 ? p->out : w.rows;
-        if (p->bias) /* out = bias, then += filt . col */
-            for (int f = 0; f < F; f++)
-                for (size_t i = 0; i < w.ld; i++)
-                    out[(size_t)f * w.ld + i] = p->bias[f];
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, F, (int)w.ld, K, 1.0f, p->w, K,
-                    w.mat, (int)w.ld, p->bias ? 1.0f : 0.0f, out, (int)w.ld);
-        for (int b = 0; b < n && nb > 1; b++) /* each image's outputs, [F][P] */
-            for (int f = 0; f < F; f++)
-                memcpy(p->out + (size_t)(b0 + b) * p->ldout + (size_t)f * w.P,
-                       w.rows + (size_t)f * w.ld + (size_t)b * w.P, w.P * sizeof(float));
-        if (blocked && p->window_ties)
-            for (int b = 0; b < n; b++)
-                window_ties(p->out + (size_t)(b0 + b) * p->ldout, w.mat + b * w.P, w.ld, K, F,
-                            w.P / 4);
+    const int groups = group_count(g, blocked, p->nb);
+    const int team = p->team < groups ? p->team : groups;
+    (void)team; /* only OpenMP builds use it */
+#if HAVE_OPENMP
+#pragma omp parallel for num_threads(team) schedule(static) if (team > 1)
+#endif
+    for (int k = 0; k < groups; k++) {
+        blas_alone();
+        forward_group(g, p, blocked, k);
+        if (p->passes)
+            p->passes[team_member()]++;
     }
 }
 
@@ -579,7 +634,8 @@ void cnn_conv3x3_forward_ex(float *out, float *col, const float *in, const float
                             const float *bias, int C, int H, int W, int F, int blocked)
 {
     const geom g = geom_3x3(C, H, W, F);
-    const cnn_pass p = {.nb = 1, .in = in, .out = out, .col = col, .w = filt, .bias = bias};
+    const cnn_pass p = {.nb = 1, .in = in, .out = out, .col = col, .w = filt, .bias = bias,
+                        .team = 1};
     forward_blas(&g, &p, blocked);
 }
 
@@ -657,35 +713,67 @@ static float sum_fixed(const float *restrict v, size_t n)
     return s;
 }
 
-/* The filter (and bias) gradient, and the input gradient when p->din: one SGEMM each
- * per group, the output gradients gathered side by side over a chunk. */
+/* One group of a backward: its filter and bias gradient (into its own piece of the
+ * scratch over a chunk, else straight into p->gw), and its input gradient when p->din. */
+static void backward_group(const geom *g, const cnn_pass *p, int blocked, int k)
+{
+    const int K = taps(g), F = g->F, nb = p->nb;
+    int n;
+    const int b0 = group_first(g, blocked, nb, k, &n);
+    const lowering w = lowering_of(g, p->col, b0, n, nb, blocked);
+    const float *dout = p->dout;
+    float *gw = p->gw, *gbias = p->gbias;
+    if (nb > 1) {
+        for (int b = 0; b < n; b++)
+            for (int f = 0; f < F; f++)
+                memcpy(w.rows + (size_t)f * w.ld + (size_t)b * w.P,
+                       p->dout + (size_t)(b0 + b) * p->ldout + (size_t)f * w.P,
+                       w.P * sizeof(float));
+        dout = w.rows;
+        gw = w.grad, gbias = p->gbias ? w.grad + (size_t)F * K : NULL;
+    }
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, F, K, (int)w.ld, p->alpha, dout,
+                (int)w.ld, w.mat, (int)w.ld, nb > 1 ? 0.0f : 1.0f, gw, K);
+    if (gbias)
+        for (int f = 0; f < F; f++) {
+            const float s = p->alpha * sum_fixed(dout + (size_t)f * w.ld, w.ld);
+            gbias[f] = nb > 1 ? s : gbias[f] + s;
+        }
+    if (!p->din)
+        return;
+    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, K, (int)w.ld, F, 1.0f, p->w, K, dout,
+                (int)w.ld, 0.0f, w.mat, (int)w.ld);
+    for (int b = 0; b < n; b++)
+        col2im(g, p->din + (size_t)(b0 + b) * p->ldin, w.mat + b * w.P, w.ld, w.pad, blocked);
+}
+
+/* The backward of p->nb images: the groups over the pass's team, then, over a chunk,
+ * their filter and bias gradients added to p->gw and p->gbias in group order (the
+ * same sums whatever the team). */
 static void backward_blas(const geom *g, const cnn_pass *p, int blocked)
 {
-    const int K = taps(g), F = g->F, nb = p->nb, G = group_size(g, blocked, nb);
-    for (int b0 = 0; b0 < nb; b0 += G) {
-        const int n = nb - b0 < G ? nb - b0 : G;
-        const lowering w = lowering_of(g, p->col, b0, n, nb, blocked);
-        const float *dout = p->dout;
-        if (nb > 1) {
-            for (int b = 0; b < n; b++)
-                for (int f = 0; f < F; f++)
-                    memcpy(w.rows + (size_t)f * w.ld + (size_t)b * w.P,
-                           p->dout + (size_t)(b0 + b) * p->ldout + (size_t)f * w.P,
-                           w.P * sizeof(float));
-            dout = w.rows;
-        }
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, F, K, (int)w.ld, p->alpha, dout,
-                    (int)w.ld, w.mat, (int)w.ld, 1.0f, p->gw, K);
-        if (p->gbias)
-            for (int f = 0; f < F; f++)
-                p->gbias[f] += p->alpha * sum_fixed(dout + (size_t)f * w.ld, w.ld);
-        if (!p->din)
-            continue;
-        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, K, (int)w.ld, F, 1.0f, p->w, K,
-                    dout, (int)w.ld, 0.0f, w.mat, (int)w.ld);
-        for (int b = 0; b < n; b++)
-            col2im(g, p->din + (size_t)(b0 + b) * p->ldin, w.mat + b * w.P, w.ld, w.pad,
-                   blocked);
+    const int groups = group_count(g, blocked, p->nb), K = taps(g), F = g->F;
+    const int team = p->team < groups ? p->team : groups;
+    (void)team; /* only OpenMP builds use it */
+#if HAVE_OPENMP
+#pragma omp parallel for num_threads(team) schedule(static) if (team > 1)
+#endif
+    for (int k = 0; k < groups; k++) {
+        blas_alone();
+        backward_group(g, p, blocked, k);
+        if (p->passes)
+            p->passes[team_member()]++;
+    }
+    if (p->nb == 1)
+        return;
+    for (int k = 0; k < groups; k++) {
+        int n;
+        const int b0 = group_first(g, blocked, p->nb, k, &n);
+        const lowering w = lowering_of(g, p->col, b0, n, p->nb, blocked);
+        for (size_t i = 0; i < (size_t)F * K; i++)
+            p->gw[i] += w.grad[i];
+        for (int f = 0; f < F && p->gbias; f++)
+            p->gbias[f] += w.grad[(size_t)F * K + f];
     }
 }
 
@@ -695,7 +783,7 @@ void cnn_conv3x3_backward_ex(float *din, float *dfilt, float *dbias, float alpha
 {
     const geom g = geom_3x3(C, H, W, F);
     const cnn_pass p = {.nb = 1, .col = col, .w = filt, .alpha = alpha, .gw = dfilt,
-                        .gbias = dbias, .dout = dout, .din = din};
+                        .gbias = dbias, .dout = dout, .din = din, .team = 1};
     backward_blas(&g, &p, blocked);
 }
 
@@ -901,14 +989,16 @@ static double conv_flops(const cnn_layer *l)
 {
     return 2.0 * l->units * (double)conv_taps(l) * l->OH * l->OW;
 }
-/* Per image, as lowering_of lays them out: its im2col columns (all OH x OW positions;
- * the pool-block order uses fewer), over a chunk its share of the output rows, and a
- * padded 3x3 conv's padded input. */
+/* Per image, as lowering_of lays them out (a group per image at most): its im2col
+ * columns (all OH x OW positions; the pool-block order uses fewer), over a chunk its
+ * share of the output rows, a padded 3x3 conv's padded input, and over a chunk a
+ * group's filter and bias gradient. */
 static size_t conv_scratch(const cnn_layer *l)
 {
     const geom g = geom_of(l);
-    return (conv_taps(l) + (l->whole_chunk ? (size_t)l->units : 0)) * l->OH * l->OW +
-           (is_padded_3x3(&g) ? padded_len(&g) : 0);
+    const size_t F = (size_t)l->units, K = conv_taps(l);
+    return (K + (l->whole_chunk ? F : 0)) * l->OH * l->OW + pad_floats(&g) +
+           (l->whole_chunk ? F * K + F : 0);
 }
 
 /* Lowered per chunk when the image has more than one channel: the filter gradient's

@@ -38,6 +38,8 @@ typedef struct cnn_pass {
     cnn_pool_ties ties; /* backward of max pooling */
     uint64_t key;       /* training: this sample's and layer's random key (dropout); 0 in
                            evaluation */
+    int team;           /* threads the pass may split over (1: the caller alone) */
+    uint64_t *passes;   /* [team]: each member adds the parts of the pass it ran */
 } cnn_pass;
 
 enum {

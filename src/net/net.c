@@ -67,6 +67,7 @@ static double seconds(void)
 /* Run layer l's pass (forward, or backward at slot n + l), timed when asked. */
 static void timed(const walk *w, int slot, void (*run)(const cnn_pass *), const cnn_pass *p)
 {
+    w->a->team_passes[0]++; /* the calling thread, the team's first member */
     if (!w->times) {
         run(p);
         return;
@@ -143,6 +144,8 @@ static cnn_pass pass_of(const walk *w, const float *params, int l, int b, int nb
     p.in_blocked = l > 0 && w->n->layer[l - 1].pool_order;
     p.window_ties = w->a->window_ties[l];
     p.key = key_of(w, l, b);
+    p.team = w->a->team > 1 ? w->a->team : 1;
+    p.passes = w->a->team_passes;
     return p;
 }
 

@@ -39,6 +39,11 @@ int cnn_chunk_grad_timed(const cnn_model *m, cnn_acts *a, float *grad, const flo
                          const uint8_t *labels, int nb, cnn_engine e, cnn_pool_ties ties,
                          float *loss, double *times);
 
+/* The work split so far: passes[w] (threads entries) receives the passes, or parts
+ * of passes, worker w ran in this trainer's steps and evaluations (a team's workers
+ * are consecutive, its chunk thread first). */
+void cnn_trainer_passes(const cnn_trainer *t, uint64_t *passes);
+
 /* A step in parts, for data-parallel training over several processes that hold the
  * same model: each computes some of the minibatch's chunks, the processes exchange
  * what they computed, and each applies the same update, summing the chunks in chunk

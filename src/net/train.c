@@ -113,6 +113,45 @@ static int thread_count(void)
 #endif
 }
 
+/* With more threads than chunks, each of the `busy` chunk threads leads a team, the
+ * threads shared out as evenly as they go (a conv lowered per chunk splits its groups
+ * over its team); else teams of one. Chunk thread i's team: *team threads, the first
+ * of them worker *lead (the acts it uses). */
+static void team_of(int threads, int busy, int i, int *lead, int *team)
+{
+    const int base = busy > 0 && threads > busy ? threads / busy : 1;
+    const int extra = busy > 0 && threads > busy ? threads % busy : 0;
+    *lead = i * base + (i < extra ? i : extra);
+    *team = base + (i < extra);
+    if (*team > CNN_MAX_TEAM)
+        *team = CNN_MAX_TEAM;
+}
+
+/* Teams inside the chunks' threads are nested parallel regions: allowed for the step
+ * when there are any (@return the caller's setting, restored by unnest). */
+static int nest(int teams)
+{
+#if HAVE_OPENMP
+    const int levels = omp_get_max_active_levels();
+    if (teams && levels < 2)
+        omp_set_max_active_levels(2);
+    return levels;
+#else
+    (void)teams;
+    return 0;
+#endif
+}
+
+static void unnest(int levels)
+{
+#if HAVE_OPENMP
+    if (omp_get_max_active_levels() != levels)
+        omp_set_max_active_levels(levels);
+#else
+    (void)levels;
+#endif
+}
+
 static int thread_id(void)
 {
 #if HAVE_OPENMP
@@ -314,14 +353,17 @@ static void run_chunks(cnn_trainer *t, cnn_model *m, image_src images, const uin
 {
     const int nchunks = chunk_count(n), todo = c1 - c0 > 0 ? c1 - c0 : nchunks;
     const int threads = t->cfg.threads < todo ? t->cfg.threads : todo;
-    (void)threads; /* only OpenMP builds use it */
     const size_t np = t->n_params, stride = t->slot_stride;
+    const int levels = nest(t->cfg.threads > threads);
 #if HAVE_OPENMP
 #pragma omp parallel num_threads(threads) if (threads > 1)
 #endif
     {
         blas_on_this_thread();
-        cnn_acts *a = &t->acts[thread_id()];
+        int lead, team;
+        team_of(t->cfg.threads, threads, thread_id(), &lead, &team);
+        cnn_acts *a = &t->acts[lead];
+        a->team = team;
 #if HAVE_OPENMP
 #pragma omp for schedule(static)
 #endif
@@ -350,6 +392,7 @@ static void run_chunks(cnn_trainer *t, cnn_model *m, image_src images, const uin
                         update_of(t, n, all_ok), lo, hi);
         }
     }
+    unnest(levels);
     if (apply) {
         int all_ok = 1;
         for (int c = 0; c < nchunks; c++)
@@ -413,17 +456,20 @@ static cnn_status evaluate(cnn_trainer *t, const cnn_model *m, image_src images,
     if (!t || !m || !(images.x || images.px) || !labels || !cnn_arch_equal(&t->arch, &m->arch) ||
         !labels_valid(labels, NULL, n, m->arch.classes))
         return CNN_ERR_ARG;
-    const int threads = t->cfg.threads;
-    (void)threads; /* only OpenMP builds use it */
     for (size_t lo = 0; lo < n; lo += EVAL_BLOCK) {
         const int cnt = (int)(n - lo < EVAL_BLOCK ? n - lo : EVAL_BLOCK);
         const int nchunks = (cnt + CNN_CHUNK_MAX - 1) / CNN_CHUNK_MAX;
+        const int threads = t->cfg.threads < nchunks ? t->cfg.threads : nchunks;
+        const int levels = nest(t->cfg.threads > threads);
 #if HAVE_OPENMP
-#pragma omp parallel num_threads(threads) if (threads > 1 && nchunks > 1)
+#pragma omp parallel num_threads(threads) if (threads > 1)
 #endif
         {
             blas_on_this_thread();
-            cnn_acts *a = &t->acts[thread_id()];
+            int lead, team;
+            team_of(t->cfg.threads, threads, thread_id(), &lead, &team);
+            cnn_acts *a = &t->acts[lead];
+            a->team = team;
 #if HAVE_OPENMP
 #pragma omp for schedule(static)
 #endif
@@ -438,6 +484,7 @@ static cnn_status evaluate(cnn_trainer *t, const cnn_model *m, image_src images,
                           t->pred + b);
             }
         }
+        unnest(levels);
         for (int i = 0; i < cnt; i++) {
             if (pred)
                 pred[lo + (size_t)i] = t->pred[i];
@@ -489,6 +536,15 @@ cnn_status cnn_evaluate_u8(cnn_trainer *t, const cnn_model *m, const uint8_t *pi
 /* ---------------------------------------------------------------- steps in parts */
 
 int cnn_chunk_count(int n) { return n < 1 ? 0 : chunk_count(n); }
+
+void cnn_trainer_passes(const cnn_trainer *t, uint64_t *passes)
+{
+    const int threads = t->cfg.threads;
+    memset(passes, 0, (size_t)threads * sizeof *passes);
+    for (int lead = 0; lead < threads; lead++)
+        for (int m = 0; lead + m < threads && m < CNN_MAX_TEAM; m++)
+            passes[lead + m] += t->acts[lead].team_passes[m];
+}
 
 int cnn_chunk_start(int c, int n) { return n < 1 ? 0 : (int)((long)c * n / chunk_count(n)); }
 
