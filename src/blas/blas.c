@@ -10,12 +10,16 @@
 #include "autocore.h"
 
 #include "config.h"
+#include "kernels.h"
 
 #include <cblas.h>
 #include <dlfcn.h>
 #include <stdio.h>
 #include <string.h>
 #include <strings.h>
+#if HAVE_OPENMP
+#include <omp.h>
+#endif
 
 #if HAVE_OPENBLAS_EXT
 static const char *variant_name(int v)
@@ -220,4 +224,11 @@ const char *cnn_blas_core_warning(char *buf, size_t len)
     (void)len;
 #endif
     return NULL;
+}
+
+void cnn_blas_alone(void)
+{
+#if HAVE_OPENMP
+    omp_set_num_threads(1);
+#endif
 }

@@ -31,15 +31,6 @@
 #include <omp.h>
 #endif
 
-/* BLAS calls on this thread alone (the OpenMP OpenBLAS otherwise asks
- * omp_get_max_threads() inside a team of one). */
-static void blas_alone(void)
-{
-#if HAVE_OPENMP
-    omp_set_num_threads(1);
-#endif
-}
-
 /* col[c*9 + ki*3 + kj][(k*PH + i)*PW + j] = in[c][2i + k/2 + ki][2j + k%2 + kj].
  * Block (c, ki, kj, k) is a PH x PW window, at ((k/2 + ki)/2, (k%2 + kj)/2), of one
  * of the four parity planes in[c][2i + p][2j + q]. Each channel is split into its
@@ -623,7 +614,7 @@ static void forward_blas(const geom *g, const cnn_pass *p, int blocked)
 #pragma omp parallel for num_threads(team) schedule(static) if (team > 1)
 #endif
     for (int k = 0; k < groups; k++) {
-        blas_alone();
+        cnn_blas_alone();
         forward_group(g, p, blocked, k);
         if (p->passes)
             p->passes[team_member()]++;
@@ -759,7 +750,7 @@ static void backward_blas(const geom *g, const cnn_pass *p, int blocked)
 #pragma omp parallel for num_threads(team) schedule(static) if (team > 1)
 #endif
     for (int k = 0; k < groups; k++) {
-        blas_alone();
+        cnn_blas_alone();
         backward_group(g, p, blocked, k);
         if (p->passes)
             p->passes[team_member()]++;

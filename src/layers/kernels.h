@@ -87,6 +87,12 @@ CNN_HIDDEN void cnn_dense_forward_ld(float *logits, const float *x, int ldx, con
 CNN_HIDDEN void cnn_dense_backward_ld(float *dx, float *dW, float *db, float alpha, const float *dlogits,
                            const float *x, int ldx, const float *W, int B, int K, int N);
 
+/* Inside our parallel regions BLAS calls must run on the calling thread only: the
+ * OpenMP OpenBLAS checks omp_in_parallel(), which is false in a team of one, and then
+ * asks omp_get_max_threads(). Every thread of our teams calls this first (it sets
+ * that thread's own setting alone). */
+CNN_HIDDEN void cnn_blas_alone(void);
+
 /* A conv layer's lowering on the BLAS engine: the images per group of a chunk of nb
  * (1 for a layer lowered per image), and the output positions per image its im2col
  * matrix holds. */

@@ -13,6 +13,8 @@
 #include "cnn.h"
 #include "kernels.h"
 
+#include "config.h"
+
 #include "layer.h"
 #include "mix.h"
 #include "steps.h"
@@ -20,6 +22,9 @@
 #include <math.h>
 #include <string.h>
 #include <time.h>
+#if HAVE_OPENMP
+#include <omp.h>
+#endif
 
 static unsigned flags_of(const cnn_layer *l) { return cnn_kind_of(l->kind)->flags; }
 
@@ -55,7 +60,30 @@ typedef struct {
     int keep_pool_input; /* the backward reads pool inputs (`all` ties) */
     const uint32_t *ids; /* sample b's index in its data set (NULL: b): dropout keys */
     double *times;       /* NULL, or seconds spent per layer: [l] forward, [n + l] backward */
+    int team;            /* threads for per-sample runs: > 1 splits each run's samples (and
+                            keeps every piece per sample); 1: sample by sample on this one */
+    int level;           /* the OpenMP nesting level the walk started at */
 } walk;
+
+static int omp_level(void)
+{
+#if HAVE_OPENMP
+    return omp_get_level();
+#else
+    return 0;
+#endif
+}
+
+/* This thread's place in the walk's team (0: the walk's own thread). */
+static int member(const walk *w)
+{
+#if HAVE_OPENMP
+    return omp_get_level() > w->level ? omp_get_thread_num() : 0;
+#else
+    (void)w;
+    return 0;
+#endif
+}
 
 static double seconds(void)
 {
@@ -67,7 +95,7 @@ static double seconds(void)
 /* Run layer l's pass (forward, or backward at slot n + l), timed when asked. */
 static void timed(const walk *w, int slot, void (*run)(const cnn_pass *), const cnn_pass *p)
 {
-    w->a->team_passes[0]++; /* the calling thread, the team's first member */
+    w->a->team_passes[member(w)]++;
     if (!w->times) {
         run(p);
         return;
@@ -93,7 +121,7 @@ static const float *input_of(const walk *w, int b)
 
 static float *out_of(const walk *w, int l, int b)
 {
-    const int shared = output_in_one_piece(w->n, l, w->e, w->keep_pool_input);
+    const int shared = w->team <= 1 && output_in_one_piece(w->n, l, w->e, w->keep_pool_input);
     return w->a->out[l] + (shared ? 0 : (size_t)b * w->a->stride[l]);
 }
 
@@ -104,7 +132,8 @@ static const float *in_of(const walk *w, int l, int b)
 
 static float *dout_of(const walk *w, int l, int b)
 {
-    return w->a->dout[l] + (local_grad(w->n, l, w->e) ? 0 : (size_t)b * w->a->stride[l]);
+    const int shared = w->team <= 1 && local_grad(w->n, l, w->e);
+    return w->a->dout[l] + (shared ? 0 : (size_t)b * w->a->stride[l]);
 }
 
 /* Floats layer l stores per sample: fewer for a pool-block order output that drops
@@ -163,11 +192,19 @@ static void forward(const walk *w, const float *params, int nb)
         int end = l;
         while (end < n->n && !batched(&n->layer[end], w->e))
             end++;
-        for (int b = 0; b < nb; b++)
+        const int team = w->team < nb ? w->team : nb;
+        (void)team; /* only OpenMP builds use it */
+#if HAVE_OPENMP
+#pragma omp parallel for num_threads(team) schedule(static) if (team > 1)
+#endif
+        for (int b = 0; b < nb; b++) {
+            if (team > 1)
+                cnn_blas_alone();
             for (int k = l; k < end; k++) {
                 const cnn_pass p = pass_of(w, params, k, b, 1);
                 timed(w, k, cnn_kind_of(n->layer[k].kind)->forward, &p);
             }
+        }
         l = end;
     }
 }
@@ -199,6 +236,28 @@ static float *din_of(const walk *w, int l, int b, int first_param, float *dx)
     return l > first_param ? dout_of(w, l - 1, b) : NULL;
 }
 
+/* A per-sample run's backward, layers l down to start, over the walk's team: layer by
+ * layer, a layer's samples split over the team, except a layer with parameters, whose
+ * gradient the samples add to in order on this thread (the same sums as sample by
+ * sample). */
+static void backward_split(const walk *w, const float *params, float *grad, float alpha,
+                           cnn_pool_ties ties, int nb, float *dx, int first_param, int l,
+                           int start)
+{
+    for (int k = l; k >= start; k--) {
+        const int team = w->n->layer[k].n_weights ? 1 : w->team < nb ? w->team : nb;
+        (void)team; /* only OpenMP builds use it */
+#if HAVE_OPENMP
+#pragma omp parallel for num_threads(team) schedule(static) if (team > 1)
+#endif
+        for (int b = 0; b < nb; b++) {
+            if (team > 1)
+                cnn_blas_alone();
+            backward_pass(w, params, grad, alpha, ties, k, b, 1, din_of(w, k, b, first_param, dx));
+        }
+    }
+}
+
 static void backward(const walk *w, const float *params, float *grad, float alpha,
                      cnn_pool_ties ties, int nb, float *dx)
 {
@@ -223,10 +282,13 @@ static void backward(const walk *w, const float *params, float *grad, float alph
         int start = l;
         while (start > 0 && !batched(&n->layer[start - 1], w->e))
             start--;
-        for (int b = 0; b < nb; b++)
-            for (int k = l; k >= start; k--)
-                backward_pass(w, params, grad, alpha, ties, k, b, 1,
-                              din_of(w, k, b, first_param, dx));
+        if (w->team > 1 && nb > 1)
+            backward_split(w, params, grad, alpha, ties, nb, dx, first_param, l, start);
+        else
+            for (int b = 0; b < nb; b++)
+                for (int k = l; k >= start; k--)
+                    backward_pass(w, params, grad, alpha, ties, k, b, 1,
+                                  din_of(w, k, b, first_param, dx));
         l = start - 1;
     }
 }
@@ -250,7 +312,8 @@ static int chunk_grad(const cnn_model *m, cnn_acts *a, float *grad, float alpha,
 {
     const int N = m->arch.classes, last = m->arch.n - 1;
     walk w = {&m->arch, a, images, img_idx, (size_t)m->arch.C * m->arch.H * m->arch.W, e,
-              (grad || dx) && ties == CNN_TIES_ALL, lab_idx, times};
+              (grad || dx) && ties == CNN_TIES_ALL, lab_idx, times,
+              times || a->team < 1 ? 1 : a->team, omp_level()};
     if (e != CNN_ENGINE_BLAS)
         w.keep_pool_input = 1;
     gather_rows(&w, nb);
@@ -341,7 +404,8 @@ float cnn_forward(const cnn_model *m, cnn_acts *a, const float *x, int label, cn
 {
     float loss;
     const int N = m->arch.classes, last = m->arch.n - 1;
-    walk w = {&m->arch, a, x, NULL, (size_t)m->arch.C * m->arch.H * m->arch.W, e, 1, NULL, NULL};
+    walk w = {&m->arch, a, x, NULL, (size_t)m->arch.C * m->arch.H * m->arch.W, e, 1, NULL, NULL,
+              1, omp_level()};
     gather_rows(&w, 1);
     forward(&w, m->params, 1);
     loss = cnn_softmax_xent(a->probs, a->dout[last], a->out[last], label, N);
@@ -351,7 +415,8 @@ float cnn_forward(const cnn_model *m, cnn_acts *a, const float *x, int label, cn
 void cnn_backward(const cnn_model *m, cnn_acts *a, float *grad, float *dx, const float *x,
                   cnn_engine e, cnn_pool_ties ties)
 {
-    walk w = {&m->arch, a, x, NULL, (size_t)m->arch.C * m->arch.H * m->arch.W, e, 1, NULL, NULL};
+    walk w = {&m->arch, a, x, NULL, (size_t)m->arch.C * m->arch.H * m->arch.W, e, 1, NULL, NULL,
+              1, omp_level()};
     gather_rows(&w, 1);
     backward(&w, m->params, grad, 1.0f, ties, 1, dx);
 }

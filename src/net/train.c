@@ -11,6 +11,7 @@
 
 #include "arena.h"
 #include "config.h"
+#include "kernels.h"
 #include "layer.h"
 #include "mix.h"
 #include "simd.h"
@@ -92,16 +93,6 @@ static uint64_t step_key(const cnn_trainer *t, int training)
     if (!training)
         return 0;
     return cnn_mix64(t->cfg.seed ^ cnn_mix64(t->epoch)) | 1;
-}
-
-/* Inside our parallel regions BLAS calls must run on the calling thread only: the
- * OpenMP OpenBLAS checks omp_in_parallel(), which is false in a one-thread team, and
- * then asks omp_get_max_threads(). Setting it here affects this task alone. */
-static void blas_on_this_thread(void)
-{
-#if HAVE_OPENMP
-    omp_set_num_threads(1);
-#endif
 }
 
 static int thread_count(void)
@@ -359,7 +350,7 @@ static void run_chunks(cnn_trainer *t, cnn_model *m, image_src images, const uin
 #pragma omp parallel num_threads(threads) if (threads > 1)
 #endif
     {
-        blas_on_this_thread();
+        cnn_blas_alone();
         int lead, team;
         team_of(t->cfg.threads, threads, thread_id(), &lead, &team);
         cnn_acts *a = &t->acts[lead];
@@ -465,7 +456,7 @@ static cnn_status evaluate(cnn_trainer *t, const cnn_model *m, image_src images,
 #pragma omp parallel num_threads(threads) if (threads > 1)
 #endif
         {
-            blas_on_this_thread();
+            cnn_blas_alone();
             int lead, team;
             team_of(t->cfg.threads, threads, thread_id(), &lead, &team);
             cnn_acts *a = &t->acts[lead];
