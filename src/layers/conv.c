@@ -609,9 +609,13 @@ static void forward_blas(const geom *g, const cnn_pass *p, int blocked)
 {
     const int groups = group_count(g, blocked, p->nb);
     const int team = p->team < groups ? p->team : groups;
-    (void)team; /* only OpenMP builds use it */
+    if (team <= 1) { /* no parallel construct at all: it costs a microsecond */
+        for (int k = 0; k < groups; k++)
+            forward_group(g, p, blocked, k);
+        return;
+    }
 #if HAVE_OPENMP
-#pragma omp parallel for num_threads(team) schedule(static) if (team > 1)
+#pragma omp parallel for num_threads(team) schedule(static)
 #endif
     for (int k = 0; k < groups; k++) {
         cnn_blas_alone();
@@ -745,15 +749,19 @@ static void backward_blas(const geom *g, const cnn_pass *p, int blocked)
 {
     const int groups = group_count(g, blocked, p->nb), K = taps(g), F = g->F;
     const int team = p->team < groups ? p->team : groups;
-    (void)team; /* only OpenMP builds use it */
+    if (team <= 1)
+        for (int k = 0; k < groups; k++)
+            backward_group(g, p, blocked, k);
+    else {
 #if HAVE_OPENMP
-#pragma omp parallel for num_threads(team) schedule(static) if (team > 1)
+#pragma omp parallel for num_threads(team) schedule(static)
 #endif
-    for (int k = 0; k < groups; k++) {
-        cnn_blas_alone();
-        backward_group(g, p, blocked, k);
-        if (p->passes)
-            p->passes[team_member()]++;
+        for (int k = 0; k < groups; k++) {
+            cnn_blas_alone();
+            backward_group(g, p, blocked, k);
+            if (p->passes)
+                p->passes[team_member()]++;
+        }
     }
     if (p->nb == 1)
         return;

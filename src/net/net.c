@@ -178,6 +178,15 @@ static cnn_pass pass_of(const walk *w, const float *params, int l, int b, int nb
     return p;
 }
 
+/* Layers [l, end) of a per-sample run for sample b. */
+static void forward_sample(const walk *w, const float *params, int l, int end, int b)
+{
+    for (int k = l; k < end; k++) {
+        const cnn_pass p = pass_of(w, params, k, b, 1);
+        timed(w, k, cnn_kind_of(w->n->layer[k].kind)->forward, &p);
+    }
+}
+
 static void forward(const walk *w, const float *params, int nb)
 {
     const cnn_arch *n = w->n;
@@ -193,16 +202,16 @@ static void forward(const walk *w, const float *params, int nb)
         while (end < n->n && !batched(&n->layer[end], w->e))
             end++;
         const int team = w->team < nb ? w->team : nb;
-        (void)team; /* only OpenMP builds use it */
+        if (team <= 1) /* no parallel construct at all: it costs a microsecond */
+            for (int b = 0; b < nb; b++)
+                forward_sample(w, params, l, end, b);
+        else {
 #if HAVE_OPENMP
-#pragma omp parallel for num_threads(team) schedule(static) if (team > 1)
+#pragma omp parallel for num_threads(team) schedule(static)
 #endif
-        for (int b = 0; b < nb; b++) {
-            if (team > 1)
+            for (int b = 0; b < nb; b++) {
                 cnn_blas_alone();
-            for (int k = l; k < end; k++) {
-                const cnn_pass p = pass_of(w, params, k, b, 1);
-                timed(w, k, cnn_kind_of(n->layer[k].kind)->forward, &p);
+                forward_sample(w, params, l, end, b);
             }
         }
         l = end;
@@ -246,13 +255,17 @@ static void backward_split(const walk *w, const float *params, float *grad, floa
 {
     for (int k = l; k >= start; k--) {
         const int team = w->n->layer[k].n_weights ? 1 : w->team < nb ? w->team : nb;
-        (void)team; /* only OpenMP builds use it */
+        if (team <= 1) {
+            for (int b = 0; b < nb; b++)
+                backward_pass(w, params, grad, alpha, ties, k, b, 1,
+                              din_of(w, k, b, first_param, dx));
+            continue;
+        }
 #if HAVE_OPENMP
-#pragma omp parallel for num_threads(team) schedule(static) if (team > 1)
+#pragma omp parallel for num_threads(team) schedule(static)
 #endif
         for (int b = 0; b < nb; b++) {
-            if (team > 1)
-                cnn_blas_alone();
+            cnn_blas_alone();
             backward_pass(w, params, grad, alpha, ties, k, b, 1, din_of(w, k, b, first_param, dx));
         }
     }
