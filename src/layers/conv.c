@@ -603,26 +603,36 @@ static void forward_group(const geom *g, const cnn_pass *p, int blocked, int k)
                         w.P / 4);
 }
 
-/* The forward of p->nb images, inputs p->ldin and outputs p->ldout floats apart: one
- * SGEMM per group, the groups over the pass's team. */
-static void forward_blas(const geom *g, const cnn_pass *p, int blocked)
+typedef void (*group_fn)(const geom *g, const cnn_pass *p, int blocked, int k);
+
+/* one(k) for every group of the pass, over the pass's team when it has one (and no
+ * parallel construct at all otherwise: it costs a microsecond). @return the groups. */
+static int each_group(const geom *g, const cnn_pass *p, int blocked, group_fn one)
 {
     const int groups = group_count(g, blocked, p->nb);
     const int team = p->team < groups ? p->team : groups;
-    if (team <= 1) { /* no parallel construct at all: it costs a microsecond */
+    if (team <= 1) {
         for (int k = 0; k < groups; k++)
-            forward_group(g, p, blocked, k);
-        return;
+            one(g, p, blocked, k);
+        return groups;
     }
 #if HAVE_OPENMP
 #pragma omp parallel for num_threads(team) schedule(static)
 #endif
     for (int k = 0; k < groups; k++) {
         cnn_blas_alone();
-        forward_group(g, p, blocked, k);
+        one(g, p, blocked, k);
         if (p->passes)
             p->passes[team_member()]++;
     }
+    return groups;
+}
+
+/* The forward of p->nb images, inputs p->ldin and outputs p->ldout floats apart: one
+ * SGEMM per group, the groups over the pass's team. */
+static void forward_blas(const geom *g, const cnn_pass *p, int blocked)
+{
+    each_group(g, p, blocked, forward_group);
 }
 
 void cnn_conv3x3_forward_ex(float *out, float *col, const float *in, const float *filt,
@@ -747,22 +757,7 @@ static void backward_group(const geom *g, const cnn_pass *p, int blocked, int k)
  * same sums whatever the team). */
 static void backward_blas(const geom *g, const cnn_pass *p, int blocked)
 {
-    const int groups = group_count(g, blocked, p->nb), K = taps(g), F = g->F;
-    const int team = p->team < groups ? p->team : groups;
-    if (team <= 1)
-        for (int k = 0; k < groups; k++)
-            backward_group(g, p, blocked, k);
-    else {
-#if HAVE_OPENMP
-#pragma omp parallel for num_threads(team) schedule(static)
-#endif
-        for (int k = 0; k < groups; k++) {
-            cnn_blas_alone();
-            backward_group(g, p, blocked, k);
-            if (p->passes)
-                p->passes[team_member()]++;
-        }
-    }
+    const int groups = each_group(g, p, blocked, backward_group), K = taps(g), F = g->F;
     if (p->nb == 1)
         return;
     for (int k = 0; k < groups; k++) {

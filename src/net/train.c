@@ -104,6 +104,15 @@ static int thread_count(void)
 #endif
 }
 
+static int thread_id(void)
+{
+#if HAVE_OPENMP
+    return omp_get_thread_num();
+#else
+    return 0;
+#endif
+}
+
 /* With more threads than chunks, each of the `busy` chunk threads leads a team, the
  * threads shared out as evenly as they go (a conv lowered per chunk splits its groups
  * over its team); else teams of one. Chunk thread i's team: *team threads, the first
@@ -116,6 +125,15 @@ static void team_of(int threads, int busy, int i, int *lead, int *team)
     *team = base + (i < extra);
     if (*team > CNN_MAX_TEAM)
         *team = CNN_MAX_TEAM;
+}
+
+/* The activations of this chunk thread (one of `busy`), with its team set. */
+static cnn_acts *team_acts(cnn_trainer *t, int busy)
+{
+    int lead, team;
+    team_of(t->cfg.threads, busy, thread_id(), &lead, &team);
+    t->acts[lead].team = team;
+    return &t->acts[lead];
 }
 
 /* Teams inside the chunks' threads are nested parallel regions: allowed for the step
@@ -143,14 +161,6 @@ static void unnest(int levels)
 #endif
 }
 
-static int thread_id(void)
-{
-#if HAVE_OPENMP
-    return omp_get_thread_num();
-#else
-    return 0;
-#endif
-}
 
 void cnn_trainer_free(cnn_trainer *t)
 {
@@ -351,10 +361,7 @@ static void run_chunks(cnn_trainer *t, cnn_model *m, image_src images, const uin
 #endif
     {
         cnn_blas_alone();
-        int lead, team;
-        team_of(t->cfg.threads, threads, thread_id(), &lead, &team);
-        cnn_acts *a = &t->acts[lead];
-        a->team = team;
+        cnn_acts *a = team_acts(t, threads);
 #if HAVE_OPENMP
 #pragma omp for schedule(static)
 #endif
@@ -457,10 +464,7 @@ static cnn_status evaluate(cnn_trainer *t, const cnn_model *m, image_src images,
 #endif
         {
             cnn_blas_alone();
-            int lead, team;
-            team_of(t->cfg.threads, threads, thread_id(), &lead, &team);
-            cnn_acts *a = &t->acts[lead];
-            a->team = team;
+            cnn_acts *a = team_acts(t, threads);
 #if HAVE_OPENMP
 #pragma omp for schedule(static)
 #endif
