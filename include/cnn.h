@@ -195,11 +195,40 @@ typedef enum cnn_engine {
     CNN_ENGINE_REFERENCE = 1,
 } cnn_engine;
 
-/** A model owns one parameter array. */
+/* ---------------------------------------------------------------- inputs */
+
+#define CNN_NORM_CHANNELS 4 /* channels a per-channel normalisation covers */
+
+/** How uint8 pixels become a network's input. */
+typedef enum cnn_norm_kind {
+    CNN_NORM_UNIT = 0,     /* px / 255 - 0.5 on every channel: the post's scaling, and the
+                              default for IDX data (MNIST, Fashion-MNIST) */
+    CNN_NORM_MEAN_STD = 1, /* (px / 255 - mean[c]) / std[c] in float, as torchvision's
+                              ToTensor then Normalize: the default for colour data */
+} cnn_norm_kind;
+
+typedef struct cnn_norm {
+    cnn_norm_kind kind;
+    int channels; /* MEAN_STD: the input's channels, 1..CNN_NORM_CHANNELS */
+    float mean[CNN_NORM_CHANNELS], std[CNN_NORM_CHANNELS]; /* std > 0 */
+} cnn_norm;
+
+/** Convert one image, C planes of `plane` pixels each, into dst. */
+CNN_API void cnn_norm_apply(const cnn_norm *n, float *dst, const uint8_t *px, int C, size_t plane);
+/** What pixel value v of channel c becomes. */
+CNN_API float cnn_norm_value(const cnn_norm *n, int c, uint8_t v);
+/** 1 if n is usable for C-channel inputs (UNIT always; MEAN_STD with channels == C,
+ *  finite means and finite positive deviations). */
+CNN_API int cnn_norm_valid(const cnn_norm *n, int C);
+
+/** A model owns one parameter array, and the names of its classes when it has them. */
 typedef struct cnn_model {
     cnn_arch arch;  /* the network */
     size_t n_params;
     float *params; /* owned, 64-byte aligned: each layer's at its weights_at, bias_at */
+    cnn_norm norm; /* how its inputs are made from pixels (CNN_NORM_UNIT after init) */
+    char *names;   /* owned: NULL, or arch.classes names, each NUL-terminated, back to
+                      back (cnn_model_set_names) */
 } cnn_model;
 
 /** Allocate m for network a and initialise it, layer by layer from rng, biases 0: a
@@ -210,6 +239,13 @@ CNN_API cnn_status cnn_model_init(cnn_model *m, const cnn_arch *a, cnn_rng *rng)
 /** The same with every parameter 0. */
 CNN_API cnn_status cnn_model_alloc(cnn_model *m, const cnn_arch *a);
 CNN_API void cnn_model_free(cnn_model *m);
+/** Name m's classes: names[0..n) with n == m->arch.classes, each 1..CNN_NAME_MAX-1
+ *  printable bytes (UTF-8 allowed, no control characters); NULL removes them.
+ *  CNN_ERR_ARG if they do not fit. */
+#define CNN_NAME_MAX 64
+CNN_API cnn_status cnn_model_set_names(cnn_model *m, const char *const *names, int n);
+/** The name of class k, or NULL when the model has none. */
+CNN_API const char *cnn_model_class_name(const cnn_model *m, int k);
 
 /** Activations and scratch of up to `cap` samples for one thread; one allocation.
  *  Sample b's pieces start at b times the stride of their kind. Per layer l: out[l]
@@ -340,23 +376,32 @@ CNN_API cnn_status cnn_evaluate(cnn_trainer *t, const cnn_model *m, const float 
                         const uint8_t *labels, size_t n, uint8_t *pred, cnn_stats *st);
 
 /* The same two for a data set kept as its uint8 pixels (a quarter of the memory of
- * floats): each chunk's images are converted to px/255 - 0.5 inside the step, in the
- * activations its thread owns, bit for bit as cnn_pixels_to_float. Same results. */
+ * floats): each chunk's images are converted by the model's normalisation (m->norm)
+ * inside the step, in the activations its thread owns, bit for bit as cnn_norm_apply.
+ * Same results. */
 CNN_API cnn_status cnn_train_step_u8(cnn_trainer *t, cnn_model *m, const uint8_t *pixels,
                              const uint8_t *labels, const uint32_t *idx, int n, cnn_stats *st);
 CNN_API cnn_status cnn_evaluate_u8(cnn_trainer *t, const cnn_model *m, const uint8_t *pixels,
                            const uint8_t *labels, size_t n, uint8_t *pred, cnn_stats *st);
-/** As cnn_train_step_u8, with image i moved by shift[2i] rows and shift[2i+1] columns
- *  (each -8..8; vacated pixels are 0, the background) as it is converted: data
- *  augmentation without a copy of the data set. shift NULL: no move. */
-CNN_API cnn_status cnn_train_step_u8_shift(cnn_trainer *t, cnn_model *m, const uint8_t *pixels,
+/** How one training image is moved as it is converted (data augmentation): shifted by
+ *  dy rows and dx columns (-8..8; vacated pixels are pixel value 0, the background),
+ *  which is a crop of the image padded with |dy|, |dx| zeros, then mirrored left to
+ *  right when flip is 1. */
+typedef struct cnn_move {
+    int8_t dy, dx;
+    uint8_t flip;
+} cnn_move;
+/** As cnn_train_step_u8, with image i moved by moves[i] as it is converted: data
+ *  augmentation without a copy of the data set. moves NULL: no move. */
+CNN_API cnn_status cnn_train_step_u8_moved(cnn_trainer *t, cnn_model *m, const uint8_t *pixels,
                                    const uint8_t *labels, const uint32_t *idx, int n,
-                                   const int8_t *shift, cnn_stats *st);
-/** The moves of samples idx[0..n) in an epoch, -max..max each way (max <= 8) into
- *  out[2n]: a function of (seed, epoch, sample) alone, so the same for any thread
- *  count, any cut of the minibatch and after a resume (what `cnn train --shift` uses). */
-CNN_API void cnn_draw_shifts(int8_t *out, uint64_t seed, uint64_t epoch, const uint32_t *idx,
-                             int n, int max);
+                                   const cnn_move *moves, cnn_stats *st);
+/** The moves of samples idx[0..n) in an epoch into out[n]: shifts of -shift..shift
+ *  each way (shift <= 8), and, when flip, a mirror with probability 1/2. A function of
+ *  (seed, epoch, sample) alone, so the same for any thread count, any cut of the
+ *  minibatch and after a resume (what `cnn train --shift/--crop-pad/--flip` use). */
+CNN_API void cnn_draw_moves(cnn_move *out, uint64_t seed, uint64_t epoch, const uint32_t *idx,
+                            int n, int shift, int flip);
 
 /* ---------------------------------------------------------------- data */
 
@@ -376,13 +421,25 @@ CNN_API void cnn_synth_digits(uint8_t *images, uint8_t *labels, size_t n, cnn_rn
  * the file and the problem into err (errlen bytes, may be 0). They never print.
  */
 
+/** Where a data set came from (it decides the default normalisation). */
+typedef enum cnn_data_format {
+    CNN_DATA_SYNTHETIC = 0,
+    CNN_DATA_IDX = 1,     /* MNIST-style IDX files */
+    CNN_DATA_CIFAR = 2,   /* CIFAR-10 binary batches */
+    CNN_DATA_FOLDER = 3,  /* an image folder: one folder of PNG, JPEG, PGM or PPM files
+                             per class */
+} cnn_data_format;
+
 /** A labelled image set in memory. */
 typedef struct cnn_dataset {
     size_t n;        /* images */
-    int channels;    /* of each pixel (1: greyscale) */
+    int channels;    /* of each pixel (1: greyscale, 3: RGB) */
     int rows, cols;  /* pixels per image: rows x cols */
     uint8_t *pixels; /* [n][channels][rows][cols], owned */
     uint8_t *labels; /* [n], owned */
+    cnn_data_format format;
+    int n_names;     /* classes named (0: none) */
+    char *names;     /* owned: NULL, or n_names names, each NUL-terminated, back to back */
 } cnn_dataset;
 
 /** Read an IDX image file (magic 0x00000803: n, rows, cols, then the pixels), raw or
@@ -407,7 +464,56 @@ CNN_API size_t cnn_dataset_image_len(const cnn_dataset *d);
 /** The largest label plus one (0 for an empty set): the classes a network needs. */
 CNN_API int cnn_dataset_classes(const cnn_dataset *d);
 CNN_API void cnn_dataset_free(cnn_dataset *d);
+/** The name of class k, or NULL. */
+CNN_API const char *cnn_dataset_class_name(const cnn_dataset *d, int k);
+/** The per-channel mean and population standard deviation of d's pixels / 255, in
+ *  double, as a CNN_NORM_MEAN_STD normalisation (a channel of one value gets std 1).
+ *  CNN_ERR_ARG for an empty set or more than CNN_NORM_CHANNELS channels. */
+CNN_API cnn_status cnn_dataset_norm(const cnn_dataset *d, cnn_norm *out);
 
+/** The CIFAR-10 binary format in dir: split "train" reads data_batch_1.bin ..
+ *  data_batch_5.bin, "test" test_batch.bin; records of one label byte then 1,024 red,
+ *  1,024 green and 1,024 blue bytes (32 x 32, row-major), so [3][32][32] as stored. A
+ *  file must be a whole, non-zero number of records; the class names are the lines of
+ *  batches.meta.txt (up to 256, none empty, blank lines at the end ignored) and every
+ *  label must have one. */
+CNN_API cnn_status cnn_cifar10_load(const char *dir, const char *split, cnn_dataset *out,
+                                    char *err, size_t errlen);
+
+/** Progress of a long load: done of total files (called from the loading thread). */
+typedef void (*cnn_progress_fn)(size_t done, size_t total, void *ctx);
+
+/** An image folder, torchvision's ImageFolder layout: dir/<split>/<class>/<file>, the
+ *  classes the sorted folder names, the files PNG, JPEG, PGM or PPM (by content, not
+ *  by name), decoded in parallel. Every image of the set must have the size and
+ *  channels of the first (greyscale: 1; colour: 3, an alpha channel dropped); the first
+ *  that differs, an undecodable file, an empty class folder or an entry that is
+ *  neither a file nor a folder is one line naming the file. With classes_of (the
+ *  training set, for a test split), the classes are its names and a folder of another
+ *  name is an error. progress may be NULL. */
+CNN_API cnn_status cnn_folder_load(const char *dir, const char *split,
+                                   const cnn_dataset *classes_of, cnn_dataset *out,
+                                   cnn_progress_fn progress, void *ctx, char *err,
+                                   size_t errlen);
+
+/** A data set in dir, of whichever format is there: MNIST-style IDX files
+ *  (cnn_mnist_load), CIFAR-10 batches (cnn_cifar10_load) or an image folder
+ *  (cnn_folder_load). split: "train" or "test"; for a test split, train (may be NULL)
+ *  gives an image folder its classes. */
+CNN_API cnn_status cnn_dataset_load(const char *dir, const char *split, const cnn_dataset *train,
+                                    cnn_dataset *out, cnn_progress_fn progress, void *ctx,
+                                    char *err, size_t errlen);
+
+/** Read one image file, PNG, JPEG, PGM or PPM (by content): *channels 1 (greyscale) or
+ *  3 (RGB; alpha dropped, 16-bit samples scaled to 8, palettes expanded), *pixels
+ *  (malloc'ed) [channels][rows][cols]. Sides up to CNN_IMAGE_MAX_SIDE. */
+#define CNN_IMAGE_MAX_SIDE 16384
+CNN_API cnn_status cnn_image_read(const char *path, uint8_t **pixels, int *channels, int *rows,
+                                  int *cols, char *err, size_t errlen);
+/** The same from bytes in memory (name: for the messages). */
+CNN_API cnn_status cnn_image_decode(const uint8_t *data, size_t len, const char *name,
+                                    uint8_t **pixels, int *channels, int *rows, int *cols,
+                                    char *err, size_t errlen);
 /** Read a binary (P5) or plain (P2) PGM image; pixels are rescaled to 0..255 when the
  *  file's maxval is not 255. *pixels (malloc'ed) holds rows * cols bytes. */
 CNN_API cnn_status cnn_pgm_read(const char *path, uint8_t **pixels, int *rows, int *cols, char *err,
@@ -432,9 +538,18 @@ CNN_API cnn_status cnn_pgm_read(const char *path, uint8_t **pixels, int *rows, i
  *  28+L u64     P
  *  36+L f32[P]  the parameters, layer by layer (cnn_arch_build)
  *  then u32     CRC-32 of every byte before it
+ * Version 3, a network with a normalisation other than CNN_NORM_UNIT or with class
+ * names: version 2's fields up to the description, then
+ *  28+L u32     the normalisation's kind (0 UNIT, 1 MEAN_STD)
+ *       u32     K, its channels (0 for UNIT, else C, at most 4)
+ *       f32[K]  the means, then f32[K] the deviations
+ *       u32     N, the bytes of the class names (0: none)
+ *       char[N] the names, each NUL-terminated, exactly `classes` of them
+ *  then as version 2 from the parameter count: u64 P, f32[P], CRC-32.
+ * A model is written in the lowest version that holds it.
  */
 #define CNN_MODEL_MAGIC "CNNMODEL"
-#define CNN_MODEL_VERSION 2u
+#define CNN_MODEL_VERSION 3u
 
 /** Save atomically: a temporary file in the same directory, fsync, rename, fsync of
  *  the directory. An interrupted or failed save leaves any previous file intact. */
@@ -469,9 +584,11 @@ CNN_API cnn_status cnn_model_load(cnn_model *m, const char *path, char *err, siz
  * 2 AdamW), f32 beta1, f32 beta2, f32 eps, u64 updates made, u64 the step schedule's N,
  * f32 its gamma, u64 warmup steps, then the optimiser's state: f32[P] velocities
  * (SGD with momentum) or f32[2P] first and second moments (Adam, AdamW), or nothing.
+ * Version 4 (written when the run flips images) is version 3 with u32 flip (0/1)
+ * after the warmup steps.
  */
 #define CNN_CHECKPOINT_MAGIC "CNNCKPT1"
-#define CNN_CHECKPOINT_VERSION 3u
+#define CNN_CHECKPOINT_VERSION 4u
 
 /** Learning-rate schedules: constant; cosine from lr to 0 over the run's steps; step
  *  decay, lr * gamma^floor(t / N) (PyTorch's StepLR counted in steps). */
@@ -508,6 +625,7 @@ typedef struct cnn_checkpoint {
     cnn_schedule schedule;
     int epochs;         /* the run's epochs (version 2; 0 in version 1) */
     int shift;          /* training images moved by up to this many pixels (0..8) */
+    int flip;           /* training images mirrored at random (version 4) */
     uint64_t lr_every;  /* the step schedule's N (version 3) */
     float lr_gamma;     /* the step schedule's gamma (version 3; 1 otherwise) */
     uint64_t warmup;    /* steps of learning-rate warmup (version 3) */
@@ -531,20 +649,21 @@ CNN_API int cnn_is_checkpoint(const char *path);
  * A run: epochs of minibatch steps over a training set, as `cnn train` makes them,
  * holding everything a checkpoint records, so that a checkpoint resumes through the
  * library alone, bit for bit. A run owns its trainer, its sample order, its generator
- * and the step's shifts; it borrows the model (which it trains) and the data. Before
+ * and the step's moves; it borrows the model (which it trains) and the data. Before
  * each step it
  *   - at an epoch's first step, shuffles the order from its generator (when shuffle);
  *   - sets the learning rate of step t, counted from 0 over the run, cnn_lr_at with
  *     steps = epochs * ceil(n / batch) (the cosine schedule's length);
- *   - sets the epoch (the dropout masks) and draws the shifts of the step's samples
- *     (cnn_draw_shifts from the seed, the epoch and each sample's index);
+ *   - sets the epoch (the dropout masks) and draws the moves of the step's samples
+ *     (cnn_draw_moves from the seed, the epoch and each sample's index);
  * then steps on the next min(batch, left) samples of the order.
  */
 typedef struct cnn_run_config {
-    cnn_train_config train; /* the trainer's; train.seed also seeds the shifts */
+    cnn_train_config train; /* the trainer's; train.seed also seeds the moves */
     int epochs;             /* the run's length, >= 1 */
     int shuffle;            /* 1: shuffle at every epoch's start (the post) */
     int shift;              /* move training images by up to this many pixels, 0..8 */
+    int flip;               /* 1: mirror training images left to right at random */
     cnn_schedule schedule;  /* of train.lr */
     uint64_t lr_every;      /* the step schedule's N (>= 1 with CNN_SCHEDULE_STEP) */
     float lr_gamma;         /* the step schedule's factor, 0 < gamma <= 1 */
@@ -569,17 +688,17 @@ CNN_API cnn_status cnn_run_resume(cnn_run **out, cnn_model *m, const cnn_run_con
                                   const cnn_checkpoint *k);
 CNN_API void cnn_run_free(cnn_run *r);
 
-/** One step on data set d (the run's n samples): shuffle, rate, epoch and shifts as
+/** One step on data set d (the run's n samples): shuffle, rate, epoch and moves as
  *  above, the trainer's step, and the position moved on. Adds the step's loss and
  *  accuracy to *st (may be NULL). @return CNN_OK, CNN_ERR_ARG when the run is over or
  *  d is not its data, CNN_ERR_NUMERIC (nothing changed) if a loss was not finite. */
 CNN_API cnn_status cnn_run_step(cnn_run *r, const cnn_dataset *d, cnn_stats *st);
 /** The same in two halves, for a caller that makes the step itself (over several
- *  processes, say): cnn_run_next prepares the next step (shuffle, rate, epoch, shifts)
- *  and gives its samples, *idx[0..n), and their moves, *shift (NULL without shifts);
+ *  processes, say): cnn_run_next prepares the next step (shuffle, rate, epoch, moves)
+ *  and gives its samples, *idx[0..n), and their moves, *moves (NULL without moves);
  *  @return n, 0 when the run is over. cnn_run_advance moves the position past them
  *  once the step is made. */
-CNN_API int cnn_run_next(cnn_run *r, const uint32_t **idx, const int8_t **shift);
+CNN_API int cnn_run_next(cnn_run *r, const uint32_t **idx, const cnn_move **moves);
 CNN_API void cnn_run_advance(cnn_run *r);
 
 /** Where the run stands: the epoch (from 1) and the samples of it trained; *pos == n

@@ -139,6 +139,94 @@ static void output_paths(void)
     rmdir(dir), rmdir(runs), rmdir(scratch);
 }
 
+static void spit_file(const char *path, const void *b, size_t n)
+{
+    FILE *f = fopen(path, "wb");
+    if (!f || fwrite(b, 1, n, f) != n || fclose(f))
+        tap_ok(0, "write %s", path);
+}
+
+/* A binary PPM of w x h with pixel (y, x) of channel c from the seed. */
+static void write_ppm(const char *path, int w, int h, unsigned seed)
+{
+    char head[64];
+    const int k = snprintf(head, sizeof head, "P6\n%d %d\n255\n", w, h);
+    unsigned char *b = malloc((size_t)k + 3 * (size_t)w * h);
+    memcpy(b, head, (size_t)k);
+    for (int i = 0; i < 3 * w * h; i++)
+        b[k + i] = (unsigned char)((i * 37 + seed * 101) % 251);
+    spit_file(path, b, (size_t)k + 3 * (size_t)w * h);
+    free(b);
+}
+
+/* Colour data through the program: CIFAR-format batches written here train a small
+ * network with crops and flips; its file carries the normalisation and the names, so
+ * eval labels the confusion matrix and predict names the class of a PPM. */
+static void colour_data(void)
+{
+    static char dir[] = "/tmp/cnn-cli-colour-XXXXXX", out[1 << 20], err[1 << 16];
+    char path[512], model[512], line[1024];
+    if (!mkdtemp(dir))
+        return;
+    enum { PER = 16, REC = 3073 };
+    unsigned char *rec = malloc(PER * REC);
+    for (int b = 0; b <= 5; b++) { /* 5 training batches, then the test batch */
+        for (int r = 0; r < PER; r++) {
+            rec[r * REC] = (unsigned char)((b + r) % 3);
+            for (int i = 1; i < REC; i++)
+                rec[r * REC + i] = (unsigned char)((i * 13 + r * 7 + b * 3 + rec[r * REC] * 60) % 256);
+        }
+        snprintf(path, sizeof path, b < 5 ? "%s/data_batch_%d.bin" : "%s/test_batch.bin", dir,
+                 b + 1);
+        spit_file(path, rec, PER * REC);
+    }
+    free(rec);
+    snprintf(path, sizeof path, "%s/batches.meta.txt", dir);
+    spit_file(path, "red\ngreen\nblue\n\n", 16);
+    snprintf(model, sizeof model, "%s/m.cnn", dir);
+    int rc = run_cmd(exe, (const char *[]){"train", "--data", dir, "--arch",
+                                           "conv4b,relu,pool,softmax3", "--batch", "8",
+                                           "--epochs", "2", "--crop-pad", "2", "--flip",
+                                           "--save", model, NULL},
+                     out, err, sizeof out);
+    tap_ok(rc == 0 && strstr(out, "data: ") && strstr(out, "80 training images, 16 test images") &&
+               strstr(out, "input: (px/255 - mean) / std, mean ") &&
+               strstr(out, "moved by up to 2 pixels; and mirrored at random"),
+           "CIFAR-format colour data trains with crops and flips, normalised by its statistics "
+           "(exit %d, stderr '%s')", rc, last_line(err, line, sizeof line));
+    rc = run_cmd(exe, (const char *[]){"eval", "--model", model, "--data", dir, NULL}, out, err,
+                 sizeof out);
+    tap_ok(rc == 0 && strstr(out, "  0 red") && strstr(out, "  2 blue"),
+           "eval labels the confusion matrix with the class names (exit %d)", rc);
+    snprintf(path, sizeof path, "%s/a.ppm", dir);
+    write_ppm(path, 32, 32, 3);
+    rc = run_cmd(exe, (const char *[]){"predict", "--model", model, "--image", path, NULL}, out,
+                 err, sizeof out);
+    tap_ok(rc == 0 && strstr(out, "predicted class: ") && strstr(out, ") \n") == NULL &&
+               (strstr(out, " (red)\n") || strstr(out, " (green)\n") || strstr(out, " (blue)\n")) &&
+               strstr(out, "p(1) = "),
+           "predict takes a colour image and names its class: %.*s", (int)strcspn(strstr(out, "predicted") ? strstr(out, "predicted") : out, "\n"),
+           strstr(out, "predicted") ? strstr(out, "predicted") : out);
+    snprintf(path, sizeof path, "%s/small.ppm", dir);
+    write_ppm(path, 28, 28, 4);
+    bad("predict of an image of another size",
+        (const char *[]){"predict", "--model", model, "--image", path, NULL}, "3x32x32");
+    bad("resume with --normalize",
+        (const char *[]){"train", "--data", dir, "--resume", model, "--normalize", "unit", NULL},
+        "--normalize is for a new network");
+    bad("--normalize with two means for three channels",
+        (const char *[]){"train", "--data", dir, "--arch", "conv4b,relu,pool,softmax3",
+                         "--normalize", "0.5,0.5/0.2", NULL},
+        "--normalize");
+    bad("--normalize with a zero deviation",
+        (const char *[]){"train", "--data", dir, "--arch", "conv4b,relu,pool,softmax3",
+                         "--normalize", "0.5/0", NULL},
+        "deviation");
+    snprintf(path, sizeof path, "rm -rf '%s'", dir);
+    if (system(path) != 0)
+        tap_ok(0, "remove %s", dir);
+}
+
 int main(int argc, char **argv)
 {
     if (argc != 2) {
@@ -261,6 +349,14 @@ int main(int argc, char **argv)
         (const char *[]){"train", "--synthetic", "20", "--batch", "64", NULL}, "--batch");
 
     output_paths();
+    colour_data();
+    bad("--shift and --crop-pad together",
+        (const char *[]){"train", "--synthetic", "60", "--shift", "1", "--crop-pad", "2", NULL},
+        "--crop-pad");
+    bad("a crop padding of 9", (const char *[]){"train", "--crop-pad", "9", NULL}, "--crop-pad");
+    bad("an unknown normalisation",
+        (const char *[]){"train", "--synthetic", "60", "--normalize", "zscore", NULL},
+        "--normalize");
 
     static char out[1 << 20], err[1 << 16];
     /* conv options in any order, written back in one spelling: b, k, s, p, defaults out */

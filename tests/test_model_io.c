@@ -150,6 +150,121 @@ static void version2(void)
     cnn_model_free(&m);
 }
 
+/* torchvision's ToTensor then Normalize, computed by PyTorch 1.13 (x.float().div(255)
+ * .sub(mean).div(std)) for CIFAR-10's usual statistics: the float32 bits. */
+static const uint8_t norm_px[8] = {0, 1, 37, 127, 128, 200, 254, 255};
+static const uint32_t norm_torch[3][8] = {
+    {0xbffea713u, 0xbffc9ed3u, 0xbfb375cbu, 0x3cdc3232u, 0x3d2f2140u, 0x3f97cb19u, 0x4002c452u,
+     0x4003c873u},
+    {0xbffd7a10u, 0xbffb6a55u, 0xbfb13418u, 0x3d8537f4u, 0x3da633aeu, 0x3f9ecfb4u, 0x40071088u,
+     0x40081864u},
+    {0xbfda7891u, 0xbfd88d5au, 0xbf937998u, 0x3e49be64u, 0x3e591825u, 0x3fa54a88u, 0x40067415u,
+     0x400769b1u},
+};
+
+/* Version 3: a normalisation and class names travel with the model. */
+static void version3(void)
+{
+    const cnn_norm cifar = {CNN_NORM_MEAN_STD, 3, {0.4914f, 0.4822f, 0.4465f},
+                            {0.2470f, 0.2435f, 0.2616f}};
+    uint8_t img[3 * 8];
+    for (int c = 0; c < 3; c++)
+        memcpy(img + 8 * c, norm_px, 8);
+    float x[3 * 8];
+    cnn_norm_apply(&cifar, x, img, 3, 8);
+    int same = 1;
+    for (int i = 0; i < 24; i++) {
+        uint32_t u;
+        memcpy(&u, &x[i], 4);
+        same &= u == norm_torch[i / 8][i % 8] && cnn_norm_value(&cifar, i / 8, img[i]) == x[i];
+    }
+    tap_ok(same, "per-channel normalisation: the bits PyTorch's ToTensor and Normalize give");
+
+    const char *desc = "conv4b,relu,pool,dense6,relu,softmax3";
+    cnn_arch a;
+    char err[512] = "";
+    cnn_arch_build(&a, desc, 3, 8, 6, err, sizeof err);
+    cnn_rng rng;
+    cnn_rng_seed(&rng, 5);
+    cnn_model m, l = {0};
+    cnn_model_init(&m, &a, &rng);
+    m.norm = cifar;
+    const char *names[3] = {"cat", "dog", "k\xc3\xa4" "fer"};
+    tap_ok(cnn_model_set_names(&m, names, 3) == CNN_OK &&
+               strcmp(cnn_model_class_name(&m, 2), "k\xc3\xa4" "fer") == 0 &&
+               !cnn_model_class_name(&m, 3),
+           "class names set and read back");
+    const char *bad_names[][3] = {{"cat", "", "x"}, {"cat", "d\tog", "x"}, {"a", "b", NULL}};
+    int refused = 1;
+    for (int i = 0; i < 3; i++)
+        refused &= cnn_model_set_names(&m, bad_names[i], 3) == CNN_ERR_ARG;
+    refused &= cnn_model_set_names(&m, names, 2) == CNN_ERR_ARG;
+    tap_ok(refused && strcmp(cnn_model_class_name(&m, 0), "cat") == 0,
+           "an empty name, a control character, a missing name or the wrong count are refused, "
+           "the names unchanged");
+    const char *path = path_in("v3.cnn");
+    cnn_status st = cnn_model_save(&m, path, err, sizeof err);
+    if (st == CNN_OK)
+        st = cnn_model_load(&l, path, err, sizeof err);
+    tap_ok(st == CNN_OK && memcmp(l.params, m.params, m.n_params * 4) == 0 &&
+               memcmp(&l.norm, &m.norm, sizeof l.norm) == 0 && l.names &&
+               strcmp(cnn_model_class_name(&l, 2), names[2]) == 0,
+           "version 3 saves and loads the parameters, the normalisation and the names bit for "
+           "bit (%s)", st == CNN_OK ? "ok" : err);
+    size_t n = 0;
+    unsigned char *b = slurp(path, &n);
+    const size_t L = strlen(desc), at = 28 + L, names_len = 4 + 4 + 7; /* three names, each with its NUL */
+    tap_ok(b && b[8] == 3 && b[at] == 1 && b[at + 4] == 3 && b[at + 32] == names_len &&
+               memcmp(b + at + 36, "cat\0dog\0", 8) == 0 &&
+               n == at + 36 + names_len + 8 + 4 * m.n_params + 4,
+           "version 3 layout: kind, channels, means, deviations, the names, then P (%zu bytes)", n);
+    /* hostile version 3 files: each field broken, the CRC fixed */
+    static const struct {
+        const char *what;
+        size_t off;
+        uint32_t value;
+        const char *needle;
+    } bad[] = {
+        {"a normalisation kind 7", 0, 7, "normalisation"},
+        {"2 channels of statistics for 3-channel inputs", 4, 2, "normalisation"},
+        {"a deviation of 0", 8 + 12, 0, "deviation"},
+        {"a NaN mean", 8, 0x7fc00000u, "not finite"},
+        {"a names block past the end", 32, 1u << 30, "truncated class names"},
+        {"one class name fewer", 32, 8, "number of class names"},
+    };
+    unsigned char *c = malloc(n);
+    for (size_t i = 0; b && i < sizeof bad / sizeof *bad; i++) {
+        memcpy(c, b, n);
+        put_u32(c + at + bad[i].off, bad[i].value);
+        fix_crc(c, n);
+        spit(path_in("bad3.cnn"), c, n);
+        char what[96];
+        snprintf(what, sizeof what, "version 3 with %s", bad[i].what);
+        rejects(what, path_in("bad3.cnn"), bad[i].needle);
+    }
+    if (b) {
+        memcpy(c, b, n);
+        c[at + 36 + 3] = 'x'; /* "catxdog\0...": two names run together */
+        fix_crc(c, n);
+        spit(path_in("bad3.cnn"), c, n);
+        rejects("version 3 with two names run together", path_in("bad3.cnn"),
+                "number of class names");
+        memcpy(c, b, n);
+        c[at + 36 + 1] = '\n';
+        fix_crc(c, n);
+        spit(path_in("bad3.cnn"), c, n);
+        rejects("version 3 with a newline in a name", path_in("bad3.cnn"), "control character");
+        for (size_t cut = at + 2; cut < at + 36 + names_len; cut += 7) {
+            spit(path_in("cut3.cnn"), b, cut);
+            rejects("version 3 cut short", path_in("cut3.cnn"), "truncated");
+        }
+    }
+    free(c);
+    free(b);
+    cnn_model_free(&l);
+    cnn_model_free(&m);
+}
+
 static int count_entries(void)
 {
     DIR *d = opendir(dir);
@@ -261,10 +376,10 @@ int main(void)
     spit(path_in("magic.cnn"), c, n);
     rejects("a wrong magic", path_in("magic.cnn"), "not a model file");
     memcpy(c, b, n);
-    put_u32(c + 8, 3);
+    put_u32(c + 8, 4);
     fix_crc(c, n);
-    spit(path_in("v3.cnn"), c, n);
-    rejects("format version 3", path_in("v3.cnn"), "version 3");
+    spit(path_in("v4.cnn"), c, n);
+    rejects("format version 4", path_in("v4.cnn"), "version 4");
     memcpy(c, b, n);
     put_u32(c + 24, 16); /* F = 16: the parameter count no longer matches */
     fix_crc(c, n);
@@ -313,6 +428,7 @@ int main(void)
     }
 
     version2();
+    version3();
 
     /* failed saves */
     const int before = count_entries();

@@ -113,19 +113,20 @@ static void stacked_threads(const char *desc, const uint8_t *px, const uint8_t *
     free(first), free(first_v);
 }
 
-/* Shifted images: a step on the pixels with shifts is the step on images moved by hand
- * (bit for bit), and any thread count gives the same bits. */
+/* Moved images: a step on the pixels with shifts and flips is the step on images moved
+ * by hand (shifted, then mirrored; bit for bit), and any thread count gives the same
+ * bits. */
 static void shifted(const uint8_t *pix, const uint8_t *labels)
 {
     enum { B = 24 };
-    int8_t sh[2 * B];
+    cnn_move sh[B];
     for (int i = 0; i < B; i++)
-        sh[2 * i] = (int8_t)(i % 5 - 2), sh[2 * i + 1] = (int8_t)((i * 7) % 9 - 4);
+        sh[i] = (cnn_move){(int8_t)(i % 5 - 2), (int8_t)((i * 7) % 9 - 4), (uint8_t)(i % 3 == 0)};
     uint8_t *moved = calloc((size_t)B * 784, 1);
     for (int i = 0; i < B; i++)
         for (int y = 0; y < 28; y++)
             for (int x = 0; x < 28; x++) {
-                const int sy = y - sh[2 * i], sx = x - sh[2 * i + 1];
+                const int sy = y - sh[i].dy, sx = (sh[i].flip ? 27 - x : x) - sh[i].dx;
                 if (sy >= 0 && sy < 28 && sx >= 0 && sx < 28)
                     moved[(size_t)i * 784 + y * 28 + x] = pix[(size_t)i * 784 + sy * 28 + sx];
             }
@@ -146,29 +147,32 @@ static void shifted(const uint8_t *pix, const uint8_t *labels)
             if (run == 0)
                 cnn_train_step(t, &m, x, labels, NULL, B, NULL);
             else
-                cnn_train_step_u8_shift(t, &m, pix, labels, NULL, B, sh, NULL);
+                cnn_train_step_u8_moved(t, &m, pix, labels, NULL, B, sh, NULL);
         if (run == 0) {
             ref = malloc(m.n_params * 4);
             memcpy(ref, m.params, m.n_params * 4);
         } else {
             tap_ok(memcmp(ref, m.params, m.n_params * 4) == 0,
-                   "shifted images, %d thread%s: bit-identical to training on images moved by "
-                   "hand", run, run > 1 ? "s" : "");
+                   "shifted and mirrored images, %d thread%s: bit-identical to training on "
+                   "images moved by hand", run, run > 1 ? "s" : "");
         }
         cnn_trainer_free(t);
         cnn_model_free(&m);
     }
-    int8_t bad[2 * B];
+    cnn_move bad[B];
     memcpy(bad, sh, sizeof bad);
-    bad[5] = 9;
+    bad[5].dx = 9;
     cnn_model m;
     cnn_trainer *t;
     cnn_train_config c = cnn_train_config_default();
     c.batch = B;
     cnn_model_alloc(&m, &s);
     cnn_trainer_create(&t, &s, &c);
-    tap_ok(cnn_train_step_u8_shift(t, &m, pix, labels, NULL, B, bad, NULL) == CNN_ERR_ARG,
+    tap_ok(cnn_train_step_u8_moved(t, &m, pix, labels, NULL, B, bad, NULL) == CNN_ERR_ARG,
            "a shift of 9 pixels is refused");
+    bad[5].dx = 0, bad[5].flip = 2;
+    tap_ok(cnn_train_step_u8_moved(t, &m, pix, labels, NULL, B, bad, NULL) == CNN_ERR_ARG,
+           "a flip other than 0 or 1 is refused");
     cnn_trainer_free(t);
     cnn_model_free(&m);
     free(ref), free(x), free(moved);
@@ -511,19 +515,40 @@ int main(void)
                     pix, labels);
     dropout_masks(pix, labels);
     adam_steps(pix, labels);
-    { /* the shift draws: in range, by (seed, epoch, sample) alone, not all equal */
+    { /* the move draws: in range, by (seed, epoch, sample) alone, not all equal */
         const uint32_t a[3] = {5, 9, 17}, b[2] = {17, 5};
-        int8_t x[6], y[4], z[6];
-        cnn_draw_shifts(x, 3, 2, a, 3, 2);
-        cnn_draw_shifts(y, 3, 2, b, 2, 2);
-        cnn_draw_shifts(z, 3, 3, a, 3, 2);
-        int in_range = 1;
-        for (int i = 0; i < 6; i++)
-            in_range &= x[i] >= -2 && x[i] <= 2;
-        tap_ok(in_range && y[0] == x[4] && y[1] == x[5] && y[2] == x[0] && y[3] == x[1] &&
-                   memcmp(x, z, sizeof x) != 0,
-               "shift draws: in -2..2, each sample's the same wherever it falls in a step, "
-               "another epoch another");
+        cnn_move x[3], y[2], z[3], noflip[3];
+        cnn_draw_moves(x, 3, 2, a, 3, 2, 1);
+        cnn_draw_moves(y, 3, 2, b, 2, 2, 1);
+        cnn_draw_moves(z, 3, 3, a, 3, 2, 1);
+        cnn_draw_moves(noflip, 3, 2, a, 3, 2, 0);
+        int in_range = 1, same_shifts = 1;
+        for (int i = 0; i < 3; i++) {
+            in_range &= x[i].dy >= -2 && x[i].dy <= 2 && x[i].dx >= -2 && x[i].dx <= 2 &&
+                        x[i].flip <= 1 && noflip[i].flip == 0;
+            same_shifts &= noflip[i].dy == x[i].dy && noflip[i].dx == x[i].dx;
+        }
+        tap_ok(in_range && same_shifts && memcmp(&y[0], &x[2], sizeof y[0]) == 0 &&
+                   memcmp(&y[1], &x[0], sizeof y[0]) == 0 && memcmp(x, z, sizeof x) != 0,
+               "move draws: shifts in -2..2 whether flips are drawn or not, each sample's the "
+               "same wherever it falls in a step, another epoch another");
+        /* flips: about half of 10,000 samples, and not tied to the shifts */
+        enum { DRAWS = 10000 };
+        static uint32_t all[DRAWS];
+        static cnn_move mv[DRAWS];
+        for (uint32_t i = 0; i < DRAWS; i++)
+            all[i] = i;
+        cnn_draw_moves(mv, 11, 1, all, DRAWS, 1, 1);
+        int flips = 0, flips_at_zero = 0, zero = 0;
+        for (int i = 0; i < DRAWS; i++) {
+            flips += mv[i].flip;
+            zero += mv[i].dx == 0;
+            flips_at_zero += mv[i].flip && mv[i].dx == 0;
+        }
+        tap_ok(flips > 4800 && flips < 5200 && flips_at_zero > zero * 0.45 &&
+                   flips_at_zero < zero * 0.55,
+               "flip draws: %d of %d mirrored, %d of the %d unshifted ones", flips, DRAWS,
+               flips_at_zero, zero);
     }
     shifted(pix, labels);
     in_parts(pix, labels);

@@ -38,21 +38,28 @@ typedef struct {
 long all_cores(void);
 extern cnn_core_report blas_core;
 void catch_signals(void);
-int check_model_data(const char *path, const cnn_model *m, const cnn_dataset *d);
+int check_model_data(const char *path, const cnn_model *m, const cnn_dataset *d, const char *data);
 int check_save_path(const char *flag, const char *path);
 int cmd_eval(int argc, char **argv);
 int cmd_predict(int argc, char **argv);
 int cmd_train(int argc, char **argv);
 extern const char *const engines[];
-int load_mnist(const char *dir, const char *split, long limit, const char *flag, cnn_dataset *d);
+/* The split "train" or "test" of the data set in dir (any format; train gives a test
+ * image folder its classes), its first limit images (0: all). */
+int load_data(const char *dir, const char *split, const cnn_dataset *train, long limit,
+              const char *flag, cnn_dataset *d);
 int load_model(const char *path, cnn_model *m);
+/* A fresh model's normalisation from --normalize (NULL: the data format's default:
+ * unit for IDX and synthetic data, the training set's statistics for colour data). */
+int choose_norm(const char *spec, const cnn_dataset *tr, cnn_norm *out);
+void print_norm(const cnn_norm *n);
 int make_synthetic(long n, uint64_t seed, cnn_dataset *d);
 int network(cnn_arch *a, const char *desc, const cnn_model *resumed, const char *path, const cnn_dataset *d);
 double now(void);
 extern const char *const optimizers[];
 int parse_opts(const char *cmd, const char *synopsis, const opt *opts, int argc, char **argv);
 void print_blas(void);
-void print_network(const cnn_arch *a, const cnn_train_config *c, int schedule, int shift, long warmup);
+void print_network(const cnn_arch *a, const cnn_train_config *c, int schedule, int shift, int flip, long warmup);
 void print_test(const cnn_stats *st);
 extern const char *prog;
 extern const char *const reductions[];

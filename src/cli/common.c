@@ -45,19 +45,110 @@ static int apply_limit(cnn_dataset *d, long limit, const char *flag, const char 
     return 0;
 }
 
-int load_mnist(const char *dir, const char *split, long limit, const char *flag,
-                      cnn_dataset *d)
+/* A progress line on stderr while a large image folder loads. */
+static void show_progress(size_t done, size_t total, void *ctx)
+{
+    const char *what = ctx;
+    if (total < 5000)
+        return;
+    fprintf(stderr, "\r%s: loading %s images: %zu of %zu", prog, what, done, total);
+    if (done == total)
+        fputc('\n', stderr);
+    fflush(stderr);
+}
+
+int load_data(const char *dir, const char *split, const cnn_dataset *train, long limit,
+              const char *flag, cnn_dataset *d)
 {
     char err[512];
+    const int is_train = strcmp(split, "train") == 0;
     memset(d, 0, sizeof *d);
-    if (cnn_mnist_load(dir, split, d, err, sizeof err) != CNN_OK) {
+    if (cnn_dataset_load(dir, split, train, d, show_progress, is_train ? "training" : "test",
+                         err, sizeof err) != CNN_OK) {
         fprintf(stderr, "%s: %s\n", prog, err);
         if (strstr(err, "no train") || strstr(err, "no t10k"))
-            fprintf(stderr, "%s: fetch MNIST with scripts/fetch-mnist, or give --data DIR\n",
-                    prog);
+            fprintf(stderr, "%s: --data takes MNIST-style IDX files (fetch MNIST with "
+                    "scripts/fetch-mnist), CIFAR-10 batches, or train/ and test/ folders of "
+                    "class folders\n", prog);
         return 1;
     }
-    return apply_limit(d, limit, flag, strcmp(split, "train") == 0 ? "training" : "test");
+    return apply_limit(d, limit, flag, is_train ? "training" : "test");
+}
+
+/* n comma-separated numbers of s (up to the end or '/') into v; @return how many, or
+ * -1 if one is not a number. */
+static int numbers(const char *s, float *v, int max, const char **end)
+{
+    int n = 0;
+    for (;;) {
+        char *e;
+        errno = 0;
+        const double x = strtod(s, &e);
+        if (e == s || errno || !isfinite(x) || n == max)
+            return -1;
+        v[n++] = (float)x;
+        if (*e != ',') {
+            *end = e;
+            return n;
+        }
+        s = e + 1;
+    }
+}
+
+int choose_norm(const char *spec, const cnn_dataset *tr, cnn_norm *out)
+{
+    const int C = tr->channels;
+    const int by_stats = spec ? strcmp(spec, "dataset") == 0
+                              : tr->format == CNN_DATA_CIFAR || tr->format == CNN_DATA_FOLDER;
+    if (!spec ? !by_stats : strcmp(spec, "unit") == 0) {
+        *out = (cnn_norm){.kind = CNN_NORM_UNIT};
+        return 0;
+    }
+    if (C > CNN_NORM_CHANNELS) {
+        fprintf(stderr, "%s: --normalize: per-channel normalisation takes up to %d channels, "
+                "the data has %d (use --normalize unit)\n", prog, CNN_NORM_CHANNELS, C);
+        return 1;
+    }
+    if (by_stats)
+        return cnn_dataset_norm(tr, out) != CNN_OK;
+    cnn_norm n = {.kind = CNN_NORM_MEAN_STD, .channels = C};
+    const char *end;
+    const int nm = numbers(spec, n.mean, CNN_NORM_CHANNELS, &end);
+    const int ns = nm > 0 && *end == '/' ? numbers(end + 1, n.std, CNN_NORM_CHANNELS, &end) : -1;
+    if (ns < 0 || *end || (nm != 1 && nm != C) || (ns != 1 && ns != C)) {
+        fprintf(stderr, "%s: --normalize expects unit, dataset or MEAN/STD, each one number "
+                "or one per channel (%d here; e.g. 0.5,0.5,0.5/0.25,0.25,0.25), got '%s'\n",
+                prog, C, spec);
+        return 1;
+    }
+    for (int c = 1; c < C; c++) {
+        if (nm == 1)
+            n.mean[c] = n.mean[0];
+        if (ns == 1)
+            n.std[c] = n.std[0];
+    }
+    if (!cnn_norm_valid(&n, C)) {
+        fprintf(stderr, "%s: --normalize %s: every deviation must be > 0\n", prog, spec);
+        return 1;
+    }
+    *out = n;
+    return 0;
+}
+
+/* The normalisation, in one line for the run's header. */
+void print_norm(const cnn_norm *n)
+{
+    if (n->kind == CNN_NORM_UNIT) {
+        printf("input: px/255 - 0.5\n");
+        return;
+    }
+    printf("input: (px/255 - mean) / std, mean");
+    for (int c = 0; c < n->channels; c++)
+        printf("%s%.4f", c ? "," : " ", (double)n->mean[c]);
+    printf(", std");
+    for (int c = 0; c < n->channels; c++)
+        printf("%s%.4f", c ? "," : " ", (double)n->std[c]);
+    printf("\n");
 }
 
 int make_synthetic(long n, uint64_t seed, cnn_dataset *d)
@@ -68,13 +159,15 @@ int make_synthetic(long n, uint64_t seed, cnn_dataset *d)
     return st != CNN_OK;
 }
 
-/* The model must take the data's images, and have a class for each of its labels. */
-int check_model_data(const char *path, const cnn_model *m, const cnn_dataset *d)
+/* The model must take the data's images, have a class for each of its labels, and
+ * the same names for them when both have names. */
+int check_model_data(const char *path, const cnn_model *m, const cnn_dataset *d,
+                     const char *data)
 {
     const cnn_arch *a = &m->arch;
     if (a->C != d->channels || a->H != d->rows || a->W != d->cols) {
-        fprintf(stderr, "%s: %s: the model takes %dx%dx%d images, the data's are %dx%dx%d\n",
-                prog, path, a->C, a->H, a->W, d->channels, d->rows, d->cols);
+        fprintf(stderr, "%s: %s: the model takes %dx%dx%d images, %s's are %dx%dx%d\n", prog,
+                path, a->C, a->H, a->W, data, d->channels, d->rows, d->cols);
         return 1;
     }
     const int classes = cnn_dataset_classes(d);
@@ -83,6 +176,14 @@ int check_model_data(const char *path, const cnn_model *m, const cnn_dataset *d)
                 prog, path, a->classes, classes - 1);
         return 1;
     }
+    for (int k = 0; m->names && k < d->n_names; k++)
+        if (k >= a->classes ||
+            strcmp(cnn_model_class_name(m, k), cnn_dataset_class_name(d, k)) != 0) {
+            fprintf(stderr, "%s: %s: the model's class %d is '%s', %s's is '%s'\n", prog, path,
+                    k, k < a->classes ? cnn_model_class_name(m, k) : "(none)", data,
+                    cnn_dataset_class_name(d, k));
+            return 1;
+        }
     return 0;
 }
 
@@ -117,10 +218,10 @@ int network(cnn_arch *a, const char *desc, const cnn_model *resumed, const char 
 
 /* Beyond the post's network and SGD, one line says what trains. */
 void print_network(const cnn_arch *a, const cnn_train_config *c, int schedule, int shift,
-                          long warmup)
+                   int flip, long warmup)
 {
     if (cnn_arch_is_post(a) && a->layer[0].units == 8 && c->momentum == 0.0f &&
-        c->weight_decay == 0.0f && schedule == CNN_SCHEDULE_CONSTANT && !shift &&
+        c->weight_decay == 0.0f && schedule == CNN_SCHEDULE_CONSTANT && !shift && !flip &&
         c->optimizer == CNN_OPTIMIZER_SGD && !warmup)
         return;
     char desc[CNN_ARCH_LEN];
@@ -138,6 +239,8 @@ void print_network(const cnn_arch *a, const cnn_train_config *c, int schedule, i
         printf(" after %ld steps of warmup", warmup);
     if (shift)
         printf("; training images moved by up to %d pixels", shift);
+    if (flip)
+        printf("; %s mirrored at random", shift ? "and" : "training images");
     printf("\n");
 }
 

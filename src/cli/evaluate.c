@@ -3,6 +3,30 @@
 
 /* ---------------------------------------------------------------- eval */
 
+/* Rows: the true class (its name when the model has names), columns: predicted. */
+static void print_confusion(const cnn_model *m, const size_t *conf)
+{
+    const int classes = m->arch.classes;
+    int width = 6;
+    for (int k = 0; k < classes && m->names; k++) {
+        const int len = (int)strlen(cnn_model_class_name(m, k)) + 4;
+        width = len > width ? (len < 24 ? len : 24) : width;
+    }
+    printf("Confusion matrix (rows: true class, columns: predicted):\n%*s", width, "");
+    for (int c = 0; c < classes; c++)
+        printf("%6d", c);
+    printf("\n");
+    for (int r = 0; r < classes; r++) {
+        if (m->names)
+            printf("%3d %-*.*s", r, width - 4, width - 4, cnn_model_class_name(m, r));
+        else
+            printf("%6d", r);
+        for (int c = 0; c < classes; c++)
+            printf("%6zu", conf[(size_t)r * (size_t)classes + (size_t)c]);
+        printf("\n");
+    }
+}
+
 int cmd_eval(int argc, char **argv)
 {
     const char *data = "data/mnist", *model_path = NULL;
@@ -10,7 +34,9 @@ int cmd_eval(int argc, char **argv)
     int engine = 0;
     const opt opts[] = {
         {"--model", OPT_STR, &model_path, 0, 0, NULL, "FILE", "the model to evaluate (required)"},
-        {"--data", OPT_STR, &data, 0, 0, NULL, "DIR", "MNIST directory (default data/mnist)"},
+        {"--data", OPT_STR, &data, 0, 0, NULL, "DIR",
+         "its test split: MNIST-style IDX files, CIFAR-10 batches or a test/ folder of class "
+         "folders (default data/mnist)"},
         {"--test-limit", OPT_INT, &test_limit, 1, 1L << 40, NULL, "N",
          "evaluate the first N test images (default all)"},
         {"--threads", OPT_INT, &threads, 1, 1024, NULL, "N", "OpenMP threads (default: all cores)"},
@@ -33,9 +59,13 @@ int cmd_eval(int argc, char **argv)
     if (load_model(model_path, &model))
         return 1;
     rc = 1;
-    if (load_mnist(data, "t10k", test_limit, "--test-limit", &te))
+    /* an image folder's classes are the model's, when it has names */
+    const cnn_dataset classes_of = {.n_names = model.names ? model.arch.classes : 0,
+                                    .names = model.names};
+    if (load_data(data, "test", model.names ? &classes_of : NULL, test_limit, "--test-limit",
+                  &te))
         goto out;
-    if (check_model_data(model_path, &model, &te))
+    if (check_model_data(model_path, &model, &te, data))
         goto out;
     const int classes = model.arch.classes;
     cnn_train_config cfg = cnn_train_config_default();
@@ -53,16 +83,7 @@ int cmd_eval(int argc, char **argv)
     print_test(&st);
     for (size_t i = 0; i < te.n; i++)
         conf[(size_t)te.labels[i] * (size_t)classes + pred[i]]++;
-    printf("Confusion matrix (rows: true class, columns: predicted):\n      ");
-    for (int c = 0; c < classes; c++)
-        printf("%6d", c);
-    printf("\n");
-    for (int r = 0; r < classes; r++) {
-        printf("%6d", r);
-        for (int c = 0; c < classes; c++)
-            printf("%6zu", conf[(size_t)r * (size_t)classes + (size_t)c]);
-        printf("\n");
-    }
+    print_confusion(&model, conf);
     rc = 0;
 out:
     free(conf);
@@ -77,11 +98,13 @@ out:
 
 int cmd_predict(int argc, char **argv)
 {
-    const char *model_path = NULL, *pgm = NULL, *idx = NULL;
+    const char *model_path = NULL, *pgm = NULL, *idx = NULL, *image_path = NULL;
     long index = 0;
     int engine = 0;
     const opt opts[] = {
         {"--model", OPT_STR, &model_path, 0, 0, NULL, "FILE", "the model (required)"},
+        {"--image", OPT_STR, &image_path, 0, 0, NULL, "FILE",
+         "classify this PNG, JPEG, PGM or PPM image, of the model's input size"},
         {"--pgm", OPT_STR, &pgm, 0, 0, NULL, "FILE",
          "classify this PGM image (white digit on black, as MNIST)"},
         {"--idx", OPT_STR, &idx, 0, 0, NULL, "FILE", "or an image of this IDX image file"},
@@ -90,21 +113,25 @@ int cmd_predict(int argc, char **argv)
          "im2col + BLAS (default) or the naive reference loops"},
         {NULL, 0, NULL, 0, 0, NULL, NULL, NULL},
     };
-    int rc = parse_opts("predict", "--model FILE (--pgm FILE | --idx FILE [--index N])", opts,
+    int rc = parse_opts("predict",
+                        "--model FILE (--image FILE | --pgm FILE | --idx FILE [--index N])", opts,
                         argc, argv);
     if (rc)
         return rc == 1 ? 0 : rc;
-    if (!model_path || !pgm == !idx) {
-        fprintf(stderr, "%s: predict needs --model FILE and one of --pgm FILE or --idx FILE\n",
-                prog);
+    if (!model_path || (!!pgm + !!idx + !!image_path) != 1) {
+        fprintf(stderr, "%s: predict needs --model FILE and one of --image FILE, --pgm FILE or "
+                "--idx FILE\n", prog);
         return 2;
     }
     char err[512];
     uint8_t *pixels = NULL;
     size_t n = 1;
-    int rows = 0, cols = 0;
-    cnn_status st = pgm ? cnn_pgm_read(pgm, &pixels, &rows, &cols, err, sizeof err)
-                        : cnn_idx_read_images(idx, &pixels, &n, &rows, &cols, err, sizeof err);
+    int rows = 0, cols = 0, channels = 1;
+    cnn_status st = image_path ? cnn_image_read(image_path, &pixels, &channels, &rows, &cols, err,
+                                                sizeof err)
+                    : pgm      ? cnn_pgm_read(pgm, &pixels, &rows, &cols, err, sizeof err)
+                               : cnn_idx_read_images(idx, &pixels, &n, &rows, &cols, err,
+                                                     sizeof err);
     if (st != CNN_OK) {
         fprintf(stderr, "%s: %s\n", prog, err);
         return 1;
@@ -118,9 +145,10 @@ int cmd_predict(int argc, char **argv)
                 index, idx, n);
         goto out;
     }
-    /* PGM and IDX images are greyscale; the image, as a data set of one, unlabelled */
-    const cnn_dataset image = {.channels = 1, .rows = rows, .cols = cols};
-    if (load_model(model_path, &model) || check_model_data(model_path, &model, &image))
+    /* the image, as a data set of one, unlabelled */
+    const cnn_dataset image = {.channels = channels, .rows = rows, .cols = cols};
+    if (load_model(model_path, &model) ||
+        check_model_data(model_path, &model, &image, image_path ? image_path : pgm ? pgm : idx))
         goto out;
     const size_t len = cnn_dataset_image_len(&image);
     x = malloc(len * sizeof *x);
@@ -128,17 +156,21 @@ int cmd_predict(int argc, char **argv)
         fprintf(stderr, "%s: out of memory\n", prog);
         goto out;
     }
-    cnn_pixels_to_float(x, pixels + (size_t)index * len, len);
+    cnn_norm_apply(&model.norm, x, pixels + (size_t)index * len, channels, len / channels);
     cnn_blas_setup();
     cnn_forward(&model, &acts, x, -1, (cnn_engine)engine);
     const int predicted = cnn_argmax(acts.probs, model.arch.classes);
-    if (pgm)
-        printf("image: %s\n", pgm);
-    else
+    if (idx)
         printf("image: %s, index %ld\n", idx, index);
-    printf("predicted class: %d\n", predicted);
-    for (int c = 0; c < model.arch.classes; c++)
-        printf("p(%d) = %.6f\n", c, (double)acts.probs[c]);
+    else
+        printf("image: %s\n", image_path ? image_path : pgm);
+    const char *name = cnn_model_class_name(&model, predicted);
+    printf("predicted class: %d%s%s%s\n", predicted, name ? " (" : "", name ? name : "",
+           name ? ")" : "");
+    for (int c = 0; c < model.arch.classes; c++) {
+        name = cnn_model_class_name(&model, c);
+        printf("p(%d) = %.6f%s%s\n", c, (double)acts.probs[c], name ? " " : "", name ? name : "");
+    }
     rc = 0;
 out:
     free(x);

@@ -6,8 +6,9 @@
 
 /* Everything `cnn train` was asked to do. */
 typedef struct {
-    const char *data, *save, *resume, *ckpt_path, *arch;
-    long epochs, batch, threads, train_limit, test_limit, log_every, synthetic, shift;
+    const char *data, *save, *resume, *ckpt_path, *arch, *normalize;
+    long epochs, batch, threads, train_limit, test_limit, log_every, synthetic, shift, crop_pad;
+    int flip;
     long ckpt_every; /* steps; 0: at the end of every epoch */
     uint64_t seed;
     float lr, momentum, weight_decay, beta1, beta2, eps, lr_gamma;
@@ -25,7 +26,11 @@ static int train_options(train_args *o, int argc, char **argv)
                       .beta2 = 0.999f, .eps = 1e-8f, .lr_gamma = 0.1f};
     const opt opts[] = {
         {"--data", OPT_STR, &o->data, 0, 0, NULL, "DIR",
-         "MNIST or Fashion-MNIST directory (default data/mnist)"},
+         "MNIST-style IDX files, CIFAR-10 batches, or train/ and test/ folders of class "
+         "folders of PNG, JPEG, PGM or PPM images (default data/mnist)"},
+        {"--normalize", OPT_STR, &o->normalize, 0, 0, NULL, "unit|dataset|MEAN/STD",
+         "input px/255 - 0.5 (IDX data's default), (px/255 - mean)/std per channel from the "
+         "training set (colour data's default), or given, e.g. 0.49,0.48,0.45/0.25,0.24,0.26"},
         {"--arch", OPT_STR, &o->arch, 0, 0, NULL, "LAYERS",
          "the network, e.g. conv32b,relu,pool,dense128,relu,softmax10 (default conv8,pool,softmax10)"},
         {"--epochs", OPT_INT, &o->epochs, 1, 100000, NULL, "N", "passes over the training set (default 3)"},
@@ -66,6 +71,11 @@ static int train_options(train_args *o, int argc, char **argv)
          "print the post's progress line every N steps (default 100)"},
         {"--shift", OPT_INT, &o->shift, 0, 8, NULL, "N",
          "move each training image by a random -N..N pixels each way, every epoch (default 0)"},
+        {"--crop-pad", OPT_INT, &o->crop_pad, 0, 8, NULL, "N",
+         "random crops of each training image padded with N zeros, every epoch (the same "
+         "draws as --shift N)"},
+        {"--flip", OPT_FLAG, &o->flip, 0, 0, NULL, "",
+         "mirror each training image left to right with probability 1/2, every epoch"},
         {"--test-every-epoch", OPT_FLAG, &o->test_every, 0, 0, NULL, "",
          "also test after every epoch (not counted in the epoch's time)"},
         {"--save", OPT_STR, &o->save, 0, 0, NULL, "FILE", "write the trained model to FILE (atomically)"},
@@ -95,6 +105,18 @@ static int train_options(train_args *o, int argc, char **argv)
         fprintf(stderr, "%s: --checkpoint-every needs --checkpoint FILE\n", prog);
         return 2;
     }
+    if (o->shift && o->crop_pad) {
+        fprintf(stderr, "%s: --shift and --crop-pad are the same moves: give one of them\n",
+                prog);
+        return 2;
+    }
+    if (o->crop_pad)
+        o->shift = o->crop_pad;
+    if (o->normalize && o->resume) {
+        fprintf(stderr, "%s: --normalize is for a new network: %s keeps its own\n", prog,
+                o->resume);
+        return 2;
+    }
     if (o->nesterov && o->momentum == 0.0f) {
         fprintf(stderr, "%s: --nesterov needs --momentum X with X > 0\n", prog);
         return 2;
@@ -116,13 +138,13 @@ static int train_options(train_args *o, int argc, char **argv)
     return 0;
 }
 
-/* The training and test sets: MNIST (or Fashion-MNIST) from --data, or synthetic
- * digits (the test set then borrows the last N/6 of the same allocation). */
+/* The training and test sets from --data, or synthetic digits (the test set then
+ * borrows the last N/6 of the same allocation). */
 static int load_training_data(const train_args *o, cnn_dataset *tr, cnn_dataset *te)
 {
     if (!o->synthetic)
-        return load_mnist(o->data, "train", o->train_limit, "--train-limit", tr) ||
-               load_mnist(o->data, "t10k", o->test_limit, "--test-limit", te);
+        return load_data(o->data, "train", NULL, o->train_limit, "--train-limit", tr) ||
+               load_data(o->data, "test", tr, o->test_limit, "--test-limit", te);
     if (make_synthetic(o->synthetic + o->synthetic / 6, o->seed, tr))
         return 1;
     *te = *tr;
@@ -174,7 +196,7 @@ static void warn_other_settings(const cnn_checkpoint *c, const train_args *o)
         (int)k->engine == o->engine && c->shuffle == !o->no_shuffle &&
         k->momentum == o->momentum && k->nesterov == o->nesterov &&
         k->weight_decay == o->weight_decay && (int)c->schedule == o->schedule &&
-        c->shift == o->shift && (c->schedule == CNN_SCHEDULE_CONSTANT || c->epochs == o->epochs) &&
+        c->shift == o->shift && c->flip == o->flip && (c->schedule == CNN_SCHEDULE_CONSTANT || c->epochs == o->epochs) &&
         (int)k->optimizer == o->optimizer &&
         (k->optimizer == CNN_OPTIMIZER_SGD ||
          (k->beta1 == o->beta1 && k->beta2 == o->beta2 && k->eps == o->eps)) &&
@@ -183,11 +205,11 @@ static void warn_other_settings(const cnn_checkpoint *c, const train_args *o)
         return;
     fprintf(stderr, "%s: warning: %s was made with other settings (batch %d, lr %g, pool ties "
             "%s, engine %s%s, %s, momentum %g%s, weight decay %g, schedule %s over %d epochs, "
-            "shift %d): the run will differ from one never interrupted\n", prog, o->resume,
+            "shift %d%s): the run will differ from one never interrupted\n", prog, o->resume,
             k->batch, (double)k->lr, tie_rules[k->ties], engines[k->engine],
             c->shuffle ? "" : ", no shuffle", optimizers[k->optimizer], (double)k->momentum,
             k->nesterov ? " (Nesterov)" : "", (double)k->weight_decay, schedules[c->schedule],
-            c->epochs, c->shift);
+            c->epochs, c->shift, c->flip ? ", flips" : "");
 }
 
 /* The starting point: a checkpoint's state, a model's weights, or a fresh network. */
@@ -210,6 +232,22 @@ static int start_point(train_run *r, const train_args *o)
     return 0;
 }
 
+/* A fresh network for the data: its weights from rng, its normalisation, and the data's
+ * class names when it has as many classes. */
+static cnn_status new_model(train_run *r, const cnn_norm norm, cnn_rng *rng)
+{
+    cnn_status st = cnn_model_init(&r->model, &r->arch, rng);
+    if (st != CNN_OK)
+        return st;
+    r->model.norm = norm;
+    if (r->tr.n_names != r->arch.classes)
+        return CNN_OK;
+    const char *names[256];
+    for (int k = 0; k < r->tr.n_names; k++)
+        names[k] = cnn_dataset_class_name(&r->tr, k);
+    return cnn_model_set_names(&r->model, names, r->tr.n_names);
+}
+
 /* Everything a run needs before its first step, or 1 after saying why not. */
 static int set_up(train_run *r, const train_args *o)
 {
@@ -221,7 +259,7 @@ static int set_up(train_run *r, const train_args *o)
         return 1;
     }
     if (network(&r->arch, o->arch, o->resume ? &r->model : NULL, o->resume, &r->tr) ||
-        (o->resume && check_model_data(o->resume, &r->model, &r->tr)))
+        (o->resume && check_model_data(o->resume, &r->model, &r->tr, o->data)))
         return 1;
     const cnn_train_config train = {
         .engine = (cnn_engine)o->engine, .ties = (cnn_pool_ties)o->ties, .batch = (int)o->batch,
@@ -231,10 +269,14 @@ static int set_up(train_run *r, const train_args *o)
         .eps = o->eps, .seed = o->seed};
     r->cfg = (cnn_run_config){.train = train, .epochs = (int)o->epochs,
                               .shuffle = !o->no_shuffle, .shift = (int)o->shift,
+                              .flip = o->flip,
                               .schedule = (cnn_schedule)o->schedule,
                               .lr_every = (uint64_t)o->lr_steps, .lr_gamma = o->lr_gamma,
                               .warmup = (uint64_t)o->warmup};
     cnn_status st = CNN_OK;
+    cnn_norm norm = {.kind = CNN_NORM_UNIT};
+    if (!o->resume && choose_norm(o->normalize, &r->tr, &norm))
+        return 1;
     if (r->from_ckpt) {
         const cnn_checkpoint *c = &r->ck;
         if (c->n != r->tr.n) {
@@ -250,7 +292,7 @@ static int set_up(train_run *r, const train_args *o)
         cnn_rng rng; /* the weights' generator, then the shuffles' */
         cnn_rng_seed(&rng, o->seed);
         if (!o->resume)
-            st = cnn_model_init(&r->model, &r->arch, &rng);
+            st = new_model(r, norm, &rng);
         if (st == CNN_OK)
             st = cnn_run_create(&r->run, &r->model, &r->cfg, r->tr.n, &rng);
     }
@@ -269,7 +311,9 @@ static void print_run(const train_run *r, const train_args *o)
     printf("engine %s, batch %ld, lr %g, %ld thread%s, pool ties %s, seed %llu\n",
            engines[o->engine], o->batch, (double)o->lr, o->threads, o->threads == 1 ? "" : "s",
            tie_rules[o->ties], (unsigned long long)o->seed);
-    print_network(&r->arch, &r->cfg.train, o->schedule, (int)o->shift, o->warmup);
+    print_network(&r->arch, &r->cfg.train, o->schedule, (int)o->shift, o->flip, o->warmup);
+    if (r->model.norm.kind != CNN_NORM_UNIT)
+        print_norm(&r->model.norm);
     printf("data: %s: %zu training images, %zu test images\n",
            o->synthetic ? "synthetic digits" : o->data, r->tr.n, r->te.n);
     int epoch;
@@ -292,15 +336,15 @@ static void add_stats(cnn_stats *to, const cnn_stats *s)
 /* One step of the run's next n samples idx[0..n): alone, or this rank's share of the
  * chunks, then every rank's shares, then the same update on every rank. */
 static cnn_status train_one_step(train_run *r, const train_args *o, const uint32_t *idx,
-                                 const int8_t *shift, int n, cnn_stats *s)
+                                 const cnn_move *moves, int n, cnn_stats *s)
 {
     if (r->dist->size == 1)
-        return cnn_train_step_u8_shift(r->trainer, &r->model, r->tr.pixels, r->tr.labels, idx,
-                                       n, shift, s);
+        return cnn_train_step_u8_moved(r->trainer, &r->model, r->tr.pixels, r->tr.labels, idx,
+                                       n, moves, s);
     int c0, c1;
     dist_share(r->dist, cnn_chunk_count(n), &c0, &c1);
     const cnn_status st = cnn_train_step_chunks(r->trainer, &r->model, r->tr.pixels,
-                                                r->tr.labels, idx, n, shift, c0, c1);
+                                                r->tr.labels, idx, n, moves, c0, c1);
     if (st != CNN_OK)
         dist_abort(r->dist, 1); /* the same on every rank: cannot happen on one alone */
     if (o->allreduce)
@@ -358,10 +402,10 @@ static int run_epoch(train_run *r, const train_args *o, long ep, size_t start, l
     cnn_stats win = {0};
     while (step < n_all) {
         const uint32_t *idx;
-        const int8_t *shift;
-        const int n = cnn_run_next(r->run, &idx, &shift); /* shuffle, rate, shifts */
+        const cnn_move *moves;
+        const int n = cnn_run_next(r->run, &idx, &moves); /* shuffle, rate, moves */
         cnn_stats s = {0};
-        const cnn_status st = train_one_step(r, o, idx, shift, n, &s);
+        const cnn_status st = train_one_step(r, o, idx, moves, n, &s);
         if (st == CNN_ERR_NUMERIC) {
             fprintf(stderr, "%s: the loss became NaN or infinite at step %zu of epoch %ld; "
                     "nothing saved; try a smaller --lr than %g\n", prog, step + (size_t)n, ep,

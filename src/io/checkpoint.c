@@ -15,17 +15,26 @@
 
 #define TAIL_V2 24 /* momentum, Nesterov, weight decay, schedule, epochs, shift */
 #define TAIL_V3 (TAIL_V2 + 44) /* optimiser, betas, eps, updates, N, gamma, warmup */
+#define TAIL_V4 (TAIL_V3 + 4)  /* flip */
 
 /* Version 1 holds the post's plain SGD; momentum, weight decay, the cosine schedule
- * and shifts take version 2; Adam, the step schedule and warmup version 3. */
+ * and shifts take version 2; Adam, the step schedule and warmup version 3; flips 4. */
 static int version_for(const cnn_checkpoint *c)
 {
+    if (c->flip)
+        return 4;
     if (c->cfg.optimizer != CNN_OPTIMIZER_SGD || c->schedule == CNN_SCHEDULE_STEP || c->warmup)
         return 3;
     if (c->cfg.momentum != 0.0f || c->cfg.nesterov || c->cfg.weight_decay != 0.0f ||
         c->schedule != CNN_SCHEDULE_CONSTANT || c->shift != 0)
         return 2;
     return 1;
+}
+
+/* Bytes of a version's fields after the sample order, before the optimiser's state. */
+static size_t tail_head(int version)
+{
+    return version == 1 ? 0 : version == 2 ? TAIL_V2 : version == 3 ? TAIL_V3 : TAIL_V4;
 }
 
 /* Floats of the optimiser's state (cnn_trainer_state) a checkpoint holds. */
@@ -43,9 +52,9 @@ static cnn_status read_tail(cnn_checkpoint *k, int version, const unsigned char 
     k->cfg.weight_decay = cnn_get_f32(t + 8);
     const uint32_t sched = cnn_get_u32(t + 12), epochs = cnn_get_u32(t + 16);
     const uint32_t shift = cnn_get_u32(t + 20);
-    uint32_t opt = CNN_OPTIMIZER_SGD;
+    uint32_t opt = CNN_OPTIMIZER_SGD, flip = 0;
     k->cfg.beta1 = 0.9f, k->cfg.beta2 = 0.999f, k->cfg.eps = 1e-8f, k->lr_gamma = 1.0f;
-    if (version == 3 && n >= TAIL_V3) {
+    if (version >= 3 && n >= TAIL_V3) {
         opt = cnn_get_u32(t + 24);
         k->cfg.beta1 = cnn_get_f32(t + 28);
         k->cfg.beta2 = cnn_get_f32(t + 32);
@@ -55,14 +64,16 @@ static cnn_status read_tail(cnn_checkpoint *k, int version, const unsigned char 
         k->lr_gamma = cnn_get_f32(t + 56);
         k->warmup = cnn_get_u64(t + 60);
     }
+    if (version >= 4 && n >= TAIL_V4)
+        flip = cnn_get_u32(t + 68);
     k->cfg.optimizer = (cnn_optimizer)(opt <= CNN_OPTIMIZER_ADAMW ? opt : 0);
-    const size_t P = k->model.n_params, head = version == 3 ? TAIL_V3 : TAIL_V2;
+    const size_t P = k->model.n_params, head = tail_head(version);
     const size_t S = state_len(&k->cfg, P);
     const int mom = k->cfg.momentum > 0.0f, adam = opt != CNN_OPTIMIZER_SGD;
     if (!(k->cfg.momentum >= 0.0f && k->cfg.momentum < 1.0f) || (unsigned)k->cfg.nesterov > 1 ||
         (k->cfg.nesterov && !mom) || !(k->cfg.weight_decay >= 0.0f) ||
-        !isfinite(k->cfg.weight_decay) || sched > (version == 3 ? 2u : 1u) || epochs < 1 ||
-        epochs > 100000 || shift > 8 || (int)epochs < k->epoch || n != head + 4 * S ||
+        !isfinite(k->cfg.weight_decay) || sched > (version >= 3 ? 2u : 1u) || epochs < 1 ||
+        epochs > 100000 || shift > 8 || flip > 1 || (int)epochs < k->epoch || n != head + 4 * S ||
         opt > CNN_OPTIMIZER_ADAMW || (adam && mom) ||
         !(k->cfg.beta1 >= 0.0f && k->cfg.beta1 < 1.0f) ||
         !(k->cfg.beta2 >= 0.0f && k->cfg.beta2 < 1.0f) || !(k->cfg.eps > 0.0f) ||
@@ -76,6 +87,7 @@ static cnn_status read_tail(cnn_checkpoint *k, int version, const unsigned char 
     k->schedule = (cnn_schedule)sched;
     k->epochs = (int)epochs;
     k->shift = (int)shift;
+    k->flip = (int)flip;
     if (!S)
         return CNN_OK;
     k->state = malloc(S * sizeof *k->state);
@@ -102,7 +114,7 @@ cnn_status cnn_checkpoint_save(const cnn_checkpoint *c, const char *path, char *
     if (S && !c->state)
         return cnn_errorf(CNN_ERR_ARG, err, errlen,
                           "checkpoint save: an optimiser with state, and no state");
-    const size_t tail = version == 1 ? 0 : (version == 3 ? TAIL_V3 : TAIL_V2) + 4 * S;
+    const size_t tail = version == 1 ? 0 : tail_head(version) + 4 * S;
     const size_t len = HEAD + L + 4 * (size_t)c->n + tail + 4;
     unsigned char *b = malloc(len);
     if (!b)
@@ -133,7 +145,7 @@ cnn_status cnn_checkpoint_save(const cnn_checkpoint *c, const char *path, char *
         cnn_put_u32(t + 12, (uint32_t)c->schedule);
         cnn_put_u32(t + 16, (uint32_t)c->epochs);
         cnn_put_u32(t + 20, (uint32_t)c->shift);
-        if (version == 3) {
+        if (version >= 3) {
             cnn_put_u32(t + 24, (uint32_t)c->cfg.optimizer);
             cnn_put_f32(t + 28, c->cfg.beta1);
             cnn_put_f32(t + 32, c->cfg.beta2);
@@ -143,7 +155,9 @@ cnn_status cnn_checkpoint_save(const cnn_checkpoint *c, const char *path, char *
             cnn_put_f32(t + 56, c->lr_gamma);
             cnn_put_u64(t + 60, c->warmup);
         }
-        const size_t head = version == 3 ? TAIL_V3 : TAIL_V2;
+        if (version >= 4)
+            cnn_put_u32(t + 68, (uint32_t)c->flip);
+        const size_t head = tail_head(version);
         for (size_t i = 0; i < S; i++)
             cnn_put_f32(t + head + 4 * i, c->state[i]);
     }
@@ -221,7 +235,7 @@ cnn_status cnn_checkpoint_load(cnn_checkpoint *c, const char *path, char *err, s
     if (k.epoch < 1 || k.n < 1 || k.n > UINT32_MAX || k.pos > k.n || k.cfg.batch < 1 ||
         !isfinite(k.cfg.lr) || !(k.cfg.lr > 0) || (unsigned)k.cfg.ties > 1 ||
         (unsigned)k.cfg.engine > 1 || (unsigned)k.shuffle > 1 || L > len ||
-        len < HEAD + L + 4 * k.n + 4 + (version == 1 ? 0 : version == 2 ? TAIL_V2 : TAIL_V3) ||
+        len < HEAD + L + 4 * k.n + 4 + tail_head((int)version) ||
         (version == 1 && len != HEAD + L + 4 * k.n + 4)) {
         st = cnn_errorf(CNN_ERR_FORMAT, err, errlen,
                         "%s: inconsistent header (epoch %d, position %llu of %llu, batch %d, "

@@ -24,6 +24,12 @@ int cnn_open_regular(const char *path, struct stat *sb, char *err, size_t errlen
 cnn_status cnn_read_file(const char *path, size_t max, unsigned char **buf, size_t *len,
                          char *err, size_t errlen);
 
+/* A PGM or PPM image from memory (image.c), maxval 1..max_maxval, pixels
+ * [channels][rows][cols] as cnn_image_decode; cnn_pgm_read takes it with 255. */
+cnn_status cnn_pnm_decode(const uint8_t *data, size_t len, const char *name,
+                          unsigned max_maxval, uint8_t **pixels, int *channels, int *rows,
+                          int *cols, char *err, size_t errlen);
+
 /* Where a write to path lands: path itself, or the file a symbolic link (or a chain
  * of them) at path names, so that the link stays and its target is replaced. Refused
  * with one line in err: a target that exists and is not a regular file (a directory,

@@ -396,7 +396,7 @@ cnn_status cnn_mnist_load(const char *dir, const char *split, cnn_dataset *out, 
         return cnn_errorf(CNN_ERR_IO, err, errlen, "%s: is not a directory", dir);
 
     char *ipath = NULL, *lpath = NULL;
-    cnn_dataset d = {.channels = 1};
+    cnn_dataset d = {.channels = 1, .format = CNN_DATA_IDX};
     size_t nl = 0;
     cnn_status st = find_file(dir, split, "images", 3, &ipath, err, errlen);
     if (st == CNN_OK)
@@ -416,44 +416,4 @@ cnn_status cnn_mnist_load(const char *dir, const char *split, cnn_dataset *out, 
     }
     *out = d;
     return CNN_OK;
-}
-
-size_t cnn_dataset_image_len(const cnn_dataset *d)
-{
-    return (size_t)d->channels * (size_t)d->rows * (size_t)d->cols;
-}
-
-int cnn_dataset_classes(const cnn_dataset *d)
-{
-    int top = -1;
-    for (size_t i = 0; i < d->n; i++)
-        top = d->labels[i] > top ? d->labels[i] : top;
-    return top + 1;
-}
-
-cnn_status cnn_dataset_synthetic(cnn_dataset *out, size_t n, uint64_t seed)
-{
-    cnn_dataset d = {.n = n, .channels = 1, .rows = CNN_SYNTH_SIDE, .cols = CNN_SYNTH_SIDE};
-    if (n == 0 || n > ((size_t)1 << 40))
-        return CNN_ERR_ARG;
-    d.pixels = malloc(n * cnn_dataset_image_len(&d));
-    d.labels = malloc(n);
-    if (!d.pixels || !d.labels) {
-        cnn_dataset_free(&d);
-        return CNN_ERR_NOMEM;
-    }
-    cnn_rng rng;
-    cnn_rng_seed(&rng, seed);
-    cnn_synth_digits(d.pixels, d.labels, n, &rng);
-    *out = d;
-    return CNN_OK;
-}
-
-void cnn_dataset_free(cnn_dataset *d)
-{
-    if (!d)
-        return;
-    free(d->pixels);
-    free(d->labels);
-    memset(d, 0, sizeof *d);
 }

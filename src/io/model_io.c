@@ -14,17 +14,57 @@
 #define HEADER_LEN_V2 36 /* version 2, without the description */
 #define MODEL_MAX_BYTES (1ull << 31)
 
-/* The post's network is written as version 1, as it always was; any other as
- * version 2, which carries its description. */
-static int writes_v1(const cnn_model *m) { return cnn_arch_is_post(&m->arch); }
+/* The lowest version that holds the model: the post's network with the post's input
+ * scaling and no class names as version 1, as it always was; any other network so as
+ * version 2, which carries its description; a normalisation or class names need 3. */
+static uint32_t version_of(const cnn_model *m)
+{
+    if (m->norm.kind != CNN_NORM_UNIT || m->names)
+        return 3;
+    return cnn_arch_is_post(&m->arch) ? 1 : 2;
+}
+
+/* Bytes of the class names, NUL-terminated, back to back (0: none). */
+static size_t names_len(const cnn_model *m)
+{
+    size_t len = 0;
+    for (int k = 0; m->names && k < m->arch.classes; k++)
+        len += strlen(cnn_model_class_name(m, k)) + 1;
+    return len;
+}
+
+/* Version 3's fields between the description and the parameter count. */
+static size_t v3_len(const cnn_model *m)
+{
+    const size_t K = m->norm.kind == CNN_NORM_UNIT ? 0 : (size_t)m->norm.channels;
+    return 8 + 8 * K + 4 + names_len(m);
+}
 
 size_t cnn_model_bytes_len(const cnn_model *m)
 {
     char desc[CNN_ARCH_LEN];
-    if (writes_v1(m))
+    const uint32_t v = version_of(m);
+    if (v == 1)
         return HEADER_LEN + 4 * m->n_params + 4;
     return HEADER_LEN_V2 + strlen(cnn_arch_describe(&m->arch, desc, sizeof desc)) +
-           4 * m->n_params + 4;
+           (v == 3 ? v3_len(m) : 0) + 4 * m->n_params + 4;
+}
+
+static size_t put_v3(const cnn_model *m, unsigned char *p)
+{
+    const cnn_norm *n = &m->norm;
+    const uint32_t K = n->kind == CNN_NORM_UNIT ? 0 : (uint32_t)n->channels;
+    cnn_put_u32(p, (uint32_t)n->kind);
+    cnn_put_u32(p + 4, K);
+    for (uint32_t c = 0; c < K; c++) {
+        cnn_put_f32(p + 8 + 4 * c, n->mean[c]);
+        cnn_put_f32(p + 8 + 4 * (K + c), n->std[c]);
+    }
+    const size_t N = names_len(m);
+    cnn_put_u32(p + 8 + 8 * K, (uint32_t)N);
+    if (N)
+        memcpy(p + 12 + 8 * K, m->names, N);
+    return 12 + 8 * K + N;
 }
 
 void cnn_model_to_bytes(const cnn_model *m, unsigned char *buf)
@@ -32,7 +72,8 @@ void cnn_model_to_bytes(const cnn_model *m, unsigned char *buf)
     const size_t len = cnn_model_bytes_len(m);
     memcpy(buf, CNN_MODEL_MAGIC, 8);
     size_t at;
-    if (writes_v1(m)) {
+    const uint32_t version = version_of(m);
+    if (version == 1) {
         cnn_put_u32(buf + 8, 1);
         const cnn_arch *a = &m->arch;
         const int dims[5] = {a->C, a->H, a->W, a->layer[0].units, a->classes};
@@ -42,13 +83,15 @@ void cnn_model_to_bytes(const cnn_model *m, unsigned char *buf)
     } else {
         char desc[CNN_ARCH_LEN];
         const size_t L = strlen(cnn_arch_describe(&m->arch, desc, sizeof desc));
-        cnn_put_u32(buf + 8, CNN_MODEL_VERSION);
+        cnn_put_u32(buf + 8, version);
         cnn_put_u32(buf + 12, (uint32_t)m->arch.C);
         cnn_put_u32(buf + 16, (uint32_t)m->arch.H);
         cnn_put_u32(buf + 20, (uint32_t)m->arch.W);
         cnn_put_u32(buf + 24, (uint32_t)L);
         memcpy(buf + 28, desc, L);
         at = 28 + L;
+        if (version == 3)
+            at += put_v3(m, buf + at);
     }
     cnn_put_u64(buf + at, m->n_params);
     for (size_t i = 0; i < m->n_params; i++)
@@ -105,6 +148,75 @@ static cnn_status arch_v2(cnn_arch *a, size_t *at, const unsigned char *buf, siz
     return CNN_OK;
 }
 
+/* The names block of a version 3 file, checked: exactly `classes` names, each as
+ * cnn_model_set_names takes them. @return NULL if fine, else why not. */
+static const char *names_problem(const unsigned char *p, size_t N, int classes)
+{
+    if (N == 0)
+        return NULL;
+    if (p[N - 1] != '\0')
+        return "the class names are not NUL-terminated";
+    int count = 0;
+    for (size_t i = 0, start = 0; i < N; i++) {
+        if (p[i] == '\0') {
+            if (i == start || i - start >= CNN_NAME_MAX)
+                return "a class name is empty or too long";
+            count++, start = i + 1;
+        } else if (p[i] < 0x20 || p[i] == 0x7f) {
+            return "a class name has a control character";
+        }
+    }
+    return count == classes ? NULL : "the number of class names is not the number of classes";
+}
+
+/* Version 3's normalisation and names after the description (at), checked. */
+static cnn_status get_v3(const cnn_arch *a, cnn_norm *norm, const char **names, size_t *at,
+                         const unsigned char *buf, size_t len, const char *path, char *err,
+                         size_t errlen)
+{
+    const unsigned char *p = buf + *at;
+    if (len < *at + 8)
+        return cnn_errorf(CNN_ERR_FORMAT, err, errlen, "%s: truncated (normalisation)", path);
+    const uint32_t kind = cnn_get_u32(p), K = cnn_get_u32(p + 4);
+    if (kind > CNN_NORM_MEAN_STD || (kind == CNN_NORM_UNIT) != (K == 0) ||
+        K > CNN_NORM_CHANNELS || (K && K != (uint32_t)a->C) || len < *at + 12 + 8 * (size_t)K)
+        return cnn_errorf(CNN_ERR_FORMAT, err, errlen,
+                          "%s: bad or truncated normalisation (kind %u, %u channels, for %d-channel "
+                          "inputs)", path, kind, K, a->C);
+    cnn_norm n = {.kind = (cnn_norm_kind)kind, .channels = (int)K};
+    for (uint32_t c = 0; c < K; c++)
+        n.mean[c] = cnn_get_f32(p + 8 + 4 * c), n.std[c] = cnn_get_f32(p + 8 + 4 * (K + c));
+    if (!cnn_norm_valid(&n, a->C))
+        return cnn_errorf(CNN_ERR_FORMAT, err, errlen,
+                          "%s: the normalisation has a deviation <= 0 or a value not finite", path);
+    const uint32_t N = cnn_get_u32(p + 8 + 8 * K);
+    const size_t names_at = *at + 12 + 8 * (size_t)K;
+    if (N > len || len - names_at < (size_t)N + 12)
+        return cnn_errorf(CNN_ERR_FORMAT, err, errlen, "%s: truncated class names", path);
+    const char *why = N && a->classes > 256 ? "class names for more than 256 classes"
+                                            : names_problem(buf + names_at, N, a->classes);
+    if (why)
+        return cnn_errorf(CNN_ERR_FORMAT, err, errlen, "%s: %s", path, why);
+    *norm = n;
+    *names = N ? (const char *)buf + names_at : NULL;
+    *at = names_at + N;
+    return CNN_OK;
+}
+
+/* The names of a checked names block into m. */
+static cnn_status set_names(cnn_model *m, const char *names)
+{
+    if (!names)
+        return CNN_OK;
+    const char *list[256];
+    const int n = m->arch.classes;
+    if (n > 256)
+        return CNN_ERR_ARG;
+    for (int k = 0; k < n; k++, names += strlen(names) + 1)
+        list[k] = names;
+    return cnn_model_set_names(m, list, n);
+}
+
 cnn_status cnn_model_from_bytes(cnn_model *m, const unsigned char *buf, size_t len,
                                 const char *path, char *err, size_t errlen)
 {
@@ -115,14 +227,18 @@ cnn_status cnn_model_from_bytes(cnn_model *m, const unsigned char *buf, size_t l
         return cnn_errorf(CNN_ERR_FORMAT, err, errlen, "%s: truncated header (%zu bytes)", path,
                           len);
     const uint32_t version = cnn_get_u32(buf + 8);
-    if (version != 1 && version != CNN_MODEL_VERSION)
+    if (version < 1 || version > CNN_MODEL_VERSION)
         return cnn_errorf(CNN_ERR_FORMAT, err, errlen,
-                          "%s: model format version %u, this program reads versions 1 and %u",
+                          "%s: model format version %u, this program reads versions 1 to %u",
                           path, version, CNN_MODEL_VERSION);
     cnn_arch a;
     size_t at = 32;
+    cnn_norm norm = {.kind = CNN_NORM_UNIT};
+    const char *names = NULL;
     cnn_status st = version == 1 ? arch_v1(&a, buf, len, path, err, errlen)
                                  : arch_v2(&a, &at, buf, len, path, err, errlen);
+    if (st == CNN_OK && version == 3)
+        st = get_v3(&a, &norm, &names, &at, buf, len, path, err, errlen);
     if (st != CNN_OK)
         return st;
     const uint64_t np = cnn_get_u64(buf + at);
@@ -140,8 +256,11 @@ cnn_status cnn_model_from_bytes(cnn_model *m, const unsigned char *buf, size_t l
         return cnn_errorf(CNN_ERR_FORMAT, err, errlen,
                           "%s: corrupt (CRC-32 %08x, the file says %08x)", path, crc, stored);
     cnn_model tmp;
-    if (cnn_model_alloc(&tmp, &a) != CNN_OK)
+    if (cnn_model_alloc(&tmp, &a) != CNN_OK || set_names(&tmp, names) != CNN_OK) {
+        cnn_model_free(&tmp);
         return cnn_errorf(CNN_ERR_NOMEM, err, errlen, "%s: out of memory", path);
+    }
+    tmp.norm = norm;
     for (size_t i = 0; i < want; i++) {
         tmp.params[i] = cnn_get_f32(buf + at + 8 + 4 * i);
         if (!isfinite(tmp.params[i])) {

@@ -8,6 +8,7 @@
 
 #include <math.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 const char *cnn_status_str(cnn_status s)
@@ -59,7 +60,61 @@ cnn_status cnn_model_init(cnn_model *m, const cnn_arch *a, cnn_rng *rng)
 void cnn_model_free(cnn_model *m)
 {
     free(m->params);
+    free(m->names);
     memset(m, 0, sizeof *m);
+}
+
+/* A name a model file and a terminal can carry: 1..CNN_NAME_MAX-1 bytes, none of them
+ * a control character (UTF-8's bytes above 0x7f are fine). */
+static int name_ok(const char *s)
+{
+    const size_t len = s ? strlen(s) : 0;
+    if (len == 0 || len >= CNN_NAME_MAX)
+        return 0;
+    for (size_t i = 0; i < len; i++)
+        if ((unsigned char)s[i] < 0x20 || s[i] == 0x7f)
+            return 0;
+    return 1;
+}
+
+cnn_status cnn_model_set_names(cnn_model *m, const char *const *names, int n)
+{
+    if (!m)
+        return CNN_ERR_ARG;
+    if (!names) {
+        free(m->names);
+        m->names = NULL;
+        return CNN_OK;
+    }
+    if (n != m->arch.classes)
+        return CNN_ERR_ARG;
+    size_t total = 0;
+    for (int k = 0; k < n; k++) {
+        if (!name_ok(names[k]))
+            return CNN_ERR_ARG;
+        total += strlen(names[k]) + 1;
+    }
+    char *buf = malloc(total), *p = buf;
+    if (!buf)
+        return CNN_ERR_NOMEM;
+    for (int k = 0; k < n; k++) {
+        const size_t len = strlen(names[k]) + 1;
+        memcpy(p, names[k], len);
+        p += len;
+    }
+    free(m->names);
+    m->names = buf;
+    return CNN_OK;
+}
+
+const char *cnn_model_class_name(const cnn_model *m, int k)
+{
+    if (!m || !m->names || k < 0 || k >= m->arch.classes)
+        return NULL;
+    const char *p = m->names;
+    for (int i = 0; i < k; i++)
+        p += strlen(p) + 1;
+    return p;
 }
 
 /* Every piece sits at an offset that depends only on the sample's place in the chunk

@@ -362,11 +362,14 @@ int cnn_chunk_grad_timed(const cnn_model *m, cnn_acts *a, float *grad, const flo
                       NULL, times);
 }
 
-/* dst = the image px [C][H][W] moved by (dy, dx), vacated pixels 0, as input. */
-static void shifted_input(float *dst, const uint8_t *px, int C, int H, int W, int dy, int dx)
+/* dst = the image px [C][H][W] moved by mv (shifted by dy, dx, vacated pixels 0; then
+ * mirrored), converted by norm. */
+static void moved_input(float *dst, const uint8_t *px, const cnn_norm *norm, int C, int H,
+                        int W, cnn_move mv)
 {
-    const float zero = 0.0f / 255.0f - 0.5f; /* cnn_pixels_to_float of pixel 0 */
-    for (int c = 0; c < C; c++)
+    const int dy = mv.dy, dx = mv.dx;
+    for (int c = 0; c < C; c++) {
+        const float zero = cnn_norm_value(norm, c, 0);
         for (int y = 0; y < H; y++) {
             float *row = dst + ((size_t)c * H + y) * W;
             const int sy = y - dy;
@@ -379,27 +382,32 @@ static void shifted_input(float *dst, const uint8_t *px, int C, int H, int W, in
             for (int x = 0; x < x0 && x < W; x++)
                 row[x] = zero;
             if (x1 > x0)
-                cnn_pixels_to_float(row + x0, px + ((size_t)c * H + sy) * W + x0 - dx,
-                                    (size_t)(x1 - x0));
+                cnn_norm_channel(norm, c, row + x0, px + ((size_t)c * H + sy) * W + x0 - dx,
+                                 (size_t)(x1 - x0));
             for (int x = x1 > 0 ? x1 : 0; x < W; x++)
                 row[x] = zero;
+            for (int x = 0; mv.flip && x < W / 2; x++) {
+                const float t = row[x];
+                row[x] = row[W - 1 - x], row[W - 1 - x] = t;
+            }
         }
+    }
 }
 
-int cnn_chunk_grad_u8_shift(const cnn_model *m, cnn_acts *a, float *grad, float alpha,
+int cnn_chunk_grad_u8_moved(const cnn_model *m, cnn_acts *a, float *grad, float alpha,
                             const uint8_t *pixels, const uint8_t *labels, const uint32_t *idx,
-                            int nb, const int8_t *shift, cnn_engine e, cnn_pool_ties ties,
+                            int nb, const cnn_move *moves, cnn_engine e, cnn_pool_ties ties,
                             float *loss, uint8_t *pred)
 {
     const cnn_arch *n = &m->arch;
-    const size_t len = (size_t)n->C * n->H * n->W;
+    const size_t plane = (size_t)n->H * n->W, len = (size_t)n->C * plane;
     for (int b = 0; b < nb; b++) {
         const uint8_t *px = pixels + (idx ? idx[b] : (size_t)b) * len;
-        if (shift && (shift[2 * b] || shift[2 * b + 1]))
-            shifted_input(a->x + (size_t)b * len, px, n->C, n->H, n->W, shift[2 * b],
-                          shift[2 * b + 1]);
+        const cnn_move mv = moves ? moves[b] : (cnn_move){0, 0, 0};
+        if (mv.dy || mv.dx || mv.flip)
+            moved_input(a->x + (size_t)b * len, px, &m->norm, n->C, n->H, n->W, mv);
         else
-            cnn_pixels_to_float(a->x + (size_t)b * len, px, len);
+            cnn_norm_apply(&m->norm, a->x + (size_t)b * len, px, n->C, plane);
     }
     return chunk_grad(m, a, grad, alpha, NULL, a->x, NULL, labels, idx, nb, e, ties, loss, pred,
                       NULL);
@@ -409,7 +417,7 @@ int cnn_chunk_grad_u8(const cnn_model *m, cnn_acts *a, float *grad, float alpha,
                       const uint8_t *pixels, const uint8_t *labels, const uint32_t *idx, int nb,
                       cnn_engine e, cnn_pool_ties ties, float *loss, uint8_t *pred)
 {
-    return cnn_chunk_grad_u8_shift(m, a, grad, alpha, pixels, labels, idx, nb, NULL, e, ties,
+    return cnn_chunk_grad_u8_moved(m, a, grad, alpha, pixels, labels, idx, nb, NULL, e, ties,
                                    loss, pred);
 }
 

@@ -1,5 +1,5 @@
 /* run.c - a training run (cnn.h, "runs"): where it stands in its epochs, the sample
- * order and its shuffles, the learning rate of each step, the shifts and dropout
+ * order and its shuffles, the learning rate of each step, the moves and dropout
  * epochs, and the checkpoint that records all of it. */
 #include "cnn.h"
 
@@ -12,7 +12,7 @@ struct cnn_run {
     cnn_trainer *trainer;
     size_t n;             /* training samples */
     uint32_t *order;      /* [n] this epoch's sample order */
-    int8_t *shifts;       /* [batch][2] the step's moves */
+    cnn_move *moves;      /* [batch] the step's moves */
     cnn_rng rng;          /* the generator, after this epoch's shuffle */
     int epoch;            /* from 1 */
     size_t pos;           /* samples of the epoch trained; n at its end */
@@ -22,12 +22,12 @@ struct cnn_run {
 static int config_ok(const cnn_run_config *c)
 {
     return c && c->epochs >= 1 && c->epochs <= 100000 && (unsigned)c->shuffle <= 1 &&
-           c->shift >= 0 && c->shift <= 8 && (unsigned)c->schedule <= CNN_SCHEDULE_STEP &&
+           c->shift >= 0 && c->shift <= 8 && (unsigned)c->flip <= 1 && (unsigned)c->schedule <= CNN_SCHEDULE_STEP &&
            (c->schedule != CNN_SCHEDULE_STEP || c->lr_every >= 1) &&
            (c->schedule != CNN_SCHEDULE_STEP || (c->lr_gamma > 0.0f && c->lr_gamma <= 1.0f));
 }
 
-/* Everything but the position: trainer, order 0..n-1, shift buffer. */
+/* Everything but the position: trainer, order 0..n-1, moves buffer. */
 static cnn_status run_alloc(cnn_run **out, cnn_model *m, const cnn_run_config *c, size_t n)
 {
     *out = NULL;
@@ -40,8 +40,8 @@ static cnn_status run_alloc(cnn_run **out, cnn_model *m, const cnn_run_config *c
     r->cfg = *c, r->model = m, r->n = n, r->epoch = 1;
     cnn_status st = cnn_trainer_create(&r->trainer, &m->arch, &c->train);
     r->order = malloc(n * sizeof *r->order);
-    r->shifts = malloc(2 * (size_t)(c->train.batch > 0 ? c->train.batch : 1));
-    if (st == CNN_OK && (!r->order || !r->shifts))
+    r->moves = malloc((size_t)(c->train.batch > 0 ? c->train.batch : 1) * sizeof *r->moves);
+    if (st == CNN_OK && (!r->order || !r->moves))
         st = CNN_ERR_NOMEM;
     if (st != CNN_OK) {
         cnn_run_free(r);
@@ -67,7 +67,8 @@ cnn_status cnn_run_create(cnn_run **out, cnn_model *m, const cnn_run_config *c, 
 cnn_run_config cnn_checkpoint_config(const cnn_checkpoint *k)
 {
     cnn_run_config c = {.train = k->cfg, .epochs = k->epochs > k->epoch ? k->epochs : k->epoch,
-                        .shuffle = k->shuffle, .shift = k->shift, .schedule = k->schedule,
+                        .shuffle = k->shuffle, .shift = k->shift, .flip = k->flip,
+                        .schedule = k->schedule,
                         .lr_every = k->lr_every, .lr_gamma = k->lr_gamma, .warmup = k->warmup};
     c.train.seed = k->seed;
     c.train.threads = 1;
@@ -102,7 +103,7 @@ void cnn_run_free(cnn_run *r)
         return;
     cnn_trainer_free(r->trainer);
     free(r->order);
-    free(r->shifts);
+    free(r->moves);
     free(r);
 }
 
@@ -112,7 +113,7 @@ static uint64_t steps_per_epoch(const cnn_run *r)
     return (r->n + batch - 1) / batch;
 }
 
-int cnn_run_next(cnn_run *r, const uint32_t **idx, const int8_t **shift)
+int cnn_run_next(cnn_run *r, const uint32_t **idx, const cnn_move **moves)
 {
     if (r->pos == r->n && r->epoch < r->cfg.epochs) /* the next epoch */
         r->epoch++, r->pos = 0;
@@ -131,12 +132,13 @@ int cnn_run_next(cnn_run *r, const uint32_t **idx, const int8_t **shift)
         cnn_trainer_set_lr(r->trainer, cnn_lr_at(&s, t));
     }
     cnn_trainer_set_epoch(r->trainer, (uint64_t)r->epoch);
-    if (r->cfg.shift)
-        cnn_draw_shifts(r->shifts, r->cfg.train.seed, (uint64_t)r->epoch, r->order + r->pos, nb,
-                        r->cfg.shift);
+    const int moved = r->cfg.shift || r->cfg.flip;
+    if (moved)
+        cnn_draw_moves(r->moves, r->cfg.train.seed, (uint64_t)r->epoch, r->order + r->pos, nb,
+                       r->cfg.shift, r->cfg.flip);
     *idx = r->order + r->pos;
-    if (shift)
-        *shift = r->cfg.shift ? r->shifts : NULL;
+    if (moves)
+        *moves = moved ? r->moves : NULL;
     r->pending = nb;
     return nb;
 }
@@ -149,15 +151,16 @@ void cnn_run_advance(cnn_run *r)
 
 cnn_status cnn_run_step(cnn_run *r, const cnn_dataset *d, cnn_stats *st)
 {
-    if (!r || !d || d->n != r->n)
+    if (!r || !d || d->n != r->n ||
+        cnn_dataset_image_len(d) != (size_t)r->model->arch.C * r->model->arch.H * r->model->arch.W)
         return CNN_ERR_ARG;
     const uint32_t *idx;
-    const int8_t *shift;
-    const int nb = cnn_run_next(r, &idx, &shift);
+    const cnn_move *moves;
+    const int nb = cnn_run_next(r, &idx, &moves);
     if (nb == 0)
         return CNN_ERR_ARG;
-    const cnn_status s = cnn_train_step_u8_shift(r->trainer, r->model, d->pixels, d->labels, idx,
-                                                 nb, shift, st);
+    const cnn_status s = cnn_train_step_u8_moved(r->trainer, r->model, d->pixels, d->labels, idx,
+                                                 nb, moves, st);
     if (s == CNN_OK)
         cnn_run_advance(r);
     else
@@ -183,7 +186,8 @@ void cnn_run_checkpoint(const cnn_run *r, cnn_checkpoint *k)
                           .order = r->order, .rng = r->rng, .cfg = r->cfg.train,
                           .shuffle = r->cfg.shuffle, .seed = r->cfg.train.seed,
                           .schedule = r->cfg.schedule, .epochs = r->cfg.epochs,
-                          .shift = r->cfg.shift, .lr_every = r->cfg.lr_every,
+                          .shift = r->cfg.shift, .flip = r->cfg.flip,
+                          .lr_every = r->cfg.lr_every,
                           .lr_gamma = r->cfg.lr_every ? r->cfg.lr_gamma : 1.0f,
                           .warmup = r->cfg.warmup, .updates = *cnn_trainer_updates(t),
                           .state = cnn_trainer_state(t, NULL)};

@@ -21,15 +21,17 @@ int cnn_chunk_grad(const cnn_model *m, cnn_acts *a, float *grad, float alpha,
                    const float *images, const uint8_t *labels, const uint32_t *idx, int nb,
                    cnn_engine e, cnn_pool_ties ties, float *loss, uint8_t *pred);
 /* As cnn_chunk_grad, for images given as uint8 pixels [.][C][H][W]: the nb images are
- * first converted to network input (as cnn_pixels_to_float, bit for bit) into a->x,
- * so the results are those of cnn_chunk_grad on the converted images. */
+ * first converted to network input (as cnn_norm_apply with m->norm, bit for bit) into
+ * a->x, so the results are those of cnn_chunk_grad on the converted images. */
 int cnn_chunk_grad_u8(const cnn_model *m, cnn_acts *a, float *grad, float alpha,
                       const uint8_t *pixels, const uint8_t *labels, const uint32_t *idx, int nb,
                       cnn_engine e, cnn_pool_ties ties, float *loss, uint8_t *pred);
-/* The same with image b moved by shift[2b] rows, shift[2b+1] columns (NULL: none). */
-int cnn_chunk_grad_u8_shift(const cnn_model *m, cnn_acts *a, float *grad, float alpha,
+/* n pixels of channel c converted by norm (cnn_norm_apply, one channel's piece). */
+void cnn_norm_channel(const cnn_norm *norm, int c, float *dst, const uint8_t *px, size_t n);
+/* The same with image b moved by moves[b] (NULL: none). */
+int cnn_chunk_grad_u8_moved(const cnn_model *m, cnn_acts *a, float *grad, float alpha,
                             const uint8_t *pixels, const uint8_t *labels, const uint32_t *idx,
-                            int nb, const int8_t *shift, cnn_engine e, cnn_pool_ties ties,
+                            int nb, const cnn_move *moves, cnn_engine e, cnn_pool_ties ties,
                             float *loss, uint8_t *pred);
 
 /* cnn_chunk_grad of the nb samples images[0..nb) with alpha 1 (the benchmarks' per-layer
@@ -63,7 +65,7 @@ int cnn_chunk_count(int n);
 int cnn_chunk_start(int c, int n);
 cnn_status cnn_train_step_chunks(cnn_trainer *t, cnn_model *m, const uint8_t *pixels,
                                  const uint8_t *labels, const uint32_t *idx, int n,
-                                 const int8_t *shift, int c0, int c1);
+                                 const cnn_move *moves, int c0, int c1);
 void cnn_trainer_exchange(cnn_trainer *t, float **slots, size_t *stride, float **loss,
                           uint8_t **pred, uint8_t **chunk_ok);
 cnn_status cnn_train_step_finish(cnn_trainer *t, cnn_model *m, const uint8_t *labels,

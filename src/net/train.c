@@ -329,7 +329,7 @@ static void apply_slots(float *restrict params, float *restrict state, size_t n_
 typedef struct {
     const float *x;
     const uint8_t *px;
-    const int8_t *shift; /* with px: [n][2] each sample's move, or NULL */
+    const cnn_move *moves; /* with px: [n] each sample's move, or NULL */
 } image_src;
 
 static int run_chunk(const cnn_model *m, cnn_acts *a, float *grad, float alpha, image_src src,
@@ -338,7 +338,7 @@ static int run_chunk(const cnn_model *m, cnn_acts *a, float *grad, float alpha, 
 {
     a->train_key = step_key(t, grad != NULL);
     if (src.px)
-        return cnn_chunk_grad_u8_shift(m, a, grad, alpha, src.px, labels, idx, nb, src.shift,
+        return cnn_chunk_grad_u8_moved(m, a, grad, alpha, src.px, labels, idx, nb, src.moves,
                                        t->cfg.engine, t->cfg.ties, loss, pred);
     return cnn_chunk_grad(m, a, grad, alpha, src.x, labels, idx, nb, t->cfg.engine, t->cfg.ties,
                           loss, pred);
@@ -373,8 +373,8 @@ static void run_chunks(cnn_trainer *t, cnn_model *m, image_src images, const uin
                 for (int i = lo; i < hi; i++)
                     seq[i - lo] = (uint32_t)i;
             image_src part = images;
-            if (part.shift)
-                part.shift += 2 * lo;
+            if (part.moves)
+                part.moves += lo;
             t->chunk_ok[c] = (uint8_t)run_chunk(m, a, t->slots + (size_t)c * stride, 1.0f, part,
                                                 labels, ci, hi - lo, t, t->loss + lo,
                                                 t->pred + lo);
@@ -505,15 +505,22 @@ cnn_status cnn_train_step_u8(cnn_trainer *t, cnn_model *m, const uint8_t *pixels
     return train_step(t, m, (image_src){NULL, pixels, NULL}, labels, idx, n, st);
 }
 
-cnn_status cnn_train_step_u8_shift(cnn_trainer *t, cnn_model *m, const uint8_t *pixels,
-                                   const uint8_t *labels, const uint32_t *idx, int n,
-                                   const int8_t *shift, cnn_stats *st)
+static int moves_valid(const cnn_move *moves, int n)
 {
-    if (shift)
-        for (int i = 0; i < 2 * n; i++)
-            if (shift[i] < -8 || shift[i] > 8)
-                return CNN_ERR_ARG;
-    return train_step(t, m, (image_src){NULL, pixels, shift}, labels, idx, n, st);
+    for (int i = 0; moves && i < n; i++)
+        if (moves[i].dy < -8 || moves[i].dy > 8 || moves[i].dx < -8 || moves[i].dx > 8 ||
+            moves[i].flip > 1)
+            return 0;
+    return 1;
+}
+
+cnn_status cnn_train_step_u8_moved(cnn_trainer *t, cnn_model *m, const uint8_t *pixels,
+                                   const uint8_t *labels, const uint32_t *idx, int n,
+                                   const cnn_move *moves, cnn_stats *st)
+{
+    if (!moves_valid(moves, n))
+        return CNN_ERR_ARG;
+    return train_step(t, m, (image_src){NULL, pixels, moves}, labels, idx, n, st);
 }
 
 cnn_status cnn_evaluate(cnn_trainer *t, const cnn_model *m, const float *images,
@@ -545,14 +552,14 @@ int cnn_chunk_start(int c, int n) { return n < 1 ? 0 : (int)((long)c * n / chunk
 
 cnn_status cnn_train_step_chunks(cnn_trainer *t, cnn_model *m, const uint8_t *pixels,
                                  const uint8_t *labels, const uint32_t *idx, int n,
-                                 const int8_t *shift, int c0, int c1)
+                                 const cnn_move *moves, int c0, int c1)
 {
     if (!t || !m || !pixels || !labels || n < 1 || n > t->cfg.batch ||
         !cnn_arch_equal(&t->arch, &m->arch) || c0 < 0 || c1 < c0 || c1 > chunk_count(n) ||
-        !labels_valid(labels, idx, (size_t)n, m->arch.classes))
+        !labels_valid(labels, idx, (size_t)n, m->arch.classes) || !moves_valid(moves, n))
         return CNN_ERR_ARG;
     if (c1 > c0)
-        run_chunks(t, m, (image_src){NULL, pixels, shift}, labels, idx, n, c0, c1, 0);
+        run_chunks(t, m, (image_src){NULL, pixels, moves}, labels, idx, n, c0, c1, 0);
     return CNN_OK;
 }
 
