@@ -24,6 +24,20 @@ static inline int tap_ok(int ok, const char *fmt, ...)
     return ok;
 }
 
+/* Write len bytes to path; a failure is a failed test point. @return 1 if written. */
+static inline int tap_write_file(const char *path, const void *data, size_t len)
+{
+    FILE *f = fopen(path, "wb");
+    int ok = f != NULL;
+    if (f && len)
+        ok = fwrite(data, 1, len, f) == len;
+    if (f && fclose(f))
+        ok = 0;
+    if (!ok)
+        tap_ok(0, "cannot write %s", path);
+    return ok;
+}
+
 /* Print the plan; @return the exit status (0 only if every point passed). */
 static inline int tap_done(void)
 {

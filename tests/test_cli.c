@@ -139,13 +139,6 @@ static void output_paths(void)
     rmdir(dir), rmdir(runs), rmdir(scratch);
 }
 
-static void spit_file(const char *path, const void *b, size_t n)
-{
-    FILE *f = fopen(path, "wb");
-    if (!f || fwrite(b, 1, n, f) != n || fclose(f))
-        tap_ok(0, "write %s", path);
-}
-
 /* A binary PPM of w x h with pixel (y, x) of channel c from the seed. */
 static void write_ppm(const char *path, int w, int h, unsigned seed)
 {
@@ -155,7 +148,7 @@ static void write_ppm(const char *path, int w, int h, unsigned seed)
     memcpy(b, head, (size_t)k);
     for (int i = 0; i < 3 * w * h; i++)
         b[k + i] = (unsigned char)((i * 37 + seed * 101) % 251);
-    spit_file(path, b, (size_t)k + 3 * (size_t)w * h);
+    tap_write_file(path, b, (size_t)k + 3 * (size_t)w * h);
     free(b);
 }
 
@@ -178,11 +171,11 @@ static void colour_data(void)
         }
         snprintf(path, sizeof path, b < 5 ? "%s/data_batch_%d.bin" : "%s/test_batch.bin", dir,
                  b + 1);
-        spit_file(path, rec, PER * REC);
+        tap_write_file(path, rec, PER * REC);
     }
     free(rec);
     snprintf(path, sizeof path, "%s/batches.meta.txt", dir);
-    spit_file(path, "red\ngreen\nblue\n\n", 16);
+    tap_write_file(path, "red\ngreen\nblue\n\n", 16);
     snprintf(model, sizeof model, "%s/m.cnn", dir);
     int rc = run_cmd(exe, (const char *[]){"train", "--data", dir, "--arch",
                                            "conv4b,relu,pool,softmax3", "--batch", "8",

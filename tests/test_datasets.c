@@ -73,14 +73,7 @@ static const char *put(const char *rel, const void *data, size_t len)
         make_dirs(dir);
     }
     const char *p = full(rel);
-    FILE *f = fopen(p, "wb");
-    int ok = f != NULL;
-    if (f && len)
-        ok = fwrite(data, 1, len, f) == len;
-    if (f && fclose(f))
-        ok = 0;
-    if (!ok)
-        tap_ok(0, "cannot write %s", p);
+    tap_write_file(p, data, len);
     return p;
 }
 

@@ -75,16 +75,11 @@ static const char *write_file(corpus *c, const char *name, const void *data, siz
             ok = gzwrite(f, data, (unsigned)len) == (int)len;
         if (f && gzclose(f) != Z_OK)
             ok = 0;
+        if (!ok)
+            tap_ok(0, "cannot write %s", p);
     } else {
-        FILE *f = fopen(p, "wb");
-        ok = f != NULL;
-        if (f && len)
-            ok = fwrite(data, 1, len, f) == len;
-        if (f && fclose(f))
-            ok = 0;
+        tap_write_file(p, data, len);
     }
-    if (!ok)
-        tap_ok(0, "cannot write %s", p);
     return p;
 }
 

@@ -24,21 +24,6 @@
 #define CIFAR_META_MAX_BYTES ((size_t)64 << 10)
 #define CIFAR_META_NAME "batches.meta.txt"
 
-/* dir/name in a new string; NULL when out of memory. */
-static char *join(const char *dir, const char *name)
-{
-    const size_t dl = strlen(dir), nl = strlen(name);
-    const int slash = dl > 0 && dir[dl - 1] != '/';
-    char *p = malloc(dl + (size_t)slash + nl + 1);
-    if (!p)
-        return NULL;
-    memcpy(p, dir, dl);
-    if (slash)
-        p[dl] = '/';
-    memcpy(p + dl + slash, name, nl + 1);
-    return p;
-}
-
 /* The class names read so far, back to back, each NUL-terminated. */
 typedef struct name_list {
     char *bytes;
@@ -213,7 +198,7 @@ static cnn_status find_batches(const char *dir, const char *split, batch_set *s,
     for (int i = 0; i < count; i++) {
         char name[32];
         snprintf(name, sizeof name, train ? "data_batch_%d.bin" : "test_batch.bin", i + 1);
-        s->path[i] = join(dir, name);
+        s->path[i] = cnn_path_join(dir, name);
         if (!s->path[i])
             return cnn_errorf(CNN_ERR_NOMEM, err, errlen, "%s: out of memory", dir);
         s->n = i + 1;
@@ -264,7 +249,7 @@ cnn_status cnn_cifar10_load(const char *dir, const char *split, cnn_dataset *out
                      .format = CNN_DATA_CIFAR};
     name_list names = {0};
     batch_set batches = {0};
-    char *meta = join(dir, CIFAR_META_NAME);
+    char *meta = cnn_path_join(dir, CIFAR_META_NAME);
     cnn_status st = meta ? read_names(meta, &names, err, errlen)
                          : cnn_errorf(CNN_ERR_NOMEM, err, errlen, "%s: out of memory", dir);
     d.names = names.bytes;

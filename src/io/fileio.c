@@ -135,14 +135,29 @@ static int sync_dir(const char *dir)
     return rc;
 }
 
-static const char *file_kind(mode_t m)
+const char *cnn_file_kind(mode_t m)
 {
     return S_ISDIR(m)    ? "a directory"
            : S_ISCHR(m)  ? "a character device"
            : S_ISBLK(m)  ? "a block device"
            : S_ISFIFO(m) ? "a FIFO"
            : S_ISSOCK(m) ? "a socket"
+           : S_ISREG(m)  ? "a file"
                          : "not a regular file";
+}
+
+char *cnn_path_join(const char *dir, const char *name)
+{
+    const size_t dl = strlen(dir), nl = strlen(name);
+    const int slash = dl > 0 && dir[dl - 1] != '/';
+    char *p = malloc(dl + (size_t)slash + nl + 1);
+    if (!p)
+        return NULL;
+    memcpy(p, dir, dl);
+    if (slash)
+        p[dl] = '/';
+    memcpy(p + dl + slash, name, nl + 1);
+    return p;
 }
 
 #define LINK_HOPS 40 /* as the kernel's own limit on a path's links */
@@ -171,10 +186,10 @@ cnn_status cnn_output_target(const char *path, char *target, size_t len, char *e
             if (strcmp(target, path))
                 return cnn_errorf(CNN_ERR_IO, err, errlen,
                                   "%s: links to %s, which is %s: only a regular file is "
-                                  "replaced", path, target, file_kind(sb.st_mode));
+                                  "replaced", path, target, cnn_file_kind(sb.st_mode));
             return cnn_errorf(CNN_ERR_IO, err, errlen,
                               "%s is %s: only a regular file is replaced", path,
-                              file_kind(sb.st_mode));
+                              cnn_file_kind(sb.st_mode));
         }
         if (hops == LINK_HOPS)
             return cnn_errorf(CNN_ERR_IO, err, errlen, "%s: %s", path, strerror(ELOOP));
@@ -362,7 +377,7 @@ cnn_status cnn_write_atomic(const char *path, const unsigned char *buf, size_t l
     if (turned)
         return cnn_errorf(CNN_ERR_IO, err, errlen,
                           "%s became %s while it was written: left as it is", target,
-                          file_kind(sb.st_mode));
+                          cnn_file_kind(sb.st_mode));
     if (e)
         return cnn_errorf(CNN_ERR_IO, err, errlen, "%s: cannot write it (rename failed: %s)",
                           path, strerror(e));

@@ -30,6 +30,11 @@ cnn_status cnn_pnm_decode(const uint8_t *data, size_t len, const char *name,
                           unsigned max_maxval, uint8_t **pixels, int *channels, int *rows,
                           int *cols, char *err, size_t errlen);
 
+/* What a file of mode m is, for messages: "a directory", "a FIFO", "a file"... */
+const char *cnn_file_kind(mode_t m);
+/* dir/name in a new string (malloc'ed); NULL when out of memory. */
+char *cnn_path_join(const char *dir, const char *name);
+
 /* Where a write to path lands: path itself, or the file a symbolic link (or a chain
  * of them) at path names, so that the link stays and its target is replaced. Refused
  * with one line in err: a target that exists and is not a regular file (a directory,

@@ -38,21 +38,6 @@
 
 /* ---------------------------------------------------------------- names and paths */
 
-/* a/b in a new string; NULL when out of memory. */
-static char *join(const char *a, const char *b)
-{
-    const size_t al = strlen(a), bl = strlen(b);
-    const int slash = al > 0 && a[al - 1] != '/';
-    char *p = malloc(al + (size_t)slash + bl + 1);
-    if (!p)
-        return NULL;
-    memcpy(p, a, al);
-    if (slash)
-        p[al] = '/';
-    memcpy(p + al + slash, b, bl + 1);
-    return p;
-}
-
 /* A growing list of strings (each malloc'ed). */
 typedef struct str_list {
     char **s;
@@ -131,17 +116,6 @@ static cnn_status stat_entry(const char *path, struct stat *sb, char *err, size_
     return cnn_errorf(CNN_ERR_IO, err, errlen, "%s: %s", path, strerror(e));
 }
 
-static const char *kind_of(mode_t m)
-{
-    return S_ISDIR(m)    ? "a directory"
-           : S_ISCHR(m)  ? "a character device"
-           : S_ISBLK(m)  ? "a block device"
-           : S_ISFIFO(m) ? "a FIFO"
-           : S_ISSOCK(m) ? "a socket"
-           : S_ISREG(m)  ? "a file"
-                         : "not a regular file";
-}
-
 /* ---------------------------------------------------------------- classes */
 
 /* The set's classes: their names and which folder of dir/<split> holds each. */
@@ -200,7 +174,7 @@ static cnn_status check_folders(const char *split_path, const str_list *folders,
         return cnn_errorf(CNN_ERR_FORMAT, err, errlen, "%s: %zu class folders, at most %d",
                           split_path, folders->n, FOLDER_MAX_CLASSES);
     for (size_t i = 0; i < folders->n; i++) {
-        char *path = join(split_path, folders->s[i]);
+        char *path = cnn_path_join(split_path, folders->s[i]);
         if (!path)
             return cnn_errorf(CNN_ERR_NOMEM, err, errlen, "%s: out of memory", split_path);
         struct stat sb;
@@ -208,7 +182,7 @@ static cnn_status check_folders(const char *split_path, const str_list *folders,
         if (st == CNN_OK && !S_ISDIR(sb.st_mode))
             st = cnn_errorf(CNN_ERR_FORMAT, err, errlen,
                             "%s: is %s; %s holds one folder per class", path,
-                            kind_of(sb.st_mode), split_path);
+                            cnn_file_kind(sb.st_mode), split_path);
         if (st == CNN_OK)
             st = check_class_name(path, folders->s[i], err, errlen);
         free(path);
@@ -307,7 +281,7 @@ static cnn_status add_entry(file_list *f, const char *path, int label, char *err
                           "%s: is a directory; a class folder holds image files only", path);
     if (!S_ISREG(sb.st_mode))
         return cnn_errorf(CNN_ERR_FORMAT, err, errlen, "%s: is %s, not an image file", path,
-                          kind_of(sb.st_mode));
+                          cnn_file_kind(sb.st_mode));
     return add_file(f, path, label, err, errlen);
 }
 
@@ -319,7 +293,7 @@ static cnn_status list_class(const char *folder, int label, file_list *f, char *
     if (st == CNN_OK && names.n == 0)
         st = cnn_errorf(CNN_ERR_FORMAT, err, errlen, "%s: an empty class folder", folder);
     for (size_t i = 0; st == CNN_OK && i < names.n; i++) {
-        char *path = join(folder, names.s[i]);
+        char *path = cnn_path_join(folder, names.s[i]);
         st = path ? add_entry(f, path, label, err, errlen)
                   : cnn_errorf(CNN_ERR_NOMEM, err, errlen, "%s: out of memory", folder);
         free(path);
@@ -332,7 +306,7 @@ static cnn_status list_files(const char *split_path, const class_set *c, file_li
                              char *err, size_t errlen)
 {
     for (size_t i = 0; i < c->folders.n; i++) {
-        char *folder = join(split_path, c->folders.s[i]);
+        char *folder = cnn_path_join(split_path, c->folders.s[i]);
         const cnn_status st =
             folder ? list_class(folder, c->label[i], f, err, errlen)
                    : cnn_errorf(CNN_ERR_NOMEM, err, errlen, "%s: out of memory", split_path);
@@ -563,7 +537,7 @@ cnn_status cnn_folder_load(const char *dir, const char *split, const cnn_dataset
         return cnn_errorf(CNN_ERR_ARG, err, errlen,
                           "cnn_folder_load: the training set names %d classes, at most %d",
                           classes_of->n_names, FOLDER_MAX_CLASSES);
-    char *split_path = join(dir, split);
+    char *split_path = cnn_path_join(dir, split);
     if (!split_path)
         return cnn_errorf(CNN_ERR_NOMEM, err, errlen, "%s: out of memory", dir);
     cnn_dataset d = {.format = CNN_DATA_FOLDER};

@@ -327,21 +327,6 @@ cnn_status cnn_idx_read_labels(const char *path, int classes, uint8_t **labels, 
     return CNN_OK;
 }
 
-/* dir/name in a new string; NULL when out of memory. */
-static char *join(const char *dir, const char *name)
-{
-    const size_t dl = strlen(dir), nl = strlen(name);
-    const int slash = dl > 0 && dir[dl - 1] != '/';
-    char *p = malloc(dl + (size_t)slash + nl + 1);
-    if (!p)
-        return NULL;
-    memcpy(p, dir, dl);
-    if (slash)
-        p[dl] = '/';
-    memcpy(p + dl + slash, name, nl + 1);
-    return p;
-}
-
 /* The first existing spelling of <split><stem><sep>idx<d>-ubyte[.gz]. *path is the
  * malloc'ed path found; it stays NULL (with an error) when none exists. */
 static cnn_status find_file(const char *dir, const char *split, const char *what, int d,
@@ -355,7 +340,7 @@ static cnn_status find_file(const char *dir, const char *split, const char *what
         for (int s = 0; s < 2; s++) {
             snprintf(name, sizeof name, "%s-%s%sidx%d-ubyte%s", split, what, seps[s], d,
                      exts[e]);
-            char *p = join(dir, name);
+            char *p = cnn_path_join(dir, name);
             if (!p)
                 return cnn_errorf(CNN_ERR_NOMEM, err, errlen, "%s: out of memory", dir);
             struct stat sb;
