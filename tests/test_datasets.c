@@ -19,6 +19,7 @@
 #include <stdint.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <turbojpeg.h>
 #include <unistd.h>
 #if HAVE_OPENMP
@@ -663,6 +664,39 @@ static void test_folder_files_broken(void)
                  full("f-sub/train/a/more"), "is a directory");
 }
 
+/* A file its reader may not open: as root (who reads everything), the load runs as
+ * user nobody in a child, with the directories opened up to it. */
+static void test_folder_unreadable(void)
+{
+    put_image("f-perm/train/a/1.pgm", GREY_PGM, 1, 4, 4);
+    const char *p = put_image("f-perm/train/a/2.pgm", GREY_PGM, 2, 4, 4);
+    chmod(p, 0);
+    if (geteuid() != 0) {
+        folder_fails("folder: an unreadable file", "f-perm", "train", NULL, p,
+                     "Permission denied");
+        return;
+    }
+    const char *dirs[] = {"", "f-perm", "f-perm/train", "f-perm/train/a"};
+    for (size_t i = 0; i < sizeof dirs / sizeof *dirs; i++)
+        chmod(full(dirs[i]), 0755);
+    fflush(stdout);
+    const pid_t pid = fork();
+    if (pid == 0) {
+        cnn_dataset d = {0};
+        char err[1024] = "";
+        if (setgid(65534) || setuid(65534))
+            _exit(3);
+        const cnn_status st = cnn_folder_load(full("f-perm"), "train", NULL, &d, NULL, NULL, err,
+                                              sizeof err);
+        _exit(st != CNN_OK && strstr(err, p) && strstr(err, "Permission denied") && !d.pixels
+                  ? 0 : 1);
+    }
+    int status = 0;
+    waitpid(pid, &status, 0);
+    tap_ok(WIFEXITED(status) && WEXITSTATUS(status) == 0,
+           "folder: an unreadable file (as user nobody): one line naming it, 'Permission denied'");
+}
+
 static void test_folder_links(void)
 {
     put_image("f-dangling/train/a/1.pgm", GREY_PGM, 1, 4, 4);
@@ -846,6 +880,7 @@ int main(void)
         printf("Bail out! cannot make a temporary directory: %s\n", strerror(errno));
         return 1;
     }
+    test_folder_unreadable(); /* first: it forks, and OpenMP's threads do not survive a fork */
     test_cifar_good();
     test_cifar_batches_broken();
     test_cifar_fifo();
