@@ -2,7 +2,7 @@
  * format detection, on files the test writes into a fresh temporary directory:
  * CIFAR batches whose red, green and blue planes differ (so the channel order shows),
  * image folders of PNG (libspng's encoder), PGM, PPM and JPEG (TurboJPEG) files, a
- * folder of 3,000 tiny images, and hostile layouts (wrong sizes, missing files, bad
+ * folder of 100,000 tiny images, and hostile layouts (wrong sizes, missing files, bad
  * names, links to nothing and link loops, a FIFO, folders where files belong, images
  * of another shape). Every pixel and label that comes back is checked; every failure
  * must leave the set zeroed and write one line naming the offending path. */
@@ -582,15 +582,16 @@ static void on_progress(size_t done, size_t total, void *ctx)
     p->last_done = done, p->last_total = total;
 }
 
-#define MANY_PER_CLASS 1000
+#define MANY_CLASSES 10
+#define MANY_PER_CLASS 10000 /* 100,000 files */
 
-/* 3,000 2x2 PGM files in 3 classes, each image telling its class and index. */
+/* 100,000 2x2 PGM files in 10 classes, each image telling its class and index. */
 static void test_folder_many(void)
 {
-    for (int c = 0; c < 3; c++)
+    for (int c = 0; c < MANY_CLASSES; c++)
         for (int i = 0; i < MANY_PER_CLASS; i++) {
             char rel[128];
-            snprintf(rel, sizeof rel, "many/train/c%d/%04d.pgm", c, i);
+            snprintf(rel, sizeof rel, "many/train/c%d/%05d.pgm", c, i);
             const unsigned char pgm[] = {'P', '5', '\n', '2', ' ', '2', '\n', '2', '5', '5',
                                          '\n', (unsigned char)(i & 255),
                                          (unsigned char)(i >> 8), (unsigned char)c, 7};
@@ -601,18 +602,18 @@ static void test_folder_many(void)
     char err[1024] = "";
     const cnn_status st = cnn_folder_load(full("many"), "train", NULL, &d, on_progress, &log,
                                           err, sizeof err);
-    int ok = st == CNN_OK && d.n == 3 * MANY_PER_CLASS && d.channels == 1 && d.rows == 2 &&
-             d.cols == 2 && d.n_names == 3;
-    size_t per_class[3] = {0};
+    int ok = st == CNN_OK && d.n == MANY_CLASSES * MANY_PER_CLASS && d.channels == 1 && d.rows == 2 &&
+             d.cols == 2 && d.n_names == MANY_CLASSES;
+    size_t per_class[MANY_CLASSES] = {0};
     for (size_t k = 0; ok && k < d.n; k++) {
         const uint8_t *px = d.pixels + 4 * k;
         const size_t i = k % MANY_PER_CLASS, c = k / MANY_PER_CLASS;
         ok = d.labels[k] == c && px[0] == (i & 255) && px[1] == (i >> 8) && px[2] == c &&
              px[3] == 7;
-        per_class[d.labels[k] < 3 ? d.labels[k] : 0]++;
+        per_class[d.labels[k] < MANY_CLASSES ? d.labels[k] : 0]++;
     }
-    tap_ok(ok && per_class[0] == MANY_PER_CLASS && per_class[2] == MANY_PER_CLASS,
-           "folder of 3,000 2x2 PGM files in 3 classes: every label and pixel in order: %s %s",
+    tap_ok(ok && per_class[0] == MANY_PER_CLASS && per_class[MANY_CLASSES - 1] == MANY_PER_CLASS,
+           "folder of 100,000 2x2 PGM files in 10 classes: every label and pixel in order: %s %s",
            cnn_status_str(st), err);
     tap_ok(log.calls > 0 && log.last_done == d.n && log.last_total == d.n && !log.backwards &&
                !log.other_thread,
