@@ -38,7 +38,8 @@ static cnn_run_config config(int threads)
 }
 
 /* A fresh model and run, as `cnn train` makes them: the weights from the seed's
- * generator, the shuffles from what follows. */
+ * generator, the shuffles from what follows; the inputs normalised by a mean and
+ * deviation (which the checkpoint must carry for the resumed run to match). */
 static cnn_run *start(cnn_model *m, const cnn_run_config *c)
 {
     cnn_rng rng;
@@ -49,6 +50,7 @@ static cnn_run *start(cnn_model *m, const cnn_run_config *c)
         printf("Bail out! cannot start a run\n");
         exit(1);
     }
+    m->norm = (cnn_norm){CNN_NORM_MEAN_STD, 1, {0.13f}, {0.31f}};
     return r;
 }
 
