@@ -2,8 +2,10 @@
 #ifndef CNN_PROC_H
 #define CNN_PROC_H
 
+#include <dirent.h>
 #include <poll.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -103,6 +105,70 @@ static inline double out_field(const char *text, const char *key)
     if (!p || sscanf(p + strlen(key), "%lf", &v) != 1)
         return -1;
     return v;
+}
+
+/* The parent of process pid (from /proc/pid/stat), or -1. */
+static inline pid_t parent_of(pid_t pid)
+{
+    char path[64], buf[512];
+    snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
+    FILE *f = fopen(path, "r");
+    if (!f)
+        return -1;
+    const size_t n = fread(buf, 1, sizeof buf - 1, f);
+    fclose(f);
+    buf[n] = '\0';
+    const char *close_paren = strrchr(buf, ')'); /* the name may hold spaces and ')' */
+    int ppid = -1;
+    if (!close_paren || sscanf(close_paren + 1, " %*c %d", &ppid) != 1)
+        return -1;
+    return (pid_t)ppid;
+}
+
+/* 1 if pid descends from root (its child, grandchild...). */
+static inline int descends_from(pid_t pid, pid_t root)
+{
+    for (int depth = 0; pid > 1 && depth < 64; depth++) {
+        pid = parent_of(pid);
+        if (pid == root)
+            return 1;
+    }
+    return 0;
+}
+
+/* 1 if process pid's environment holds the entry kv ("NAME=value"). */
+static inline int has_env(pid_t pid, const char *kv)
+{
+    char path[64];
+    snprintf(path, sizeof path, "/proc/%d/environ", (int)pid);
+    FILE *f = fopen(path, "r");
+    if (!f)
+        return 0;
+    static char env[1 << 16];
+    const size_t n = fread(env, 1, sizeof env - 1, f);
+    fclose(f);
+    env[n] = '\0';
+    for (size_t at = 0; at < n; at += strlen(env + at) + 1)
+        if (strcmp(env + at, kv) == 0)
+            return 1;
+    return 0;
+}
+
+/* A process among root's own descendants whose environment holds kv (e.g. the MPI
+ * rank "OMPI_COMM_WORLD_RANK=1" of a test's own mpirun), or -1: found through the
+ * test's children, never by a name search across the machine. */
+static inline pid_t descendant_with_env(pid_t root, const char *kv)
+{
+    DIR *d = opendir("/proc");
+    pid_t found = -1;
+    for (struct dirent *e; d && found < 0 && (e = readdir(d));) {
+        const pid_t pid = (pid_t)atoi(e->d_name);
+        if (pid > 0 && descends_from(pid, root) && has_env(pid, kv))
+            found = pid;
+    }
+    if (d)
+        closedir(d);
+    return found;
 }
 
 /* The number of lines of s. */

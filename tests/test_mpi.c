@@ -134,10 +134,9 @@ static int run_and(const char *const *args, int P, const char *marker, int how, 
             t0 = now_s();
             if (how == SIGTERM) {
                 kill(pid, SIGTERM);
-            } else { /* kill -9 the rank whose pid file says it is rank 1 */
-                char cmd[700];
-                snprintf(cmd, sizeof cmd, "pkill -9 -f -n '^%s train'", exe);
-                if (system(cmd) != 0)
+            } else { /* kill -9 rank 1 of this test's own mpirun */
+                const pid_t rank1 = descendant_with_env(pid, "OMPI_COMM_WORLD_RANK=1");
+                if (rank1 < 0 || kill(rank1, SIGKILL) != 0)
                     break;
             }
         }
