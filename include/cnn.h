@@ -118,6 +118,12 @@ typedef enum cnn_pool_ties {
  *   gap         global average pooling: C x H x W to C x 1 x 1
  *   dropout<P>  inverted dropout of P percent (1..99) in training, the identity in
  *               evaluation; the masks come from (seed, epoch, sample, layer) alone
+ *   bn          batch normalization per channel (over N x H x W; after a dense layer,
+ *               per unit over N), as PyTorch's BatchNorm2d/1d: in training the
+ *               minibatch's mean and biased variance (eps 1e-5; the whole minibatch,
+ *               across threads and ranks), then gamma (init 1) and beta (init 0); the
+ *               running mean and unbiased variance (momentum 0.1) are model state, and
+ *               evaluation uses them. Training with bn needs batches of 2 or more.
  *   dense<N>    fully connected, N outputs, with a bias (input flattened [C][H][W])
  *   softmax<N>  the output layer: fully connected with a bias, softmax, cross-entropy;
  *               last, exactly once
@@ -140,6 +146,7 @@ typedef enum cnn_layer_kind {
     CNN_LAYER_AVGPOOL = 6,
     CNN_LAYER_GAP = 7,
     CNN_LAYER_DROPOUT = 8,
+    CNN_LAYER_BN = 9,
 } cnn_layer_kind;
 
 /** One layer: its kind, hyperparameters, shapes and where its parameters are. */
@@ -161,6 +168,8 @@ typedef struct cnn_layer {
     size_t weights_at, n_weights; /* its weights: where they start in the parameter
                                      vector, how many */
     size_t bias_at, n_bias;       /* its biases: the same (n_bias 0 without) */
+    size_t state_at, n_state;     /* its state in the model's state vector (bn: running
+                                     mean [C], then running variance [C]) */
 } cnn_layer;
 
 typedef struct cnn_arch {
@@ -169,6 +178,7 @@ typedef struct cnn_arch {
     cnn_layer layer[CNN_MAX_LAYERS];
     int classes;     /* the softmax layer's outputs */
     size_t n_params;
+    size_t n_state;  /* floats of state the layers keep besides their parameters */
 } cnn_arch;
 
 /** Build and check the network `desc` for C x H x W inputs. An impossible stack (an
@@ -227,6 +237,9 @@ typedef struct cnn_model {
     size_t n_params;
     float *params; /* owned, 64-byte aligned: each layer's at its weights_at, bias_at */
     cnn_norm norm; /* how its inputs are made from pixels (CNN_NORM_UNIT after init) */
+    size_t n_state;
+    float *state;  /* owned: arch.n_state floats the layers keep besides their
+                      parameters (bn's running statistics), NULL when none */
     char *names;   /* owned: NULL, or arch.classes names, each NUL-terminated, back to
                       back (cnn_model_set_names) */
 } cnn_model;
@@ -546,10 +559,13 @@ CNN_API cnn_status cnn_pgm_read(const char *path, uint8_t **pixels, int *rows, i
  *       u32     N, the bytes of the class names (0: none)
  *       char[N] the names, each NUL-terminated, exactly `classes` of them
  *  then as version 2 from the parameter count: u64 P, f32[P], CRC-32.
+ * Version 4, a network with state (bn's running statistics): version 3's fields,
+ * then u64 S (the network's state floats) and f32[S], the layers' state in order
+ * (bn: running mean [C], running variance [C]); then u64 P, f32[P], CRC-32.
  * A model is written in the lowest version that holds it.
  */
 #define CNN_MODEL_MAGIC "CNNMODEL"
-#define CNN_MODEL_VERSION 3u
+#define CNN_MODEL_VERSION 4u
 
 /** Save atomically: a temporary file in the same directory, fsync, rename, fsync of
  *  the directory. An interrupted or failed save leaves any previous file intact. */

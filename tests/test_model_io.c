@@ -376,10 +376,10 @@ int main(void)
     spit(path_in("magic.cnn"), c, n);
     rejects("a wrong magic", path_in("magic.cnn"), "not a model file");
     memcpy(c, b, n);
-    put_u32(c + 8, 4);
+    put_u32(c + 8, 5);
     fix_crc(c, n);
-    spit(path_in("v4.cnn"), c, n);
-    rejects("format version 4", path_in("v4.cnn"), "version 4");
+    spit(path_in("v5.cnn"), c, n);
+    rejects("format version 5", path_in("v5.cnn"), "version 5");
     memcpy(c, b, n);
     put_u32(c + 24, 16); /* F = 16: the parameter count no longer matches */
     fix_crc(c, n);

@@ -19,6 +19,8 @@
  * version 2, which carries its description; a normalisation or class names need 3. */
 static uint32_t version_of(const cnn_model *m)
 {
+    if (m->arch.n_state)
+        return 4;
     if (m->norm.kind != CNN_NORM_UNIT || m->names)
         return 3;
     return cnn_arch_is_post(&m->arch) ? 1 : 2;
@@ -47,7 +49,8 @@ size_t cnn_model_bytes_len(const cnn_model *m)
     if (v == 1)
         return HEADER_LEN + 4 * m->n_params + 4;
     return HEADER_LEN_V2 + strlen(cnn_arch_describe(&m->arch, desc, sizeof desc)) +
-           (v == 3 ? v3_len(m) : 0) + 4 * m->n_params + 4;
+           (v >= 3 ? v3_len(m) : 0) + (v >= 4 ? 8 + 4 * m->arch.n_state : 0) +
+           4 * m->n_params + 4;
 }
 
 static size_t put_v3(const cnn_model *m, unsigned char *p)
@@ -90,8 +93,14 @@ void cnn_model_to_bytes(const cnn_model *m, unsigned char *buf)
         cnn_put_u32(buf + 24, (uint32_t)L);
         memcpy(buf + 28, desc, L);
         at = 28 + L;
-        if (version == 3)
+        if (version >= 3)
             at += put_v3(m, buf + at);
+        if (version >= 4) {
+            cnn_put_u64(buf + at, m->arch.n_state);
+            for (size_t i = 0; i < m->arch.n_state; i++)
+                cnn_put_f32(buf + at + 8 + 4 * i, m->state[i]);
+            at += 8 + 4 * m->arch.n_state;
+        }
     }
     cnn_put_u64(buf + at, m->n_params);
     for (size_t i = 0; i < m->n_params; i++)
@@ -203,6 +212,30 @@ static cnn_status get_v3(const cnn_arch *a, cnn_norm *norm, const char **names, 
     return CNN_OK;
 }
 
+/* Version 4's state block (at): its length must be the network's state; *state_at:
+ * where its floats start. Earlier versions hold networks without state. */
+static cnn_status state_block(const cnn_arch *a, uint32_t version, size_t *state_at,
+                              size_t *at, const unsigned char *buf, size_t len, const char *path,
+                              char *err, size_t errlen)
+{
+    if (version < 4)
+        return a->n_state == 0 ? CNN_OK
+                               : cnn_errorf(CNN_ERR_FORMAT, err, errlen,
+                                            "%s: a network with running statistics in a "
+                                            "version %u file (they need version 4)", path,
+                                            version);
+    if (len < *at + 8)
+        return cnn_errorf(CNN_ERR_FORMAT, err, errlen, "%s: truncated (state)", path);
+    const uint64_t S = cnn_get_u64(buf + *at);
+    if (S != a->n_state || (len - *at - 8) / 4 < S)
+        return cnn_errorf(CNN_ERR_FORMAT, err, errlen,
+                          "%s: the state holds %llu values, the network keeps %zu", path,
+                          (unsigned long long)S, a->n_state);
+    *state_at = *at + 8;
+    *at += 8 + 4 * (size_t)S;
+    return CNN_OK;
+}
+
 /* The names of a checked names block into m. */
 static cnn_status set_names(cnn_model *m, const char *names)
 {
@@ -235,10 +268,13 @@ cnn_status cnn_model_from_bytes(cnn_model *m, const unsigned char *buf, size_t l
     size_t at = 32;
     cnn_norm norm = {.kind = CNN_NORM_UNIT};
     const char *names = NULL;
+    size_t state_at = 0;
     cnn_status st = version == 1 ? arch_v1(&a, buf, len, path, err, errlen)
                                  : arch_v2(&a, &at, buf, len, path, err, errlen);
-    if (st == CNN_OK && version == 3)
+    if (st == CNN_OK && version >= 3)
         st = get_v3(&a, &norm, &names, &at, buf, len, path, err, errlen);
+    if (st == CNN_OK)
+        st = state_block(&a, version, &state_at, &at, buf, len, path, err, errlen);
     if (st != CNN_OK)
         return st;
     const uint64_t np = cnn_get_u64(buf + at);
@@ -261,6 +297,14 @@ cnn_status cnn_model_from_bytes(cnn_model *m, const unsigned char *buf, size_t l
         return cnn_errorf(CNN_ERR_NOMEM, err, errlen, "%s: out of memory", path);
     }
     tmp.norm = norm;
+    for (size_t i = 0; i < a.n_state; i++) {
+        tmp.state[i] = cnn_get_f32(buf + state_at + 4 * i);
+        if (!isfinite(tmp.state[i])) {
+            cnn_model_free(&tmp);
+            return cnn_errorf(CNN_ERR_FORMAT, err, errlen, "%s: state value %zu is not finite",
+                              path, i);
+        }
+    }
     for (size_t i = 0; i < want; i++) {
         tmp.params[i] = cnn_get_f32(buf + at + 8 + 4 * i);
         if (!isfinite(tmp.params[i])) {

@@ -7,14 +7,15 @@
 
 /* Each defined in its own file under src/layers/. */
 extern const cnn_kind cnn_kind_conv, cnn_kind_relu, cnn_kind_pool, cnn_kind_dense,
-    cnn_kind_softmax, cnn_kind_maxpool, cnn_kind_avgpool, cnn_kind_gap, cnn_kind_dropout;
+    cnn_kind_softmax, cnn_kind_maxpool, cnn_kind_avgpool, cnn_kind_gap, cnn_kind_dropout,
+    cnn_kind_bn;
 
 static const cnn_kind *const kinds[] = {
     [CNN_LAYER_CONV] = &cnn_kind_conv,       [CNN_LAYER_RELU] = &cnn_kind_relu,
     [CNN_LAYER_POOL] = &cnn_kind_pool,       [CNN_LAYER_DENSE] = &cnn_kind_dense,
     [CNN_LAYER_SOFTMAX] = &cnn_kind_softmax, [CNN_LAYER_MAXPOOL] = &cnn_kind_maxpool,
     [CNN_LAYER_AVGPOOL] = &cnn_kind_avgpool, [CNN_LAYER_GAP] = &cnn_kind_gap,
-    [CNN_LAYER_DROPOUT] = &cnn_kind_dropout,
+    [CNN_LAYER_DROPOUT] = &cnn_kind_dropout, [CNN_LAYER_BN] = &cnn_kind_bn,
 };
 
 int cnn_kind_count(void) { return (int)(sizeof kinds / sizeof *kinds); }

@@ -38,6 +38,11 @@ typedef struct cnn_pass {
     cnn_pool_ties ties; /* backward of max pooling */
     uint64_t key;       /* training: this sample's and layer's random key (dropout); 0 in
                            evaluation */
+    const double *batch_sums; /* a CNN_KIND_BATCH_STATS layer in a training step: its sums
+                                 over the whole minibatch (forward: the input's; backward,
+                                 once dout is known: the gradient's), NULL in evaluation */
+    double batch_count; /*   the values each of those sums is over */
+    const float *state; /* the layer's model state (cnn_kind.state floats) */
     int team;           /* threads the pass may split over (1: the caller alone) */
     uint64_t *passes;   /* [team]: each member adds the parts of the pass it ran */
 } cnn_pass;
@@ -56,6 +61,9 @@ enum {
                                   layer below needs that input gradient */
     CNN_KIND_ALIGNED = 128,    /* each sample's output is 64-byte aligned (a per-sample
                                   SGEMM writes it); others are rows without padding */
+    CNN_KIND_BATCH_STATS = 256, /* training needs sums over the whole minibatch (bn): the
+                                   step stops at the layer, forward and backward, until
+                                   every chunk's sums are in (cnn_kind.sums) */
 };
 
 typedef struct cnn_kind {
@@ -85,6 +93,17 @@ typedef struct cnn_kind {
     /* Set up once per activations: conv's check of its SGEMM (conv_ties.h). 1, 0, or
      * -1 out of memory; NULL: nothing. */
     int (*window_ties)(const cnn_layer *l);
+    /* Floats of model state besides the parameters (NULL: none), and the initial
+     * weights and state when not the default (normal weights by fan-in, state 0). */
+    size_t (*state)(const cnn_layer *l);
+    void (*init)(const cnn_layer *l, float *weights, float *state);
+    /* CNN_KIND_BATCH_STATS: doubles of the whole-minibatch sums; a sample's share of
+     * them added into acc, forward (from p->in) and backward (from p->dout); and the
+     * state after a training step whose forward sums over count values were these. */
+    size_t (*sums)(const cnn_layer *l);
+    void (*forward_sums)(const cnn_pass *p, double *acc);
+    void (*backward_sums)(const cnn_pass *p, double *acc);
+    void (*update_state)(const cnn_layer *l, float *state, const double *sums, double count);
     void (*forward)(const cnn_pass *p);
     void (*backward)(const cnn_pass *p);
 } cnn_kind;

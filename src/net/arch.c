@@ -94,6 +94,9 @@ cnn_status cnn_arch_build(cnn_arch *a, const char *desc, int C, int H, int W, ch
         l->n_bias = count(kind->biases, l);
         l->weights_at = off, l->bias_at = off + l->n_weights;
         off += l->n_weights + l->n_bias;
+        l->n_state = count(kind->state, l);
+        l->state_at = a->n_state;
+        a->n_state += l->n_state;
         if (off > MAX_PARAMS)
             return cnn_errorf(CNN_ERR_ARG, err, errlen,
                               "architecture: layer %d '%.*s' takes the parameters past %zu", at,

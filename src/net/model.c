@@ -32,8 +32,12 @@ cnn_status cnn_model_alloc(cnn_model *m, const cnn_arch *a)
     m->arch = *a;
     m->n_params = a->n_params;
     m->params = cnn_aligned_alloc(m->n_params * sizeof(float));
-    if (!m->params)
+    m->n_state = a->n_state;
+    m->state = a->n_state ? calloc(a->n_state, sizeof(float)) : NULL;
+    if (!m->params || (a->n_state && !m->state)) {
+        cnn_model_free(m);
         return CNN_ERR_NOMEM;
+    }
     memset(m->params, 0, m->n_params * sizeof(float));
     return CNN_OK;
 }
@@ -45,6 +49,11 @@ cnn_status cnn_model_init(cnn_model *m, const cnn_arch *a, cnn_rng *rng)
         return st;
     for (int i = 0; i < a->n; i++) {
         const cnn_layer *l = &a->layer[i];
+        const cnn_kind *kind = cnn_kind_of(l->kind);
+        if (kind->init) {
+            kind->init(l, m->params + l->weights_at, m->state + l->state_at);
+            continue;
+        }
         if (!l->n_weights)
             continue;
         const double fan_in = cnn_kind_of(l->kind)->fan_in(l);
@@ -60,6 +69,7 @@ cnn_status cnn_model_init(cnn_model *m, const cnn_arch *a, cnn_rng *rng)
 void cnn_model_free(cnn_model *m)
 {
     free(m->params);
+    free(m->state);
     free(m->names);
     memset(m, 0, sizeof *m);
 }

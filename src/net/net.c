@@ -46,7 +46,9 @@ static int output_in_one_piece(const cnn_arch *n, int l, cnn_engine e, int keep_
 /* Is the gradient of layer l's output made and used within one sample's run? */
 static int local_grad(const cnn_arch *n, int l, cnn_engine e)
 {
-    return l + 1 < n->n && !batched(&n->layer[l], e) && !batched(&n->layer[l + 1], e);
+    return l + 1 < n->n && !batched(&n->layer[l], e) && !batched(&n->layer[l + 1], e) &&
+           !(flags_of(&n->layer[l]) & CNN_KIND_BATCH_STATS); /* its backward waits for the
+                                                                 whole minibatch */
 }
 
 /* The samples' data for a walk: the input rows, and which pieces are shared. */
@@ -63,6 +65,10 @@ typedef struct {
     int team;            /* threads for per-sample runs: > 1 splits each run's samples (and
                             keeps every piece per sample); 1: sample by sample on this one */
     int level;           /* the OpenMP nesting level the walk started at */
+    const float *state;  /* the model's state (bn's running statistics) */
+    const double *const *totals; /* training in stages: per layer, the minibatch's sums of
+                                    a batch-statistics layer (NULL otherwise) */
+    int batch_n;         /*   the minibatch's samples */
 } walk;
 
 static int omp_level(void)
@@ -171,6 +177,11 @@ static cnn_pass pass_of(const walk *w, const float *params, int l, int b, int nb
     if (w->a->args[l])
         p.arg = w->a->args[l] + (size_t)b * cnn_kind_of(L->kind)->bytes(L);
     p.in_blocked = l > 0 && w->n->layer[l - 1].pool_order;
+    p.state = L->n_state ? w->state + L->state_at : NULL;
+    if (w->totals && w->a->train_key) {
+        p.batch_sums = w->totals[l];
+        p.batch_count = (double)w->batch_n * L->H * L->W;
+    }
     p.window_ties = w->a->window_ties[l];
     p.key = key_of(w, l, b);
     p.team = w->a->team > 1 ? w->a->team : 1;
@@ -187,10 +198,11 @@ static void forward_sample(const walk *w, const float *params, int l, int end, i
     }
 }
 
-static void forward(const walk *w, const float *params, int nb)
+/* Layers [from, to) of the chunk's nb samples. */
+static void forward(const walk *w, const float *params, int nb, int from, int to)
 {
     const cnn_arch *n = w->n;
-    for (int l = 0; l < n->n;) {
+    for (int l = from; l < to;) {
         const cnn_kind *kind = cnn_kind_of(n->layer[l].kind);
         if (batched(&n->layer[l], w->e)) {
             const cnn_pass p = pass_of(w, params, l, 0, nb);
@@ -199,7 +211,7 @@ static void forward(const walk *w, const float *params, int nb)
             continue;
         }
         int end = l;
-        while (end < n->n && !batched(&n->layer[end], w->e))
+        while (end < to && !batched(&n->layer[end], w->e))
             end++;
         const int team = w->team < nb ? w->team : nb;
         if (team <= 1) /* no parallel construct at all: it costs a microsecond */
@@ -271,8 +283,9 @@ static void backward_split(const walk *w, const float *params, float *grad, floa
     }
 }
 
+/* Layers hi down to lo of the chunk's nb samples. */
 static void backward(const walk *w, const float *params, float *grad, float alpha,
-                     cnn_pool_ties ties, int nb, float *dx)
+                     cnn_pool_ties ties, int nb, float *dx, int hi, int lo)
 {
     const cnn_arch *n = w->n;
     /* Input gradients are made above the first layer with parameters, and, when dx is
@@ -281,7 +294,7 @@ static void backward(const walk *w, const float *params, float *grad, float alph
     for (int l = n->n - 1; l >= 0 && !dx; l--)
         if (n->layer[l].n_weights)
             first_param = l;
-    for (int l = n->n - 1; l >= 0;) {
+    for (int l = hi; l >= lo;) {
         if (batched(&n->layer[l], w->e)) {
             float *din = NULL;
             if (l == 0 && dx)
@@ -293,7 +306,7 @@ static void backward(const walk *w, const float *params, float *grad, float alph
             continue;
         }
         int start = l;
-        while (start > 0 && !batched(&n->layer[start - 1], w->e))
+        while (start > lo && !batched(&n->layer[start - 1], w->e))
             start--;
         if (w->team > 1 && nb > 1)
             backward_split(w, params, grad, alpha, ties, nb, dx, first_param, l, start);
@@ -318,31 +331,124 @@ static void gather_rows(walk *w, int nb)
     w->images = w->a->x, w->idx = NULL;
 }
 
+/* The walk of a chunk of model m. */
+static walk walk_of(const cnn_model *m, cnn_acts *a, const float *images, const uint32_t *img_idx,
+                    const uint32_t *lab_idx, cnn_engine e, int keep_pool_input, double *times)
+{
+    walk w = {&m->arch, a, images, img_idx, (size_t)m->arch.C * m->arch.H * m->arch.W, e,
+              keep_pool_input || e != CNN_ENGINE_BLAS, lab_idx, times,
+              times || a->team < 1 ? 1 : a->team, omp_level(), m->state, NULL, 0};
+    return w;
+}
+
+/* Each sample's loss and prediction from the output layer; its gradient into dout.
+ * @return 1 if every loss is finite. */
+static int losses(const walk *w, const uint8_t *labels, int nb, float *loss, uint8_t *pred)
+{
+    const int N = w->n->classes, last = w->n->n - 1;
+    int finite = 1;
+    for (int b = 0; b < nb; b++) {
+        const int label = labels ? labels[w->ids ? w->ids[b] : (uint32_t)b] : -1;
+        float *probs = w->a->probs + (size_t)b * N;
+        loss[b] = cnn_softmax_xent(probs, w->a->dout[last] + (size_t)b * N,
+                                   w->a->out[last] + (size_t)b * N, label, N);
+        if (pred)
+            pred[b] = (uint8_t)cnn_argmax(probs, N);
+        finite &= isfinite(loss[b]) != 0;
+    }
+    return finite;
+}
+
 static int chunk_grad(const cnn_model *m, cnn_acts *a, float *grad, float alpha, float *dx,
                       const float *images, const uint32_t *img_idx, const uint8_t *labels,
                       const uint32_t *lab_idx, int nb, cnn_engine e, cnn_pool_ties ties,
                       float *loss, uint8_t *pred, double *times)
 {
-    const int N = m->arch.classes, last = m->arch.n - 1;
-    walk w = {&m->arch, a, images, img_idx, (size_t)m->arch.C * m->arch.H * m->arch.W, e,
-              (grad || dx) && ties == CNN_TIES_ALL, lab_idx, times,
-              times || a->team < 1 ? 1 : a->team, omp_level()};
-    if (e != CNN_ENGINE_BLAS)
-        w.keep_pool_input = 1;
+    walk w = walk_of(m, a, images, img_idx, lab_idx, e, (grad || dx) && ties == CNN_TIES_ALL,
+                     times);
     gather_rows(&w, nb);
-    forward(&w, m->params, nb);
-    int finite = 1;
-    for (int b = 0; b < nb; b++) {
-        const int label = labels ? labels[lab_idx ? lab_idx[b] : (uint32_t)b] : -1;
-        float *probs = a->probs + (size_t)b * N;
-        loss[b] = cnn_softmax_xent(probs, a->dout[last] + (size_t)b * N,
-                                   a->out[last] + (size_t)b * N, label, N);
-        if (pred)
-            pred[b] = (uint8_t)cnn_argmax(probs, N);
-        finite &= isfinite(loss[b]) != 0;
-    }
+    forward(&w, m->params, nb, 0, m->arch.n);
+    const int finite = losses(&w, labels, nb, loss, pred);
     if ((grad || dx) && finite)
-        backward(&w, m->params, grad, alpha, ties, nb, dx);
+        backward(&w, m->params, grad, alpha, ties, nb, dx, m->arch.n - 1, 0);
+    return finite;
+}
+
+/* ---------------------------------------------------------------- stages */
+
+/* The batch-statistics layers of n, in order, into at[]; @return how many. */
+static int stats_layers(const cnn_arch *n, int *at)
+{
+    int k = 0;
+    for (int l = 0; l < n->n; l++)
+        if (flags_of(&n->layer[l]) & CNN_KIND_BATCH_STATS)
+            at[k++] = l;
+    return k;
+}
+
+int cnn_stage_count(const cnn_arch *n)
+{
+    int at[CNN_MAX_LAYERS] = {0};
+    return 2 * stats_layers(n, at) + 1;
+}
+
+int cnn_stage_sums_layer(const cnn_arch *n, int stage, int *backward_sums)
+{
+    int at[CNN_MAX_LAYERS] = {0};
+    const int k = stats_layers(n, at);
+    *backward_sums = stage >= k;
+    if (stage < k)
+        return at[stage];
+    return stage < 2 * k ? at[2 * k - 1 - stage] : -1;
+}
+
+/* Each sample's share of layer l's sums (forward or backward) added into sums. */
+static void add_sums(const walk *w, const float *params, int l, int backward_sums, int nb,
+                     double *sums)
+{
+    const cnn_kind *kind = cnn_kind_of(w->n->layer[l].kind);
+    for (int b = 0; b < nb; b++) {
+        cnn_pass p = pass_of(w, params, l, b, 1);
+        p.dout = dout_of(w, l, b);
+        (backward_sums ? kind->backward_sums : kind->forward_sums)(&p, sums);
+    }
+}
+
+/* The nb images of a chunk as network input in a->x: converted from pixels by the
+ * model's normalisation (moved by moves when given), or gathered from images. */
+static void chunk_input(const cnn_model *m, cnn_acts *a, const float *images,
+                        const uint8_t *pixels, const uint32_t *idx, int nb,
+                        const cnn_move *moves);
+
+int cnn_chunk_stage(const cnn_model *m, cnn_acts *a, const cnn_stage_args *s, int stage,
+                    double *sums, float *loss, uint8_t *pred)
+{
+    const cnn_arch *n = &m->arch;
+    int at[CNN_MAX_LAYERS] = {0};
+    const int k = stats_layers(n, at);
+    if (stage == 0)
+        chunk_input(m, a, s->images, s->pixels, s->idx, s->nb, s->moves);
+    walk w = walk_of(m, a, a->x, NULL, s->idx, s->engine, s->ties == CNN_TIES_ALL, NULL);
+    w.totals = s->totals, w.batch_n = s->batch_n;
+    const float *params = m->params;
+    int finite = 1, bwd;
+    const int sums_layer = cnn_stage_sums_layer(n, stage, &bwd);
+    if (stage < k) {
+        forward(&w, params, s->nb, stage ? at[stage - 1] : 0, at[stage]);
+    } else if (stage == k) {
+        forward(&w, params, s->nb, k ? at[k - 1] : 0, n->n);
+        finite = losses(&w, s->labels, s->nb, loss, pred);
+        backward(&w, params, s->grad, 1.0f, s->ties, s->nb, NULL, n->n - 1, k ? at[k - 1] + 1 : 0);
+    } else {
+        const int j = stage - k - 1; /* the j-th bn from the top, at[k - 1 - j] */
+        backward(&w, params, s->grad, 1.0f, s->ties, s->nb, NULL, at[k - 1 - j],
+                 k - 2 - j >= 0 ? at[k - 2 - j] + 1 : 0);
+    }
+    if (sums_layer >= 0) {
+        const size_t half = cnn_kind_of(n->layer[sums_layer].kind)->sums(&n->layer[sums_layer]) / 2;
+        memset(sums + (bwd ? half : 0), 0, half * sizeof *sums);
+        add_sums(&w, params, sums_layer, bwd, s->nb, sums);
+    }
     return finite;
 }
 
@@ -394,21 +500,30 @@ static void moved_input(float *dst, const uint8_t *px, const cnn_norm *norm, int
     }
 }
 
+static void chunk_input(const cnn_model *m, cnn_acts *a, const float *images,
+                        const uint8_t *pixels, const uint32_t *idx, int nb,
+                        const cnn_move *moves)
+{
+    const cnn_arch *n = &m->arch;
+    const size_t plane = (size_t)n->H * n->W, len = (size_t)n->C * plane;
+    for (int b = 0; b < nb; b++) {
+        const size_t at = (idx ? idx[b] : (size_t)b) * len;
+        const cnn_move mv = moves ? moves[b] : (cnn_move){0, 0, 0};
+        if (!pixels)
+            memcpy(a->x + (size_t)b * len, images + at, len * sizeof(float));
+        else if (mv.dy || mv.dx || mv.flip)
+            moved_input(a->x + (size_t)b * len, pixels + at, &m->norm, n->C, n->H, n->W, mv);
+        else
+            cnn_norm_apply(&m->norm, a->x + (size_t)b * len, pixels + at, n->C, plane);
+    }
+}
+
 int cnn_chunk_grad_u8_moved(const cnn_model *m, cnn_acts *a, float *grad, float alpha,
                             const uint8_t *pixels, const uint8_t *labels, const uint32_t *idx,
                             int nb, const cnn_move *moves, cnn_engine e, cnn_pool_ties ties,
                             float *loss, uint8_t *pred)
 {
-    const cnn_arch *n = &m->arch;
-    const size_t plane = (size_t)n->H * n->W, len = (size_t)n->C * plane;
-    for (int b = 0; b < nb; b++) {
-        const uint8_t *px = pixels + (idx ? idx[b] : (size_t)b) * len;
-        const cnn_move mv = moves ? moves[b] : (cnn_move){0, 0, 0};
-        if (mv.dy || mv.dx || mv.flip)
-            moved_input(a->x + (size_t)b * len, px, &m->norm, n->C, n->H, n->W, mv);
-        else
-            cnn_norm_apply(&m->norm, a->x + (size_t)b * len, px, n->C, plane);
-    }
+    chunk_input(m, a, NULL, pixels, idx, nb, moves);
     return chunk_grad(m, a, grad, alpha, NULL, a->x, NULL, labels, idx, nb, e, ties, loss, pred,
                       NULL);
 }
@@ -425,10 +540,10 @@ float cnn_forward(const cnn_model *m, cnn_acts *a, const float *x, int label, cn
 {
     float loss;
     const int N = m->arch.classes, last = m->arch.n - 1;
-    walk w = {&m->arch, a, x, NULL, (size_t)m->arch.C * m->arch.H * m->arch.W, e, 1, NULL, NULL,
-              1, omp_level()};
+    walk w = walk_of(m, a, x, NULL, NULL, e, 1, NULL);
+    w.team = 1;
     gather_rows(&w, 1);
-    forward(&w, m->params, 1);
+    forward(&w, m->params, 1, 0, m->arch.n);
     loss = cnn_softmax_xent(a->probs, a->dout[last], a->out[last], label, N);
     return loss;
 }
@@ -436,8 +551,8 @@ float cnn_forward(const cnn_model *m, cnn_acts *a, const float *x, int label, cn
 void cnn_backward(const cnn_model *m, cnn_acts *a, float *grad, float *dx, const float *x,
                   cnn_engine e, cnn_pool_ties ties)
 {
-    walk w = {&m->arch, a, x, NULL, (size_t)m->arch.C * m->arch.H * m->arch.W, e, 1, NULL, NULL,
-              1, omp_level()};
+    walk w = walk_of(m, a, x, NULL, NULL, e, 1, NULL);
+    w.team = 1;
     gather_rows(&w, 1);
-    backward(&w, m->params, grad, 1.0f, ties, 1, dx);
+    backward(&w, m->params, grad, 1.0f, ties, 1, dx, m->arch.n - 1, 0);
 }

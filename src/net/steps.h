@@ -34,6 +34,45 @@ int cnn_chunk_grad_u8_moved(const cnn_model *m, cnn_acts *a, float *grad, float 
                             int nb, const cnn_move *moves, cnn_engine e, cnn_pool_ties ties,
                             float *loss, uint8_t *pred);
 
+/* A training pass over a network with batch-statistics layers (bn) in stages: the
+ * chunks of a minibatch run each stage, then the step adds their sums for the layer the
+ * stage ends at (cnn_stage_sums_layer: forward sums of its input, or backward sums of
+ * its gradient) in chunk order into that layer's totals, which the following stages
+ * read. With k such layers there are 2k + 1 stages: forward up to each of them; the
+ * rest of the forward, the losses and the backward down to the last; then the backward
+ * from each of them down to the one before. A network without them has one stage, the
+ * whole pass. */
+typedef struct cnn_stage_args {
+    const float *images;   /* network input [.][C][H][W], or NULL for: */
+    const uint8_t *pixels; /* uint8 pixels, converted by the model's normalisation */
+    const uint32_t *idx;   /* the chunk's samples in images and labels (NULL: 0..nb-1) */
+    const uint8_t *labels;
+    const cnn_move *moves; /* with pixels: each sample's move, or NULL */
+    int nb;
+    float *grad;           /* the chunk's gradient slot (alpha 1) */
+    cnn_engine engine;
+    cnn_pool_ties ties;
+    const double *const *totals; /* [layer] the minibatch's sums of a batch-statistics
+                                    layer (cnn_kind.sums doubles), NULL for the others */
+    int batch_n;           /* the minibatch's samples */
+} cnn_stage_args;
+int cnn_stage_count(const cnn_arch *n);
+/* The layer whose sums stage ends with (*backward_sums: 1 for the gradient's), or -1. */
+int cnn_stage_sums_layer(const cnn_arch *n, int stage, int *backward_sums);
+/* Stage `stage` of the chunk's samples: the chunk's share of the sums it ends with into
+ * sums (its half of cnn_kind.sums doubles; the other half untouched); at stage k the
+ * samples' losses and predictions. Stage 0 converts the images into a->x; later stages
+ * read them there. @return 0 if a loss was not finite. */
+int cnn_chunk_stage(const cnn_model *m, cnn_acts *a, const cnn_stage_args *s, int stage,
+                    double *sums, float *loss, uint8_t *pred);
+/* Steps in parts over a network with batch statistics: after each stage the trainer
+ * calls sync (on one thread) with the chunks' sums, sums[nchunks][per_chunk], of which
+ * this process made the rows of chunks [c0, c1); it must fill in the others (from the
+ * processes that made them) before the trainer adds them up in chunk order. */
+typedef void (*cnn_sync_fn)(void *ctx, double *sums, size_t per_chunk, int nchunks, int c0,
+                            int c1);
+void cnn_trainer_set_sync(cnn_trainer *t, cnn_sync_fn sync, void *ctx);
+
 /* cnn_chunk_grad of the nb samples images[0..nb) with alpha 1 (the benchmarks' per-layer
  * profile): adds the seconds each layer's passes take to times[l] (forward) and
  * times[n + l] (backward), n the network's layers. */

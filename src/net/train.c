@@ -39,7 +39,16 @@ struct cnn_trainer {
     size_t state_len;
     uint64_t updates;   /* updates made (Adam's bias correction) */
     uint64_t epoch;     /* of the next steps: with cfg.seed, the dropout key */
-    cnn_acts *acts;     /* [threads], each for CNN_CHUNK_MAX samples */
+    cnn_acts *acts;     /* [nacts], each for CNN_CHUNK_MAX samples: a thread's, or with
+                           stages a chunk's (its activations wait between stages) */
+    int nacts;
+    int stages;         /* of a training pass (cnn_stage_count): 1 without bn */
+    size_t sums_len;    /* doubles of a chunk's sums (the largest layer's) */
+    double *sums;       /* [nslots][sums_len] each chunk's sums of the stage it ran */
+    double *totals_buf; /* every batch-statistics layer's minibatch sums, back to back */
+    const double *totals[CNN_MAX_LAYERS]; /* [layer] into totals_buf, or NULL */
+    cnn_sync_fn sync;   /* steps in parts: fills in the other processes' chunk sums */
+    void *sync_ctx;
     float *loss;        /* [max(batch, EVAL_BLOCK)] per-sample loss of the last step */
     uint8_t *pred;      /* [max(batch, EVAL_BLOCK)] per-sample predicted class */
 };
@@ -167,15 +176,43 @@ void cnn_trainer_free(cnn_trainer *t)
     if (!t)
         return;
     if (t->acts)
-        for (int i = 0; i < t->cfg.threads; i++)
+        for (int i = 0; i < t->nacts; i++)
             cnn_acts_free(&t->acts[i]);
     free(t->acts);
+    free(t->sums);
+    free(t->totals_buf);
     free(t->slots);
     free(t->chunk_ok);
     free(t->state);
     free(t->loss);
     free(t->pred);
     free(t);
+}
+
+/* The sums of the batch-statistics layers: each chunk's, and the minibatch's. */
+static cnn_status stats_buffers(cnn_trainer *t)
+{
+    size_t total = 0;
+    for (int l = 0; l < t->arch.n; l++) {
+        const cnn_kind *kind = cnn_kind_of(t->arch.layer[l].kind);
+        const size_t len = kind->sums ? kind->sums(&t->arch.layer[l]) : 0;
+        t->sums_len = len > t->sums_len ? len : t->sums_len;
+        total += len;
+    }
+    if (!total)
+        return CNN_OK;
+    t->sums = calloc((size_t)t->nslots * t->sums_len, sizeof *t->sums);
+    t->totals_buf = calloc(total, sizeof *t->totals_buf);
+    if (!t->sums || !t->totals_buf)
+        return CNN_ERR_NOMEM;
+    for (int l = 0, at = 0; l < t->arch.n; l++) {
+        const cnn_kind *kind = cnn_kind_of(t->arch.layer[l].kind);
+        if (kind->sums) {
+            t->totals[l] = t->totals_buf + at;
+            at += (int)kind->sums(&t->arch.layer[l]);
+        }
+    }
+    return CNN_OK;
 }
 
 cnn_status cnn_trainer_create(cnn_trainer **out, const cnn_arch *arch, const cnn_train_config *c)
@@ -208,15 +245,18 @@ cnn_status cnn_trainer_create(cnn_trainer **out, const cnn_arch *arch, const cnn
         cnn_trainer_free(t);
         return CNN_ERR_NOMEM;
     }
-    t->acts = calloc((size_t)c->threads, sizeof *t->acts);
+    t->stages = cnn_stage_count(arch);
+    t->nacts = t->stages > 1 && t->nslots > c->threads ? t->nslots : c->threads;
+    t->acts = calloc((size_t)t->nacts, sizeof *t->acts);
     t->loss = malloc(per_sample * sizeof *t->loss);
     t->pred = malloc(per_sample);
-    if (!t->slots || !t->chunk_ok || !t->acts || !t->loss || !t->pred) {
+    if (!t->slots || !t->chunk_ok || !t->acts || !t->loss || !t->pred ||
+        stats_buffers(t) != CNN_OK) {
         cnn_trainer_free(t);
         return CNN_ERR_NOMEM;
     }
     memset(t->slots, 0, (size_t)t->nslots * t->slot_stride * sizeof(float));
-    for (int i = 0; i < c->threads; i++)
+    for (int i = 0; i < t->nacts; i++)
         if (cnn_acts_alloc(&t->acts[i], arch, CNN_CHUNK_MAX) != CNN_OK) {
             cnn_trainer_free(t);
             return CNN_ERR_NOMEM;
@@ -344,6 +384,85 @@ static int run_chunk(const cnn_model *m, cnn_acts *a, float *grad, float alpha, 
                           loss, pred);
 }
 
+/* After stage s, the minibatch's sums of the layer it ends with: the chunks' sums added
+ * in chunk order (the other processes' chunks filled in first, in a step in parts). */
+static void reduce_stage(cnn_trainer *t, int s, int nchunks, int c0, int c1)
+{
+    int bwd;
+    const int l = cnn_stage_sums_layer(&t->arch, s, &bwd);
+    if (l < 0)
+        return;
+    if (t->sync && (c0 > 0 || c1 < nchunks))
+        t->sync(t->sync_ctx, t->sums, t->sums_len, nchunks, c0, c1);
+    const cnn_layer *L = &t->arch.layer[l];
+    const size_t half = cnn_kind_of(L->kind)->sums(L) / 2, off = bwd ? half : 0;
+    double *total = (double *)t->totals[l] + off;
+    memset(total, 0, half * sizeof *total);
+    for (int c = 0; c < nchunks; c++)
+        for (size_t i = 0; i < half; i++)
+            total[i] += t->sums[(size_t)c * t->sums_len + off + i];
+}
+
+/* Chunks [c0, c1) of a network with batch statistics, stage by stage: every chunk
+ * runs a stage on its own activations, then one thread makes the minibatch's sums
+ * that the next stage reads. The same chunks and threads as run_chunks. */
+static void run_staged(cnn_trainer *t, cnn_model *m, image_src images, const uint8_t *labels,
+                       const uint32_t *idx, int n, int c0, int c1)
+{
+    const int nchunks = chunk_count(n), todo = c1 - c0;
+    const int threads = t->cfg.threads < todo ? t->cfg.threads : todo;
+    const int levels = nest(t->cfg.threads > threads);
+    const uint64_t key = step_key(t, 1);
+    for (int c = c0; c < c1; c++)
+        t->chunk_ok[c] = 1;
+#if HAVE_OPENMP
+#pragma omp parallel num_threads(threads) if (threads > 1)
+#endif
+    {
+        cnn_blas_alone();
+        int lead, team;
+        team_of(t->cfg.threads, threads, thread_id(), &lead, &team);
+        for (int s = 0; s < t->stages; s++) {
+#if HAVE_OPENMP
+#pragma omp for schedule(static)
+#endif
+            for (int c = c0; c < c1; c++) {
+                const int lo = cnn_chunk_start(c, n), hi = cnn_chunk_start(c + 1, n);
+                uint32_t seq[CNN_CHUNK_MAX];
+                for (int i = lo; !idx && i < hi; i++)
+                    seq[i - lo] = (uint32_t)i;
+                cnn_acts *a = &t->acts[c];
+                a->team = team, a->train_key = key;
+                const cnn_stage_args args = {
+                    images.x, images.px, idx ? idx + lo : seq, labels,
+                    images.moves ? images.moves + lo : NULL, hi - lo,
+                    t->slots + (size_t)c * t->slot_stride, t->cfg.engine, t->cfg.ties,
+                    t->totals, n};
+                if (!cnn_chunk_stage(m, a, &args, s, t->sums + (size_t)c * t->sums_len,
+                                     t->loss + lo, t->pred + lo))
+                    t->chunk_ok[c] = 0;
+            }
+#if HAVE_OPENMP
+#pragma omp single
+#endif
+            reduce_stage(t, s, nchunks, c0, c1);
+        }
+    }
+    unnest(levels);
+}
+
+/* After a step's update: the state its batch statistics move (bn's running ones). */
+static void update_model_state(const cnn_trainer *t, cnn_model *m, int n)
+{
+    for (int l = 0; l < t->arch.n; l++) {
+        const cnn_layer *L = &t->arch.layer[l];
+        const cnn_kind *kind = cnn_kind_of(L->kind);
+        if (kind->update_state)
+            kind->update_state(L, m->state + L->state_at, t->totals[l],
+                               (double)n * L->H * L->W);
+    }
+}
+
 /* Chunks [c0, c1) of a minibatch of n (of nchunks) into their gradient slots, with
  * their samples' losses and predictions; then, when apply, the update from all the
  * slots. One parallel region: the chunks, then (after the loop's barrier, which makes
@@ -352,6 +471,12 @@ static int run_chunk(const cnn_model *m, cnn_acts *a, float *grad, float alpha, 
 static void run_chunks(cnn_trainer *t, cnn_model *m, image_src images, const uint8_t *labels,
                        const uint32_t *idx, int n, int c0, int c1, int apply)
 {
+    if (t->stages > 1 && c1 > c0) {
+        run_staged(t, m, images, labels, idx, n, c0, c1);
+        if (apply)
+            run_chunks(t, m, images, labels, idx, n, 0, 0, 1);
+        return;
+    }
     const int nchunks = chunk_count(n), todo = c1 - c0 > 0 ? c1 - c0 : nchunks;
     const int threads = t->cfg.threads < todo ? t->cfg.threads : todo;
     const size_t np = t->n_params, stride = t->slot_stride;
@@ -396,6 +521,8 @@ static void run_chunks(cnn_trainer *t, cnn_model *m, image_src images, const uin
         for (int c = 0; c < nchunks; c++)
             all_ok &= t->chunk_ok[c];
         t->updates += (uint64_t)all_ok;
+        if (all_ok)
+            update_model_state(t, m, n);
     }
 }
 
@@ -424,7 +551,10 @@ static cnn_status train_step(cnn_trainer *t, cnn_model *m, image_src images,
     const int nchunks = chunk_count(n);
     int finite = 1;
 
-    if (n == 1 && in_place_ok(&t->arch) && !t->state && t->cfg.weight_decay == 0.0f) {
+    if (t->stages > 1 && t->cfg.batch < 2)
+        return CNN_ERR_ARG; /* batch statistics of one sample: refused, as PyTorch does */
+    if (n == 1 && t->stages == 1 && in_place_ok(&t->arch) && !t->state &&
+        t->cfg.weight_decay == 0.0f) {
         /* BLAS on this thread only, without the cost of a parallel region: this
          * thread's OpenMP setting is lowered for the step and then restored. */
 #if HAVE_OPENMP
@@ -561,6 +691,11 @@ cnn_status cnn_train_step_chunks(cnn_trainer *t, cnn_model *m, const uint8_t *pi
     if (c1 > c0)
         run_chunks(t, m, (image_src){NULL, pixels, moves}, labels, idx, n, c0, c1, 0);
     return CNN_OK;
+}
+
+void cnn_trainer_set_sync(cnn_trainer *t, cnn_sync_fn sync, void *ctx)
+{
+    t->sync = sync, t->sync_ctx = ctx;
 }
 
 void cnn_trainer_exchange(cnn_trainer *t, float **slots, size_t *stride, float **loss,
