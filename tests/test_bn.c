@@ -1,0 +1,448 @@
+/* test_bn.c - batch normalization (bn) in training and evaluation, against an
+ * independent float64 forward of whole minibatches written here from the definition
+ * (PyTorch's BatchNorm: the minibatch's mean and biased variance, eps 1e-5; running
+ * mean and unbiased variance with momentum 0.1):
+ *   - the losses of a minibatch cut into uneven chunks, and every parameter's gradient
+ *     (gamma, beta and the layers below and above each bn, so its input gradient too)
+ *     against central differences of the float64 minibatch loss, both engines;
+ *   - the running statistics after steps, and evaluation with them;
+ *   - the weights and running statistics bit-identical for 1, 2 and 3 threads at batch
+ *     sizes that do not divide into equal chunks;
+ *   - batch 1 refused; a model with bn saved and loaded with its state. */
+#include "cnn.h"
+#include "steps.h"
+
+#include "check.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#define EPS 1e-5
+
+/* ---------------------------------------------------------------- float64 forward */
+
+typedef struct dbatch {
+    const cnn_arch *n;
+    double *p;             /* laid out like cnn_model.params */
+    const double *x;       /* [B][C][H][W] */
+    const uint8_t *labels; /* [B] */
+    int B;
+    int train;             /* 1: bn with the minibatch's statistics; 0: running ones */
+    const float *state;    /* the running statistics (evaluation) */
+    double *mean, *var;    /* [layer][channel], what training saw (may be NULL) */
+} dbatch;
+
+static size_t largest(const cnn_arch *n)
+{
+    size_t cap = (size_t)n->C * n->H * n->W;
+    for (int l = 0; l < n->n; l++)
+        cap = cap > cnn_layer_out_len(&n->layer[l]) ? cap : cnn_layer_out_len(&n->layer[l]);
+    return cap;
+}
+
+/* One layer other than bn for one sample: a (input) to b (output). */
+static void layer_one(const cnn_layer *L, const double *w, const double *bias, const double *a,
+                      double *b)
+{
+    const size_t K = (size_t)L->C * L->H * L->W;
+    for (int o = 0; o < L->OC; o++)
+        for (int i = 0; i < L->OH; i++)
+            for (int j = 0; j < L->OW; j++) {
+                double v = 0;
+                if (L->kind == CNN_LAYER_CONV) {
+                    v = bias ? bias[o] : 0;
+                    for (int c = 0; c < L->C; c++)
+                        for (int ki = 0; ki < L->kernel; ki++)
+                            for (int kj = 0; kj < L->kernel; kj++) {
+                                const int y = i * L->stride - L->pad + ki;
+                                const int x = j * L->stride - L->pad + kj;
+                                if (y >= 0 && y < L->H && x >= 0 && x < L->W)
+                                    v += w[(((size_t)o * L->C + c) * L->kernel + ki) *
+                                               L->kernel + kj] *
+                                         a[((size_t)c * L->H + y) * L->W + x];
+                            }
+                } else if (L->kind == CNN_LAYER_RELU) {
+                    const double u = a[((size_t)o * L->H + i) * L->W + j];
+                    v = u > 0 ? u : 0;
+                } else if (L->kind == CNN_LAYER_POOL) {
+                    v = -INFINITY;
+                    for (int di = 0; di < 2; di++)
+                        for (int dj = 0; dj < 2; dj++)
+                            v = fmax(v, a[((size_t)o * L->H + 2 * i + di) * L->W + 2 * j + dj]);
+                } else { /* dense, softmax */
+                    v = bias[o];
+                    for (size_t k = 0; k < K; k++)
+                        v += w[(size_t)o * K + k] * a[k];
+                }
+                b[((size_t)o * L->OH + i) * L->OW + j] = v;
+            }
+}
+
+/* bn over the whole minibatch, act [B][C][plane], in place. */
+static void bn_batch(const dbatch *d, int l, double *act, size_t stride)
+{
+    const cnn_layer *L = &d->n->layer[l];
+    const size_t plane = (size_t)L->H * L->W;
+    const double *gamma = d->p + L->weights_at, *beta = d->p + L->bias_at;
+    for (int c = 0; c < L->C; c++) {
+        double mean = 0, var = 0;
+        if (d->train) {
+            for (int b = 0; b < d->B; b++)
+                for (size_t k = 0; k < plane; k++)
+                    mean += act[b * stride + c * plane + k];
+            mean /= (double)d->B * plane;
+            for (int b = 0; b < d->B; b++)
+                for (size_t k = 0; k < plane; k++) {
+                    const double u = act[b * stride + c * plane + k] - mean;
+                    var += u * u;
+                }
+            var /= (double)d->B * plane;
+            if (d->mean)
+                d->mean[l * 64 + c] = mean, d->var[l * 64 + c] = var;
+        } else {
+            mean = d->state[L->state_at + c], var = d->state[L->state_at + L->C + c];
+        }
+        for (int b = 0; b < d->B; b++)
+            for (size_t k = 0; k < plane; k++) {
+                double *v = &act[b * stride + c * plane + k];
+                *v = gamma[c] * (*v - mean) / sqrt(var + EPS) + beta[c];
+            }
+    }
+}
+
+/* The minibatch's summed loss; each sample's into loss[b] when not NULL. */
+static double dbatch_loss_each(const dbatch *d, double *loss)
+{
+    const cnn_arch *n = d->n;
+    const size_t cap = largest(n), in = (size_t)n->C * n->H * n->W;
+    double *a = malloc((size_t)d->B * cap * sizeof *a), *b = malloc((size_t)d->B * cap * sizeof *b);
+    for (int s = 0; s < d->B; s++)
+        memcpy(a + s * cap, d->x + s * in, in * sizeof *a);
+    for (int l = 0; l < n->n; l++) {
+        const cnn_layer *L = &n->layer[l];
+        if (L->kind == CNN_LAYER_BN) {
+            bn_batch(d, l, a, cap);
+            continue;
+        }
+        for (int s = 0; s < d->B; s++)
+            layer_one(L, d->p + L->weights_at, L->n_bias ? d->p + L->bias_at : NULL, a + s * cap,
+                      b + s * cap);
+        double *t = a;
+        a = b, b = t;
+    }
+    double total = 0;
+    for (int s = 0; s < d->B; s++) {
+        const double *o = a + s * cap;
+        double mx = -INFINITY, sum = 0;
+        for (int c = 0; c < n->classes; c++)
+            mx = fmax(mx, o[c]);
+        for (int c = 0; c < n->classes; c++)
+            sum += exp(o[c] - mx);
+        const double ls = log(sum) - (o[d->labels[s]] - mx);
+        if (loss)
+            loss[s] = ls;
+        total += ls;
+    }
+    free(a), free(b);
+    return total;
+}
+
+static double dbatch_loss(void *ctx) { return dbatch_loss_each(ctx, NULL); }
+
+/* ---------------------------------------------------------------- the engine */
+
+typedef struct setup {
+    cnn_arch arch;
+    cnn_model m;
+    uint8_t *px, *labels;
+    int B;
+} setup;
+
+static int make(setup *s, const char *desc, int C, int H, int W, int B, uint64_t seed)
+{
+    char err[256] = "";
+    if (cnn_arch_build(&s->arch, desc, C, H, W, err, sizeof err) != CNN_OK) {
+        tap_ok(0, "%s builds: %s", desc, err);
+        return 0;
+    }
+    cnn_rng rng;
+    cnn_rng_seed(&rng, seed);
+    cnn_model_init(&s->m, &s->arch, &rng);
+    for (int l = 0; l < s->arch.n; l++) { /* gammas and betas away from 1 and 0 */
+        const cnn_layer *L = &s->arch.layer[l];
+        if (L->kind != CNN_LAYER_BN)
+            continue;
+        for (int c = 0; c < L->C; c++) {
+            s->m.params[L->weights_at + c] = (float)(0.6 + 0.8 * cnn_rng_uniform(&rng));
+            s->m.params[L->bias_at + c] = (float)(0.4 * cnn_rng_uniform(&rng) - 0.2);
+        }
+    }
+    const size_t in = (size_t)C * H * W;
+    s->B = B;
+    s->px = malloc((size_t)B * in);
+    s->labels = malloc((size_t)B);
+    for (size_t i = 0; i < (size_t)B * in; i++)
+        s->px[i] = (uint8_t)cnn_rng_below(&rng, 256);
+    for (int b = 0; b < B; b++)
+        s->labels[b] = (uint8_t)cnn_rng_below(&rng, (uint64_t)s->arch.classes);
+    return 1;
+}
+
+static void unmake(setup *s)
+{
+    cnn_model_free(&s->m);
+    free(s->px), free(s->labels);
+}
+
+static cnn_trainer *trainer(const setup *s, int threads, cnn_engine e, int batch)
+{
+    cnn_train_config c = cnn_train_config_default();
+    c.batch = batch, c.threads = threads, c.engine = e, c.lr = 0.05f, c.momentum = 0.9f;
+    cnn_trainer *t = NULL;
+    cnn_trainer_create(&t, &s->arch, &c);
+    return t;
+}
+
+/* The minibatch's gradient (the chunks' slots added in chunk order) and losses,
+ * without an update. */
+static void engine_grad(const setup *s, cnn_engine e, int threads, float *grad, float *loss)
+{
+    cnn_trainer *t = trainer(s, threads, e, s->B);
+    const int nchunks = cnn_chunk_count(s->B);
+    cnn_train_step_chunks(t, (cnn_model *)&s->m, s->px, s->labels, NULL, s->B, NULL, 0, nchunks);
+    float *slots, *l;
+    uint8_t *pred, *ok;
+    size_t stride;
+    cnn_trainer_exchange(t, &slots, &stride, &l, &pred, &ok);
+    memset(grad, 0, s->m.n_params * sizeof *grad);
+    for (int c = 0; c < nchunks; c++)
+        for (size_t i = 0; i < s->m.n_params; i++)
+            grad[i] += slots[(size_t)c * stride + i];
+    memcpy(loss, l, (size_t)s->B * sizeof *loss);
+    cnn_trainer_free(t);
+}
+
+static double *as_double(const float *v, size_t n)
+{
+    double *d = malloc(n * sizeof *d);
+    for (size_t i = 0; i < n; i++)
+        d[i] = v[i];
+    return d;
+}
+
+static double *inputs(const setup *s)
+{
+    const size_t n = (size_t)s->B * s->arch.C * s->arch.H * s->arch.W;
+    float *x = malloc(n * sizeof *x);
+    cnn_pixels_to_float(x, s->px, n);
+    double *d = as_double(x, n);
+    free(x);
+    return d;
+}
+
+/* Losses and every parameter's gradient against the float64 minibatch. */
+static void check_gradients(const char *desc, int C, int H, int W, int B, cnn_engine e)
+{
+    setup s;
+    if (!make(&s, desc, C, H, W, B, 11))
+        return;
+    const char *eng = e == CNN_ENGINE_BLAS ? "blas" : "reference";
+    const size_t np = s.m.n_params;
+    float *grad = malloc(np * sizeof *grad), *loss = malloc((size_t)B * sizeof *loss);
+    engine_grad(&s, e, 2, grad, loss);
+    double *x = inputs(&s), *dl = malloc((size_t)B * sizeof *dl);
+    dbatch d = {&s.arch, as_double(s.m.params, np), x, s.labels, B, 1, NULL, NULL, NULL};
+    dbatch_loss_each(&d, dl);
+    double worst_loss = 0;
+    for (int b = 0; b < B; b++)
+        worst_loss = fmax(worst_loss, fabs(loss[b] - dl[b]) / (1e-6 + fabs(dl[b])));
+    tap_ok(worst_loss < 1e-5, "%s, batch %d (%d chunks), %s: every sample's training-mode "
+           "loss within %.2g of the float64 minibatch's", desc, B, cnn_chunk_count(B), eng,
+           worst_loss);
+    double worst = 0;
+    size_t at = 0;
+    const double h = 1e-6;
+    for (size_t i = 0; i < np; i++) {
+        const double keep = d.p[i];
+        d.p[i] = keep + h;
+        const double lp = dbatch_loss(&d);
+        d.p[i] = keep - h;
+        const double lm = dbatch_loss(&d);
+        d.p[i] = keep;
+        const double num = (lp - lm) / (2 * h);
+        const double q = fabs(num - grad[i]) / (1e-5 + 1e-3 * fmax(fabs(num), fabs(grad[i])));
+        if (!(q <= worst))
+            worst = isnan(q) ? INFINITY : q, at = i;
+    }
+    tap_ok(worst <= 1.0, "%s, batch %d, %s: all %zu parameter gradients (gamma, beta, and the "
+           "layers around each bn) against central differences of the float64 minibatch loss "
+           "(worst %.2g of tolerance, at %zu)", desc, B, eng, np, worst, at);
+    /* the check fails a wrong gradient: gamma's scaled by 1.05 */
+    for (int l = 0; l < s.arch.n; l++)
+        if (s.arch.layer[l].kind == CNN_LAYER_BN) {
+            const size_t g = s.arch.layer[l].weights_at;
+            d.p[g] += h;
+            const double lp = dbatch_loss(&d);
+            d.p[g] -= 2 * h;
+            const double lm = dbatch_loss(&d);
+            d.p[g] += h;
+            const double num = (lp - lm) / (2 * h), wrong = 1.05 * grad[g];
+            tap_ok(fabs(num - wrong) > 1e-5 + 1e-3 * fabs(num),
+                   "%s, %s: a gamma gradient 5%% off is told apart (%.6g vs %.6g)", desc, eng,
+                   num, wrong);
+            break;
+        }
+    free(grad), free(loss), free(x), free(dl), free(d.p);
+    unmake(&s);
+}
+
+/* Running statistics after steps, and evaluation with them. */
+static void check_running(const char *desc, int C, int H, int W, int B)
+{
+    setup s;
+    if (!make(&s, desc, C, H, W, B, 12))
+        return;
+    const size_t np = s.m.n_params;
+    double *x = inputs(&s);
+    double mean[CNN_MAX_LAYERS * 64], var[CNN_MAX_LAYERS * 64];
+    double *want = calloc(s.arch.n_state, sizeof *want);
+    for (int l = 0; l < s.arch.n; l++) /* running variance starts at 1 */
+        for (int c = 0; c < s.arch.layer[l].C && s.arch.layer[l].kind == CNN_LAYER_BN; c++)
+            want[s.arch.layer[l].state_at + s.arch.layer[l].C + c] = 1.0;
+    cnn_trainer *t = trainer(&s, 2, CNN_ENGINE_BLAS, B);
+    for (int step = 0; step < 3; step++) {
+        dbatch d = {&s.arch, as_double(s.m.params, np), x, s.labels, B, 1, NULL, mean, var};
+        dbatch_loss(&d); /* the statistics this step sees */
+        for (int l = 0; l < s.arch.n; l++) {
+            const cnn_layer *L = &s.arch.layer[l];
+            if (L->kind != CNN_LAYER_BN)
+                continue;
+            const double count = (double)B * L->H * L->W;
+            for (int c = 0; c < L->C; c++) {
+                double *rm = &want[L->state_at + c], *rv = &want[L->state_at + L->C + c];
+                *rm = 0.9 * *rm + 0.1 * mean[l * 64 + c];
+                *rv = 0.9 * *rv + 0.1 * var[l * 64 + c] * count / (count - 1);
+            }
+        }
+        free(d.p);
+        cnn_train_step_u8(t, &s.m, s.px, s.labels, NULL, B, NULL);
+    }
+    double worst = 0;
+    for (size_t i = 0; i < s.arch.n_state; i++)
+        worst = fmax(worst, fabs(s.m.state[i] - want[i]) / (1e-6 + fabs(want[i])));
+    tap_ok(worst < 1e-4, "%s: running mean and unbiased variance after 3 steps within %.2g of "
+           "the float64 ones", desc, worst);
+    /* evaluation: the running statistics, one sample at a time */
+    cnn_acts a;
+    cnn_acts_alloc(&a, &s.arch, 1);
+    dbatch d = {&s.arch, as_double(s.m.params, np), x, s.labels, B, 0, s.m.state, NULL, NULL};
+    double *dl = malloc((size_t)B * sizeof *dl);
+    dbatch_loss_each(&d, dl);
+    const size_t in = (size_t)C * H * W;
+    float *xf = malloc(in * sizeof *xf);
+    double worst_eval = 0;
+    for (int b = 0; b < B; b++) {
+        cnn_pixels_to_float(xf, s.px + b * in, in);
+        const float l = cnn_forward(&s.m, &a, xf, s.labels[b], CNN_ENGINE_BLAS);
+        worst_eval = fmax(worst_eval, fabs(l - dl[b]) / (1e-6 + fabs(dl[b])));
+    }
+    tap_ok(worst_eval < 1e-5, "%s: evaluation uses the running statistics: each sample's loss "
+           "within %.2g of the float64 one", desc, worst_eval);
+    cnn_stats st = {0};
+    cnn_evaluate_u8(t, &s.m, s.px, s.labels, (size_t)B, NULL, &st);
+    tap_ok(fabs(st.loss_sum - dbatch_loss(&d)) < 1e-4 * (1 + fabs(st.loss_sum)),
+           "%s: cnn_evaluate_u8 gives the same losses (sum %.6f)", desc, st.loss_sum);
+    free(xf), free(dl), free(d.p), free(want), free(x);
+    cnn_acts_free(&a);
+    cnn_trainer_free(t);
+    unmake(&s);
+}
+
+/* Weights and running statistics after steps, for 1, 2 and 3 threads. */
+static void check_threads(const char *desc, int C, int H, int W, int B)
+{
+    setup s;
+    if (!make(&s, desc, C, H, W, 3 * B, 13))
+        return;
+    float *ref = NULL, *ref_state = NULL;
+    for (cnn_engine e = CNN_ENGINE_BLAS; e <= CNN_ENGINE_REFERENCE; e++)
+        for (int threads = 1; threads <= 3; threads++) {
+            cnn_model m;
+            cnn_model_alloc(&m, &s.arch);
+            memcpy(m.params, s.m.params, m.n_params * sizeof *m.params);
+            memcpy(m.state, s.m.state, m.n_state * sizeof *m.state);
+            cnn_trainer *t = trainer(&s, threads, e, B);
+            for (int k = 0; k < 3; k++)
+                cnn_train_step_u8(t, &m, s.px + (size_t)k * B * C * H * W, s.labels + k * B,
+                                  NULL, B, NULL);
+            if (threads == 1) {
+                free(ref), free(ref_state);
+                ref = malloc(m.n_params * sizeof *ref);
+                ref_state = malloc(m.n_state * sizeof *ref_state);
+                memcpy(ref, m.params, m.n_params * sizeof *ref);
+                memcpy(ref_state, m.state, m.n_state * sizeof *ref_state);
+            } else {
+                tap_ok(memcmp(ref, m.params, m.n_params * sizeof *ref) == 0 &&
+                           memcmp(ref_state, m.state, m.n_state * sizeof *ref_state) == 0,
+                       "%s, batch %d (%d chunks), %s: %d threads give the weights and running "
+                       "statistics of 1, bit for bit", desc, B, cnn_chunk_count(B),
+                       e == CNN_ENGINE_BLAS ? "blas" : "reference", threads);
+            }
+            cnn_trainer_free(t);
+            cnn_model_free(&m);
+        }
+    free(ref), free(ref_state);
+    unmake(&s);
+}
+
+static void check_files(void)
+{
+    setup s;
+    if (!make(&s, "conv3b,bn,relu,pool,dense5,bn,relu,softmax3", 2, 8, 8, 8, 14))
+        return;
+    cnn_trainer *t = trainer(&s, 1, CNN_ENGINE_BLAS, 8);
+    cnn_train_step_u8(t, &s.m, s.px, s.labels, NULL, 8, NULL);
+    cnn_trainer_free(t);
+    char path[] = "/tmp/cnn-bn-XXXXXX", err[512] = "";
+    const int fd = mkstemp(path);
+    if (fd >= 0)
+        close(fd);
+    cnn_model l = {0};
+    cnn_status st = cnn_model_save(&s.m, path, err, sizeof err);
+    if (st == CNN_OK)
+        st = cnn_model_load(&l, path, err, sizeof err);
+    tap_ok(st == CNN_OK && l.n_state == s.m.n_state &&
+               memcmp(l.state, s.m.state, l.n_state * sizeof *l.state) == 0 &&
+               memcmp(l.params, s.m.params, l.n_params * sizeof *l.params) == 0,
+           "a model with bn saves and loads with its running statistics, bit for bit (%s)",
+           st == CNN_OK ? "ok" : err);
+    cnn_model_free(&l);
+    cnn_train_config c = cnn_train_config_default(); /* batch 1 */
+    cnn_trainer *one = NULL;
+    cnn_trainer_create(&one, &s.arch, &c);
+    tap_ok(one && cnn_train_step_u8(one, &s.m, s.px, s.labels, NULL, 1, NULL) == CNN_ERR_ARG,
+           "training with bn at batch 1 is refused");
+    cnn_trainer_free(one);
+    unlink(path);
+    unmake(&s);
+}
+
+int main(void)
+{
+    const char *convnet = "conv3b,bn,relu,pool,dense5,bn,relu,softmax3";
+    for (cnn_engine e = CNN_ENGINE_BLAS; e <= CNN_ENGINE_REFERENCE; e++) {
+        check_gradients(convnet, 2, 8, 8, 10, e);                  /* 4 chunks: 2, 3, 2, 3 */
+        check_gradients("conv4bp1,relu,bn,conv3b,bn,pool,softmax4", 1, 7, 6, 5, e);
+        check_gradients("dense6,bn,relu,dense4,bn,softmax3", 2, 3, 3, 7, e);
+    }
+    check_running(convnet, 2, 8, 8, 12);
+    const int batches[] = {10, 25, 50}; /* 4 chunks each, of unequal sizes */
+    for (int i = 0; i < 3; i++)
+        check_threads(convnet, 2, 8, 8, batches[i]);
+    check_threads("conv4bp1,bn,relu,pool,conv6b,bn,relu,pool,dense8,bn,relu,softmax5", 3, 12,
+                  12, 37);
+    check_files();
+    return tap_done();
+}
