@@ -347,6 +347,10 @@ int main(int argc, char **argv)
         (const char *[]){"train", "--synthetic", "60", "--shift", "1", "--crop-pad", "2", NULL},
         "--crop-pad");
     bad("a crop padding of 9", (const char *[]){"train", "--crop-pad", "9", NULL}, "--crop-pad");
+    bad("bn at batch 1",
+        (const char *[]){"train", "--synthetic", "60", "--arch", "conv4b,bn,relu,pool,softmax10",
+                         NULL},
+        "--batch 1 with bn");
     bad("an unknown normalisation",
         (const char *[]){"train", "--synthetic", "60", "--normalize", "zscore", NULL},
         "--normalize");

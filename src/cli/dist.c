@@ -164,6 +164,30 @@ double dist_exchange(const cnn_dist *d, cnn_trainer *t, int n)
     return seconds() - t0;
 }
 
+void dist_sync_sums(void *ctx, double *sums, size_t per_chunk, int nchunks, int c0, int c1)
+{
+    const cnn_dist *d = ctx;
+    (void)c0, (void)c1; /* this rank's share, as dist_share gives it */
+#if HAVE_MPI
+    if (!d->mpi || d->size < 2)
+        return;
+    const int P = d->size;
+    int chunks[P], cdis[P];
+    for (int r = 0; r < P; r++) {
+        int r0, r1;
+        share_of(r, P, nchunks, &r0, &r1);
+        chunks[r] = r1 - r0, cdis[r] = r0;
+    }
+    MPI_Datatype row;
+    MPI_Type_contiguous((int)per_chunk, MPI_DOUBLE, &row);
+    MPI_Type_commit(&row);
+    MPI_Allgatherv(MPI_IN_PLACE, 0, MPI_DATATYPE_NULL, sums, chunks, cdis, row, MPI_COMM_WORLD);
+    MPI_Type_free(&row);
+#else
+    (void)d, (void)sums, (void)per_chunk, (void)nchunks;
+#endif
+}
+
 double dist_allreduce(const cnn_dist *d, cnn_trainer *t, int n, size_t n_params)
 {
     const double t0 = seconds();

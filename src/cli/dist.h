@@ -48,6 +48,11 @@ double dist_exchange(const cnn_dist *d, cnn_trainer *t, int n);
  * within rounding. @return seconds spent. */
 double dist_allreduce(const cnn_dist *d, cnn_trainer *t, int n, size_t n_params);
 
+/* The trainer's sync for batch statistics (cnn_sync_fn, ctx the cnn_dist): every
+ * rank's chunks' sums gathered to every rank, so that each adds all of them in chunk
+ * order, in both reduction modes: bn's statistics are the same bits on every rank. */
+void dist_sync_sums(void *ctx, double *sums, size_t per_chunk, int nchunks, int c0, int c1);
+
 /* A sum over ranks, in rank order, delivered to every rank (deterministic for a given
  * number of ranks). */
 double dist_sum(const cnn_dist *d, double v);

@@ -261,6 +261,14 @@ static int set_up(train_run *r, const train_args *o)
     if (network(&r->arch, o->arch, o->resume ? &r->model : NULL, o->resume, &r->tr) ||
         (o->resume && check_model_data(o->resume, &r->model, &r->tr, o->data)))
         return 1;
+    int bn = 0;
+    for (int l = 0; l < r->arch.n; l++)
+        bn |= r->arch.layer[l].kind == CNN_LAYER_BN;
+    if (o->batch < 2 && bn) {
+        fprintf(stderr, "%s: --batch %ld with bn: batch normalization needs the statistics of "
+                "at least 2 samples a step (give --batch 2 or more)\n", prog, o->batch);
+        return 1;
+    }
     const cnn_train_config train = {
         .engine = (cnn_engine)o->engine, .ties = (cnn_pool_ties)o->ties, .batch = (int)o->batch,
         .threads = (int)o->threads, .lr = o->lr, .momentum = o->momentum,
@@ -301,6 +309,8 @@ static int set_up(train_run *r, const train_args *o)
         return 1;
     }
     r->trainer = cnn_run_trainer(r->run);
+    if (r->dist->size > 1)
+        cnn_trainer_set_sync(r->trainer, dist_sync_sums, (void *)r->dist);
     return 0;
 }
 
