@@ -429,8 +429,168 @@ static void check_files(void)
     unmake(&s);
 }
 
-int main(void)
+/* ---------------------------------------------------------------- the PyTorch oracle */
+
+/* The values after `key` in the oracle file (a line of the key, a line of numbers):
+ * at most cap into v; @return how many, or -1 without the key. */
+static int oracle(const char *path, const char *key, double *v, int cap)
 {
+    FILE *f = fopen(path, "r");
+    static char line[1 << 16];
+    int n = -1;
+    while (f && fgets(line, sizeof line, f)) {
+        line[strcspn(line, "\n")] = '\0';
+        if (strcmp(line, key) != 0)
+            continue;
+        n = 0;
+        if (fgets(line, sizeof line, f))
+            for (char *p = line, *e; n < cap; p = e) {
+                const double x = strtod(p, &e);
+                if (e == p)
+                    break;
+                v[n++] = x;
+            }
+        break;
+    }
+    if (f)
+        fclose(f);
+    return n;
+}
+
+/* Largest |got - want| over atol + rtol * |want|. */
+static double off_by(const float *got, const double *want, int n, double atol, double rtol)
+{
+    double worst = 0;
+    for (int i = 0; i < n; i++)
+        worst = fmax(worst, fabs(got[i] - want[i]) / (atol + rtol * fabs(want[i])));
+    return worst;
+}
+
+/* One chunk of the whole minibatch through every stage (the sums of one chunk are the
+ * minibatch's), with the input gradient. */
+static void one_chunk(const cnn_model *m, const float *x, const uint8_t *labels, int B,
+                      cnn_engine e, float *grad, float *dx, float *loss)
+{
+    cnn_acts a;
+    cnn_acts_alloc(&a, &m->arch, B);
+    a.train_key = 1;
+    double *totals_buf = calloc(4096, sizeof(double)), sums[4096];
+    const double *totals[CNN_MAX_LAYERS] = {NULL};
+    for (int l = 0, at = 0; l < m->arch.n; l++)
+        if (m->arch.layer[l].kind == CNN_LAYER_BN)
+            totals[l] = totals_buf + at, at += 4 * m->arch.layer[l].C;
+    const cnn_stage_args args = {x, NULL, NULL, labels, NULL, B, grad, dx, e, CNN_TIES_SINGLE,
+                                 totals, B};
+    uint8_t pred[64];
+    for (int s = 0; s < cnn_stage_count(&m->arch); s++) {
+        cnn_chunk_stage(m, &a, &args, s, sums, loss, pred);
+        int bwd;
+        const int l = cnn_stage_sums_layer(&m->arch, s, &bwd);
+        if (l >= 0) {
+            const int half = 2 * m->arch.layer[l].C, off = bwd ? half : 0;
+            memcpy((double *)totals[l] + off, sums + off, (size_t)half * sizeof(double));
+        }
+    }
+    free(totals_buf);
+    cnn_acts_free(&a);
+}
+
+static void check_torch(const char *path)
+{
+    double v[4096];
+    char desc[256] = "";
+    FILE *f = fopen(path, "r");
+    char line[512];
+    while (f && fgets(line, sizeof line, f))
+        if (strcmp(line, "arch\n") == 0 && fgets(desc, sizeof desc, f))
+            break;
+    if (f)
+        fclose(f);
+    desc[strcspn(desc, "\n")] = '\0';
+    double shape[3], batch[1], lab[64];
+    if (!tap_ok(*desc && oracle(path, "input", shape, 3) == 3 && oracle(path, "batch", batch, 1) == 1,
+                "PyTorch bn vectors read from %s (%s)", path, desc))
+        return;
+    const int C = (int)shape[0], H = (int)shape[1], W = (int)shape[2], B = (int)batch[0];
+    cnn_arch arch;
+    cnn_arch_build(&arch, desc, C, H, W, NULL, 0);
+    cnn_model m;
+    cnn_model_alloc(&m, &arch);
+    const size_t np = m.n_params, in = (size_t)C * H * W;
+    float *x = malloc((size_t)B * in * sizeof *x), *p0 = malloc(np * sizeof *p0);
+    uint8_t labels[64];
+    oracle(path, "labels", lab, B);
+    for (int b = 0; b < B; b++)
+        labels[b] = (uint8_t)lab[b];
+    oracle(path, "x", v, (int)((size_t)B * in));
+    for (size_t i = 0; i < (size_t)B * in; i++)
+        x[i] = (float)v[i];
+    oracle(path, "params", v, (int)np);
+    for (size_t i = 0; i < np; i++)
+        p0[i] = (float)v[i];
+    for (cnn_engine e = CNN_ENGINE_BLAS; e <= CNN_ENGINE_REFERENCE; e++) {
+        const char *eng = e == CNN_ENGINE_BLAS ? "blas" : "reference";
+        memcpy(m.params, p0, np * sizeof *p0);
+        for (int l = 0; l < arch.n; l++) /* fresh running statistics */
+            for (int c = 0; c < arch.layer[l].C && arch.layer[l].kind == CNN_LAYER_BN; c++)
+                m.state[arch.layer[l].state_at + c] = 0,
+                m.state[arch.layer[l].state_at + arch.layer[l].C + c] = 1;
+        float *grad = calloc(np, sizeof *grad), *dx = calloc((size_t)B * in, sizeof *dx);
+        float loss[64];
+        one_chunk(&m, x, labels, B, e, grad, dx, loss);
+        oracle(path, "train_loss", v, B);
+        tap_ok(off_by(loss, v, B, 1e-6, 1e-5) <= 1, "PyTorch, %s: training-mode losses (%.2g "
+               "of tolerance)", eng, off_by(loss, v, B, 1e-6, 1e-5));
+        oracle(path, "grad", v, (int)np);
+        tap_ok(off_by(grad, v, (int)np, 1e-5, 1e-4) <= 1, "PyTorch, %s: every parameter's "
+               "gradient (%.2g of tolerance)", eng, off_by(grad, v, (int)np, 1e-5, 1e-4));
+        oracle(path, "dx", v, (int)((size_t)B * in));
+        tap_ok(off_by(dx, v, (int)((size_t)B * in), 1e-6, 1e-4) <= 1, "PyTorch, %s: the input "
+               "gradient (%.2g of tolerance)", eng, off_by(dx, v, (int)((size_t)B * in), 1e-6, 1e-4));
+        /* 3 steps of SGD with momentum, batch B, 2 threads in uneven chunks */
+        double steps[3];
+        oracle(path, "steps", steps, 3);
+        cnn_train_config c = cnn_train_config_default();
+        c.batch = B, c.threads = 2, c.engine = e, c.lr = (float)steps[1];
+        c.momentum = (float)steps[2];
+        cnn_trainer *t = NULL;
+        cnn_trainer_create(&t, &arch, &c);
+        for (int k = 0; k < (int)steps[0]; k++)
+            cnn_train_step(t, &m, x, labels, NULL, B, NULL);
+        oracle(path, "params_after", v, (int)np);
+        tap_ok(off_by(m.params, v, (int)np, 1e-5, 1e-4) <= 1, "PyTorch, %s: the parameters after "
+               "%d steps of SGD with momentum (%.2g of tolerance)", eng, (int)steps[0],
+               off_by(m.params, v, (int)np, 1e-5, 1e-4));
+        oracle(path, "running", v, (int)arch.n_state);
+        tap_ok(off_by(m.state, v, (int)arch.n_state, 1e-6, 1e-4) <= 1, "PyTorch, %s: the running "
+               "means and variances (%.2g of tolerance)", eng,
+               off_by(m.state, v, (int)arch.n_state, 1e-6, 1e-4));
+        cnn_acts a;
+        cnn_acts_alloc(&a, &arch, 1);
+        float probs[64 * 16];
+        for (int b = 0; b < B; b++) {
+            cnn_forward(&m, &a, x + (size_t)b * in, labels[b], e);
+            memcpy(probs + b * arch.classes, a.probs, (size_t)arch.classes * sizeof *probs);
+        }
+        oracle(path, "eval_probs", v, B * arch.classes);
+        tap_ok(off_by(probs, v, B * arch.classes, 1e-5, 1e-4) <= 1, "PyTorch, %s: evaluation-mode "
+               "probabilities with the running statistics (%.2g of tolerance)", eng,
+               off_by(probs, v, B * arch.classes, 1e-5, 1e-4));
+        cnn_acts_free(&a);
+        cnn_trainer_free(t);
+        free(grad), free(dx);
+    }
+    free(x), free(p0);
+    cnn_model_free(&m);
+}
+
+int main(int argc, char **argv)
+{
+    if (argc != 2) {
+        fprintf(stderr, "usage: test_bn TORCH-BN-VECTORS\n");
+        return 1;
+    }
+    check_torch(argv[1]);
     const char *convnet = "conv3b,bn,relu,pool,dense5,bn,relu,softmax3";
     for (cnn_engine e = CNN_ENGINE_BLAS; e <= CNN_ENGINE_REFERENCE; e++) {
         check_gradients(convnet, 2, 8, 8, 10, e);                  /* 4 chunks: 2, 3, 2, 3 */

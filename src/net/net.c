@@ -438,10 +438,11 @@ int cnn_chunk_stage(const cnn_model *m, cnn_acts *a, const cnn_stage_args *s, in
     } else if (stage == k) {
         forward(&w, params, s->nb, k ? at[k - 1] : 0, n->n);
         finite = losses(&w, s->labels, s->nb, loss, pred);
-        backward(&w, params, s->grad, 1.0f, s->ties, s->nb, NULL, n->n - 1, k ? at[k - 1] + 1 : 0);
+        backward(&w, params, s->grad, 1.0f, s->ties, s->nb, s->dx, n->n - 1,
+                 k ? at[k - 1] + 1 : 0);
     } else {
         const int j = stage - k - 1; /* the j-th bn from the top, at[k - 1 - j] */
-        backward(&w, params, s->grad, 1.0f, s->ties, s->nb, NULL, at[k - 1 - j],
+        backward(&w, params, s->grad, 1.0f, s->ties, s->nb, s->dx, at[k - 1 - j],
                  k - 2 - j >= 0 ? at[k - 2 - j] + 1 : 0);
     }
     if (sums_layer >= 0) {

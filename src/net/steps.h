@@ -50,6 +50,7 @@ typedef struct cnn_stage_args {
     const cnn_move *moves; /* with pixels: each sample's move, or NULL */
     int nb;
     float *grad;           /* the chunk's gradient slot (alpha 1) */
+    float *dx;             /* NULL, or the input gradient of each sample [nb][C][H][W] */
     cnn_engine engine;
     cnn_pool_ties ties;
     const double *const *totals; /* [layer] the minibatch's sums of a batch-statistics

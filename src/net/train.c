@@ -436,7 +436,7 @@ static void run_staged(cnn_trainer *t, cnn_model *m, image_src images, const uin
                 const cnn_stage_args args = {
                     images.x, images.px, idx ? idx + lo : seq, labels,
                     images.moves ? images.moves + lo : NULL, hi - lo,
-                    t->slots + (size_t)c * t->slot_stride, t->cfg.engine, t->cfg.ties,
+                    t->slots + (size_t)c * t->slot_stride, NULL, t->cfg.engine, t->cfg.ties,
                     t->totals, n};
                 if (!cnn_chunk_stage(m, a, &args, s, t->sums + (size_t)c * t->sums_len,
                                      t->loss + lo, t->pred + lo))
