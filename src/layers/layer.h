@@ -104,6 +104,9 @@ typedef struct cnn_kind {
     void (*forward_sums)(const cnn_pass *p, double *acc);
     void (*backward_sums)(const cnn_pass *p, double *acc);
     void (*update_state)(const cnn_layer *l, float *state, const double *sums, double count);
+    /* 1 if a layer of this shape works on pool-block order as on plain maps (as an
+     * element-wise kind always does); NULL: only plain maps, unless element-wise. */
+    int (*any_layout)(const cnn_layer *l);
     void (*forward)(const cnn_pass *p);
     void (*backward)(const cnn_pass *p);
 } cnn_kind;

@@ -46,6 +46,14 @@ static size_t count(size_t (*f)(const cnn_layer *), const cnn_layer *l)
     return f ? f(l) : 0;
 }
 
+/* Does pool-block order pass through layer l unchanged (an element-wise kind, or one
+ * that works on it at this shape)? */
+static int passes_blocks(const cnn_layer *l)
+{
+    const cnn_kind *kind = cnn_kind_of(l->kind);
+    return (kind->flags & CNN_KIND_ELEMENTWISE) || (kind->any_layout && kind->any_layout(l));
+}
+
 cnn_status cnn_arch_build(cnn_arch *a, const char *desc, int C, int H, int W, char *err,
                           size_t errlen)
 {
@@ -124,7 +132,7 @@ cnn_status cnn_arch_build(cnn_arch *a, const char *desc, int C, int H, int W, ch
         if (!(kind->flags & CNN_KIND_BLOCKABLE))
             continue;
         int j = i + 1;
-        while (j < a->n && cnn_kind_of(a->layer[j].kind)->flags & CNN_KIND_ELEMENTWISE)
+        while (j < a->n && passes_blocks(&a->layer[j]))
             j++;
         if (j < a->n && cnn_kind_of(a->layer[j].kind)->flags & CNN_KIND_READS_BLOCKS)
             for (int k = i; k < j; k++)
