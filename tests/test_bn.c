@@ -429,6 +429,69 @@ static void check_files(void)
     unmake(&s);
 }
 
+/* A copy of m: its parameters and state. */
+static void copy_model(cnn_model *to, const cnn_model *m)
+{
+    cnn_model_alloc(to, &m->arch);
+    memcpy(to->params, m->params, m->n_params * sizeof *m->params);
+    memcpy(to->state, m->state, m->n_state * sizeof *m->state);
+}
+
+/* A run stopped after 3 steps, checkpointed, loaded and resumed on 1 thread ends with
+ * the weights and running statistics of the run never stopped (2 threads). */
+static void check_resume(void)
+{
+    setup s;
+    if (!make(&s, "conv3b,bn,relu,pool,dense5,bn,relu,softmax3", 2, 8, 8, 40, 15))
+        return;
+    const cnn_dataset d = {.n = 40, .channels = 2, .rows = 8, .cols = 8, .pixels = s.px,
+                           .labels = s.labels};
+    cnn_run_config c = {.train = cnn_train_config_default(), .epochs = 2, .shuffle = 1,
+                        .shift = 1, .flip = 1, .lr_gamma = 1.0f};
+    c.train.batch = 12, c.train.threads = 2, c.train.lr = 0.05f, c.train.momentum = 0.9f;
+    c.train.seed = 3;
+    cnn_model whole, part;
+    copy_model(&whole, &s.m);
+    copy_model(&part, &s.m);
+    cnn_rng rng;
+    cnn_rng_seed(&rng, 3);
+    cnn_run *r = NULL, *q = NULL;
+    cnn_run_create(&r, &whole, &c, d.n, &rng);
+    while (cnn_run_position(r, NULL, NULL))
+        cnn_run_step(r, &d, NULL);
+    cnn_run_create(&q, &part, &c, d.n, &rng);
+    for (int k = 0; k < 3; k++)
+        cnn_run_step(q, &d, NULL);
+    char path[] = "/tmp/cnn-bn-ckpt-XXXXXX", err[512] = "";
+    const int fd = mkstemp(path);
+    if (fd >= 0)
+        close(fd);
+    cnn_checkpoint k, loaded = {0};
+    cnn_run_checkpoint(q, &k);
+    cnn_status st = cnn_checkpoint_save(&k, path, err, sizeof err);
+    cnn_run_free(q), q = NULL;
+    if (st == CNN_OK)
+        st = cnn_checkpoint_load(&loaded, path, err, sizeof err);
+    if (st == CNN_OK) {
+        cnn_run_config again = cnn_checkpoint_config(&loaded);
+        again.train.threads = 1;
+        st = cnn_run_resume(&q, &loaded.model, &again, &loaded);
+        while (st == CNN_OK && cnn_run_position(q, NULL, NULL))
+            st = cnn_run_step(q, &d, NULL);
+    }
+    tap_ok(st == CNN_OK &&
+               memcmp(loaded.model.params, whole.params, whole.n_params * sizeof(float)) == 0 &&
+               memcmp(loaded.model.state, whole.state, whole.n_state * sizeof(float)) == 0,
+           "a bn run with flips checkpointed after 3 steps and resumed on 1 thread ends with the "
+           "weights and running statistics of the run never stopped (%s)",
+           st == CNN_OK ? "ok" : err);
+    cnn_checkpoint_free(&loaded);
+    cnn_run_free(r), cnn_run_free(q);
+    cnn_model_free(&whole), cnn_model_free(&part);
+    unlink(path);
+    unmake(&s);
+}
+
 /* ---------------------------------------------------------------- the PyTorch oracle */
 
 /* The values after `key` in the oracle file (a line of the key, a line of numbers):
@@ -604,5 +667,6 @@ int main(int argc, char **argv)
     check_threads("conv4bp1,bn,relu,pool,conv6b,bn,relu,pool,dense8,bn,relu,softmax5", 3, 12,
                   12, 37);
     check_files();
+    check_resume();
     return tap_done();
 }

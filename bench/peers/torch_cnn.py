@@ -131,7 +131,7 @@ CONV_RE = re.compile(r"conv([0-9]{1,31})(b?)(?:k([1-7]))?(?:s([1-4]))?(?:p([0-6]
 def _parse_layer(tok):
     """One token to (kind, units, bias, (kernel, stride, pad)), or None (src/layers:
     each kind's parse). A conv takes b, k<K>, s<S>, p<P> in that order."""
-    if tok in ("relu", "pool"):
+    if tok in ("relu", "pool", "bn"):
         return tok, 0, False, None
     m = CONV_RE.fullmatch(tok)
     if m:
@@ -168,7 +168,7 @@ def parse_arch(desc, shape=INPUT_SHAPE):
         p = _parse_layer(tok)
         if p is None:
             raise ArchError(f"architecture: layer {at} '{tok[:40]}' is not one of "
-                            "conv<F>[b][k<K>][s<S>][p<P>], relu, pool, dense<N>, softmax<N>")
+                            "conv<F>[b][k<K>][s<S>][p<P>], relu, pool, bn, dense<N>, softmax<N>")
         if layers and layers[-1]["kind"] == "softmax":
             raise ArchError(f"architecture: layer {at} '{tok}' follows the softmax output layer, "
                             "which must be last")
@@ -181,7 +181,7 @@ def parse_arch(desc, shape=INPUT_SHAPE):
             elif h + 2 * pad < k or w + 2 * pad < k:
                 why = f"needs a map of at least {k}x{k}, padding included"
             out = (units, (h + 2 * pad - k) // st + 1, (w + 2 * pad - k) // st + 1)
-        elif kind == "relu":
+        elif kind in ("relu", "bn"):
             out = (c, h, w)
         elif kind == "pool":
             if h < 2 or w < 2:
@@ -195,6 +195,8 @@ def parse_arch(desc, shape=INPUT_SHAPE):
             raise ArchError(f"architecture: layer {at} '{tok}' {why} (its input is {c}x{h}x{w})")
         K = c * h * w
         nw = units * c * k * k if kind == "conv" else units * K if kind in ("dense", "softmax") else 0
+        if kind == "bn":
+            nw, units, bias = c, c, True  # gamma, and beta as its "bias"
         params += nw + (units if bias else 0)
         if params > MAX_PARAMS:
             raise ArchError(f"architecture: layer {at} '{tok}' takes the parameters past {MAX_PARAMS}")
@@ -213,7 +215,7 @@ def describe_arch(layers):
     def conv(l):
         return (f"conv{l['units']}{'b' if l['bias'] else ''}" + (f"k{l['k']}" if l["k"] != 3 else "")
                 + (f"s{l['s']}" if l["s"] != 1 else "") + (f"p{l['p']}" if l["p"] else ""))
-    return ",".join(l["kind"] if l["kind"] in ("relu", "pool") else conv(l) if l["kind"] == "conv"
+    return ",".join(l["kind"] if l["kind"] in ("relu", "pool", "bn") else conv(l) if l["kind"] == "conv"
                     else f"{l['kind']}{l['units']}" for l in layers)
 
 
@@ -258,6 +260,9 @@ def make_model(seed, layers=None):
             fan_in = C * H * W
         elif l["kind"] == "relu":
             mods.append(nn.ReLU())
+            continue
+        elif l["kind"] == "bn":  # gamma 1, beta 0, running statistics fresh: as the C code
+            mods.append(nn.BatchNorm1d(C) if flat else nn.BatchNorm2d(C))
             continue
         else:
             mods.append(nn.MaxPool2d(2))
