@@ -16,6 +16,7 @@
 #include "simd.h"
 
 #include <math.h>
+#include <string.h>
 
 #define BN_EPS 1e-5
 #define BN_MOMENTUM 0.1
@@ -26,6 +27,8 @@ static size_t bn_sums(const cnn_layer *l) { return 4 * (size_t)l->C; }
 static size_t bn_weights(const cnn_layer *l) { return (size_t)l->C; } /* gamma */
 static size_t bn_biases(const cnn_layer *l) { return (size_t)l->C; }  /* beta */
 static size_t bn_state(const cnn_layer *l) { return 2 * (size_t)l->C; }
+/* A sample's backward sums, kept from backward_sums for its backward: 2C doubles. */
+static size_t bn_scratch(const cnn_layer *l) { return 4 * (size_t)l->C; }
 static double bn_fan_in(const cnn_layer *l) { return (double)l->C; } /* unused: bn_init */
 
 static void bn_init(const cnn_layer *l, float *gamma, float *state)
@@ -60,64 +63,62 @@ static size_t plane_of(const cnn_layer *l) { return (size_t)l->H * l->W; }
 #define LANES 16
 #define BLOCK 256
 
-/* Sum of x and of x^2 over n values. */
+/* 16 float lanes (one AVX-512 register, or several narrower ones): GCC's vector type,
+ * so the sums are straight vector adds in a fixed order. */
+typedef float lanes __attribute__((vector_size(LANES * sizeof(float))));
+
+/* The lanes in order, in double (by pointer: a vector argument's ABI depends on the
+ * instruction set, which the variants differ in). */
+static double total(const lanes *v)
+{
+    double t = 0.0;
+    for (int k = 0; k < LANES; k++)
+        t += (*v)[k];
+    return t;
+}
+
+/* Sum of x and of x^2 over n values: per block of BLOCK values, in the lanes, then in
+ * double; the values past the last whole lane group in double. */
 CNN_VECTOR
 static void sums_x(const float *restrict x, size_t n, double *s, double *ss)
 {
     double ts = 0.0, tss = 0.0;
-    if (n < LANES) { /* a dense layer's single value, or a small map */
-        for (size_t i = 0; i < n; i++)
-            ts += x[i], tss += (double)x[i] * x[i];
-        *s = ts, *ss = tss;
-        return;
-    }
-    for (size_t at = 0; at < n; at += BLOCK) {
-        const size_t len = n - at < BLOCK ? n - at : BLOCK;
-        float a[LANES] = {0}, b[LANES] = {0};
-        size_t i = 0;
-        for (; i + LANES <= len; i += LANES) {
-            const float *restrict v = x + at + i;
-            for (int k = 0; k < LANES; k++)
-                a[k] += v[k];
-            for (int k = 0; k < LANES; k++)
-                b[k] += v[k] * v[k];
+    size_t i = 0;
+    for (size_t at = 0; at + LANES <= n; at = i) {
+        const size_t end = at + BLOCK < n ? at + BLOCK : n;
+        lanes a = {0}, b = {0};
+        for (i = at; i + LANES <= end; i += LANES) {
+            lanes v;
+            memcpy(&v, x + i, sizeof v);
+            a += v, b += v * v;
         }
-        for (int k = 0; i < len; i++, k++)
-            a[k] += x[at + i], b[k] += x[at + i] * x[at + i];
-        for (int k = 0; k < LANES; k++)
-            ts += a[k], tss += b[k];
+        ts += total(&a), tss += total(&b);
     }
+    for (; i < n; i++)
+        ts += x[i], tss += (double)x[i] * x[i];
     *s = ts, *ss = tss;
 }
 
-/* Sum of dy and of dy * xhat, xhat = (x - mean) * istd, over n values. */
+/* Sum of dy and of dy * xhat, xhat = (x - mean) * istd, over n values, the same way. */
 CNN_VECTOR
 static void sums_dy(const float *restrict dy, const float *restrict x, float mean, float istd,
                     size_t n, double *s, double *sx)
 {
     double ts = 0.0, tsx = 0.0;
-    if (n < LANES) {
-        for (size_t i = 0; i < n; i++)
-            ts += dy[i], tsx += (double)dy[i] * ((x[i] - mean) * istd);
-        *s = ts, *sx = tsx;
-        return;
-    }
-    for (size_t at = 0; at < n; at += BLOCK) {
-        const size_t len = n - at < BLOCK ? n - at : BLOCK;
-        float a[LANES] = {0}, b[LANES] = {0};
-        size_t i = 0;
-        for (; i + LANES <= len; i += LANES) {
-            const float *restrict d = dy + at + i, *restrict v = x + at + i;
-            for (int k = 0; k < LANES; k++)
-                a[k] += d[k];
-            for (int k = 0; k < LANES; k++)
-                b[k] += d[k] * ((v[k] - mean) * istd);
+    size_t i = 0;
+    for (size_t at = 0; at + LANES <= n; at = i) {
+        const size_t end = at + BLOCK < n ? at + BLOCK : n;
+        lanes a = {0}, b = {0};
+        for (i = at; i + LANES <= end; i += LANES) {
+            lanes d, v;
+            memcpy(&d, dy + i, sizeof d);
+            memcpy(&v, x + i, sizeof v);
+            a += d, b += d * ((v - mean) * istd);
         }
-        for (int k = 0; i < len; i++, k++)
-            a[k] += dy[at + i], b[k] += dy[at + i] * ((x[at + i] - mean) * istd);
-        for (int k = 0; k < LANES; k++)
-            ts += a[k], tsx += b[k];
+        ts += total(&a), tsx += total(&b);
     }
+    for (; i < n; i++)
+        ts += dy[i], tsx += (double)dy[i] * ((x[i] - mean) * istd);
     *s = ts, *sx = tsx;
 }
 
@@ -174,10 +175,11 @@ static void bn_backward_sums(const cnn_pass *p, double *acc)
     for (int c = 0; c < C; c++) {
         float mean, istd;
         channel_stats(p, c, &mean, &istd);
-        double s, sx;
-        sums_dy(p->dout + (size_t)c * plane, p->in + (size_t)c * plane, mean, istd, plane, &s,
-                &sx);
-        acc[2 * C + c] += s, acc[3 * C + c] += sx;
+        double s[2];
+        sums_dy(p->dout + (size_t)c * plane, p->in + (size_t)c * plane, mean, istd, plane, &s[0],
+                &s[1]);
+        acc[2 * C + c] += s[0], acc[3 * C + c] += s[1];
+        memcpy(p->col + 4 * c, s, sizeof s); /* for this sample's backward */
     }
 }
 
@@ -192,8 +194,12 @@ static void bn_backward(const cnn_pass *p)
         float mean, istd;
         channel_stats(p, c, &mean, &istd);
         const float *x = p->in + (size_t)c * plane, *dy = p->dout + (size_t)c * plane;
-        double s, sx;
-        sums_dy(dy, x, mean, istd, plane, &s, &sx);
+        double sums[2]; /* in a training step, backward_sums made them */
+        if (p->batch_sums)
+            memcpy(sums, p->col + 4 * c, sizeof sums);
+        else
+            sums_dy(dy, x, mean, istd, plane, &sums[0], &sums[1]);
+        const double s = sums[0], sx = sums[1];
         if (p->gw)
             p->gw[c] += p->alpha * (float)sx, p->gbias[c] += p->alpha * (float)s;
         if (!p->din)
@@ -237,6 +243,7 @@ const cnn_kind cnn_kind_bn = {
     .biases = bn_biases,
     .fan_in = bn_fan_in,
     .state = bn_state,
+    .scratch = bn_scratch,
     .init = bn_init,
     .sums = bn_sums,
     .forward_sums = bn_forward_sums,
