@@ -133,6 +133,9 @@ def _parse_layer(tok):
     each kind's parse). A conv takes b, k<K>, s<S>, p<P> in that order."""
     if tok in ("relu", "pool", "bn"):
         return tok, 0, False, None
+    m = re.fullmatch(r"dropout([0-9]{1,2})", tok)
+    if m and 1 <= int(m[1]) <= 99:
+        return "dropout", int(m[1]), False, None
     m = CONV_RE.fullmatch(tok)
     if m:
         k, st, pad = int(m[3] or 3), int(m[4] or 1), int(m[5] or 0)
@@ -168,7 +171,8 @@ def parse_arch(desc, shape=INPUT_SHAPE):
         p = _parse_layer(tok)
         if p is None:
             raise ArchError(f"architecture: layer {at} '{tok[:40]}' is not one of "
-                            "conv<F>[b][k<K>][s<S>][p<P>], relu, pool, bn, dense<N>, softmax<N>")
+                            "conv<F>[b][k<K>][s<S>][p<P>], relu, pool, bn, dropout<P>, dense<N>, "
+                            "softmax<N>")
         if layers and layers[-1]["kind"] == "softmax":
             raise ArchError(f"architecture: layer {at} '{tok}' follows the softmax output layer, "
                             "which must be last")
@@ -181,7 +185,7 @@ def parse_arch(desc, shape=INPUT_SHAPE):
             elif h + 2 * pad < k or w + 2 * pad < k:
                 why = f"needs a map of at least {k}x{k}, padding included"
             out = (units, (h + 2 * pad - k) // st + 1, (w + 2 * pad - k) // st + 1)
-        elif kind in ("relu", "bn"):
+        elif kind in ("relu", "bn", "dropout"):
             out = (c, h, w)
         elif kind == "pool":
             if h < 2 or w < 2:
@@ -195,12 +199,14 @@ def parse_arch(desc, shape=INPUT_SHAPE):
             raise ArchError(f"architecture: layer {at} '{tok}' {why} (its input is {c}x{h}x{w})")
         K = c * h * w
         nw = units * c * k * k if kind == "conv" else units * K if kind in ("dense", "softmax") else 0
+        if kind == "dropout":
+            units = 0
         if kind == "bn":
             nw, units, bias = c, c, True  # gamma, and beta as its "bias"
         params += nw + (units if bias else 0)
         if params > MAX_PARAMS:
             raise ArchError(f"architecture: layer {at} '{tok}' takes the parameters past {MAX_PARAMS}")
-        layers.append({"kind": kind, "units": units, "bias": bias, "in": (c, h, w), "out": out,
+        layers.append({"kind": kind, "units": units, "bias": bias, "p_drop": p[1], "in": (c, h, w), "out": out,
                        "params": nw + (units if bias else 0), "k": k, "s": st, "p": pad})
         c, h, w = out
     if layers[-1]["kind"] != "softmax":
@@ -216,6 +222,7 @@ def describe_arch(layers):
         return (f"conv{l['units']}{'b' if l['bias'] else ''}" + (f"k{l['k']}" if l["k"] != 3 else "")
                 + (f"s{l['s']}" if l["s"] != 1 else "") + (f"p{l['p']}" if l["p"] else ""))
     return ",".join(l["kind"] if l["kind"] in ("relu", "pool", "bn") else conv(l) if l["kind"] == "conv"
+                    else f"dropout{l['p_drop']}" if l["kind"] == "dropout"
                     else f"{l['kind']}{l['units']}" for l in layers)
 
 
@@ -261,6 +268,9 @@ def make_model(seed, layers=None):
         elif l["kind"] == "relu":
             mods.append(nn.ReLU())
             continue
+        elif l["kind"] == "dropout":
+            mods.append(nn.Dropout(l["p_drop"] / 100.0))
+            continue
         elif l["kind"] == "bn":  # gamma 1, beta 0, running statistics fresh: as the C code
             mods.append(nn.BatchNorm1d(C) if flat else nn.BatchNorm2d(C))
             continue
@@ -281,32 +291,39 @@ def make_model(seed, layers=None):
 class Optim:
     """The optimiser settings: torch.optim.SGD's, plus the learning-rate schedule."""
 
-    def __init__(self, lr, momentum=0.0, nesterov=False, weight_decay=0.0, schedule="constant"):
+    def __init__(self, lr, momentum=0.0, nesterov=False, weight_decay=0.0, schedule="constant",
+                 optimizer="sgd", warmup=0):
         self.lr, self.momentum, self.nesterov = lr, momentum, nesterov
         self.weight_decay, self.schedule = weight_decay, schedule
+        self.optimizer, self.warmup = optimizer, warmup
 
     def make(self, model):
+        if self.optimizer == "adamw":  # the C program's defaults: betas 0.9, 0.999, eps 1e-8
+            return torch.optim.AdamW(model.parameters(), lr=self.lr, betas=(0.9, 0.999), eps=1e-8,
+                                     weight_decay=self.weight_decay)
         return torch.optim.SGD(model.parameters(), lr=self.lr, momentum=self.momentum,
                                nesterov=self.nesterov, weight_decay=self.weight_decay)
 
     def lr_at(self, t, T):
         """The learning rate of step t (from 0) of T (src/checkpoint.c: cnn_schedule_lr)."""
+        warm = min(1.0, (t + 1) / self.warmup) if self.warmup else 1.0
         if self.schedule != "cosine" or T <= 0:
-            return self.lr
+            return self.lr * warm
         v = float(np.float32(self.lr * 0.5 * (1.0 + math.cos(math.pi * t / T))))
-        return v if v > 0 else self.lr * 1e-6
+        return (v if v > 0 else self.lr * 1e-6) * warm
 
     def describe(self):
-        s = f"lr {self.lr:g}"
+        s = ("AdamW, " if self.optimizer == "adamw" else "") + f"lr {self.lr:g}"
         if self.momentum:
             s += f", momentum {self.momentum:g}" + (" (Nesterov)" if self.nesterov else "")
         if self.weight_decay:
             s += f", weight decay {self.weight_decay:g}"
-        return s + f", {self.schedule} schedule"
+        return s + f", {self.schedule} schedule" + (f", warmup {self.warmup}" if self.warmup else "")
 
     def fields(self):
-        return {"momentum": self.momentum, "nesterov": self.nesterov,
-                "weight_decay": self.weight_decay, "schedule": self.schedule}
+        return {"optimizer": self.optimizer, "momentum": self.momentum, "nesterov": self.nesterov,
+                "weight_decay": self.weight_decay, "schedule": self.schedule,
+                "warmup": self.warmup}
 
 
 class Schedule:
@@ -314,7 +331,7 @@ class Schedule:
 
     def __init__(self, optim, opt, T):
         self.optim, self.opt, self.T, self.t = optim, opt, T, 0
-        self.fixed = optim.schedule == "constant"
+        self.fixed = optim.schedule == "constant" and not optim.warmup
 
     def before_step(self):
         if not self.fixed:
@@ -328,7 +345,24 @@ def steps_for(images, batch):
     return (images + batch - 1) // batch
 
 
-def train_images(model, opt, loss_fn, x, y, batch, images, start=0, sched=None):
+def augment(xb, shift, flip, gen):
+    """The C program's --shift/--crop-pad N and --flip on a batch: each image moved by a
+    random -N..N pixels each way (vacated pixels are pixel 0, -0.5 here), then mirrored
+    with probability 1/2 (other draws than the C program's, the same distribution)."""
+    B, C, H, W = xb.shape
+    if shift:
+        padded = torch.full((B, C, H + 2 * shift, W + 2 * shift), -0.5, dtype=xb.dtype)
+        padded[:, :, shift:shift + H, shift:shift + W] = xb
+        dy = torch.randint(0, 2 * shift + 1, (B,), generator=gen).tolist()
+        dx = torch.randint(0, 2 * shift + 1, (B,), generator=gen).tolist()
+        xb = torch.stack([padded[i, :, dy[i]:dy[i] + H, dx[i]:dx[i] + W] for i in range(B)])
+    if flip:
+        mirror = (torch.rand(B, generator=gen) < 0.5).view(B, 1, 1, 1)
+        xb = torch.where(mirror, xb.flip(3), xb)
+    return xb
+
+
+def train_images(model, opt, loss_fn, x, y, batch, images, start=0, sched=None, moves=None):
     """Train on `images` images in steps of `batch` (the last step may be smaller) over
     x in order from `start`, wrapping around; returns the next start position. sched,
     if given, sets the learning rate before each step."""
@@ -340,6 +374,8 @@ def train_images(model, opt, loss_fn, x, y, batch, images, start=0, sched=None):
         if pos + b > n:
             pos = 0
         xb, yb = x[pos:pos + b], y[pos:pos + b]
+        if moves is not None:
+            xb = moves(xb)
         if sched is not None:
             sched.before_step()
         opt.zero_grad(set_to_none=True)
@@ -411,7 +447,7 @@ def bench_infer(x, y, threads, repeats, seed, batch=1000, layers=None):
 
 
 def time_to_accuracy(xtr, ytr, xte, yte, batch, threads, optim, seed, target, max_epochs, limit,
-                     layers=None, keep_going=False):
+                     layers=None, keep_going=False, shift=0, flip=False):
     """Train epoch by epoch with a fresh permutation per epoch; evaluate (untimed) after
     each epoch; the training wall time until the test accuracy first reaches target.
     A cosine schedule runs over all max_epochs epochs (as the C program's --epochs),
@@ -431,7 +467,8 @@ def time_to_accuracy(xtr, ytr, xte, yte, batch, threads, optim, seed, target, ma
         t0 = time.perf_counter()
         perm = torch.randperm(xtr.shape[0], generator=gen)[:n]
         xs, ys = xtr[perm], ytr[perm]
-        train_images(model, opt, loss_fn, xs, ys, batch, n, sched=sched)
+        moves = (lambda xb: augment(xb, shift, flip, gen)) if shift or flip else None
+        train_images(model, opt, loss_fn, xs, ys, batch, n, sched=sched, moves=moves)
         dt = time.perf_counter() - t0
         trained += dt
         model.eval()
@@ -574,6 +611,14 @@ def main(argv=None):
     ap.add_argument("--nesterov", action="store_true", help="Nesterov momentum (needs --momentum)")
     ap.add_argument("--weight-decay", type=nonneg_float, default=0.0,
                     help="L2 weight decay added to every gradient, biases too (default 0)")
+    ap.add_argument("--optimizer", choices=("sgd", "adamw"), default="sgd",
+                    help="SGD (default) or AdamW (betas 0.9, 0.999, eps 1e-8), as the C program's")
+    ap.add_argument("--warmup-steps", type=int, default=0,
+                    help="multiply the learning rate by min(1, (t + 1) / N) at step t (the C program's --warmup)")
+    ap.add_argument("--shift", "--crop-pad", dest="shift", type=int, default=0,
+                    help="--time-to-accuracy: move training images by -N..N pixels each way")
+    ap.add_argument("--flip", action="store_true",
+                    help="--time-to-accuracy: mirror training images with probability 1/2")
     ap.add_argument("--schedule", choices=("constant", "cosine"), default="constant",
                     help="learning rate constant (default) or cosine from --lr to 0 over the "
                          "run's steps (--epochs epochs for --time-to-accuracy)")
@@ -608,7 +653,8 @@ def main(argv=None):
     layers = args.arch
     arch = describe_arch(layers)
     flops = flops_per_image(layers)
-    optim = Optim(args.lr, args.momentum, args.nesterov, args.weight_decay, args.schedule)
+    optim = Optim(args.lr, args.momentum, args.nesterov, args.weight_decay, args.schedule,
+                  args.optimizer, args.warmup_steps)
 
     if args.quick:
         args.repeats = 1
@@ -676,7 +722,7 @@ def main(argv=None):
               f"{args.tta_threads} threads, {optim.describe()}, at most {args.epochs} epochs{limit}")
         r = time_to_accuracy(xtr, ytr, xte, yte, args.tta_batch, args.tta_threads, optim,
                              args.seed, args.tta_target, args.epochs, args.tta_limit, layers,
-                             args.tta_all_epochs)
+                             args.tta_all_epochs, args.shift, args.flip)
         result["time_to_97"].append(r)
         if r["seconds"] is None:
             print(f"  {args.tta_target:.4g} not reached in {r['epochs']} epochs (final accuracy "
