@@ -384,6 +384,16 @@ static int run_chunk(const cnn_model *m, cnn_acts *a, float *grad, float alpha, 
                           loss, pred);
 }
 
+/* The samples [lo, hi) of a step: idx's, or lo..hi-1 written into seq. */
+static const uint32_t *chunk_samples(const uint32_t *idx, int lo, int hi, uint32_t *seq)
+{
+    if (idx)
+        return idx + lo;
+    for (int i = lo; i < hi; i++)
+        seq[i - lo] = (uint32_t)i;
+    return seq;
+}
+
 /* After stage s, the minibatch's sums of the layer it ends with: the chunks' sums added
  * in chunk order (the other processes' chunks filled in first, in a step in parts). */
 static void reduce_stage(cnn_trainer *t, int s, int nchunks, int c0, int c1)
@@ -429,12 +439,11 @@ static void run_staged(cnn_trainer *t, cnn_model *m, image_src images, const uin
             for (int c = c0; c < c1; c++) {
                 const int lo = cnn_chunk_start(c, n), hi = cnn_chunk_start(c + 1, n);
                 uint32_t seq[CNN_CHUNK_MAX];
-                for (int i = lo; !idx && i < hi; i++)
-                    seq[i - lo] = (uint32_t)i;
+                const uint32_t *ci = chunk_samples(idx, lo, hi, seq);
                 cnn_acts *a = &t->acts[c];
                 a->team = team, a->train_key = key;
                 const cnn_stage_args args = {
-                    images.x, images.px, idx ? idx + lo : seq, labels,
+                    images.x, images.px, ci, labels,
                     images.moves ? images.moves + lo : NULL, hi - lo,
                     t->slots + (size_t)c * t->slot_stride, NULL, t->cfg.engine, t->cfg.ties,
                     t->totals, n};
@@ -493,10 +502,7 @@ static void run_chunks(cnn_trainer *t, cnn_model *m, image_src images, const uin
         for (int c = c0; c < c1; c++) {
             const int lo = cnn_chunk_start(c, n), hi = cnn_chunk_start(c + 1, n);
             uint32_t seq[CNN_CHUNK_MAX];
-            const uint32_t *ci = idx ? idx + lo : seq;
-            if (!idx)
-                for (int i = lo; i < hi; i++)
-                    seq[i - lo] = (uint32_t)i;
+            const uint32_t *ci = chunk_samples(idx, lo, hi, seq);
             image_src part = images;
             if (part.moves)
                 part.moves += lo;
