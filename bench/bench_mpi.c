@@ -36,6 +36,16 @@ static double dist_wait(const cnn_dist *d)
     return bench_now() - t0;
 }
 
+/* Seconds in bn's synchronisation points (the stages' gathers of chunk sums). */
+static double sync_s;
+
+static void timed_sync(void *ctx, double *sums, size_t per_chunk, int nchunks, int c0, int c1)
+{
+    const double t0 = bench_now();
+    dist_sync_sums(ctx, sums, per_chunk, nchunks, c0, c1);
+    sync_s += bench_now() - t0;
+}
+
 int main(int argc, char **argv)
 {
     cnn_core_report core;
@@ -89,6 +99,7 @@ int main(int argc, char **argv)
     c.batch = batch, c.threads = threads, c.lr = 0.05f, c.momentum = 0.9f;
     cnn_trainer *t;
     cnn_trainer_create(&t, &arch, &c);
+    cnn_trainer_set_sync(t, timed_sync, &d); /* bn's statistics: every rank's chunk sums */
     uint32_t *order = malloc(tr.n * sizeof *order);
     for (size_t i = 0; i < tr.n; i++)
         order[i] = (uint32_t)i;
@@ -100,7 +111,7 @@ int main(int argc, char **argv)
     double exchange = 0.0, reduce = 0.0, wait = 0.0;
     for (int pass = 0; pass < 2; pass++) { /* a warm-up pass of 10 steps, then the timed one */
         const int n_steps = pass ? steps : 10;
-        exchange = reduce = wait = 0.0;
+        exchange = reduce = wait = sync_s = 0.0;
         dist_max(&d, 0); /* start together */
         const double t0 = bench_now();
         for (int s = 0; s < n_steps; s++) {
@@ -126,13 +137,14 @@ int main(int argc, char **argv)
             printf("{\"network\": \"%s\", \"reduce\": \"%s\", \"ranks\": %d, "
                    "\"threads_per_rank\": %d, \"batch\": %d, "
                    "\"steps\": %d, \"images_per_s\": %.0f, \"step_ms\": %.4f, "
-                   "\"wait_ms\": %.4f, \"exchange_ms\": %.4f, \"allreduce_ms\": %.4f, "
+                   "\"wait_ms\": %.4f, \"exchange_ms\": %.4f, \"bn_sync_ms\": %.4f, "
+                   "\"allreduce_ms\": %.4f, "
                    "\"gradient_floats\": %zu, "
                    "\"exchanged_floats\": %zu, \"gflops\": %.2f}\n",
                    cnn_arch_describe(&arch, name, sizeof name), exact ? "exact" : "allreduce",
                    d.size, threads, batch, n_steps,
                    ips, 1e3 * dt / n_steps, 1e3 * wait / n_steps, 1e3 * exchange / n_steps,
-                   1e3 * reduce / n_steps,
+                   1e3 * sync_s / n_steps, 1e3 * reduce / n_steps,
                    m.n_params, exact ? (size_t)nch * m.n_params : m.n_params,
                    ips * cnn_arch_train_flops(&arch) / 1e9);
         }
