@@ -25,14 +25,18 @@ int cnn_dataset_classes(const cnn_dataset *d)
     return top + 1;
 }
 
+const char *cnn_name_at(const char *names, int count, int k)
+{
+    if (!names || k < 0 || k >= count)
+        return NULL;
+    for (int i = 0; i < k; i++)
+        names += strlen(names) + 1;
+    return names;
+}
+
 const char *cnn_dataset_class_name(const cnn_dataset *d, int k)
 {
-    if (!d || !d->names || k < 0 || k >= d->n_names)
-        return NULL;
-    const char *p = d->names;
-    for (int i = 0; i < k; i++)
-        p += strlen(p) + 1;
-    return p;
+    return d ? cnn_name_at(d->names, d->n_names, k) : NULL;
 }
 
 cnn_status cnn_dataset_synthetic(cnn_dataset *out, size_t n, uint64_t seed)

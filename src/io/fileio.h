@@ -30,6 +30,10 @@ cnn_status cnn_pnm_decode(const uint8_t *data, size_t len, const char *name,
                           unsigned max_maxval, uint8_t **pixels, int *channels, int *rows,
                           int *cols, char *err, size_t errlen);
 
+/* Name k of count names stored back to back, each NUL-terminated (a model's or a data
+ * set's classes); NULL when there are none or k is out of range. */
+const char *cnn_name_at(const char *names, int count, int k);
+
 /* What a file of mode m is, for messages: "a directory", "a FIFO", "a file"... */
 const char *cnn_file_kind(mode_t m);
 /* dir/name in a new string (malloc'ed); NULL when out of memory. */

@@ -2,6 +2,7 @@
  * the kind table), per-thread activations, and the statuses' names. */
 #include "cnn.h"
 
+#include "fileio.h"
 #include "layer.h"
 
 #include "arena.h"
@@ -119,12 +120,7 @@ cnn_status cnn_model_set_names(cnn_model *m, const char *const *names, int n)
 
 const char *cnn_model_class_name(const cnn_model *m, int k)
 {
-    if (!m || !m->names || k < 0 || k >= m->arch.classes)
-        return NULL;
-    const char *p = m->names;
-    for (int i = 0; i < k; i++)
-        p += strlen(p) + 1;
-    return p;
+    return m ? cnn_name_at(m->names, m->arch.classes, k) : NULL;
 }
 
 /* Every piece sits at an offset that depends only on the sample's place in the chunk
