@@ -29,7 +29,6 @@ static size_t bn_biases(const cnn_layer *l) { return (size_t)l->C; }  /* beta */
 static size_t bn_state(const cnn_layer *l) { return 2 * (size_t)l->C; }
 /* A sample's backward sums, kept from backward_sums for its backward: 2C doubles. */
 static size_t bn_scratch(const cnn_layer *l) { return 4 * (size_t)l->C; }
-static double bn_fan_in(const cnn_layer *l) { return (double)l->C; } /* unused: bn_init */
 
 static void bn_init(const cnn_layer *l, float *gamma, float *state)
 {
@@ -241,7 +240,6 @@ const cnn_kind cnn_kind_bn = {
     .shape = bn_shape,
     .weights = bn_weights,
     .biases = bn_biases,
-    .fan_in = bn_fan_in,
     .state = bn_state,
     .scratch = bn_scratch,
     .init = bn_init,

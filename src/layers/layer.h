@@ -78,7 +78,8 @@ typedef struct cnn_kind {
     void (*describe)(const cnn_layer *l, char *buf, size_t len);
     /* l's output shape (OC, OH, OW) from its input (C, H, W): NULL, or why not. */
     const char *(*shape)(cnn_layer *l);
-    /* Weights and biases in the parameter vector; fan-in for initialisation. */
+    /* Weights and biases in the parameter vector; fan-in for initialisation (unused,
+     * and may be NULL, with an init of its own). */
     size_t (*weights)(const cnn_layer *l);
     size_t (*biases)(const cnn_layer *l);
     double (*fan_in)(const cnn_layer *l);
