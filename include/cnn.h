@@ -396,13 +396,16 @@ CNN_API cnn_status cnn_train_step_u8(cnn_trainer *t, cnn_model *m, const uint8_t
                              const uint8_t *labels, const uint32_t *idx, int n, cnn_stats *st);
 CNN_API cnn_status cnn_evaluate_u8(cnn_trainer *t, const cnn_model *m, const uint8_t *pixels,
                            const uint8_t *labels, size_t n, uint8_t *pred, cnn_stats *st);
-/** How one training image is moved as it is converted (data augmentation): shifted by
- *  dy rows and dx columns (-8..8; vacated pixels are pixel value 0, the background),
- *  which is a crop of the image padded with |dy|, |dx| zeros, then mirrored left to
- *  right when flip is 1. */
+/** How one training image is moved as it is converted (data augmentation): turned by
+ *  angle degrees counter-clockwise and scaled by 1 + zoom about its centre (bilinear,
+ *  pixels from outside the image are value 0, the background), shifted by dy rows and
+ *  dx columns (-8..8), which without a turn or a zoom is a crop of the image padded
+ *  with |dy|, |dx| zeros, then mirrored left to right when flip is 1. */
 typedef struct cnn_move {
     int8_t dy, dx;
     uint8_t flip;
+    float angle; /* -180..180; 0: none */
+    float zoom;  /* -0.5..0.5; 0: none */
 } cnn_move;
 /** As cnn_train_step_u8, with image i moved by moves[i] as it is converted: data
  *  augmentation without a copy of the data set. moves NULL: no move. */
@@ -410,11 +413,13 @@ CNN_API cnn_status cnn_train_step_u8_moved(cnn_trainer *t, cnn_model *m, const u
                                    const uint8_t *labels, const uint32_t *idx, int n,
                                    const cnn_move *moves, cnn_stats *st);
 /** The moves of samples idx[0..n) in an epoch into out[n]: shifts of -shift..shift
- *  each way (shift <= 8), and, when flip, a mirror with probability 1/2. A function of
- *  (seed, epoch, sample) alone, so the same for any thread count, any cut of the
- *  minibatch and after a resume (what `cnn train --shift/--crop-pad/--flip` use). */
+ *  each way (shift <= 8); when flip, a mirror with probability 1/2; turns uniform in
+ *  -rotate..rotate degrees (rotate <= 180) and zooms uniform in -zoom..zoom (zoom <=
+ *  0.5). A function of (seed, epoch, sample) alone, so the same for any thread count,
+ *  any cut of the minibatch and after a resume (what `cnn train --shift/--crop-pad/
+ *  --flip/--rotate/--zoom` use). */
 CNN_API void cnn_draw_moves(cnn_move *out, uint64_t seed, uint64_t epoch, const uint32_t *idx,
-                            int n, int shift, int flip);
+                            int n, int shift, int flip, float rotate, float zoom);
 
 /* ---------------------------------------------------------------- data */
 
@@ -601,10 +606,11 @@ CNN_API cnn_status cnn_model_load(cnn_model *m, const char *path, char *err, siz
  * f32 its gamma, u64 warmup steps, then the optimiser's state: f32[P] velocities
  * (SGD with momentum) or f32[2P] first and second moments (Adam, AdamW), or nothing.
  * Version 4 (written when the run flips images) is version 3 with u32 flip (0/1)
- * after the warmup steps.
+ * after the warmup steps. Version 5 (written when the run turns or zooms images) is
+ * version 4 with f32 rotate (degrees) and f32 zoom after the flip.
  */
 #define CNN_CHECKPOINT_MAGIC "CNNCKPT1"
-#define CNN_CHECKPOINT_VERSION 4u
+#define CNN_CHECKPOINT_VERSION 5u
 
 /** Learning-rate schedules: constant; cosine from lr to 0 over the run's steps; step
  *  decay, lr * gamma^floor(t / N) (PyTorch's StepLR counted in steps). */
@@ -642,6 +648,7 @@ typedef struct cnn_checkpoint {
     int epochs;         /* the run's epochs (version 2; 0 in version 1) */
     int shift;          /* training images moved by up to this many pixels (0..8) */
     int flip;           /* training images mirrored at random (version 4) */
+    float rotate, zoom; /* training images turned and zoomed at random (version 5) */
     uint64_t lr_every;  /* the step schedule's N (version 3) */
     float lr_gamma;     /* the step schedule's gamma (version 3; 1 otherwise) */
     uint64_t warmup;    /* steps of learning-rate warmup (version 3) */
@@ -680,6 +687,8 @@ typedef struct cnn_run_config {
     int shuffle;            /* 1: shuffle at every epoch's start (the post) */
     int shift;              /* move training images by up to this many pixels, 0..8 */
     int flip;               /* 1: mirror training images left to right at random */
+    float rotate;           /* turn training images by up to this many degrees, 0..180 */
+    float zoom;             /* scale training images by 1 - zoom..1 + zoom, 0..0.5 */
     cnn_schedule schedule;  /* of train.lr */
     uint64_t lr_every;      /* the step schedule's N (>= 1 with CNN_SCHEDULE_STEP) */
     float lr_gamma;         /* the step schedule's factor, 0 < gamma <= 1 */

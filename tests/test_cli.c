@@ -184,7 +184,7 @@ static void colour_data(void)
                      out, err, sizeof out);
     tap_ok(rc == 0 && strstr(out, "data: ") && strstr(out, "80 training images, 16 test images") &&
                strstr(out, "input: (px/255 - mean) / std, mean ") &&
-               strstr(out, "moved by up to 2 pixels; and mirrored at random"),
+               strstr(out, "moved by up to 2 pixels, mirrored at random"),
            "CIFAR-format colour data trains with crops and flips, normalised by its statistics "
            "(exit %d, stderr '%s')", rc, last_line(err, line, sizeof line));
     rc = run_cmd(exe, (const char *[]){"eval", "--model", model, "--data", dir, NULL}, out, err,
@@ -347,6 +347,9 @@ int main(int argc, char **argv)
         (const char *[]){"train", "--synthetic", "60", "--shift", "1", "--crop-pad", "2", NULL},
         "--crop-pad");
     bad("a crop padding of 9", (const char *[]){"train", "--crop-pad", "9", NULL}, "--crop-pad");
+    bad("a turn of 181 degrees", (const char *[]){"train", "--rotate", "181", NULL}, "--rotate");
+    bad("a negative turn", (const char *[]){"train", "--rotate", "-5", NULL}, "--rotate");
+    bad("a zoom of 0.6", (const char *[]){"train", "--zoom", "0.6", NULL}, "--zoom");
     bad("bn at batch 1",
         (const char *[]){"train", "--synthetic", "60", "--arch", "conv4b,bn,relu,pool,softmax10",
                          NULL},

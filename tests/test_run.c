@@ -1,8 +1,8 @@
 /* test_run.c - a run through the library alone: a run stopped anywhere, saved as a
  * checkpoint, loaded and resumed with cnn_run_resume ends with the bits of a run never
  * stopped, with everything that keeps state across steps (Adam's moments and update
- * count, a cosine schedule with warmup, shuffles, shifts and flips, dropout masks); and the
- * run's edges (its end, wrong data, bad configurations). */
+ * count, a cosine schedule with warmup, shuffles, shifts, flips, turns and zooms,
+ * dropout masks); and the run's edges (its end, wrong data, bad configurations). */
 #include "cnn.h"
 
 #include "check.h"
@@ -30,7 +30,7 @@ static cnn_arch net(void)
 static cnn_run_config config(int threads)
 {
     cnn_run_config c = {.train = cnn_train_config_default(), .epochs = EPOCHS, .shuffle = 1,
-                        .shift = 2, .flip = 1, .schedule = CNN_SCHEDULE_COSINE, .lr_gamma = 1.0f,
+                        .shift = 2, .flip = 1, .rotate = 8.0f, .zoom = 0.1f, .schedule = CNN_SCHEDULE_COSINE, .lr_gamma = 1.0f,
                         .warmup = 5};
     c.train.batch = BATCH, c.train.threads = threads, c.train.lr = 0.002f;
     c.train.optimizer = CNN_OPTIMIZER_ADAMW, c.train.weight_decay = 0.01f, c.train.seed = 7;
@@ -92,7 +92,8 @@ static void resumed_run(const cnn_dataset *d, const cnn_model *whole, int stop, 
     }
     cnn_run_config again = cnn_checkpoint_config(&loaded);
     const cnn_run_config want = config(1);
-    tap_ok(again.epochs == EPOCHS && again.shift == 2 && again.flip == 1 && again.shuffle == 1 &&
+    tap_ok(again.epochs == EPOCHS && again.shift == 2 && again.flip == 1 && again.rotate == 8.0f &&
+               again.zoom == 0.1f && again.shuffle == 1 &&
                again.schedule == CNN_SCHEDULE_COSINE && again.warmup == 5 &&
                again.train.optimizer == CNN_OPTIMIZER_ADAMW && again.train.seed == 7 &&
                again.train.batch == BATCH && again.train.lr == want.train.lr &&

@@ -113,6 +113,112 @@ static void stacked_threads(const char *desc, const uint8_t *px, const uint8_t *
     free(first), free(first_v);
 }
 
+static int same_move(cnn_move a, cnn_move b)
+{
+    return a.dy == b.dy && a.dx == b.dx && a.flip == b.flip && a.angle == b.angle &&
+           a.zoom == b.zoom;
+}
+
+/* Image i's pixel (y, x) after a turn by a multiple of 90 degrees counter-clockwise
+ * (quarter 0..3), then a shift and a mirror: an index permutation, no interpolation. */
+static int quarter_source(int quarter, int dy, int dx, int flip, int y, int x, int *sy,
+                          int *sx)
+{
+    const int u = (flip ? 27 - x : x) - dx, v = y - dy; /* the turned image's pixel */
+    if (u < 0 || u > 27 || v < 0 || v > 27)
+        return 0;
+    const int q = quarter & 3; /* a turn by 90 moves source (r, c) to (27 - c, r) */
+    *sy = q == 0 ? v : q == 1 ? u : q == 2 ? 27 - v : 27 - u;
+    *sx = q == 0 ? u : q == 1 ? 27 - v : q == 2 ? 27 - u : v;
+    return 1;
+}
+
+/* Turned and zoomed images (cnn_move_input): quarter turns are the pixels permuted,
+ * any turn and zoom is the bilinear mix computed here in double, and training steps on
+ * turned images are the same bits on 1, 2 and 3 threads. */
+static void turned(const uint8_t *pix, const uint8_t *labels)
+{
+    const cnn_norm unit = {.kind = CNN_NORM_UNIT};
+    float out[784];
+    double worst = 0.0;
+    for (int k = 0; k < 16; k++) {
+        const cnn_move mv = {.dy = (int8_t)(k % 3 - 1), .dx = (int8_t)(k % 5 - 2),
+                             .flip = (uint8_t)(k & 1), .angle = 90.0f * (float)(k % 4 - 1)};
+        const uint8_t *img = pix + (size_t)k * 784;
+        cnn_move_input(out, img, &unit, 1, 28, 28, mv);
+        for (int y = 0; y < 28; y++)
+            for (int x = 0; x < 28; x++) {
+                int sy, sx;
+                const int in = quarter_source((k % 4 + 3) % 4, mv.dy, mv.dx, mv.flip, y, x,
+                                              &sy, &sx);
+                const double want = ((in ? img[sy * 28 + sx] : 0) - 127.5) / 255.0;
+                const double d = fabs(out[y * 28 + x] - want);
+                worst = d > worst ? d : worst;
+            }
+    }
+    tap_ok(worst < 1e-5, "turns by -90, 0, 90 and 180 degrees with shifts and mirrors are the "
+                         "pixels permuted (largest difference %.2g)", worst);
+    worst = 0.0;
+    for (int k = 0; k < 16; k++) {
+        const cnn_move mv = {.dy = (int8_t)(k % 3 - 1), .dx = (int8_t)(k % 5 - 2),
+                             .flip = (uint8_t)(k & 1), .angle = -25.0f + 3.7f * (float)k,
+                             .zoom = -0.2f + 0.03f * (float)k};
+        const uint8_t *img = pix + (size_t)k * 784;
+        cnn_move_input(out, img, &unit, 1, 28, 28, mv);
+        const double a = mv.angle * 3.14159265358979323846 / 180.0, s = 1.0 + mv.zoom;
+        for (int y = 0; y < 28; y++)
+            for (int x = 0; x < 28; x++) {
+                /* where the output pixel comes from: undo the mirror and the shift, then
+                 * the zoom and the turn about the centre (13.5, 13.5) */
+                const double px = (mv.flip ? 27 - x : x) - mv.dx - 13.5, py = y - mv.dy - 13.5;
+                const double sx = (cos(a) * px - sin(a) * py) / s + 13.5;
+                const double sy = (sin(a) * px + cos(a) * py) / s + 13.5;
+                double v = 0.0;
+                for (int yy = (int)floor(sy); yy <= (int)floor(sy) + 1; yy++)
+                    for (int xx = (int)floor(sx); xx <= (int)floor(sx) + 1; xx++)
+                        if (yy >= 0 && yy < 28 && xx >= 0 && xx < 28)
+                            v += (1.0 - fabs(sy - yy)) * (1.0 - fabs(sx - xx)) *
+                                 img[yy * 28 + xx];
+                const double d = fabs(out[y * 28 + x] - (v - 127.5) / 255.0);
+                worst = d > worst ? d : worst;
+            }
+    }
+    tap_ok(worst < 1e-4, "turns of -25..31 degrees with zooms of -20%%..25%%, shifts and "
+                         "mirrors are the bilinear mix in double (largest difference %.2g)",
+           worst);
+    enum { B = 20 };
+    cnn_move mv[B];
+    uint32_t idx[B];
+    for (int i = 0; i < B; i++)
+        idx[i] = (uint32_t)i;
+    cnn_draw_moves(mv, 5, 1, idx, B, 2, 1, 15.0f, 0.1f);
+    const cnn_arch s = post_arch_mnist();
+    float *ref = NULL;
+    for (int th = 1; th <= 3; th++) {
+        cnn_rng rng;
+        cnn_rng_seed(&rng, 8);
+        cnn_model m;
+        cnn_model_init(&m, &s, &rng);
+        cnn_train_config c = cnn_train_config_default();
+        c.batch = B, c.threads = th, c.lr = 0.05f;
+        cnn_trainer *t;
+        cnn_trainer_create(&t, &s, &c);
+        for (int k = 0; k < 3; k++)
+            cnn_train_step_u8_moved(t, &m, pix, labels, NULL, B, mv, NULL);
+        if (th == 1) {
+            ref = malloc(m.n_params * 4);
+            memcpy(ref, m.params, m.n_params * 4);
+        } else {
+            tap_ok(memcmp(ref, m.params, m.n_params * 4) == 0,
+                   "turned, zoomed, shifted and mirrored images, %d threads: bit-identical to "
+                   "1 thread", th);
+        }
+        cnn_trainer_free(t);
+        cnn_model_free(&m);
+    }
+    free(ref);
+}
+
 /* Moved images: a step on the pixels with shifts and flips is the step on images moved
  * by hand (shifted, then mirrored; bit for bit), and any thread count gives the same
  * bits. */
@@ -121,7 +227,8 @@ static void shifted(const uint8_t *pix, const uint8_t *labels)
     enum { B = 24 };
     cnn_move sh[B];
     for (int i = 0; i < B; i++)
-        sh[i] = (cnn_move){(int8_t)(i % 5 - 2), (int8_t)((i * 7) % 9 - 4), (uint8_t)(i % 3 == 0)};
+        sh[i] = (cnn_move){.dy = (int8_t)(i % 5 - 2), .dx = (int8_t)((i * 7) % 9 - 4),
+                           .flip = (uint8_t)(i % 3 == 0)};
     uint8_t *moved = calloc((size_t)B * 784, 1);
     for (int i = 0; i < B; i++)
         for (int y = 0; y < 28; y++)
@@ -173,6 +280,12 @@ static void shifted(const uint8_t *pix, const uint8_t *labels)
     bad[5].dx = 0, bad[5].flip = 2;
     tap_ok(cnn_train_step_u8_moved(t, &m, pix, labels, NULL, B, bad, NULL) == CNN_ERR_ARG,
            "a flip other than 0 or 1 is refused");
+    bad[5].flip = 0, bad[7].angle = 181.0f;
+    tap_ok(cnn_train_step_u8_moved(t, &m, pix, labels, NULL, B, bad, NULL) == CNN_ERR_ARG,
+           "a turn of 181 degrees is refused");
+    bad[7].angle = 0.0f, bad[2].zoom = NAN;
+    tap_ok(cnn_train_step_u8_moved(t, &m, pix, labels, NULL, B, bad, NULL) == CNN_ERR_ARG,
+           "a zoom that is not a number is refused");
     cnn_trainer_free(t);
     cnn_model_free(&m);
     free(ref), free(x), free(moved);
@@ -518,18 +631,18 @@ int main(void)
     { /* the move draws: in range, by (seed, epoch, sample) alone, not all equal */
         const uint32_t a[3] = {5, 9, 17}, b[2] = {17, 5};
         cnn_move x[3], y[2], z[3], noflip[3];
-        cnn_draw_moves(x, 3, 2, a, 3, 2, 1);
-        cnn_draw_moves(y, 3, 2, b, 2, 2, 1);
-        cnn_draw_moves(z, 3, 3, a, 3, 2, 1);
-        cnn_draw_moves(noflip, 3, 2, a, 3, 2, 0);
+        cnn_draw_moves(x, 3, 2, a, 3, 2, 1, 0.0f, 0.0f);
+        cnn_draw_moves(y, 3, 2, b, 2, 2, 1, 0.0f, 0.0f);
+        cnn_draw_moves(z, 3, 3, a, 3, 2, 1, 0.0f, 0.0f);
+        cnn_draw_moves(noflip, 3, 2, a, 3, 2, 0, 0.0f, 0.0f);
         int in_range = 1, same_shifts = 1;
         for (int i = 0; i < 3; i++) {
             in_range &= x[i].dy >= -2 && x[i].dy <= 2 && x[i].dx >= -2 && x[i].dx <= 2 &&
                         x[i].flip <= 1 && noflip[i].flip == 0;
             same_shifts &= noflip[i].dy == x[i].dy && noflip[i].dx == x[i].dx;
         }
-        tap_ok(in_range && same_shifts && memcmp(&y[0], &x[2], sizeof y[0]) == 0 &&
-                   memcmp(&y[1], &x[0], sizeof y[0]) == 0 && memcmp(x, z, sizeof x) != 0,
+        tap_ok(in_range && same_shifts && same_move(y[0], x[2]) && same_move(y[1], x[0]) &&
+                   !(same_move(x[0], z[0]) && same_move(x[1], z[1]) && same_move(x[2], z[2])),
                "move draws: shifts in -2..2 whether flips are drawn or not, each sample's the "
                "same wherever it falls in a step, another epoch another");
         /* flips: about half of 10,000 samples, and not tied to the shifts */
@@ -538,7 +651,7 @@ int main(void)
         static cnn_move mv[DRAWS];
         for (uint32_t i = 0; i < DRAWS; i++)
             all[i] = i;
-        cnn_draw_moves(mv, 11, 1, all, DRAWS, 1, 1);
+        cnn_draw_moves(mv, 11, 1, all, DRAWS, 1, 1, 0.0f, 0.0f);
         int flips = 0, flips_at_zero = 0, zero = 0;
         for (int i = 0; i < DRAWS; i++) {
             flips += mv[i].flip;
@@ -549,8 +662,27 @@ int main(void)
                    flips_at_zero < zero * 0.55,
                "flip draws: %d of %d mirrored, %d of the %d unshifted ones", flips, DRAWS,
                flips_at_zero, zero);
+        /* turns and zooms: uniform over their ranges, the shifts and flips unchanged */
+        static cnn_move tz[DRAWS];
+        cnn_draw_moves(tz, 11, 1, all, DRAWS, 1, 1, 10.0f, 0.2f);
+        int kept = 1, in = 1, low_turns = 0, low_zooms = 0;
+        double sum_a = 0.0, sum_z = 0.0, sum_az = 0.0;
+        for (int i = 0; i < DRAWS; i++) {
+            kept &= tz[i].dy == mv[i].dy && tz[i].dx == mv[i].dx && tz[i].flip == mv[i].flip &&
+                    mv[i].angle == 0.0f && mv[i].zoom == 0.0f;
+            in &= fabsf(tz[i].angle) <= 10.0f && fabsf(tz[i].zoom) <= 0.2f;
+            low_turns += tz[i].angle < -5.0f, low_zooms += tz[i].zoom < -0.1f;
+            sum_a += tz[i].angle, sum_z += tz[i].zoom, sum_az += tz[i].angle * tz[i].zoom;
+        }
+        tap_ok(kept && in && low_turns > 2300 && low_turns < 2700 && low_zooms > 2300 &&
+                   low_zooms < 2700 && fabs(sum_a / DRAWS) < 0.3 && fabs(sum_z / DRAWS) < 0.006 &&
+                   fabs(sum_az / DRAWS) < 0.02,
+               "turn and zoom draws: in range, a quarter in each bottom quarter (%d, %d), "
+               "means %.3f and %.4f, not tied to each other, the shifts and flips as without "
+               "them", low_turns, low_zooms, sum_a / DRAWS, sum_z / DRAWS);
     }
     shifted(pix, labels);
+    turned(pix, labels);
     in_parts(pix, labels);
     work_split(pix, labels);
 #if HAVE_OPENMP

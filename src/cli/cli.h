@@ -59,7 +59,7 @@ double now(void);
 extern const char *const optimizers[];
 int parse_opts(const char *cmd, const char *synopsis, const opt *opts, int argc, char **argv);
 void print_blas(void);
-void print_network(const cnn_arch *a, const cnn_train_config *c, int schedule, int shift, int flip, long warmup);
+void print_network(const cnn_arch *a, const cnn_run_config *r);
 void print_test(const cnn_stats *st);
 extern const char *prog;
 extern const char *const reductions[];

@@ -217,12 +217,13 @@ int network(cnn_arch *a, const char *desc, const cnn_model *resumed, const char 
 }
 
 /* Beyond the post's network and SGD, one line says what trains. */
-void print_network(const cnn_arch *a, const cnn_train_config *c, int schedule, int shift,
-                   int flip, long warmup)
+void print_network(const cnn_arch *a, const cnn_run_config *r)
 {
+    const cnn_train_config *c = &r->train;
+    const int moved = r->shift || r->flip || r->rotate > 0.0f || r->zoom > 0.0f;
     if (cnn_arch_is_post(a) && a->layer[0].units == 8 && c->momentum == 0.0f &&
-        c->weight_decay == 0.0f && schedule == CNN_SCHEDULE_CONSTANT && !shift && !flip &&
-        c->optimizer == CNN_OPTIMIZER_SGD && !warmup)
+        c->weight_decay == 0.0f && r->schedule == CNN_SCHEDULE_CONSTANT && !moved &&
+        c->optimizer == CNN_OPTIMIZER_SGD && !r->warmup)
         return;
     char desc[CNN_ARCH_LEN];
     static const char *const names[] = {"SGD", "Adam", "AdamW"};
@@ -234,13 +235,20 @@ void print_network(const cnn_arch *a, const cnn_train_config *c, int schedule, i
         printf(", momentum %g%s", (double)c->momentum, c->nesterov ? " (Nesterov)" : "");
     if (c->weight_decay > 0.0f)
         printf(", weight decay %g", (double)c->weight_decay);
-    printf(", %s learning rate", schedules[schedule]);
-    if (warmup)
-        printf(" after %ld steps of warmup", warmup);
-    if (shift)
-        printf("; training images moved by up to %d pixels", shift);
-    if (flip)
-        printf("; %s mirrored at random", shift ? "and" : "training images");
+    printf(", %s learning rate", schedules[r->schedule]);
+    if (r->warmup)
+        printf(" after %llu steps of warmup", (unsigned long long)r->warmup);
+    if (moved)
+        printf("; training images");
+    const char *sep = " ";
+    if (r->rotate > 0.0f)
+        printf("%sturned by up to %g degrees", sep, (double)r->rotate), sep = ", ";
+    if (r->zoom > 0.0f)
+        printf("%sscaled by up to %g%%", sep, 100.0 * r->zoom), sep = ", ";
+    if (r->shift)
+        printf("%smoved by up to %d pixels", sep, r->shift), sep = ", ";
+    if (r->flip)
+        printf("%smirrored at random", sep);
     printf("\n");
 }
 

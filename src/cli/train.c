@@ -9,6 +9,7 @@ typedef struct {
     const char *data, *save, *resume, *ckpt_path, *arch, *normalize;
     long epochs, batch, threads, train_limit, test_limit, log_every, synthetic, shift, crop_pad;
     int flip;
+    float rotate, zoom;
     long ckpt_every; /* steps; 0: at the end of every epoch */
     uint64_t seed;
     float lr, momentum, weight_decay, beta1, beta2, eps, lr_gamma;
@@ -76,6 +77,12 @@ static int train_options(train_args *o, int argc, char **argv)
          "draws as --shift N)"},
         {"--flip", OPT_FLAG, &o->flip, 0, 0, NULL, "",
          "mirror each training image left to right with probability 1/2, every epoch"},
+        {"--rotate", OPT_FLOAT, &o->rotate, 0, 0, NULL, "DEG",
+         "turn each training image by a random -DEG..DEG degrees (at most 180) about its "
+         "centre, every epoch"},
+        {"--zoom", OPT_FRAC, &o->zoom, 0, 0, NULL, "X",
+         "scale each training image by a random 1-X..1+X (X at most 0.5) about its centre, "
+         "every epoch"},
         {"--test-every-epoch", OPT_FLAG, &o->test_every, 0, 0, NULL, "",
          "also test after every epoch (not counted in the epoch's time)"},
         {"--save", OPT_STR, &o->save, 0, 0, NULL, "FILE", "write the trained model to FILE (atomically)"},
@@ -112,6 +119,11 @@ static int train_options(train_args *o, int argc, char **argv)
     }
     if (o->crop_pad)
         o->shift = o->crop_pad;
+    if (o->rotate > 180.0f || o->zoom > 0.5f) {
+        fprintf(stderr, "%s: %s: at most %s\n", prog, o->rotate > 180.0f ? "--rotate" : "--zoom",
+                o->rotate > 180.0f ? "180 degrees" : "0.5");
+        return 2;
+    }
     if (o->normalize && o->resume) {
         fprintf(stderr, "%s: --normalize is for a new network: %s keeps its own\n", prog,
                 o->resume);
@@ -196,7 +208,8 @@ static void warn_other_settings(const cnn_checkpoint *c, const train_args *o)
         (int)k->engine == o->engine && c->shuffle == !o->no_shuffle &&
         k->momentum == o->momentum && k->nesterov == o->nesterov &&
         k->weight_decay == o->weight_decay && (int)c->schedule == o->schedule &&
-        c->shift == o->shift && c->flip == o->flip && (c->schedule == CNN_SCHEDULE_CONSTANT || c->epochs == o->epochs) &&
+        c->shift == o->shift && c->flip == o->flip && c->rotate == o->rotate &&
+        c->zoom == o->zoom && (c->schedule == CNN_SCHEDULE_CONSTANT || c->epochs == o->epochs) &&
         (int)k->optimizer == o->optimizer &&
         (k->optimizer == CNN_OPTIMIZER_SGD ||
          (k->beta1 == o->beta1 && k->beta2 == o->beta2 && k->eps == o->eps)) &&
@@ -205,11 +218,12 @@ static void warn_other_settings(const cnn_checkpoint *c, const train_args *o)
         return;
     fprintf(stderr, "%s: warning: %s was made with other settings (batch %d, lr %g, pool ties "
             "%s, engine %s%s, %s, momentum %g%s, weight decay %g, schedule %s over %d epochs, "
-            "shift %d%s): the run will differ from one never interrupted\n", prog, o->resume,
+            "shift %d%s, turns %g, zooms %g): the run will differ from one never "
+            "interrupted\n", prog, o->resume,
             k->batch, (double)k->lr, tie_rules[k->ties], engines[k->engine],
             c->shuffle ? "" : ", no shuffle", optimizers[k->optimizer], (double)k->momentum,
             k->nesterov ? " (Nesterov)" : "", (double)k->weight_decay, schedules[c->schedule],
-            c->epochs, c->shift, c->flip ? ", flips" : "");
+            c->epochs, c->shift, c->flip ? ", flips" : "", (double)c->rotate, (double)c->zoom);
 }
 
 /* The starting point: a checkpoint's state, a model's weights, or a fresh network. */
@@ -277,7 +291,7 @@ static int set_up(train_run *r, const train_args *o)
         .eps = o->eps, .seed = o->seed};
     r->cfg = (cnn_run_config){.train = train, .epochs = (int)o->epochs,
                               .shuffle = !o->no_shuffle, .shift = (int)o->shift,
-                              .flip = o->flip,
+                              .flip = o->flip, .rotate = o->rotate, .zoom = o->zoom,
                               .schedule = (cnn_schedule)o->schedule,
                               .lr_every = (uint64_t)o->lr_steps, .lr_gamma = o->lr_gamma,
                               .warmup = (uint64_t)o->warmup};
@@ -321,7 +335,7 @@ static void print_run(const train_run *r, const train_args *o)
     printf("engine %s, batch %ld, lr %g, %ld thread%s, pool ties %s, seed %llu\n",
            engines[o->engine], o->batch, (double)o->lr, o->threads, o->threads == 1 ? "" : "s",
            tie_rules[o->ties], (unsigned long long)o->seed);
-    print_network(&r->arch, &r->cfg.train, o->schedule, (int)o->shift, o->flip, o->warmup);
+    print_network(&r->arch, &r->cfg);
     if (r->model.norm.kind != CNN_NORM_UNIT)
         print_norm(&r->model.norm);
     printf("data: %s: %zu training images, %zu test images\n",

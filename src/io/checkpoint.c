@@ -16,11 +16,15 @@
 #define TAIL_V2 24 /* momentum, Nesterov, weight decay, schedule, epochs, shift */
 #define TAIL_V3 (TAIL_V2 + 44) /* optimiser, betas, eps, updates, N, gamma, warmup */
 #define TAIL_V4 (TAIL_V3 + 4)  /* flip */
+#define TAIL_V5 (TAIL_V4 + 8)  /* rotate, zoom */
 
 /* Version 1 holds the post's plain SGD; momentum, weight decay, the cosine schedule
- * and shifts take version 2; Adam, the step schedule and warmup version 3; flips 4. */
+ * and shifts take version 2; Adam, the step schedule and warmup version 3; flips 4;
+ * turns and zooms 5. */
 static int version_for(const cnn_checkpoint *c)
 {
+    if (c->rotate != 0.0f || c->zoom != 0.0f)
+        return 5;
     if (c->flip)
         return 4;
     if (c->cfg.optimizer != CNN_OPTIMIZER_SGD || c->schedule == CNN_SCHEDULE_STEP || c->warmup)
@@ -34,7 +38,8 @@ static int version_for(const cnn_checkpoint *c)
 /* Bytes of a version's fields after the sample order, before the optimiser's state. */
 static size_t tail_head(int version)
 {
-    return version == 1 ? 0 : version == 2 ? TAIL_V2 : version == 3 ? TAIL_V3 : TAIL_V4;
+    static const size_t tail[] = {0, 0, TAIL_V2, TAIL_V3, TAIL_V4, TAIL_V5};
+    return tail[version];
 }
 
 /* Floats of the optimiser's state (cnn_trainer_state) a checkpoint holds. */
@@ -66,6 +71,9 @@ static cnn_status read_tail(cnn_checkpoint *k, int version, const unsigned char 
     }
     if (version >= 4 && n >= TAIL_V4)
         flip = cnn_get_u32(t + 68);
+    float rotate = 0.0f, zoom = 0.0f;
+    if (version >= 5 && n >= TAIL_V5)
+        rotate = cnn_get_f32(t + 72), zoom = cnn_get_f32(t + 76);
     k->cfg.optimizer = (cnn_optimizer)(opt <= CNN_OPTIMIZER_ADAMW ? opt : 0);
     const size_t P = k->model.n_params, head = tail_head(version);
     const size_t S = state_len(&k->cfg, P);
@@ -73,7 +81,8 @@ static cnn_status read_tail(cnn_checkpoint *k, int version, const unsigned char 
     if (!(k->cfg.momentum >= 0.0f && k->cfg.momentum < 1.0f) || (unsigned)k->cfg.nesterov > 1 ||
         (k->cfg.nesterov && !mom) || !(k->cfg.weight_decay >= 0.0f) ||
         !isfinite(k->cfg.weight_decay) || sched > (version >= 3 ? 2u : 1u) || epochs < 1 ||
-        epochs > 100000 || shift > 8 || flip > 1 || (int)epochs < k->epoch || n != head + 4 * S ||
+        epochs > 100000 || shift > 8 || flip > 1 ||
+        !(rotate >= 0.0f && rotate <= 180.0f) || !(zoom >= 0.0f && zoom <= 0.5f) || (int)epochs < k->epoch || n != head + 4 * S ||
         opt > CNN_OPTIMIZER_ADAMW || (adam && mom) ||
         !(k->cfg.beta1 >= 0.0f && k->cfg.beta1 < 1.0f) ||
         !(k->cfg.beta2 >= 0.0f && k->cfg.beta2 < 1.0f) || !(k->cfg.eps > 0.0f) ||
@@ -88,6 +97,7 @@ static cnn_status read_tail(cnn_checkpoint *k, int version, const unsigned char 
     k->epochs = (int)epochs;
     k->shift = (int)shift;
     k->flip = (int)flip;
+    k->rotate = rotate, k->zoom = zoom;
     if (!S)
         return CNN_OK;
     k->state = malloc(S * sizeof *k->state);
@@ -157,6 +167,8 @@ cnn_status cnn_checkpoint_save(const cnn_checkpoint *c, const char *path, char *
         }
         if (version >= 4)
             cnn_put_u32(t + 68, (uint32_t)c->flip);
+        if (version >= 5)
+            cnn_put_f32(t + 72, c->rotate), cnn_put_f32(t + 76, c->zoom);
         const size_t head = tail_head(version);
         for (size_t i = 0; i < S; i++)
             cnn_put_f32(t + head + 4 * i, c->state[i]);

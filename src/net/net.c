@@ -469,38 +469,6 @@ int cnn_chunk_grad_timed(const cnn_model *m, cnn_acts *a, float *grad, const flo
                       NULL, times);
 }
 
-/* dst = the image px [C][H][W] moved by mv (shifted by dy, dx, vacated pixels 0; then
- * mirrored), converted by norm. */
-static void moved_input(float *dst, const uint8_t *px, const cnn_norm *norm, int C, int H,
-                        int W, cnn_move mv)
-{
-    const int dy = mv.dy, dx = mv.dx;
-    for (int c = 0; c < C; c++) {
-        const float zero = cnn_norm_value(norm, c, 0);
-        for (int y = 0; y < H; y++) {
-            float *row = dst + ((size_t)c * H + y) * W;
-            const int sy = y - dy;
-            if (sy < 0 || sy >= H) {
-                for (int x = 0; x < W; x++)
-                    row[x] = zero;
-                continue;
-            }
-            const int x0 = dx > 0 ? dx : 0, x1 = dx < 0 ? W + dx : W; /* [x0, x1) from px */
-            for (int x = 0; x < x0 && x < W; x++)
-                row[x] = zero;
-            if (x1 > x0)
-                cnn_norm_channel(norm, c, row + x0, px + ((size_t)c * H + sy) * W + x0 - dx,
-                                 (size_t)(x1 - x0));
-            for (int x = x1 > 0 ? x1 : 0; x < W; x++)
-                row[x] = zero;
-            for (int x = 0; mv.flip && x < W / 2; x++) {
-                const float t = row[x];
-                row[x] = row[W - 1 - x], row[W - 1 - x] = t;
-            }
-        }
-    }
-}
-
 static void chunk_input(const cnn_model *m, cnn_acts *a, const float *images,
                         const uint8_t *pixels, const uint32_t *idx, int nb,
                         const cnn_move *moves)
@@ -509,11 +477,11 @@ static void chunk_input(const cnn_model *m, cnn_acts *a, const float *images,
     const size_t plane = (size_t)n->H * n->W, len = (size_t)n->C * plane;
     for (int b = 0; b < nb; b++) {
         const size_t at = (idx ? idx[b] : (size_t)b) * len;
-        const cnn_move mv = moves ? moves[b] : (cnn_move){0, 0, 0};
+        const cnn_move mv = moves ? moves[b] : (cnn_move){0};
         if (!pixels)
             memcpy(a->x + (size_t)b * len, images + at, len * sizeof(float));
-        else if (mv.dy || mv.dx || mv.flip)
-            moved_input(a->x + (size_t)b * len, pixels + at, &m->norm, n->C, n->H, n->W, mv);
+        else if (mv.dy || mv.dx || mv.flip || mv.angle != 0.0f || mv.zoom != 0.0f)
+            cnn_move_input(a->x + (size_t)b * len, pixels + at, &m->norm, n->C, n->H, n->W, mv);
         else
             cnn_norm_apply(&m->norm, a->x + (size_t)b * len, pixels + at, n->C, plane);
     }

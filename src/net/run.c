@@ -22,7 +22,9 @@ struct cnn_run {
 static int config_ok(const cnn_run_config *c)
 {
     return c && c->epochs >= 1 && c->epochs <= 100000 && (unsigned)c->shuffle <= 1 &&
-           c->shift >= 0 && c->shift <= 8 && (unsigned)c->flip <= 1 && (unsigned)c->schedule <= CNN_SCHEDULE_STEP &&
+           c->shift >= 0 && c->shift <= 8 && (unsigned)c->flip <= 1 &&
+           c->rotate >= 0.0f && c->rotate <= 180.0f && c->zoom >= 0.0f && c->zoom <= 0.5f &&
+           (unsigned)c->schedule <= CNN_SCHEDULE_STEP &&
            (c->schedule != CNN_SCHEDULE_STEP || c->lr_every >= 1) &&
            (c->schedule != CNN_SCHEDULE_STEP || (c->lr_gamma > 0.0f && c->lr_gamma <= 1.0f));
 }
@@ -68,7 +70,7 @@ cnn_run_config cnn_checkpoint_config(const cnn_checkpoint *k)
 {
     cnn_run_config c = {.train = k->cfg, .epochs = k->epochs > k->epoch ? k->epochs : k->epoch,
                         .shuffle = k->shuffle, .shift = k->shift, .flip = k->flip,
-                        .schedule = k->schedule,
+                        .rotate = k->rotate, .zoom = k->zoom, .schedule = k->schedule,
                         .lr_every = k->lr_every, .lr_gamma = k->lr_gamma, .warmup = k->warmup};
     c.train.seed = k->seed;
     c.train.threads = 1;
@@ -132,10 +134,10 @@ int cnn_run_next(cnn_run *r, const uint32_t **idx, const cnn_move **moves)
         cnn_trainer_set_lr(r->trainer, cnn_lr_at(&s, t));
     }
     cnn_trainer_set_epoch(r->trainer, (uint64_t)r->epoch);
-    const int moved = r->cfg.shift || r->cfg.flip;
+    const int moved = r->cfg.shift || r->cfg.flip || r->cfg.rotate > 0.0f || r->cfg.zoom > 0.0f;
     if (moved)
         cnn_draw_moves(r->moves, r->cfg.train.seed, (uint64_t)r->epoch, r->order + r->pos, nb,
-                       r->cfg.shift, r->cfg.flip);
+                       r->cfg.shift, r->cfg.flip, r->cfg.rotate, r->cfg.zoom);
     *idx = r->order + r->pos;
     if (moves)
         *moves = moved ? r->moves : NULL;
@@ -187,6 +189,7 @@ void cnn_run_checkpoint(const cnn_run *r, cnn_checkpoint *k)
                           .shuffle = r->cfg.shuffle, .seed = r->cfg.train.seed,
                           .schedule = r->cfg.schedule, .epochs = r->cfg.epochs,
                           .shift = r->cfg.shift, .flip = r->cfg.flip,
+                          .rotate = r->cfg.rotate, .zoom = r->cfg.zoom,
                           .lr_every = r->cfg.lr_every,
                           .lr_gamma = r->cfg.lr_every ? r->cfg.lr_gamma : 1.0f,
                           .warmup = r->cfg.warmup, .updates = *cnn_trainer_updates(t),

@@ -28,6 +28,9 @@ int cnn_chunk_grad_u8(const cnn_model *m, cnn_acts *a, float *grad, float alpha,
                       cnn_engine e, cnn_pool_ties ties, float *loss, uint8_t *pred);
 /* n pixels of channel c converted by norm (cnn_norm_apply, one channel's piece). */
 void cnn_norm_channel(const cnn_norm *norm, int c, float *dst, const uint8_t *px, size_t n);
+/* dst = the image px [C][H][W] moved by mv (cnn_move), converted by norm. */
+void cnn_move_input(float *dst, const uint8_t *px, const cnn_norm *norm, int C, int H, int W,
+                    cnn_move mv);
 /* The same with image b moved by moves[b] (NULL: none). */
 int cnn_chunk_grad_u8_moved(const cnn_model *m, cnn_acts *a, float *grad, float alpha,
                             const uint8_t *pixels, const uint8_t *labels, const uint32_t *idx,

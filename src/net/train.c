@@ -645,7 +645,8 @@ static int moves_valid(const cnn_move *moves, int n)
 {
     for (int i = 0; moves && i < n; i++)
         if (moves[i].dy < -8 || moves[i].dy > 8 || moves[i].dx < -8 || moves[i].dx > 8 ||
-            moves[i].flip > 1)
+            moves[i].flip > 1 || !(fabsf(moves[i].angle) <= 180.0f) ||
+            !(fabsf(moves[i].zoom) <= 0.5f))
             return 0;
     return 1;
 }
