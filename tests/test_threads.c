@@ -9,6 +9,8 @@
 
 #include "check.h"
 #include "config.h"
+#define VECTORS_PROGRAM "test_threads"
+#include "vectors.h"
 
 #include <math.h>
 #include <string.h>
@@ -186,6 +188,27 @@ static void turned(const uint8_t *pix, const uint8_t *labels)
     tap_ok(worst < 1e-4, "turns of -25..31 degrees with zooms of -20%%..25%%, shifts and "
                          "mirrors are the bilinear mix in double (largest difference %.2g)",
            worst);
+    /* PyTorch's affine_grid and grid_sample through the twin's warp (torch-turn.txt) */
+    enum { TC = 3, TH = 11, TW = 14 };
+    uint8_t img[TC * TH * TW];
+    for (int c = 0; c < TC; c++)
+        for (int y = 0; y < TH; y++)
+            for (int x = 0; x < TW; x++)
+                img[(c * TH + y) * TW + x] = (uint8_t)((7 * c + 13 * y * y + 5 * x) % 256);
+    const double *moves = need_dims("moves", (size_t[]){8, 2}, 2);
+    float got[TC * TH * TW];
+    for (int k = 0; k < 8; k++) {
+        char name[16];
+        snprintf(name, sizeof name, "moved%d", k);
+        const double *want = need_dims(name, (size_t[]){TC, TH, TW}, 3);
+        const cnn_move mv = {.angle = (float)moves[2 * k], .zoom = (float)moves[2 * k + 1]};
+        cnn_move_input(got, img, &unit, TC, TH, TW, mv);
+        double d = 0.0;
+        for (int i = 0; i < TC * TH * TW; i++)
+            d = fmax(d, fabs(got[i] - want[i]));
+        tap_ok(d < 1e-5, "a turn by %g degrees and a zoom of %g on a 3 x 11 x 14 image: "
+                         "PyTorch's grid_sample within %.2g", moves[2 * k], moves[2 * k + 1], d);
+    }
     enum { B = 20 };
     cnn_move mv[B];
     uint32_t idx[B];
@@ -571,8 +594,13 @@ static void work_split(const uint8_t *pix, const uint8_t *labels)
     cnn_model_free(&init);
 }
 
-int main(void)
+int main(int argc, char **argv)
 {
+    if (argc != 2) {
+        fprintf(stderr, "usage: test_threads PATH-TO-torch-turn.txt\n");
+        return 2;
+    }
+    load_oracle(argv[1]);
     cnn_blas_setup();
     cnn_rng rng;
     cnn_rng_seed(&rng, 3);

@@ -41,6 +41,7 @@ try:
     import numpy as np
     import torch
     import torch.nn as nn
+    import torch.nn.functional as F
 except ImportError as e:  # pragma: no cover - depends on the machine
     sys.exit(f"torch_cnn.py: {e}; install with: apt-get install -y python3-torch python3-numpy"
              " (and run with /usr/bin/python3)")
@@ -345,11 +346,38 @@ def steps_for(images, batch):
     return (images + batch - 1) // batch
 
 
-def augment(xb, shift, flip, gen):
-    """The C program's --shift/--crop-pad N and --flip on a batch: each image moved by a
-    random -N..N pixels each way (vacated pixels are pixel 0, -0.5 here), then mirrored
-    with probability 1/2 (other draws than the C program's, the same distribution)."""
+def warp(xb, angle, scale):
+    """Each image b of xb turned by angle[b] radians counter-clockwise and scaled by
+    scale[b] about its centre, bilinear, pixels from outside the image 0 (-0.5 here):
+    the C program's map (its inverse in align_corners=False coordinates)."""
     B, C, H, W = xb.shape
+    cos, sin = torch.cos(angle) / scale, torch.sin(angle) / scale
+    theta = torch.zeros(B, 2, 3, dtype=xb.dtype)
+    theta[:, 0, 0], theta[:, 0, 1] = cos, -sin * (H / W)
+    theta[:, 1, 0], theta[:, 1, 1] = sin * (W / H), cos
+    grid = F.affine_grid(theta, (B, C, H, W), align_corners=False)
+    return F.grid_sample(xb + 0.5, grid, mode="bilinear", padding_mode="zeros",
+                         align_corners=False) - 0.5
+
+
+def turn_zoom(xb, rotate, zoom, gen):
+    """The C program's --rotate DEG and --zoom X on a batch: each image turned by a random
+    -DEG..DEG degrees and scaled by 1-X..1+X (warp; other draws than the C program's,
+    the same distribution)."""
+    B = xb.shape[0]
+    angle = (torch.rand(B, generator=gen) * 2 - 1) * (rotate * math.pi / 180)
+    scale = 1 + (torch.rand(B, generator=gen) * 2 - 1) * zoom
+    return warp(xb, angle.to(xb.dtype), scale.to(xb.dtype))
+
+
+def augment(xb, shift, flip, gen, rotate=0.0, zoom=0.0):
+    """The C program's moves on a batch, in its order: --rotate/--zoom (turn_zoom); then
+    --shift/--crop-pad N, each image moved by a random -N..N pixels each way (vacated
+    pixels are pixel 0, -0.5 here); then --flip, mirrored with probability 1/2 (other
+    draws than the C program's, the same distribution)."""
+    B, C, H, W = xb.shape
+    if rotate or zoom:
+        xb = turn_zoom(xb, rotate, zoom, gen)
     if shift:
         padded = torch.full((B, C, H + 2 * shift, W + 2 * shift), -0.5, dtype=xb.dtype)
         padded[:, :, shift:shift + H, shift:shift + W] = xb
@@ -447,7 +475,7 @@ def bench_infer(x, y, threads, repeats, seed, batch=1000, layers=None):
 
 
 def time_to_accuracy(xtr, ytr, xte, yte, batch, threads, optim, seed, target, max_epochs, limit,
-                     layers=None, keep_going=False, shift=0, flip=False):
+                     layers=None, keep_going=False, shift=0, flip=False, rotate=0.0, zoom=0.0):
     """Train epoch by epoch with a fresh permutation per epoch; evaluate (untimed) after
     each epoch; the training wall time until the test accuracy first reaches target.
     A cosine schedule runs over all max_epochs epochs (as the C program's --epochs),
@@ -467,7 +495,8 @@ def time_to_accuracy(xtr, ytr, xte, yte, batch, threads, optim, seed, target, ma
         t0 = time.perf_counter()
         perm = torch.randperm(xtr.shape[0], generator=gen)[:n]
         xs, ys = xtr[perm], ytr[perm]
-        moves = (lambda xb: augment(xb, shift, flip, gen)) if shift or flip else None
+        moved = shift or flip or rotate or zoom
+        moves = (lambda xb: augment(xb, shift, flip, gen, rotate, zoom)) if moved else None
         train_images(model, opt, loss_fn, xs, ys, batch, n, sched=sched, moves=moves)
         dt = time.perf_counter() - t0
         trained += dt
@@ -619,6 +648,10 @@ def main(argv=None):
                     help="--time-to-accuracy: move training images by -N..N pixels each way")
     ap.add_argument("--flip", action="store_true",
                     help="--time-to-accuracy: mirror training images with probability 1/2")
+    ap.add_argument("--rotate", type=float, default=0.0,
+                    help="--time-to-accuracy: turn training images by -DEG..DEG degrees")
+    ap.add_argument("--zoom", type=float, default=0.0,
+                    help="--time-to-accuracy: scale training images by 1-X..1+X")
     ap.add_argument("--schedule", choices=("constant", "cosine"), default="constant",
                     help="learning rate constant (default) or cosine from --lr to 0 over the "
                          "run's steps (--epochs epochs for --time-to-accuracy)")
@@ -722,7 +755,7 @@ def main(argv=None):
               f"{args.tta_threads} threads, {optim.describe()}, at most {args.epochs} epochs{limit}")
         r = time_to_accuracy(xtr, ytr, xte, yte, args.tta_batch, args.tta_threads, optim,
                              args.seed, args.tta_target, args.epochs, args.tta_limit, layers,
-                             args.tta_all_epochs, args.shift, args.flip)
+                             args.tta_all_epochs, args.shift, args.flip, args.rotate, args.zoom)
         result["time_to_97"].append(r)
         if r["seconds"] is None:
             print(f"  {args.tta_target:.4g} not reached in {r['epochs']} epochs (final accuracy "
