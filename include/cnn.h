@@ -580,6 +580,22 @@ CNN_API cnn_status cnn_model_save(const cnn_model *m, const char *path, char *er
  *  on failure. Reads both versions. */
 CNN_API cnn_status cnn_model_load(cnn_model *m, const char *path, char *err, size_t errlen);
 
+/* ---------------------------------------------------------------- ONNX */
+/*
+ * ONNX (opset 13, IR version 7), the format deployment runtimes read. The graph's
+ * input "input" is N x C x H x W float32 (N symbolic), each pixel p (0..255) of
+ * channel c given as (p / 255 - mean[c]) / std[c]; its output "probabilities" is
+ * N x classes. Metadata: "cnn_arch" (the network), "input_mean" and "input_std" (per
+ * channel, comma-separated: 0.5 and 1 for this project's px/255 - 0.5), and
+ * "class_names" (one per line) when the model has names. Layers: Conv (kernel,
+ * stride, pads, bias), Relu, MaxPool, AveragePool, GlobalAveragePool, Gemm (after a
+ * Flatten of maps), BatchNormalization (the running statistics), Softmax; dropout is
+ * the identity and has no node.
+ */
+/** Write m as an ONNX model file, atomically (as cnn_model_save). */
+CNN_API cnn_status cnn_onnx_export(const cnn_model *m, const char *path, char *err,
+                                   size_t errlen);
+
 /* ---------------------------------------------------------------- checkpoints */
 /*
  * A training checkpoint holds everything a run needs to continue exactly where it

@@ -99,7 +99,7 @@ out:
 int cmd_predict(int argc, char **argv)
 {
     const char *model_path = NULL, *pgm = NULL, *idx = NULL, *image_path = NULL;
-    long index = 0;
+    long index = 0, count = 0;
     int engine = 0;
     const opt opts[] = {
         {"--model", OPT_STR, &model_path, 0, 0, NULL, "FILE", "the model (required)"},
@@ -109,18 +109,25 @@ int cmd_predict(int argc, char **argv)
          "classify this PGM image (white digit on black, as MNIST)"},
         {"--idx", OPT_STR, &idx, 0, 0, NULL, "FILE", "or an image of this IDX image file"},
         {"--index", OPT_INT, &index, 0, 1L << 40, NULL, "N", "which image of --idx (default 0)"},
+        {"--count", OPT_INT, &count, 1, 1L << 40, NULL, "N",
+         "classify N images of --idx from --index: a line each, the index, the class and "
+         "every probability (%.9g)"},
         {"--engine", OPT_CHOICE, &engine, 0, 0, engines, "blas|reference",
          "im2col + BLAS (default) or the naive reference loops"},
         {NULL, 0, NULL, 0, 0, NULL, NULL, NULL},
     };
     int rc = parse_opts("predict",
-                        "--model FILE (--image FILE | --pgm FILE | --idx FILE [--index N])", opts,
+                        "--model FILE (--image FILE | --pgm FILE | --idx FILE [--index N] [--count N])", opts,
                         argc, argv);
     if (rc)
         return rc == 1 ? 0 : rc;
     if (!model_path || (!!pgm + !!idx + !!image_path) != 1) {
         fprintf(stderr, "%s: predict needs --model FILE and one of --image FILE, --pgm FILE or "
                 "--idx FILE\n", prog);
+        return 2;
+    }
+    if (count && !idx) {
+        fprintf(stderr, "%s: --count is for the images of --idx FILE\n", prog);
         return 2;
     }
     char err[512];
@@ -140,9 +147,10 @@ int cmd_predict(int argc, char **argv)
     cnn_acts acts = {0};
     float *x = NULL;
     rc = 1;
-    if (idx && (size_t)index >= n) {
-        fprintf(stderr, "%s: --index %ld is past the last image of %s (it holds %zu)\n", prog,
-                index, idx, n);
+    if (idx && (size_t)index + (size_t)(count ? count : 1) > n) {
+        fprintf(stderr, "%s: --index %ld%s is past the last image of %s (it holds %zu)\n",
+                prog, index + (count ? count - 1 : 0), count ? " (--index + --count - 1)" : "",
+                idx, n);
         goto out;
     }
     /* the image, as a data set of one, unlabelled */
@@ -156,8 +164,20 @@ int cmd_predict(int argc, char **argv)
         fprintf(stderr, "%s: out of memory\n", prog);
         goto out;
     }
-    cnn_norm_apply(&model.norm, x, pixels + (size_t)index * len, channels, len / channels);
     cnn_blas_setup();
+    for (long i = index; count && i < index + count; i++) { /* a line per image */
+        cnn_norm_apply(&model.norm, x, pixels + (size_t)i * len, channels, len / channels);
+        cnn_forward(&model, &acts, x, -1, (cnn_engine)engine);
+        printf("%ld %d", i, cnn_argmax(acts.probs, model.arch.classes));
+        for (int c = 0; c < model.arch.classes; c++)
+            printf(" %.9g", (double)acts.probs[c]);
+        printf("\n");
+    }
+    if (count) {
+        rc = 0;
+        goto out;
+    }
+    cnn_norm_apply(&model.norm, x, pixels + (size_t)index * len, channels, len / channels);
     cnn_forward(&model, &acts, x, -1, (cnn_engine)engine);
     const int predicted = cnn_argmax(acts.probs, model.arch.classes);
     if (idx)

@@ -1,4 +1,4 @@
-/* main.c - the cnn program: train, eval and predict (each in its own file),
+/* main.c - the cnn program: train, eval, predict and export (each in its own file),
  * dispatched here. */
 #include "cli.h"
 
@@ -18,7 +18,8 @@ static void usage(FILE *f)
             "commands:\n"
             "  train     train a network and test it (the post's output lines)\n"
             "  eval      test loss, accuracy and confusion matrix of a saved model\n"
-            "  predict   classify one image (PGM, or an image of an IDX file)\n"
+            "  predict   classify one image (PNG, JPEG, PGM, PPM, or images of an IDX file)\n"
+            "  export    write a saved model as an ONNX file\n"
             "\n"
             "'%s COMMAND --help' lists the options of a command; '%s --version'.\n"
             "\n"
@@ -51,6 +52,8 @@ int main(int argc, char **argv)
         return cmd_eval(argc - 2, argv + 2);
     if (strcmp(cmd, "predict") == 0)
         return cmd_predict(argc - 2, argv + 2);
+    if (strcmp(cmd, "export") == 0)
+        return cmd_export(argc - 2, argv + 2);
     fprintf(stderr, "%s: unknown command '%s' (see %s --help)\n", prog, cmd, prog);
     return 2;
 }

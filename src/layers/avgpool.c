@@ -7,6 +7,7 @@
 #include "cnn.h"
 
 #include "layer.h"
+#include "onnx.h"
 
 #include <string.h>
 
@@ -46,6 +47,18 @@ static void avgpool_backward(const cnn_pass *p)
             }
 }
 
+/* ONNX AveragePool: a K x K window moved by S, no padding (floor, as here). */
+static void avgpool_onnx(onnx_out *g, const cnn_layer *l, const char *in, const char *out,
+                      const float *w, const float *bias, const float *state)
+{
+    (void)w, (void)bias, (void)state;
+    char maps[CNN_ONNX_NAME];
+    const char *x = onnx_maps(g, in, l->C, l->H, l->W, maps);
+    const onnx_attr attrs[] = {{"kernel_shape", ONNX_INTS, .n = 2, .ints = {l->kernel, l->kernel}},
+                               {"strides", ONNX_INTS, .n = 2, .ints = {l->stride, l->stride}}};
+    onnx_node(g, "AveragePool", &x, 1, out, attrs, 2);
+}
+
 const cnn_kind cnn_kind_avgpool = {
     .name = "avgpool",
     .grammar = "avgpool<K>s<S>",
@@ -54,6 +67,7 @@ const cnn_kind cnn_kind_avgpool = {
     .shape = cnn_kind_window_shape,
     .forward = avgpool_forward,
     .backward = avgpool_backward,
+    .onnx_export = avgpool_onnx,
 };
 
 /* ---- gap */
@@ -89,6 +103,15 @@ static void gap_backward(const cnn_pass *p)
     }
 }
 
+static void gap_onnx(onnx_out *g, const cnn_layer *l, const char *in, const char *out,
+                     const float *w, const float *bias, const float *state)
+{
+    (void)w, (void)bias, (void)state;
+    char maps[CNN_ONNX_NAME];
+    const char *x = onnx_maps(g, in, l->C, l->H, l->W, maps);
+    onnx_node(g, "GlobalAveragePool", &x, 1, out, NULL, 0);
+}
+
 const cnn_kind cnn_kind_gap = {
     .name = "gap",
     .grammar = "gap",
@@ -97,4 +120,5 @@ const cnn_kind cnn_kind_gap = {
     .shape = gap_shape,
     .forward = gap_forward,
     .backward = gap_backward,
+    .onnx_export = gap_onnx,
 };

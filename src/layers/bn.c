@@ -13,6 +13,7 @@
 #include "cnn.h"
 
 #include "layer.h"
+#include "onnx.h"
 #include "simd.h"
 
 #include <math.h>
@@ -231,6 +232,22 @@ static void bn_update_state(const cnn_layer *l, float *state, const double *sums
     }
 }
 
+/* ONNX BatchNormalization in inference: gamma, beta, the running mean and variance. */
+static void bn_onnx(onnx_out *g, const cnn_layer *l, const char *in, const char *out,
+                    const float *w, const float *bias, const float *state)
+{
+    static const char *const suffix[4] = {"_scale", "_B", "_mean", "_var"};
+    const float *v[4] = {w, bias, state, state + l->C};
+    char names[4][CNN_ONNX_NAME];
+    const char *args[5] = {in};
+    for (int i = 0; i < 4; i++) {
+        args[i + 1] = onnx_name(names[i], out, suffix[i]);
+        onnx_tensor(g, names[i], (const int64_t[]){l->C}, 1, v[i]);
+    }
+    const onnx_attr eps = {"epsilon", ONNX_FLOAT, .f = (float)BN_EPS};
+    onnx_node(g, "BatchNormalization", args, 5, out, &eps, 1);
+}
+
 const cnn_kind cnn_kind_bn = {
     .name = "bn",
     .grammar = "bn",
@@ -250,4 +267,5 @@ const cnn_kind cnn_kind_bn = {
     .any_layout = bn_any_layout,
     .forward = bn_forward,
     .backward = bn_backward,
+    .onnx_export = bn_onnx,
 };

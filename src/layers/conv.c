@@ -21,6 +21,7 @@
 #include "config.h"
 #include "conv_ties.h"
 #include "layer.h"
+#include "onnx.h"
 #include "simd.h"
 
 #include <cblas.h>
@@ -1043,6 +1044,24 @@ static void conv_backward(const cnn_pass *p)
         cnn_conv_bias_backward_ref(p->gbias, p->alpha, p->dout, g.F, g.OH * g.OW);
 }
 
+/* ONNX Conv: W [F][C][K][K] is the filters as stored, B the biases. */
+static void conv_onnx(onnx_out *g, const cnn_layer *l, const char *in, const char *out,
+                      const float *w, const float *bias, const float *state)
+{
+    (void)state;
+    char maps[CNN_ONNX_NAME], wn[CNN_ONNX_NAME], bn[CNN_ONNX_NAME];
+    const char *args[3] = {onnx_maps(g, in, l->C, l->H, l->W, maps), onnx_name(wn, out, "_W"),
+                           onnx_name(bn, out, "_B")};
+    const int64_t K = l->kernel, S = l->stride, P = l->pad;
+    onnx_tensor(g, wn, (const int64_t[]){l->units, l->C, K, K}, 4, w);
+    if (bias)
+        onnx_tensor(g, bn, (const int64_t[]){l->units}, 1, bias);
+    const onnx_attr attrs[] = {{"kernel_shape", ONNX_INTS, .n = 2, .ints = {K, K}},
+                               {"strides", ONNX_INTS, .n = 2, .ints = {S, S}},
+                               {"pads", ONNX_INTS, .n = 4, .ints = {P, P, P, P}}};
+    onnx_node(g, "Conv", args, bias ? 3 : 2, out, attrs, 3);
+}
+
 const cnn_kind cnn_kind_conv = {
     .name = "conv",
     .grammar = "conv<F>[b][k<K>][s<S>][p<P>]",
@@ -1059,4 +1078,5 @@ const cnn_kind cnn_kind_conv = {
     .window_ties = conv_window_ties,
     .forward = conv_forward,
     .backward = conv_backward,
+    .onnx_export = conv_onnx,
 };

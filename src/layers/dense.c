@@ -7,6 +7,7 @@
 #include "kernels.h"
 
 #include "layer.h"
+#include "onnx.h"
 
 #include <cblas.h>
 #include <math.h>
@@ -169,6 +170,27 @@ static void dense_backward(const cnn_pass *p)
         cnn_dense_backward_ref(p->din, p->gw, p->gbias, p->alpha, p->dout, p->in, p->w, K, N);
 }
 
+/* ONNX Gemm of the rows with W [N][K] transposed (K: the input in C x H x W order, as
+ * ONNX's Flatten of N x C x H x W), plus B. */
+static void gemm_onnx(onnx_out *g, const cnn_layer *l, const char *in, const char *out,
+                      const float *w, const float *bias)
+{
+    char rows[CNN_ONNX_NAME], wn[CNN_ONNX_NAME], bn[CNN_ONNX_NAME];
+    const char *args[3] = {onnx_rows(g, in, rows), onnx_name(wn, out, "_W"),
+                           onnx_name(bn, out, "_B")};
+    onnx_tensor(g, wn, (const int64_t[]){l->units, (int64_t)dense_inputs(l)}, 2, w);
+    onnx_tensor(g, bn, (const int64_t[]){l->units}, 1, bias);
+    const onnx_attr trans_b = {"transB", ONNX_INT, .i = 1};
+    onnx_node(g, "Gemm", args, 3, out, &trans_b, 1);
+}
+
+static void dense_onnx(onnx_out *g, const cnn_layer *l, const char *in, const char *out,
+                       const float *w, const float *bias, const float *state)
+{
+    (void)state;
+    gemm_onnx(g, l, in, out, w, bias);
+}
+
 const cnn_kind cnn_kind_dense = {
     .name = "dense",
     .grammar = "dense<N>",
@@ -182,7 +204,20 @@ const cnn_kind cnn_kind_dense = {
     .flops = dense_flops,
     .forward = dense_forward,
     .backward = dense_backward,
+    .onnx_export = dense_onnx,
 };
+
+/* ONNX Gemm (as dense), then Softmax over the classes. */
+static void softmax_onnx(onnx_out *g, const cnn_layer *l, const char *in, const char *out,
+                         const float *w, const float *bias, const float *state)
+{
+    (void)state;
+    char logits[CNN_ONNX_NAME];
+    gemm_onnx(g, l, in, onnx_name(logits, out, "_logits"), w, bias);
+    const onnx_attr axis = {"axis", ONNX_INT, .i = 1};
+    const char *x = logits;
+    onnx_node(g, "Softmax", &x, 1, out, &axis, 1);
+}
 
 const cnn_kind cnn_kind_softmax = {
     .name = "softmax",
@@ -197,4 +232,5 @@ const cnn_kind cnn_kind_softmax = {
     .flops = dense_flops,
     .forward = dense_forward,
     .backward = dense_backward,
+    .onnx_export = softmax_onnx,
 };

@@ -66,6 +66,8 @@ enum {
                                    every chunk's sums are in (cnn_kind.sums) */
 };
 
+struct onnx_out; /* onnx.h */
+
 typedef struct cnn_kind {
     const char *name;    /* the token's name: "conv" */
     const char *grammar; /* as error messages list it: "conv<F>[b]" */
@@ -110,6 +112,12 @@ typedef struct cnn_kind {
     int (*any_layout)(const cnn_layer *l);
     void (*forward)(const cnn_pass *p);
     void (*backward)(const cnn_pass *p);
+    /* ONNX (onnx.h): l's nodes reading tensor in and writing tensor out, with its
+     * weights, biases (NULL without) and state (NULL without); NULL for a kind that is
+     * the identity in inference (dropout). */
+    void (*onnx_export)(struct onnx_out *g, const cnn_layer *l, const char *in,
+                        const char *out, const float *w, const float *bias,
+                        const float *state);
 } cnn_kind;
 
 /* The description of a kind (NULL for none); the kinds, in the order of the table. */

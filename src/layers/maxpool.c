@@ -7,6 +7,7 @@
 #include "cnn.h"
 
 #include "layer.h"
+#include "onnx.h"
 
 #include <string.h>
 
@@ -55,6 +56,18 @@ static void maxpool_backward(const cnn_pass *p)
             }
 }
 
+/* ONNX MaxPool: a K x K window moved by S, no padding (floor, as here). */
+static void maxpool_onnx(onnx_out *g, const cnn_layer *l, const char *in, const char *out,
+                      const float *w, const float *bias, const float *state)
+{
+    (void)w, (void)bias, (void)state;
+    char maps[CNN_ONNX_NAME];
+    const char *x = onnx_maps(g, in, l->C, l->H, l->W, maps);
+    const onnx_attr attrs[] = {{"kernel_shape", ONNX_INTS, .n = 2, .ints = {l->kernel, l->kernel}},
+                               {"strides", ONNX_INTS, .n = 2, .ints = {l->stride, l->stride}}};
+    onnx_node(g, "MaxPool", &x, 1, out, attrs, 2);
+}
+
 const cnn_kind cnn_kind_maxpool = {
     .name = "maxpool",
     .grammar = "maxpool<K>s<S>",
@@ -64,4 +77,5 @@ const cnn_kind cnn_kind_maxpool = {
     .bytes = maxpool_bytes,
     .forward = maxpool_forward,
     .backward = maxpool_backward,
+    .onnx_export = maxpool_onnx,
 };

@@ -10,6 +10,7 @@
 #include "kernels.h"
 
 #include "layer.h"
+#include "onnx.h"
 #include "simd.h"
 
 #include <string.h>
@@ -191,6 +192,17 @@ static void pool_backward(const cnn_pass *p)
                                   l->W);
 }
 
+static void pool_onnx(onnx_out *g, const cnn_layer *l, const char *in, const char *out,
+                      const float *w, const float *bias, const float *state)
+{
+    (void)w, (void)bias, (void)state;
+    char maps[CNN_ONNX_NAME];
+    const char *x = onnx_maps(g, in, l->C, l->H, l->W, maps);
+    const onnx_attr attrs[] = {{"kernel_shape", ONNX_INTS, .n = 2, .ints = {2, 2}},
+                               {"strides", ONNX_INTS, .n = 2, .ints = {2, 2}}};
+    onnx_node(g, "MaxPool", &x, 1, out, attrs, 2);
+}
+
 const cnn_kind cnn_kind_pool = {
     .name = "pool",
     .grammar = "pool",
@@ -201,4 +213,5 @@ const cnn_kind cnn_kind_pool = {
     .bytes = pool_bytes,
     .forward = pool_forward,
     .backward = pool_backward,
+    .onnx_export = pool_onnx,
 };

@@ -4,6 +4,7 @@
 #include "kernels.h"
 
 #include "layer.h"
+#include "onnx.h"
 #include "simd.h"
 
 
@@ -51,6 +52,13 @@ static void relu_backward(const cnn_pass *p)
         cnn_relu_backward(p->din, p->dout, p->out, p->stored);
 }
 
+static void relu_onnx(onnx_out *g, const cnn_layer *l, const char *in, const char *out,
+                      const float *w, const float *bias, const float *state)
+{
+    (void)l, (void)w, (void)bias, (void)state;
+    onnx_node(g, "Relu", &in, 1, out, NULL, 0);
+}
+
 const cnn_kind cnn_kind_relu = {
     .name = "relu",
     .grammar = "relu",
@@ -60,4 +68,5 @@ const cnn_kind cnn_kind_relu = {
     .shape = relu_shape,
     .forward = relu_forward,
     .backward = relu_backward,
+    .onnx_export = relu_onnx,
 };
