@@ -234,23 +234,21 @@ static void norm_text(const cnn_model *m, char *mean, char *std, size_t len)
 static void layers(onnx_out *g, const cnn_model *m)
 {
     const cnn_arch *a = &m->arch;
-    char names[2][CNN_ONNX_NAME];
-    const char *in = "input";
+    char in[CNN_ONNX_NAME] = "input", out[CNN_ONNX_NAME];
     g->rank = 4;
     for (int i = 0; i < a->n; i++) {
         const cnn_layer *l = &a->layer[i];
         const cnn_kind *k = cnn_kind_of(l->kind);
         if (!k->onnx_export) /* the identity in inference (dropout) */
             continue;
-        char *out = names[i & 1];
         if (i == a->n - 1)
-            snprintf(out, CNN_ONNX_NAME, "probabilities");
+            snprintf(out, sizeof out, "probabilities");
         else
-            snprintf(out, CNN_ONNX_NAME, "l%d_%s", i + 1, k->name);
+            snprintf(out, sizeof out, "l%d_%s", i + 1, k->name);
         k->onnx_export(g, l, in, out, m->params + l->weights_at,
                        l->n_bias ? m->params + l->bias_at : NULL,
                        l->n_state ? m->state + l->state_at : NULL);
-        in = out;
+        memcpy(in, out, sizeof in);
     }
 }
 

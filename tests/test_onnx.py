@@ -1,0 +1,191 @@
+#!/usr/bin/env python3
+"""test_onnx.py - `cnn export` checked by code nobody here wrote (TAP).
+
+usage: test_onnx.py CNN MNIST-DIR SCRATCH-DIR NODE-MODULES ORT-JS
+
+Trains three networks briefly (the post's; a stacked one with batch normalization and
+dropout; one with kernels 5 and 1, strides, padding, max, average and global pooling),
+exports each with `cnn export`, and checks each file with ONNX's own checker (Debian
+python3-onnx), then runs it in OpenCV's DNN module (python3-opencv) and in ONNX
+Runtime (npm onnxruntime-node, through ORT-JS) on the first 1,000 MNIST test images:
+the top class must agree with `cnn predict` on every image and every probability
+within 1e-5. Then bad uses of `cnn export`: each one line, a non-zero exit.
+
+Without a runtime the suite is skipped, unless CI is set (scripts/bootstrap installs
+them), when that is a failure.
+"""
+
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+
+N_IMAGES = 1000
+TOLERANCE = 1e-5
+
+NETWORKS = {
+    "post": ["--train-limit", "1000"],
+    "stacked": ["--arch", "conv8bp1,bn,relu,pool,conv16bp1,bn,relu,pool,dense32,bn,relu,"
+                "dropout25,softmax10", "--batch", "32", "--optimizer", "adamw", "--lr", "0.003",
+                "--train-limit", "3000"],
+    "strided": ["--arch", "conv8bk5p2,relu,maxpool3s2,conv12bs2p1,relu,avgpool2s1,conv16bk1,"
+                "relu,gap,dense20,relu,softmax10", "--batch", "32", "--optimizer", "adamw",
+                "--lr", "0.003", "--train-limit", "3000"],
+}
+
+count = 0
+failed = 0
+
+
+def ok(cond, what):
+    global count, failed
+    count += 1
+    failed += not cond
+    print(f"{'ok' if cond else 'not ok'} {count} - {what}", flush=True)
+    return cond
+
+
+def skip_all(why):
+    if os.environ.get("CI"):
+        print(f"not ok 1 - {why} (CI: scripts/bootstrap installs it)")
+        print("1..1")
+        sys.exit(1)
+    print(f"1..0 # SKIP {why}")
+    sys.exit(0)
+
+
+def run(args, **kw):
+    return subprocess.run(args, capture_output=True, text=True, timeout=600, **kw)
+
+
+def main():
+    if len(sys.argv) != 6:
+        print(__doc__.split("\n\n")[1], file=sys.stderr)
+        sys.exit(2)
+    cnn, mnist, scratch_parent, modules, ort_js = sys.argv[1:]
+    try:
+        import numpy as np
+        import onnx
+        import cv2
+    except ImportError as e:
+        skip_all(f"{e.name} is not installed (Debian python3-onnx, python3-opencv)")
+    if not shutil.which("node") or not os.path.isdir(os.path.join(modules, "onnxruntime-node")):
+        skip_all(f"ONNX Runtime for node is not in {modules}")
+    images = os.path.join(mnist, "t10k-images-idx3-ubyte")
+    if not os.path.isfile(images):
+        skip_all(f"no MNIST in {mnist} (scripts/fetch-mnist)")
+    os.makedirs(scratch_parent, exist_ok=True)
+    scratch = tempfile.mkdtemp(prefix="onnx-", dir=scratch_parent)
+    try:
+        check_networks(np, onnx, cv2, cnn, mnist, images, scratch, modules, ort_js)
+        bad_uses(cnn, scratch)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    print(f"1..{count}")
+    sys.exit(1 if failed else 0)
+
+
+def inputs(np, images):
+    """The first N_IMAGES test images as the model's input: px / 255 - 0.5 in float32,
+    as the project computes it ((px - 127.5) / 255, the same floats)."""
+    with open(images, "rb") as f:
+        raw = f.read(16 + N_IMAGES * 784)
+    px = np.frombuffer(raw[16:], dtype=np.uint8).reshape(N_IMAGES, 1, 28, 28)
+    return ((px.astype(np.float32) - np.float32(127.5)) / np.float32(255)).astype(np.float32)
+
+
+def predictions(np, cnn, model, images):
+    r = run([cnn, "predict", "--model", model, "--idx", images, "--count", str(N_IMAGES)])
+    if r.returncode:
+        return None
+    rows = [line.split() for line in r.stdout.splitlines() if line[:1].isdigit()]
+    return np.array([[float(v) for v in row[2:]] for row in rows], dtype=np.float64)
+
+
+def agree(np, name, runtime, got, want):
+    if not ok(got is not None and got.shape == want.shape,
+              f"{name}: {runtime} gives {N_IMAGES} x 10 probabilities"):
+        return
+    same_top = int((got.argmax(1) == want.argmax(1)).sum())
+    worst = float(np.abs(got - want).max())
+    ok(same_top == N_IMAGES and worst <= TOLERANCE,
+       f"{name}: {runtime}'s top class agrees with cnn predict on {same_top} of {N_IMAGES} "
+       f"images, probabilities within {worst:.2g} (at most {TOLERANCE:g})")
+
+
+def check_networks(np, onnx, cv2, cnn, mnist, images, scratch, modules, ort_js):
+    x = inputs(np, images)
+    x_path = os.path.join(scratch, "input.bin")
+    x.tofile(x_path)
+    for name, flags in NETWORKS.items():
+        model = os.path.join(scratch, name + ".cnn")
+        out = os.path.join(scratch, name + ".onnx")
+        r = run([cnn, "train", "--data", mnist, "--epochs", "1", "--test-limit", "100",
+                 "--threads", "2", "--save", model] + flags)
+        if not ok(r.returncode == 0, f"{name}: trained ({' '.join(flags[:2])})"):
+            print("# " + r.stderr.replace("\n", "\n# "))
+            continue
+        r = run([cnn, "export", "--model", model, "--onnx", out])
+        if not ok(r.returncode == 0 and os.path.isfile(out),
+                  f"{name}: cnn export: {r.stdout.strip() or r.stderr.strip()}"):
+            continue
+        m = onnx.load(out)
+        try:
+            onnx.checker.check_model(m, full_check=True)
+            why = "passes"
+        except Exception as e:  # the checker's verdict, whatever its class
+            why = f"fails: {e}"
+        ok(why == "passes", f"{name}: onnx.checker.check_model(full_check=True) {why}")
+        meta = {p.key: p.value for p in m.metadata_props}
+        dims = m.graph.input[0].type.tensor_type.shape.dim
+        ok(m.opset_import[0].version == 13 and dims[0].dim_param == "N" and
+           [d.dim_value for d in dims[1:]] == [1, 28, 28] and meta.get("input_mean") == "0.5"
+           and meta.get("input_std") == "1" and "softmax10" in meta.get("cnn_arch", ""),
+           f"{name}: opset 13, input N x 1 x 28 x 28 (N symbolic), the normalisation and the "
+           f"network ({meta.get('cnn_arch')}) in the metadata")
+        want = predictions(np, cnn, model, images)
+        if not ok(want is not None and want.shape == (N_IMAGES, 10),
+                  f"{name}: cnn predict --count {N_IMAGES}"):
+            continue
+        net = cv2.dnn.readNetFromONNX(out)
+        net.setInput(x)
+        agree(np, name, "OpenCV " + cv2.__version__, net.forward().astype(np.float64), want)
+        y_path = os.path.join(scratch, name + ".out")
+        r = run(["node", ort_js, modules, out, x_path, y_path, str(N_IMAGES), "1", "28", "28"])
+        got = None
+        if r.returncode == 0 and os.path.isfile(y_path):
+            got = np.fromfile(y_path, dtype=np.float32).astype(np.float64)
+            got = got.reshape(N_IMAGES, -1) if got.size % N_IMAGES == 0 else None
+        else:
+            print("# " + r.stderr.strip())
+        agree(np, name, "ONNX Runtime", got, want)
+
+
+def bad_uses(cnn, scratch):
+    def refused(why, args, needle):
+        r = run([cnn] + args)
+        lines = r.stderr.strip().splitlines()
+        ok(r.returncode != 0 and len(lines) == 1 and needle in lines[0] and not r.stdout,
+           f"{why}: exit {r.returncode}, stderr '{lines[-1] if lines else ''}'")
+
+    model = os.path.join(scratch, "post.cnn")
+    refused("export of a model that does not exist",
+            ["export", "--model", os.path.join(scratch, "none.cnn"), "--onnx",
+             os.path.join(scratch, "x.onnx")], "none.cnn")
+    refused("export without --onnx", ["export", "--model", model], "--onnx")
+    refused("export to /dev/null", ["export", "--model", model, "--onnx", "/dev/null"],
+            "/dev/null")
+    ok(os.path.exists("/dev/null") and not os.path.isfile("/dev/null"),
+       "/dev/null is still a device")
+    refused("export into a directory that does not exist",
+            ["export", "--model", model, "--onnx", os.path.join(scratch, "no", "x.onnx")],
+            "x.onnx")
+    not_model = os.path.join(scratch, "input.bin")
+    refused("export of a file that is not a model",
+            ["export", "--model", not_model, "--onnx", os.path.join(scratch, "y.onnx")],
+            "input.bin")
+
+
+if __name__ == "__main__":
+    main()
