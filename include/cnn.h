@@ -595,6 +595,18 @@ CNN_API cnn_status cnn_model_load(cnn_model *m, const char *path, char *err, siz
 /** Write m as an ONNX model file, atomically (as cnn_model_save). */
 CNN_API cnn_status cnn_onnx_export(const cnn_model *m, const char *path, char *err,
                                    size_t errlen);
+/** Read an ONNX model made of those operators (as torch.onnx.export writes such a
+ *  network: also Identity, Constant, Flatten, a Reshape to rows, a Pad of nothing,
+ *  Dropout, and a BatchNormalization folded or not) into m (allocated on success,
+ *  normalisation px/255 - 0.5: set m->norm to the one the network was trained with).
+ *  The graph must be one chain from its input (N x C x H x W float, C, H, W fixed) to
+ *  its output, ending in a Gemm (the output layer; a Softmax after it is that layer's).
+ *  Anything else is CNN_ERR_FORMAT with one line naming the first node, operator or
+ *  attribute that cannot be taken; the file is untrusted input: every length is
+ *  checked. cnn_onnx_import_mem reads len bytes at buf (name: for messages). */
+CNN_API cnn_status cnn_onnx_import(cnn_model *m, const char *path, char *err, size_t errlen);
+CNN_API cnn_status cnn_onnx_import_mem(cnn_model *m, const unsigned char *buf, size_t len,
+                                       const char *name, char *err, size_t errlen);
 
 /* ---------------------------------------------------------------- checkpoints */
 /*

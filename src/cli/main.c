@@ -1,4 +1,4 @@
-/* main.c - the cnn program: train, eval, predict and export (each in its own file),
+/* main.c - the cnn program: train, eval, predict, export and import (each in its own file),
  * dispatched here. */
 #include "cli.h"
 
@@ -20,6 +20,7 @@ static void usage(FILE *f)
             "  eval      test loss, accuracy and confusion matrix of a saved model\n"
             "  predict   classify one image (PNG, JPEG, PGM, PPM, or images of an IDX file)\n"
             "  export    write a saved model as an ONNX file\n"
+            "  import    read an ONNX file (e.g. from torch.onnx.export) as a model file\n"
             "\n"
             "'%s COMMAND --help' lists the options of a command; '%s --version'.\n"
             "\n"
@@ -54,6 +55,8 @@ int main(int argc, char **argv)
         return cmd_predict(argc - 2, argv + 2);
     if (strcmp(cmd, "export") == 0)
         return cmd_export(argc - 2, argv + 2);
+    if (strcmp(cmd, "import") == 0)
+        return cmd_import(argc - 2, argv + 2);
     fprintf(stderr, "%s: unknown command '%s' (see %s --help)\n", prog, cmd, prog);
     return 2;
 }

@@ -1,4 +1,4 @@
-/* onnx.c - cnn export: a saved model as an ONNX file. */
+/* onnx.c - cnn export and cnn import: a saved model as an ONNX file, and back. */
 #include "cli.h"
 
 int cmd_export(int argc, char **argv)
@@ -28,6 +28,54 @@ int cmd_export(int argc, char **argv)
                model.arch.classes);
     else
         fprintf(stderr, "%s: %s\n", prog, err);
+    cnn_model_free(&model);
+    return st == CNN_OK ? 0 : 1;
+}
+
+/* cnn import: an ONNX file (e.g. from torch.onnx.export) as a model file. */
+int cmd_import(int argc, char **argv)
+{
+    const char *onnx_path = NULL, *save = NULL, *normalize = NULL;
+    const opt opts[] = {
+        {"--onnx", OPT_STR, &onnx_path, 0, 0, NULL, "IN", "the ONNX file to read (required)"},
+        {"--save", OPT_STR, &save, 0, 0, NULL, "FILE", "the model file to write (required)"},
+        {"--normalize", OPT_STR, &normalize, 0, 0, NULL, "unit|MEAN/STD",
+         "how the network's inputs were made from pixels: px/255 - 0.5 (default), or "
+         "(px/255 - mean)/std per channel, e.g. 0.1307/0.3081"},
+        {NULL, 0, NULL, 0, 0, NULL, NULL, NULL},
+    };
+    int rc = parse_opts("import", "--onnx IN.onnx --save FILE [--normalize unit|MEAN/STD]", opts,
+                        argc, argv);
+    if (rc)
+        return rc == 1 ? 0 : rc;
+    if (!onnx_path || !save) {
+        fprintf(stderr, "%s: import needs --onnx IN.onnx and --save FILE\n", prog);
+        return 2;
+    }
+    if (normalize && strcmp(normalize, "dataset") == 0) {
+        fprintf(stderr, "%s: --normalize dataset is for training: give the MEAN/STD the "
+                "network was trained with\n", prog);
+        return 2;
+    }
+    char err[512];
+    cnn_model model = {0};
+    if (cnn_onnx_import(&model, onnx_path, err, sizeof err) != CNN_OK) {
+        fprintf(stderr, "%s: %s\n", prog, err);
+        return 1;
+    }
+    const cnn_dataset shape = {.format = CNN_DATA_IDX, .channels = model.arch.C};
+    cnn_status st = CNN_ERR_ARG;
+    if (!choose_norm(normalize, &shape, &model.norm)) {
+        st = cnn_model_save(&model, save, err, sizeof err);
+        if (st != CNN_OK)
+            fprintf(stderr, "%s: %s\n", prog, err);
+    }
+    if (st == CNN_OK) {
+        char desc[CNN_ARCH_LEN];
+        printf("imported %s: %s on %d x %d x %d inputs, %zu parameters; wrote %s\n", onnx_path,
+               cnn_arch_describe(&model.arch, desc, sizeof desc), model.arch.C, model.arch.H,
+               model.arch.W, model.n_params, save);
+    }
     cnn_model_free(&model);
     return st == CNN_OK ? 0 : 1;
 }

@@ -59,6 +59,22 @@ static void avgpool_onnx(onnx_out *g, const cnn_layer *l, const char *in, const 
     onnx_node(g, "AveragePool", &x, 1, out, attrs, 2);
 }
 
+/* ONNX AveragePool: a square window moved by equal strides, without padding, floor. */
+static int avgpool_onnx_read(const onnx_graph_in *g, const onnx_node_in *node, int last,
+                          onnx_take *take, char *why, size_t len)
+{
+    (void)g, (void)last;
+    int64_t k, s;
+    if (!onnx_is(node->op, "AveragePool"))
+        return 0;
+    if (!onnx_square(node, "kernel_shape", 0, &k) || !onnx_square(node, "strides", 1, &s))
+        return onnx_refuse(why, len, "a window or strides that are not square are not read");
+    if (onnx_window_plain(node, why, len))
+        return -1;
+    take->layer.kernel = (int)k, take->layer.stride = (int)s;
+    return 1;
+}
+
 const cnn_kind cnn_kind_avgpool = {
     .name = "avgpool",
     .grammar = "avgpool<K>s<S>",
@@ -68,6 +84,7 @@ const cnn_kind cnn_kind_avgpool = {
     .forward = avgpool_forward,
     .backward = avgpool_backward,
     .onnx_export = avgpool_onnx,
+    .onnx_import = avgpool_onnx_read,
 };
 
 /* ---- gap */
@@ -112,6 +129,16 @@ static void gap_onnx(onnx_out *g, const cnn_layer *l, const char *in, const char
     onnx_node(g, "GlobalAveragePool", &x, 1, out, NULL, 0);
 }
 
+static int gap_onnx_read(const onnx_graph_in *g, const onnx_node_in *node, int last,
+                         onnx_take *take, char *why, size_t len)
+{
+    (void)g, (void)last, (void)take;
+    static const char *const known[] = {NULL};
+    if (!onnx_is(node->op, "GlobalAveragePool"))
+        return 0;
+    return onnx_check_attrs(node, known, why, len) ? -1 : 1;
+}
+
 const cnn_kind cnn_kind_gap = {
     .name = "gap",
     .grammar = "gap",
@@ -121,4 +148,5 @@ const cnn_kind cnn_kind_gap = {
     .forward = gap_forward,
     .backward = gap_backward,
     .onnx_export = gap_onnx,
+    .onnx_import = gap_onnx_read,
 };

@@ -248,6 +248,34 @@ static void bn_onnx(onnx_out *g, const cnn_layer *l, const char *in, const char 
     onnx_node(g, "BatchNormalization", args, 5, out, &eps, 1);
 }
 
+/* ONNX BatchNormalization in inference: scale, B, mean, var of one value per channel,
+ * epsilon 1e-5 (as here). */
+static int bn_onnx_read(const onnx_graph_in *g, const onnx_node_in *node, int last,
+                        onnx_take *take, char *why, size_t len)
+{
+    (void)last;
+    if (!onnx_is(node->op, "BatchNormalization"))
+        return 0;
+    static const char *const known[] = {"epsilon", "momentum", "training_mode", "spatial", NULL};
+    const onnx_attr_in *eps = onnx_attr_of(node, "epsilon");
+    int64_t training;
+    if (onnx_check_attrs(node, known, why, len))
+        return -1;
+    if (eps && eps->f != (float)BN_EPS)
+        return onnx_refuse(why, len, "epsilon %g: this bn has 1e-5", (double)eps->f);
+    if (!onnx_int(node, "training_mode", 0, &training) || training)
+        return onnx_refuse(why, len, "training mode is not read");
+    const onnx_tensor_in *t[4];
+    for (int i = 0; i < 4; i++) {
+        t[i] = onnx_input_tensor(g, node, i + 1);
+        if (!t[i] || t[i]->ndim != 1 || t[i]->dims[0] != t[0]->dims[0])
+            return onnx_refuse(why, len, "scale, B, mean and var must be initializers of one "
+                                         "value per channel");
+    }
+    take->weights = t[0], take->bias = t[1], take->state[0] = t[2], take->state[1] = t[3];
+    return 1;
+}
+
 const cnn_kind cnn_kind_bn = {
     .name = "bn",
     .grammar = "bn",
@@ -268,4 +296,5 @@ const cnn_kind cnn_kind_bn = {
     .forward = bn_forward,
     .backward = bn_backward,
     .onnx_export = bn_onnx,
+    .onnx_import = bn_onnx_read,
 };

@@ -1062,6 +1062,45 @@ static void conv_onnx(onnx_out *g, const cnn_layer *l, const char *in, const cha
     onnx_node(g, "Conv", args, bias ? 3 : 2, out, attrs, 3);
 }
 
+/* ONNX Conv: square kernel, equal strides, the same padding on every side, no groups
+ * or dilation; W [F][C][K][K], an optional bias B [F]. */
+static int conv_onnx_read(const onnx_graph_in *g, const onnx_node_in *node, int last,
+                          onnx_take *take, char *why, size_t len)
+{
+    (void)last;
+    if (!onnx_is(node->op, "Conv"))
+        return 0;
+    static const char *const known[] = {"kernel_shape", "strides", "pads", "dilations", "group",
+                                        "auto_pad", NULL};
+    const onnx_tensor_in *w = onnx_input_tensor(g, node, 1), *b = onnx_input_tensor(g, node, 2);
+    const onnx_attr_in *pads = onnx_attr_of(node, "pads"), *auto_pad = onnx_attr_of(node, "auto_pad");
+    int64_t K, S, group;
+    if (onnx_check_attrs(node, known, why, len))
+        return -1;
+    if (!w || w->ndim != 4 || w->dims[2] != w->dims[3] || w->dims[0] < 1)
+        return onnx_refuse(why, len, "its weights are not an initializer of F x C x K x K");
+    if (!onnx_square(node, "kernel_shape", w->dims[2], &K) || K != w->dims[2])
+        return onnx_refuse(why, len, "a kernel that is not square is not read");
+    if (!onnx_square(node, "strides", 1, &S))
+        return onnx_refuse(why, len, "strides that differ between axes are not read");
+    if (!onnx_int(node, "group", 1, &group) || group != 1)
+        return onnx_refuse(why, len, "grouped convolution is not read");
+    if (!onnx_ints_all(node, "dilations", 2, 1, 1))
+        return onnx_refuse(why, len, "dilation is not read");
+    if (auto_pad && !onnx_is(auto_pad->s, "NOTSET"))
+        return onnx_refuse(why, len, "auto_pad is not read (give explicit pads)");
+    if (pads && (pads->n != 4 || !onnx_ints_all(node, "pads", 4, pads->ints[0], 0)))
+        return onnx_refuse(why, len, "padding that differs between sides is not read");
+    if (b && (b->ndim != 1 || b->dims[0] != w->dims[0]))
+        return onnx_refuse(why, len, "a bias that is not one value per filter is not read");
+    take->layer.units = (int)w->dims[0];
+    take->layer.bias = b != NULL;
+    take->layer.kernel = (int)K, take->layer.stride = (int)S;
+    take->layer.pad = pads ? (int)pads->ints[0] : 0;
+    take->weights = w, take->bias = b;
+    return 1;
+}
+
 const cnn_kind cnn_kind_conv = {
     .name = "conv",
     .grammar = "conv<F>[b][k<K>][s<S>][p<P>]",
@@ -1079,4 +1118,5 @@ const cnn_kind cnn_kind_conv = {
     .forward = conv_forward,
     .backward = conv_backward,
     .onnx_export = conv_onnx,
+    .onnx_import = conv_onnx_read,
 };

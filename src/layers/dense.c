@@ -191,6 +191,38 @@ static void dense_onnx(onnx_out *g, const cnn_layer *l, const char *in, const ch
     gemm_onnx(g, l, in, out, w, bias);
 }
 
+/* ONNX Gemm: the rows times B (transB 1: [N][K]; 0: [K][N]) plus an optional C of N
+ * values; alpha and beta 1, A not transposed. */
+static int gemm_onnx_read(const onnx_graph_in *g, const onnx_node_in *node, onnx_take *take,
+                          char *why, size_t len)
+{
+    static const char *const known[] = {"alpha", "beta", "transA", "transB", NULL};
+    const onnx_tensor_in *w = onnx_input_tensor(g, node, 1), *c = onnx_input_tensor(g, node, 2);
+    const onnx_attr_in *alpha = onnx_attr_of(node, "alpha"), *beta = onnx_attr_of(node, "beta");
+    int64_t trans_a, trans_b;
+    if (onnx_check_attrs(node, known, why, len))
+        return -1;
+    if ((alpha && alpha->f != 1.0f) || (beta && beta->f != 1.0f))
+        return onnx_refuse(why, len, "alpha and beta other than 1 are not read");
+    if (!onnx_int(node, "transA", 0, &trans_a) || trans_a != 0 ||
+        !onnx_int(node, "transB", 0, &trans_b) || (trans_b != 0 && trans_b != 1))
+        return onnx_refuse(why, len, "a transposed input A is not read");
+    if (!w || w->ndim != 2 || w->dims[0] < 1 || w->dims[1] < 1)
+        return onnx_refuse(why, len, "its weights are not a 2-D initializer");
+    const int64_t N = trans_b ? w->dims[0] : w->dims[1];
+    if (c && (int64_t)c->count != N)
+        return onnx_refuse(why, len, "a bias that is not one value per output is not read");
+    take->layer.units = (int)N, take->layer.bias = 1;
+    take->weights = w, take->bias = c, take->transposed = !trans_b;
+    return 1;
+}
+
+static int dense_onnx_read(const onnx_graph_in *g, const onnx_node_in *node, int last,
+                           onnx_take *take, char *why, size_t len)
+{
+    return onnx_is(node->op, "Gemm") && !last ? gemm_onnx_read(g, node, take, why, len) : 0;
+}
+
 const cnn_kind cnn_kind_dense = {
     .name = "dense",
     .grammar = "dense<N>",
@@ -205,6 +237,7 @@ const cnn_kind cnn_kind_dense = {
     .forward = dense_forward,
     .backward = dense_backward,
     .onnx_export = dense_onnx,
+    .onnx_import = dense_onnx_read,
 };
 
 /* ONNX Gemm (as dense), then Softmax over the classes. */
@@ -217,6 +250,13 @@ static void softmax_onnx(onnx_out *g, const cnn_layer *l, const char *in, const 
     const onnx_attr axis = {"axis", ONNX_INT, .i = 1};
     const char *x = logits;
     onnx_node(g, "Softmax", &x, 1, out, &axis, 1);
+}
+
+/* The last Gemm (maybe before a Softmax): the output layer. */
+static int softmax_onnx_read(const onnx_graph_in *g, const onnx_node_in *node, int last,
+                             onnx_take *take, char *why, size_t len)
+{
+    return onnx_is(node->op, "Gemm") && last ? gemm_onnx_read(g, node, take, why, len) : 0;
 }
 
 const cnn_kind cnn_kind_softmax = {
@@ -233,4 +273,5 @@ const cnn_kind cnn_kind_softmax = {
     .forward = dense_forward,
     .backward = dense_backward,
     .onnx_export = softmax_onnx,
+    .onnx_import = softmax_onnx_read,
 };

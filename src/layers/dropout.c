@@ -10,8 +10,10 @@
 #include "cnn.h"
 
 #include "layer.h"
+#include "onnx.h"
 #include "mix.h"
 
+#include <math.h>
 #include <stdio.h>
 
 static int dropout_parse(const char *rest, size_t len, cnn_layer *l, const char **why)
@@ -61,10 +63,36 @@ static void dropout_backward(const cnn_pass *p)
         p->din[i] = p->key && !p->arg[i] ? 0.0f : p->key ? p->dout[i] * scale : p->dout[i];
 }
 
+/* ONNX Dropout (the identity in inference): its ratio, an input (opset 12 on) or an
+ * attribute, 0.5 by default, as a whole percent. */
+static int dropout_onnx_read(const onnx_graph_in *g, const onnx_node_in *node, int last,
+                             onnx_take *take, char *why, size_t len)
+{
+    (void)last;
+    if (!onnx_is(node->op, "Dropout"))
+        return 0;
+    static const char *const known[] = {"ratio", "seed", NULL};
+    const onnx_tensor_in *r = onnx_input_tensor(g, node, 1);
+    const onnx_attr_in *attr = onnx_attr_of(node, "ratio");
+    if (onnx_check_attrs(node, known, why, len))
+        return -1;
+    if (node->nin > 2 && node->in[2].n)
+        return onnx_refuse(why, len, "a training_mode input is not read");
+    if (node->nin > 1 && node->in[1].n && (!r || r->type != 1 || r->count != 1))
+        return onnx_refuse(why, len, "a ratio that is not one float constant is not read");
+    const double ratio = r ? (double)onnx_tensor_float(r, 0) : attr ? (double)attr->f : 0.5;
+    const double percent = floor(ratio * 100.0 + 0.5);
+    if (!(fabs(ratio * 100.0 - percent) < 1e-3) || percent < 1 || percent > 99)
+        return onnx_refuse(why, len, "ratio %g: a whole percent from 1 to 99 is read", ratio);
+    take->layer.units = (int)percent;
+    return 1;
+}
+
 const cnn_kind cnn_kind_dropout = {
     .name = "dropout",
     .grammar = "dropout<P>",
     .parse = dropout_parse,
+    .onnx_import = dropout_onnx_read,
     .describe = dropout_describe,
     .shape = dropout_shape,
     .bytes = dropout_bytes,

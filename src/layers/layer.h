@@ -67,6 +67,9 @@ enum {
 };
 
 struct onnx_out; /* onnx.h */
+struct onnx_graph_in;
+struct onnx_node_in;
+struct onnx_take;
 
 typedef struct cnn_kind {
     const char *name;    /* the token's name: "conv" */
@@ -118,6 +121,12 @@ typedef struct cnn_kind {
     void (*onnx_export)(struct onnx_out *g, const cnn_layer *l, const char *in,
                         const char *out, const float *w, const float *bias,
                         const float *state);
+    /* ONNX import (onnx.h): 1 if node, the chain's next (last: the last that computes,
+     * maybe before a Softmax), is this kind's, with take filled; 0 if it is not; -1 if
+     * it is this kind's operator with something the kind cannot take (why says what,
+     * e.g. "group 2: grouped convolutions are not read"). NULL: never imported. */
+    int (*onnx_import)(const struct onnx_graph_in *g, const struct onnx_node_in *node,
+                       int last, struct onnx_take *take, char *why, size_t len);
 } cnn_kind;
 
 /* The description of a kind (NULL for none); the kinds, in the order of the table. */

@@ -68,6 +68,22 @@ static void maxpool_onnx(onnx_out *g, const cnn_layer *l, const char *in, const 
     onnx_node(g, "MaxPool", &x, 1, out, attrs, 2);
 }
 
+/* ONNX MaxPool: a square window moved by equal strides, without padding, floor. */
+static int maxpool_onnx_read(const onnx_graph_in *g, const onnx_node_in *node, int last,
+                          onnx_take *take, char *why, size_t len)
+{
+    (void)g, (void)last;
+    int64_t k, s;
+    if (!onnx_is(node->op, "MaxPool"))
+        return 0;
+    if (!onnx_square(node, "kernel_shape", 0, &k) || !onnx_square(node, "strides", 1, &s))
+        return onnx_refuse(why, len, "a window or strides that are not square are not read");
+    if (onnx_window_plain(node, why, len))
+        return -1;
+    take->layer.kernel = (int)k, take->layer.stride = (int)s;
+    return 1;
+}
+
 const cnn_kind cnn_kind_maxpool = {
     .name = "maxpool",
     .grammar = "maxpool<K>s<S>",
@@ -78,4 +94,5 @@ const cnn_kind cnn_kind_maxpool = {
     .forward = maxpool_forward,
     .backward = maxpool_backward,
     .onnx_export = maxpool_onnx,
+    .onnx_import = maxpool_onnx_read,
 };

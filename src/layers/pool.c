@@ -203,6 +203,16 @@ static void pool_onnx(onnx_out *g, const cnn_layer *l, const char *in, const cha
     onnx_node(g, "MaxPool", &x, 1, out, attrs, 2);
 }
 
+/* ONNX MaxPool of 2 x 2 moved by 2 without padding: this kind (others: maxpool). */
+static int pool_onnx_read(const onnx_graph_in *g, const onnx_node_in *node, int last,
+                          onnx_take *take, char *why, size_t len)
+{
+    (void)g, (void)last, (void)take, (void)why, (void)len;
+    int64_t k, s;
+    return onnx_is(node->op, "MaxPool") && onnx_square(node, "kernel_shape", 0, &k) && k == 2 &&
+           onnx_square(node, "strides", 1, &s) && s == 2 && onnx_window_plain(node, NULL, 0) == 0;
+}
+
 const cnn_kind cnn_kind_pool = {
     .name = "pool",
     .grammar = "pool",
@@ -214,4 +224,5 @@ const cnn_kind cnn_kind_pool = {
     .forward = pool_forward,
     .backward = pool_backward,
     .onnx_export = pool_onnx,
+    .onnx_import = pool_onnx_read,
 };

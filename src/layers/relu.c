@@ -59,6 +59,16 @@ static void relu_onnx(onnx_out *g, const cnn_layer *l, const char *in, const cha
     onnx_node(g, "Relu", &in, 1, out, NULL, 0);
 }
 
+static int relu_onnx_read(const onnx_graph_in *g, const onnx_node_in *node, int last,
+                          onnx_take *take, char *why, size_t len)
+{
+    (void)g, (void)last, (void)take;
+    static const char *const known[] = {NULL};
+    if (!onnx_is(node->op, "Relu"))
+        return 0;
+    return onnx_check_attrs(node, known, why, len) ? -1 : 1;
+}
+
 const cnn_kind cnn_kind_relu = {
     .name = "relu",
     .grammar = "relu",
@@ -69,4 +79,5 @@ const cnn_kind cnn_kind_relu = {
     .forward = relu_forward,
     .backward = relu_backward,
     .onnx_export = relu_onnx,
+    .onnx_import = relu_onnx_read,
 };
