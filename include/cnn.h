@@ -589,8 +589,8 @@ CNN_API cnn_status cnn_model_load(cnn_model *m, const char *path, char *err, siz
  * channel, comma-separated: 0.5 and 1 for this project's px/255 - 0.5), and
  * "class_names" (one per line) when the model has names. Layers: Conv (kernel,
  * stride, pads, bias), Relu, MaxPool, AveragePool, GlobalAveragePool, Gemm (after a
- * Flatten of maps), BatchNormalization (the running statistics), Softmax; dropout is
- * the identity and has no node.
+ * Flatten of maps), BatchNormalization (the running statistics), Dropout (with its
+ * ratio: the identity in inference), Softmax.
  */
 /** Write m as an ONNX model file, atomically (as cnn_model_save). */
 CNN_API cnn_status cnn_onnx_export(const cnn_model *m, const char *path, char *err,

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """test_onnx.py - `cnn export` checked by code nobody here wrote (TAP).
 
-usage: test_onnx.py CNN MNIST-DIR SCRATCH-DIR NODE-MODULES ORT-JS
+usage: test_onnx.py CNN MNIST-DIR SCRATCH-DIR NODE-MODULES ORT-JS TORCH-ONNX TORCH-PROBS
 
 Trains three networks briefly (the post's; a stacked one with batch normalization and
 dropout; one with kernels 5 and 1, strides, padding, max, average and global pooling),
@@ -10,6 +10,15 @@ python3-onnx), then runs it in OpenCV's DNN module (python3-opencv) and in ONNX
 Runtime (npm onnxruntime-node, through ORT-JS) on the first 1,000 MNIST test images:
 the top class must agree with `cnn predict` on every image and every probability
 within 1e-5. Then bad uses of `cnn export`: each one line, a non-zero exit.
+
+Import: a network trained in PyTorch and exported with torch.onnx.export
+(TORCH-ONNX, made by tests/data/make_torch_onnx.py with PyTorch's probabilities in
+TORCH-PROBS) is imported, and `cnn predict` must give PyTorch's top class on each of
+the 1,000 images and its probabilities within 1e-5; then it is fine-tuned here for an
+epoch and must be more accurate. Every exported network imports back to the same
+bytes. Hostile ONNX files (truncated, wrong types, huge dimensions, unsupported
+operators, a cycle, a missing initializer, not ONNX at all) are each refused with one
+line, a non-zero exit, no crash and no file written.
 
 Without a runtime the suite is skipped, unless CI is set (scripts/bootstrap installs
 them), when that is a failure.
@@ -60,10 +69,10 @@ def run(args, **kw):
 
 
 def main():
-    if len(sys.argv) != 6:
+    if len(sys.argv) != 8:
         print(__doc__.split("\n\n")[1], file=sys.stderr)
         sys.exit(2)
-    cnn, mnist, scratch_parent, modules, ort_js = sys.argv[1:]
+    cnn, mnist, scratch_parent, modules, ort_js, torch_onnx, torch_probs = sys.argv[1:]
     try:
         import numpy as np
         import onnx
@@ -80,6 +89,8 @@ def main():
     try:
         check_networks(np, onnx, cv2, cnn, mnist, images, scratch, modules, ort_js)
         bad_uses(cnn, scratch)
+        torch_import(np, cnn, mnist, images, scratch, torch_onnx, torch_probs)
+        hostile(np, onnx, cnn, scratch)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     print(f"1..{count}")
@@ -130,6 +141,11 @@ def check_networks(np, onnx, cv2, cnn, mnist, images, scratch, modules, ort_js):
         if not ok(r.returncode == 0 and os.path.isfile(out),
                   f"{name}: cnn export: {r.stdout.strip() or r.stderr.strip()}"):
             continue
+        back = os.path.join(scratch, name + "-back.cnn")
+        r = run([cnn, "import", "--onnx", out, "--save", back])
+        with open(model, "rb") as a, open(back, "rb") as b:
+            ok(r.returncode == 0 and a.read() == b.read(),
+               f"{name}: cnn import of the export gives the model file back, byte for byte")
         m = onnx.load(out)
         try:
             onnx.checker.check_model(m, full_check=True)
@@ -185,6 +201,111 @@ def bad_uses(cnn, scratch):
     refused("export of a file that is not a model",
             ["export", "--model", not_model, "--onnx", os.path.join(scratch, "y.onnx")],
             "input.bin")
+
+
+def accuracy(np, probs, mnist):
+    with open(os.path.join(mnist, "t10k-labels-idx1-ubyte"), "rb") as f:
+        labels = np.frombuffer(f.read(8 + N_IMAGES)[8:], dtype=np.uint8)
+    return float((probs.argmax(1) == labels).mean())
+
+
+def torch_import(np, cnn, mnist, images, scratch, torch_onnx, torch_probs):
+    with open(torch_probs) as f:
+        rows = [line for line in f if line.strip() and not line.startswith("#")]
+    want = np.array([float(v) for v in rows[1].split()]).reshape(N_IMAGES, 10)
+    model = os.path.join(scratch, "torch.cnn")
+    r = run([cnn, "import", "--onnx", torch_onnx, "--normalize", "0.1307/0.3081", "--save",
+             model])
+    if not ok(r.returncode == 0, f"PyTorch's export imports: {r.stdout.strip() or r.stderr.strip()}"):
+        return
+    got = predictions(np, cnn, model, images)
+    agree(np, "the PyTorch-trained network", "cnn predict (against PyTorch)", got, want)
+    before = accuracy(np, got, mnist) if got is not None else 0.0
+    tuned = os.path.join(scratch, "torch-tuned.cnn")
+    r = run([cnn, "train", "--data", mnist, "--resume", model, "--epochs", "1", "--batch", "32",
+             "--optimizer", "adamw", "--lr", "0.001", "--train-limit", "10000", "--test-limit",
+             "100", "--threads", "2", "--save", tuned])
+    after = predictions(np, cnn, tuned, images) if r.returncode == 0 else None
+    after_acc = accuracy(np, after, mnist) if after is not None else 0.0
+    ok(after is not None and after_acc > before,
+       f"fine-tuned here for an epoch of 10,000 images: accuracy on the 1,000 images "
+       f"{before:.3f} -> {after_acc:.3f}")
+
+
+def hostile(np, onnx, cnn, scratch):
+    """Files no exporter writes; each refused in one line, nothing written."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    def graph_model(nodes, inits, in_type=TensorProto.FLOAT, in_dims=("N", 1, 28, 28)):
+        g = helper.make_graph(nodes, "hostile",
+                              [helper.make_tensor_value_info("input", in_type, list(in_dims))],
+                              [helper.make_tensor_value_info("probabilities", TensorProto.FLOAT,
+                                                             ["N", 10])], inits)
+        return helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)]).SerializeToString()
+
+    rng = np.random.default_rng(5)
+    w = numpy_helper.from_array(rng.standard_normal((10, 784)).astype(np.float32), "W")
+    b = numpy_helper.from_array(np.zeros(10, np.float32), "B")
+    flat = helper.make_node("Flatten", ["input"], ["rows"], axis=1)
+    gemm = helper.make_node("Gemm", ["rows", "W", "B"], ["logits"], transB=1)
+    soft = helper.make_node("Softmax", ["logits"], ["probabilities"], axis=1)
+    good = graph_model([flat, gemm, soft], [w, b])
+    conv_w = numpy_helper.from_array(np.ones((4, 1, 3, 3), np.float32), "CW")
+    files = {}
+    with open(os.path.join(scratch, "post.onnx"), "rb") as f:
+        exported = f.read()
+    for frac in (1, 2, 3):
+        files[f"the post's export cut to {frac}/4 of its bytes"] = exported[:len(exported) * frac // 4]
+    files["the post's export less its last byte"] = exported[:-1]
+    files["an empty file"] = b""
+    files["random bytes"] = rng.integers(0, 256, 4096, dtype=np.uint8).tobytes()
+    files["a model file, not ONNX"] = open(os.path.join(scratch, "post.cnn"), "rb").read()
+    files["an int64 input"] = graph_model([flat, gemm, soft], [w, b], in_type=TensorProto.INT64)
+    files["an input without fixed sizes"] = graph_model([flat, gemm, soft], [w, b],
+                                                        in_dims=("N", "C", 28, 28))
+    files["weights of type double"] = graph_model(
+        [flat, gemm, soft], [numpy_helper.from_array(rng.standard_normal((10, 784)), "W"), b])
+    def raw_tensor(dims, data):
+        t = TensorProto(name="W", data_type=TensorProto.FLOAT, raw_data=data)
+        t.dims.extend(dims)
+        return t
+
+    files["a tensor of 2^40 x 784"] = graph_model([flat, gemm, soft],
+                                                  [raw_tensor([1 << 40, 784], b""), b])
+    files["a tensor with fewer bytes than its dims"] = graph_model(
+        [flat, gemm, soft], [raw_tensor([10, 784], b"\0" * 100), b])
+    lstm = helper.make_node("LSTM", ["input", "W", "B"], ["rows"], hidden_size=10)
+    files["an LSTM"] = graph_model([lstm, gemm, soft], [w, b])
+    grouped = helper.make_node("Conv", ["input", "CW"], ["maps"], group=2)
+    files["a grouped convolution"] = graph_model(
+        [grouped, helper.make_node("Flatten", ["maps"], ["rows"], axis=1), gemm, soft], [conv_w, b])
+    padded = helper.make_node("MaxPool", ["input"], ["maps"], kernel_shape=[2, 2], pads=[1, 1, 1, 1])
+    files["a max pool with padding"] = graph_model(
+        [padded, helper.make_node("Flatten", ["maps"], ["rows"], axis=1), gemm, soft], [w, b])
+    files["a cycle"] = graph_model(
+        [helper.make_node("Relu", ["b"], ["a"]), helper.make_node("Relu", ["a"], ["b"]),
+         flat, gemm, soft], [w, b])
+    files["a missing initializer"] = graph_model([flat, gemm, soft], [b])
+    files["a branch (two nodes read the input)"] = graph_model(
+        [helper.make_node("Relu", ["input"], ["r"]), flat, gemm, soft], [w, b])
+    files["a dense layer of the wrong input size"] = graph_model(
+        [flat, helper.make_node("Gemm", ["rows", "W", "B"], ["logits"], transB=1), soft],
+        [numpy_helper.from_array(np.ones((10, 700), np.float32), "W"), b])
+    for why, data in files.items():
+        path = os.path.join(scratch, "hostile.onnx")
+        with open(path, "wb") as f:
+            f.write(data)
+        out = os.path.join(scratch, "hostile.cnn")
+        r = run([cnn, "import", "--onnx", path, "--save", out])
+        lines = r.stderr.strip().splitlines()
+        ok(r.returncode == 1 and len(lines) == 1 and not r.stdout and not os.path.exists(out),
+           f"{why}: exit {r.returncode}, stderr '{lines[-1] if lines else ''}'")
+    path = os.path.join(scratch, "good.onnx")
+    with open(path, "wb") as f:
+        f.write(good)
+    r = run([cnn, "import", "--onnx", path, "--save", os.path.join(scratch, "good.cnn")])
+    ok(r.returncode == 0 and "softmax10" in r.stdout,
+       f"the same graph made right imports: {r.stdout.strip() or r.stderr.strip()}")
 
 
 if __name__ == "__main__":

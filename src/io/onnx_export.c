@@ -239,8 +239,6 @@ static void layers(onnx_out *g, const cnn_model *m)
     for (int i = 0; i < a->n; i++) {
         const cnn_layer *l = &a->layer[i];
         const cnn_kind *k = cnn_kind_of(l->kind);
-        if (!k->onnx_export) /* the identity in inference (dropout) */
-            continue;
         if (i == a->n - 1)
             snprintf(out, sizeof out, "probabilities");
         else

@@ -139,6 +139,18 @@ static const char *shown(onnx_str s, char buf[64])
     return buf;
 }
 
+/* "node K (Op 'name')" for messages, K from 1 in the file's order. */
+static const char *node_label(const onnx_graph_in *g, const onnx_node_in *n, char buf[160])
+{
+    char op[64], name[64];
+    const int k = (int)(n - g->node) + 1;
+    if (n->name.n)
+        snprintf(buf, 160, "node %d (%s '%s')", k, shown(n->op, op), shown(n->name, name));
+    else
+        snprintf(buf, 160, "node %d (%s)", k, shown(n->op, op));
+    return buf;
+}
+
 /* TensorProto: dims, data type, name, raw_data or packed float_data / int64_data. */
 static cnn_status read_tensor(onnx_graph_in *g, pb_in r, onnx_tensor_in *t)
 {
@@ -293,10 +305,10 @@ static cnn_status read_node(onnx_graph_in *g, pb_in r, onnx_node_in *n)
     }
     if (rc < 0)
         return bad(g, "a node is not protobuf (truncated or corrupt)");
-    char b[64], c[64];
+    char b[160];
     if (!outs || n->out.n == (size_t)-1)
-        return bad(g, "node '%s' (%s) has %s outputs: one is read", shown(n->name, b),
-                   shown(n->op, c), outs ? "several" : "no");
+        return bad(g, "%s has %s outputs: one is read", node_label(g, n, b),
+                   outs ? "several" : "no");
     return CNN_OK;
 }
 
@@ -604,16 +616,16 @@ typedef struct chain {
 /* Node i's data input is the running tensor cur, its other inputs are tensors. */
 static cnn_status check_inputs(onnx_graph_in *g, const onnx_node_in *n, onnx_str cur)
 {
-    char b[64], c[64], d[64];
+    char b[160], d[64];
     if (n->nin < 1 || !same(n->in[0], cur))
-        return bad(g, "node '%s' (%s) reads '%s', not the output of the node before it: "
-                      "only a chain of layers from the input is read",
-                   shown(n->name, b), shown(n->op, c), n->nin ? shown(n->in[0], d) : "nothing");
+        return bad(g, "%s reads '%s', not the output of the node before it: only a chain of "
+                      "layers from the input is read",
+                   node_label(g, n, b), n->nin ? shown(n->in[0], d) : "nothing");
     for (int k = 1; k < n->nin; k++)
         if (n->in[k].n && !tensor_named(g, n->in[k]))
-            return bad(g, "node '%s' (%s) reads '%s', which is neither an initializer nor a "
-                          "constant (missing, or computed: only a chain of layers is read)",
-                       shown(n->name, b), shown(n->op, c), shown(n->in[k], d));
+            return bad(g, "%s reads '%s', which is neither an initializer nor a constant "
+                          "(missing, or computed: only a chain of layers is read)",
+                       node_label(g, n, b), shown(n->in[k], d));
     return CNN_OK;
 }
 
@@ -635,9 +647,9 @@ static cnn_status constant(onnx_graph_in *g, const onnx_node_in *n, int *is_tens
         *t = *alias;
     } else {
         const onnx_attr_in *v = onnx_attr_of(n, "value");
-        char b[64];
+        char b[160];
         if (!v || v->type != 4 || n->nattr != 1)
-            return bad(g, "Constant node '%s': only a tensor 'value' is read", shown(n->name, b));
+            return bad(g, "%s: only a tensor 'value' is read", node_label(g, n, b));
         const cnn_status st = read_tensor(g, (pb_in){v->t, v->t + v->t_len}, t);
         if (st != CNN_OK)
             return st;
@@ -663,7 +675,7 @@ static cnn_status walk(onnx_graph_in *g, chain *c)
     onnx_str cur = g->input;
     int flat = 0, softmax = 0;
     const int last = last_computing(g);
-    char b[64], d[64], why[160];
+    char b[160], why[160];
     for (int i = 0; i < g->nodes; i++) {
         const onnx_node_in *n = &g->node[i];
         int is_tensor;
@@ -675,14 +687,13 @@ static cnn_status walk(onnx_graph_in *g, chain *c)
         if ((st = check_inputs(g, n, cur)) != CNN_OK)
             return st;
         if (softmax)
-            return bad(g, "node '%s' (%s) follows the Softmax: it must be last",
-                       shown(n->name, b), shown(n->op, d));
+            return bad(g, "%s follows the Softmax: it must be last", node_label(g, n, b));
         if (onnx_is(n->op, "Softmax")) {
             int64_t axis;
             if (i < last || !onnx_int(n, "axis", g->opset >= 13 ? -1 : 1, &axis) ||
                 (axis != 1 && axis != -1))
-                return bad(g, "Softmax node '%s': only a Softmax over the classes (axis 1) "
-                              "at the end is read", shown(n->name, b));
+                return bad(g, "%s: only a Softmax over the classes (axis 1) at the end is "
+                              "read", node_label(g, n, b));
             softmax = 1, cur = n->out;
             continue;
         }
@@ -695,7 +706,7 @@ static cnn_status walk(onnx_graph_in *g, chain *c)
             why[0] = '\0';
             taken = kind->onnx_import(g, n, i == last, &t, why, sizeof why);
             if (taken < 0)
-                return bad(g, "%s node '%s': %s", shown(n->op, d), shown(n->name, b), why);
+                return bad(g, "%s: %s", node_label(g, n, b), why);
             if (taken && c->n == CNN_MAX_LAYERS)
                 return bad(g, "more than %d layers", CNN_MAX_LAYERS);
             if (taken)
@@ -704,18 +715,17 @@ static cnn_status walk(onnx_graph_in *g, chain *c)
         if (!taken) {
             const int r = pass_through(g, n, &flat);
             if (r < 0)
-                return bad(g, "%s node '%s': only a Flatten at axis 1, a Reshape to N rows or "
-                              "a Pad of nothing is read between layers",
-                           shown(n->op, d), shown(n->name, b));
+                return bad(g, "%s: only a Flatten at axis 1, a Reshape to N rows or a Pad of "
+                              "nothing is read between layers", node_label(g, n, b));
             if (!r)
-                return bad(g, "operator %s (node '%s') is not one this program reads",
-                           shown(n->op, d), shown(n->name, b));
+                return bad(g, "%s: not an operator this program reads (see cnn.h, ONNX)",
+                           node_label(g, n, b));
         }
         cur = n->out;
     }
     if (!same(cur, g->output))
         return bad(g, "the graph's output '%s' is not the end of its chain of layers",
-                   shown(g->output, b));
+                   shown(g->output, why));
     (void)flat;
     return CNN_OK;
 }

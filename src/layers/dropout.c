@@ -63,6 +63,19 @@ static void dropout_backward(const cnn_pass *p)
         p->din[i] = p->key && !p->arg[i] ? 0.0f : p->key ? p->dout[i] * scale : p->dout[i];
 }
 
+/* ONNX Dropout with its ratio: the identity in inference, and read back as this
+ * layer. */
+static void dropout_onnx(onnx_out *g, const cnn_layer *l, const char *in, const char *out,
+                         const float *w, const float *bias, const float *state)
+{
+    (void)w, (void)bias, (void)state;
+    char ratio[CNN_ONNX_NAME];
+    const float p = (float)l->units / 100.0f;
+    onnx_tensor(g, onnx_name(ratio, out, "_ratio"), NULL, 0, &p);
+    const char *args[2] = {in, ratio};
+    onnx_node(g, "Dropout", args, 2, out, NULL, 0);
+}
+
 /* ONNX Dropout (the identity in inference): its ratio, an input (opset 12 on) or an
  * attribute, 0.5 by default, as a whole percent. */
 static int dropout_onnx_read(const onnx_graph_in *g, const onnx_node_in *node, int last,
@@ -92,6 +105,7 @@ const cnn_kind cnn_kind_dropout = {
     .name = "dropout",
     .grammar = "dropout<P>",
     .parse = dropout_parse,
+    .onnx_export = dropout_onnx,
     .onnx_import = dropout_onnx_read,
     .describe = dropout_describe,
     .shape = dropout_shape,

@@ -116,8 +116,7 @@ typedef struct cnn_kind {
     void (*forward)(const cnn_pass *p);
     void (*backward)(const cnn_pass *p);
     /* ONNX (onnx.h): l's nodes reading tensor in and writing tensor out, with its
-     * weights, biases (NULL without) and state (NULL without); NULL for a kind that is
-     * the identity in inference (dropout). */
+     * weights, biases (NULL without) and state (NULL without). */
     void (*onnx_export)(struct onnx_out *g, const cnn_layer *l, const char *in,
                         const char *out, const float *w, const float *bias,
                         const float *state);
