@@ -8,7 +8,8 @@
  *   - the running statistics after steps, and evaluation with them;
  *   - the weights and running statistics bit-identical for 1, 2 and 3 threads at batch
  *     sizes that do not divide into equal chunks;
- *   - batch 1 refused; a model with bn saved and loaded with its state. */
+ *   - batch 1 refused; a model with bn saved and loaded with its state, and refused
+ *     with a negative running variance. */
 #include "cnn.h"
 #include "steps.h"
 
@@ -419,6 +420,15 @@ static void check_files(void)
            "a model with bn saves and loads with its running statistics, bit for bit (%s)",
            st == CNN_OK ? "ok" : err);
     cnn_model_free(&l);
+    /* a negative running variance (1 / sqrt(var + eps) has no value) is refused */
+    s.m.state[s.arch.layer[1].state_at + s.arch.layer[1].C + 2] = -0.25f;
+    st = cnn_model_save(&s.m, path, err, sizeof err);
+    if (st == CNN_OK)
+        st = cnn_model_load(&l, path, err, sizeof err);
+    tap_ok(st == CNN_ERR_FORMAT && strstr(err, "layer 2 (bn): a running variance below 0"),
+           "a model file with a negative running variance is refused: %s", err);
+    if (st == CNN_OK)
+        cnn_model_free(&l);
     cnn_train_config c = cnn_train_config_default(); /* batch 1 */
     cnn_trainer *one = NULL;
     cnn_trainer_create(&one, &s.arch, &c);

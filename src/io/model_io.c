@@ -3,6 +3,7 @@
 #include "cnn.h"
 
 #include "fileio.h"
+#include "layer.h"
 #include "steps.h"
 
 #include <math.h>
@@ -297,13 +298,12 @@ cnn_status cnn_model_from_bytes(cnn_model *m, const unsigned char *buf, size_t l
         return cnn_errorf(CNN_ERR_NOMEM, err, errlen, "%s: out of memory", path);
     }
     tmp.norm = norm;
-    for (size_t i = 0; i < a.n_state; i++) {
+    for (size_t i = 0; i < a.n_state; i++)
         tmp.state[i] = cnn_get_f32(buf + state_at + 4 * i);
-        if (!isfinite(tmp.state[i])) {
-            cnn_model_free(&tmp);
-            return cnn_errorf(CNN_ERR_FORMAT, err, errlen, "%s: state value %zu is not finite",
-                              path, i);
-        }
+    char why[160];
+    if (cnn_state_check(&a, tmp.state, why, sizeof why)) {
+        cnn_model_free(&tmp);
+        return cnn_errorf(CNN_ERR_FORMAT, err, errlen, "%s: %s", path, why);
     }
     for (size_t i = 0; i < want; i++) {
         tmp.params[i] = cnn_get_f32(buf + at + 8 + 4 * i);

@@ -785,6 +785,9 @@ static cnn_status build(onnx_graph_in *g, const chain *c, cnn_model *m)
             st = copy_floats(g, m->state + l->state_at + k * l->n_state / 2, l->n_state / 2,
                              t->state[k], 0, 1, k ? "running variance" : "running mean", i + 1);
     }
+    char why[160];
+    if (st == CNN_OK && cnn_state_check(&a, m->state, why, sizeof why))
+        st = bad(g, "%s", why);
     if (st != CNN_OK)
         cnn_model_free(m);
     return st;

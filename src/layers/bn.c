@@ -37,6 +37,15 @@ static void bn_init(const cnn_layer *l, float *gamma, float *state)
         gamma[c] = 1.0f, state[c] = 0.0f, state[l->C + c] = 1.0f;
 }
 
+/* Running variances must be >= 0 (the evaluation takes 1 / sqrt(var + eps)). */
+static const char *bn_check_state(const cnn_layer *l, const float *state)
+{
+    for (int c = 0; c < l->C; c++)
+        if (state[l->C + c] < 0.0f)
+            return "a running variance below 0";
+    return NULL;
+}
+
 static const char *bn_shape(cnn_layer *l)
 {
     l->OC = l->C, l->OH = l->H, l->OW = l->W;
@@ -286,6 +295,7 @@ const cnn_kind cnn_kind_bn = {
     .weights = bn_weights,
     .biases = bn_biases,
     .state = bn_state,
+    .check_state = bn_check_state,
     .scratch = bn_scratch,
     .init = bn_init,
     .sums = bn_sums,

@@ -2,6 +2,7 @@
  * cnn_layer_kind. A new kind is its own file under src/layers/ and an entry here. */
 #include "layer.h"
 
+#include <math.h>
 #include <stdio.h>
 
 
@@ -23,6 +24,27 @@ int cnn_kind_count(void) { return (int)(sizeof kinds / sizeof *kinds); }
 const cnn_kind *cnn_kind_of(cnn_layer_kind k)
 {
     return (unsigned)k < sizeof kinds / sizeof *kinds ? kinds[k] : NULL;
+}
+
+int cnn_state_check(const cnn_arch *a, const float *state, char *why, size_t len)
+{
+    for (int i = 0; i < a->n; i++) {
+        const cnn_layer *l = &a->layer[i];
+        const cnn_kind *k = cnn_kind_of(l->kind);
+        for (size_t j = 0; j < l->n_state; j++)
+            if (!isfinite(state[l->state_at + j])) {
+                snprintf(why, len, "layer %d (%s): state value %zu is not finite", i + 1,
+                         k->name, j);
+                return -1;
+            }
+        const char *no = l->n_state && k->check_state ? k->check_state(l, state + l->state_at)
+                                                      : NULL;
+        if (no) {
+            snprintf(why, len, "layer %d (%s): %s", i + 1, k->name, no);
+            return -1;
+        }
+    }
+    return 0;
 }
 
 int cnn_kind_units(const char *rest, size_t len, int max, int *units)

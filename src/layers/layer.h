@@ -106,6 +106,9 @@ typedef struct cnn_kind {
     /* CNN_KIND_BATCH_STATS: doubles of the whole-minibatch sums; a sample's share of
      * them added into acc, forward (from p->in) and backward (from p->dout); and the
      * state after a training step whose forward sums over count values were these. */
+    /* The state a model file or an import may hold: NULL if usable, else why not
+     * (bn: "a running variance below 0"); NULL hook: any finite state. */
+    const char *(*check_state)(const cnn_layer *l, const float *state);
     size_t (*sums)(const cnn_layer *l);
     void (*forward_sums)(const cnn_pass *p, double *acc);
     void (*backward_sums)(const cnn_pass *p, double *acc);
@@ -133,6 +136,10 @@ const cnn_kind *cnn_kind_of(cnn_layer_kind k);
 int cnn_kind_count(void);
 
 #define CNN_MAX_UNITS 65536 /* filters of a conv, outputs of a dense layer */
+
+/* The layers' state in a model (finite, and as each kind's check_state wants): 0, or
+ * -1 with why naming the layer. */
+int cnn_state_check(const cnn_arch *a, const float *state, char *why, size_t len);
 
 /* Shared by kinds that take a width: the digits of rest into *units (at most
  * max): 1, 0 if rest is not a number, -1 if it is over max. */
