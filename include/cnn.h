@@ -47,7 +47,7 @@
 extern "C" {
 #endif
 
-#define CNN_VERSION "0.4.0"
+#define CNN_VERSION "0.5.0"
 
 /* The library's public functions; everything else in it is hidden from programs that
  * link the shared library. */
