@@ -62,6 +62,11 @@ const char *onnx_rows(onnx_out *g, const char *in, char tmp[CNN_ONNX_NAME]);
 const char *onnx_maps(onnx_out *g, const char *in, int C, int H, int W,
                       char tmp[CNN_ONNX_NAME]);
 
+/* A pooling op (MaxPool, AveragePool) over K x K windows moved by S, no padding, on
+ * the maps of l's input. */
+void onnx_window(onnx_out *g, const char *op, const cnn_layer *l, int K, int S, const char *in,
+                 const char *out);
+
 /* ---------------------------------------------------------------- reading */
 
 #define ONNX_MAX_INPUTS 8  /* of a node */
@@ -134,9 +139,11 @@ int onnx_check_attrs(const onnx_node_in *node, const char *const *known, char *w
 int onnx_refuse(char *why, size_t len, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 /* Value i of a float tensor. */
 float onnx_tensor_float(const onnx_tensor_in *t, size_t i);
-/* A pooling window's other attributes: no padding, floor (ceil_mode 0), no dilation,
- * row-major; 0, or -1 with why (when given). */
-int onnx_window_plain(const onnx_node_in *node, char *why, size_t len);
+/* A pooling node of op over square windows moved by equal strides, without padding,
+ * floor (ceil_mode 0), no dilation: 1 with take's kernel and stride, 0 if node is not
+ * op, -1 with why if it is op with something else (as a kind's onnx_import). */
+int onnx_window_read(const onnx_node_in *node, const char *op, onnx_take *take, char *why,
+                     size_t len);
 /* A square 2-D window attribute (kernel_shape, strides): 1 with *k, or 0. */
 int onnx_square(const onnx_node_in *node, const char *name, int64_t dflt, int64_t *k);
 

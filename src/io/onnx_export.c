@@ -183,6 +183,16 @@ const char *onnx_maps(onnx_out *g, const char *in, int C, int H, int W,
     return tmp;
 }
 
+void onnx_window(onnx_out *g, const char *op, const cnn_layer *l, int K, int S, const char *in,
+                 const char *out)
+{
+    char maps[CNN_ONNX_NAME];
+    const char *x = onnx_maps(g, in, l->C, l->H, l->W, maps);
+    const onnx_attr attrs[] = {{"kernel_shape", ONNX_INTS, .n = 2, .ints = {K, K}},
+                               {"strides", ONNX_INTS, .n = 2, .ints = {S, S}}};
+    onnx_node(g, op, &x, 1, out, attrs, 2);
+}
+
 /* ---------------------------------------------------------------- the model */
 
 /* A ValueInfoProto of a float tensor: dims[i] < 0 is the symbolic batch "N". */

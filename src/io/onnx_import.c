@@ -546,18 +546,20 @@ int onnx_check_attrs(const onnx_node_in *node, const char *const *known, char *w
     return 0;
 }
 
-int onnx_window_plain(const onnx_node_in *node, char *why, size_t len)
+int onnx_window_read(const onnx_node_in *node, const char *op, onnx_take *take, char *why,
+                     size_t len)
 {
     static const char *const known[] = {"kernel_shape", "strides", "pads", "ceil_mode",
                                         "dilations", "storage_order", "auto_pad",
                                         "count_include_pad", NULL};
-    char spare[160];
-    if (!why)
-        why = spare, len = sizeof spare;
     const onnx_attr_in *auto_pad = onnx_attr_of(node, "auto_pad");
-    int64_t ceil_mode, order;
+    int64_t k, s, ceil_mode, order;
+    if (!onnx_is(node->op, op))
+        return 0;
     if (onnx_check_attrs(node, known, why, len))
         return -1;
+    if (!onnx_square(node, "kernel_shape", 0, &k) || !onnx_square(node, "strides", 1, &s))
+        return onnx_refuse(why, len, "a window or strides that are not square are not read");
     if (!onnx_ints_all(node, "pads", 4, 0, 1) || (auto_pad && !onnx_is(auto_pad->s, "NOTSET")))
         return onnx_refuse(why, len, "padding is not read");
     if (!onnx_int(node, "ceil_mode", 0, &ceil_mode) || ceil_mode)
@@ -566,7 +568,8 @@ int onnx_window_plain(const onnx_node_in *node, char *why, size_t len)
         return onnx_refuse(why, len, "dilation is not read");
     if (!onnx_int(node, "storage_order", 0, &order) || order)
         return onnx_refuse(why, len, "storage_order 1 is not read");
-    return 0;
+    take->layer.kernel = (int)k, take->layer.stride = (int)s;
+    return 1;
 }
 
 /* ---------------------------------------------------------------- the chain */

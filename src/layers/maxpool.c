@@ -56,32 +56,18 @@ static void maxpool_backward(const cnn_pass *p)
             }
 }
 
-/* ONNX MaxPool: a K x K window moved by S, no padding (floor, as here). */
 static void maxpool_onnx(onnx_out *g, const cnn_layer *l, const char *in, const char *out,
-                      const float *w, const float *bias, const float *state)
+                         const float *w, const float *bias, const float *state)
 {
     (void)w, (void)bias, (void)state;
-    char maps[CNN_ONNX_NAME];
-    const char *x = onnx_maps(g, in, l->C, l->H, l->W, maps);
-    const onnx_attr attrs[] = {{"kernel_shape", ONNX_INTS, .n = 2, .ints = {l->kernel, l->kernel}},
-                               {"strides", ONNX_INTS, .n = 2, .ints = {l->stride, l->stride}}};
-    onnx_node(g, "MaxPool", &x, 1, out, attrs, 2);
+    onnx_window(g, "MaxPool", l, l->kernel, l->stride, in, out);
 }
 
-/* ONNX MaxPool: a square window moved by equal strides, without padding, floor. */
 static int maxpool_onnx_read(const onnx_graph_in *g, const onnx_node_in *node, int last,
-                          onnx_take *take, char *why, size_t len)
+                             onnx_take *take, char *why, size_t len)
 {
     (void)g, (void)last;
-    int64_t k, s;
-    if (!onnx_is(node->op, "MaxPool"))
-        return 0;
-    if (!onnx_square(node, "kernel_shape", 0, &k) || !onnx_square(node, "strides", 1, &s))
-        return onnx_refuse(why, len, "a window or strides that are not square are not read");
-    if (onnx_window_plain(node, why, len))
-        return -1;
-    take->layer.kernel = (int)k, take->layer.stride = (int)s;
-    return 1;
+    return onnx_window_read(node, "MaxPool", take, why, len);
 }
 
 const cnn_kind cnn_kind_maxpool = {

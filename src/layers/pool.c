@@ -196,21 +196,19 @@ static void pool_onnx(onnx_out *g, const cnn_layer *l, const char *in, const cha
                       const float *w, const float *bias, const float *state)
 {
     (void)w, (void)bias, (void)state;
-    char maps[CNN_ONNX_NAME];
-    const char *x = onnx_maps(g, in, l->C, l->H, l->W, maps);
-    const onnx_attr attrs[] = {{"kernel_shape", ONNX_INTS, .n = 2, .ints = {2, 2}},
-                               {"strides", ONNX_INTS, .n = 2, .ints = {2, 2}}};
-    onnx_node(g, "MaxPool", &x, 1, out, attrs, 2);
+    onnx_window(g, "MaxPool", l, 2, 2, in, out);
 }
 
 /* ONNX MaxPool of 2 x 2 moved by 2 without padding: this kind (others: maxpool). */
 static int pool_onnx_read(const onnx_graph_in *g, const onnx_node_in *node, int last,
                           onnx_take *take, char *why, size_t len)
 {
-    (void)g, (void)last, (void)take, (void)why, (void)len;
-    int64_t k, s;
-    return onnx_is(node->op, "MaxPool") && onnx_square(node, "kernel_shape", 0, &k) && k == 2 &&
-           onnx_square(node, "strides", 1, &s) && s == 2 && onnx_window_plain(node, NULL, 0) == 0;
+    (void)g, (void)last;
+    onnx_take t = *take;
+    if (onnx_window_read(node, "MaxPool", &t, why, len) <= 0 || t.layer.kernel != 2 ||
+        t.layer.stride != 2)
+        return 0; /* not this kind's: the maxpool kind reads it, or says why not */
+    return 1;
 }
 
 const cnn_kind cnn_kind_pool = {
