@@ -597,8 +597,10 @@ CNN_API cnn_status cnn_onnx_export(const cnn_model *m, const char *path, char *e
                                    size_t errlen);
 /** Read an ONNX model made of those operators (as torch.onnx.export writes such a
  *  network: also Identity, Constant, Flatten, a Reshape to rows, a Pad of nothing,
- *  Dropout, and a BatchNormalization folded or not) into m (allocated on success,
- *  normalisation px/255 - 0.5: set m->norm to the one the network was trained with).
+ *  Dropout, and a BatchNormalization folded or not) into m (allocated on success).
+ *  Its normalisation and class names are the metadata's when the file has them (as
+ *  cnn_onnx_export writes them), else px/255 - 0.5 and none: set m->norm to the one
+ *  the network was trained with.
  *  The graph must be one chain from its input (N x C x H x W float, C, H, W fixed) to
  *  its output, ending in a Gemm (the output layer; a Softmax after it is that layer's).
  *  Anything else is CNN_ERR_FORMAT with one line naming the first node, operator or

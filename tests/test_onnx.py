@@ -89,6 +89,7 @@ def main():
     try:
         check_networks(np, onnx, cv2, cnn, mnist, images, scratch, modules, ort_js)
         bad_uses(cnn, scratch)
+        colour(np, onnx, cv2, cnn, mnist, scratch, modules, ort_js)
         torch_import(np, cnn, mnist, images, scratch, torch_onnx, torch_probs)
         hostile(np, onnx, cnn, scratch)
     finally:
@@ -176,6 +177,64 @@ def check_networks(np, onnx, cv2, cnn, mnist, images, scratch, modules, ort_js):
         else:
             print("# " + r.stderr.strip())
         agree(np, name, "ONNX Runtime", got, want)
+
+
+def colour(np, onnx, cv2, cnn, mnist, scratch, modules, ort_js):
+    """A colour network with class names, trained on CIFAR-10-format batches made from
+    MNIST (scripts/mnist-to-images): its export carries per-channel means and
+    deviations and the names, a runtime that applies them as the metadata say gives
+    cnn predict's probabilities, and the import gets them back."""
+    script = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "scripts",
+                          "mnist-to-images")
+    data = os.path.join(scratch, "colour")
+    r = run([sys.executable, script, "--idx", mnist, "--out", data, "--format", "cifar",
+             "--colour", "--limit", "1200", "--pad", "2"])
+    model, out = os.path.join(scratch, "colour.cnn"), os.path.join(scratch, "colour.onnx")
+    if r.returncode == 0:
+        r = run([cnn, "train", "--data", data, "--arch", "conv6bp1,bn,relu,pool,dense16,relu,"
+                 "softmax10", "--batch", "16", "--epochs", "1", "--threads", "2", "--save",
+                 model])
+    if r.returncode == 0:
+        r = run([cnn, "export", "--model", model, "--onnx", out])
+    if not ok(r.returncode == 0, "colour: CIFAR-format data made, trained and exported"):
+        print("# " + r.stderr.replace("\n", "\n# "))
+        return
+    meta = {p.key: p.value for p in onnx.load(out).metadata_props}
+    mean = np.array([float(v) for v in meta["input_mean"].split(",")], np.float32)
+    std = np.array([float(v) for v in meta["input_std"].split(",")], np.float32)
+    ok(len(mean) == 3 and len(std) == 3 and meta.get("class_names") == "\n".join(map(str, range(10))),
+       f"colour: the metadata hold 3 means ({meta['input_mean']}), 3 deviations and the 10 names")
+    with open(os.path.join(data, "test_batch.bin"), "rb") as f:
+        raw = np.frombuffer(f.read(), np.uint8).reshape(-1, 3073)[:100, 1:]
+    px = raw.reshape(-1, 3, 32, 32).astype(np.float32)
+    x = ((px / np.float32(255) - mean[None, :, None, None]) / std[None, :, None, None]).astype(np.float32)
+    x_path, y_path = os.path.join(scratch, "colour.bin"), os.path.join(scratch, "colour.out")
+    x.tofile(x_path)
+    r = run(["node", ort_js, modules, out, x_path, y_path, str(len(x)), "3", "32", "32"])
+    got = np.fromfile(y_path, np.float32).reshape(len(x), 10) if r.returncode == 0 else None
+    net = cv2.dnn.readNetFromONNX(out)
+    net.setInput(x)
+    cv_probs = net.forward()
+    # cnn predict on the same images, as PPM files
+    want = []
+    for i in range(len(x)):
+        ppm = os.path.join(scratch, "colour.ppm")
+        with open(ppm, "wb") as f:
+            f.write(b"P6 32 32 255\n" + raw[i].reshape(3, 32 * 32).T.tobytes())
+        p = run([cnn, "predict", "--model", model, "--image", ppm])
+        want.append([float(line.split()[2]) for line in p.stdout.splitlines()
+                     if line.startswith("p(")])
+    want = np.array(want)
+    for name, probs in (("ONNX Runtime", got), ("OpenCV", cv_probs)):
+        worst = float(np.abs(probs - want).max()) if probs is not None else float("inf")
+        ok(worst <= TOLERANCE and (probs.argmax(1) == want.argmax(1)).all(),
+           f"colour: {name}, fed as the metadata say, gives cnn predict's probabilities on "
+           f"100 images within {worst:.2g}")
+    back = os.path.join(scratch, "colour-back.cnn")
+    r = run([cnn, "import", "--onnx", out, "--save", back])
+    with open(model, "rb") as a, open(back, "rb") as b:
+        ok(r.returncode == 0 and a.read() == b.read(),
+           "colour: the import gets the normalisation and names back: the same model file")
 
 
 def bad_uses(cnn, scratch):
@@ -288,6 +347,12 @@ def hostile(np, onnx, cnn, scratch):
     files["a missing initializer"] = graph_model([flat, gemm, soft], [b])
     files["a branch (two nodes read the input)"] = graph_model(
         [helper.make_node("Relu", ["input"], ["r"]), flat, gemm, soft], [w, b])
+    named = onnx.load_from_string(good)
+    helper.set_model_props(named, {"class_names": "one\ntwo"})
+    files["class names for 2 of 10 classes"] = named.SerializeToString()
+    scaled = onnx.load_from_string(good)
+    helper.set_model_props(scaled, {"input_mean": "0.5", "input_std": "0"})
+    files["a deviation of 0 in the metadata"] = scaled.SerializeToString()
     files["a dense layer of the wrong input size"] = graph_model(
         [flat, helper.make_node("Gemm", ["rows", "W", "B"], ["logits"], transB=1), soft],
         [numpy_helper.from_array(np.ones((10, 700), np.float32), "W"), b])

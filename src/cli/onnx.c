@@ -40,8 +40,9 @@ int cmd_import(int argc, char **argv)
         {"--onnx", OPT_STR, &onnx_path, 0, 0, NULL, "IN", "the ONNX file to read (required)"},
         {"--save", OPT_STR, &save, 0, 0, NULL, "FILE", "the model file to write (required)"},
         {"--normalize", OPT_STR, &normalize, 0, 0, NULL, "unit|MEAN/STD",
-         "how the network's inputs were made from pixels: px/255 - 0.5 (default), or "
-         "(px/255 - mean)/std per channel, e.g. 0.1307/0.3081"},
+         "how the network's inputs were made from pixels: px/255 - 0.5, or (px/255 - "
+         "mean)/std per channel, e.g. 0.1307/0.3081 (default: the file's metadata, as cnn "
+         "export writes it, else unit)"},
         {NULL, 0, NULL, 0, 0, NULL, NULL, NULL},
     };
     int rc = parse_opts("import", "--onnx IN.onnx --save FILE [--normalize unit|MEAN/STD]", opts,
@@ -65,7 +66,7 @@ int cmd_import(int argc, char **argv)
     }
     const cnn_dataset shape = {.format = CNN_DATA_IDX, .channels = model.arch.C};
     cnn_status st = CNN_ERR_ARG;
-    if (!choose_norm(normalize, &shape, &model.norm)) {
+    if (!normalize || !choose_norm(normalize, &shape, &model.norm)) {
         st = cnn_model_save(&model, save, err, sizeof err);
         if (st != CNN_OK)
             fprintf(stderr, "%s: %s\n", prog, err);

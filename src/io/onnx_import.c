@@ -107,6 +107,8 @@ typedef struct onnx_graph_in {
     onnx_tensor_in *tensor; /* initializers, then Constant nodes' values */
     int tensors;
     onnx_str input, output; /* the one input that is not an initializer; the output */
+    onnx_str mean, std, names; /* metadata input_mean, input_std, class_names (as export
+                                  writes them), empty when absent */
     int64_t in_dims[4];
     int opset;
     const char *file; /* for messages */
@@ -460,6 +462,20 @@ static cnn_status read_model(onnx_graph_in *g, const unsigned char *buf, size_t 
                 break;
             if (domain.n == 0 || onnx_is(domain, "ai.onnx"))
                 g->opset = version <= 1000 ? (int)version : 1000;
+        } else if (f.num == 14 && f.wire == 2) {
+            pb_in entry = sub(&f);
+            onnx_str key = {"", 0}, value = {"", 0};
+            while ((rc = next_field(&entry, &o)) > 0)
+                if (o.wire == 2 && (o.num == 1 || o.num == 2))
+                    *(o.num == 1 ? &key : &value) = str_of(&o);
+            if (rc < 0)
+                break;
+            if (onnx_is(key, "input_mean"))
+                g->mean = value;
+            else if (onnx_is(key, "input_std"))
+                g->std = value;
+            else if (onnx_is(key, "class_names"))
+                g->names = value;
         }
     }
     if (rc < 0 || len == 0)
@@ -796,6 +812,73 @@ static cnn_status build(onnx_graph_in *g, const chain *c, cnn_model *m)
     return st;
 }
 
+/* Comma-separated numbers of s into v[0..max): how many, or -1 if s is not that. */
+static int numbers(onnx_str s, float *v, int max)
+{
+    char text[512];
+    if (s.n >= sizeof text)
+        return -1;
+    memcpy(text, s.p, s.n);
+    text[s.n] = '\0';
+    int n = 0;
+    for (char *p = text, *end;; p = end + 1) {
+        if (n == max)
+            return -1;
+        const double d = strtod(p, &end);
+        if (end == p || !isfinite(d))
+            return -1;
+        v[n++] = (float)d;
+        if (*end != ',')
+            return *end ? -1 : n;
+    }
+}
+
+/* The normalisation and class names the metadata give (as cnn_onnx_export writes
+ * them), when they are there. */
+static cnn_status metadata(onnx_graph_in *g, cnn_model *m)
+{
+    const int C = m->arch.C;
+    if (g->mean.n || g->std.n) {
+        cnn_norm n = {.kind = CNN_NORM_MEAN_STD, .channels = C};
+        int unit = 1;
+        if (C > CNN_NORM_CHANNELS || numbers(g->mean, n.mean, C + 1) != C ||
+            numbers(g->std, n.std, C + 1) != C || !cnn_norm_valid(&n, C))
+            return bad(g, "the metadata's input_mean and input_std are not %d numbers each, "
+                          "deviations > 0", C);
+        for (int c = 0; c < C; c++)
+            unit &= n.mean[c] == 0.5f && n.std[c] == 1.0f;
+        m->norm = unit ? (cnn_norm){.kind = CNN_NORM_UNIT} : n;
+    }
+    if (!g->names.n)
+        return CNN_OK;
+    const int K = m->arch.classes;
+    char *text = malloc(g->names.n + 1);
+    const char **names = calloc((size_t)K, sizeof *names);
+    int n = 0;
+    if (text && names) {
+        memcpy(text, g->names.p, g->names.n);
+        text[g->names.n] = '\0';
+        for (char *p = text; p && n <= K; n++) {
+            char *nl = strchr(p, '\n');
+            if (nl)
+                *nl = '\0';
+            if (n < K)
+                names[n] = p;
+            p = nl ? nl + 1 : NULL;
+        }
+    }
+    const cnn_status st = !text || !names ? CNN_ERR_NOMEM
+                          : n != K        ? CNN_ERR_ARG
+                                          : cnn_model_set_names(m, names, K);
+    free(text);
+    free(names);
+    if (st == CNN_ERR_NOMEM)
+        return cnn_errorf(st, g->err, g->errlen, "%s: out of memory", g->file);
+    return st == CNN_OK ? CNN_OK
+                        : bad(g, "the metadata's class_names are not %d names, one per line, "
+                                 "each 1 to %d printable bytes", K, CNN_NAME_MAX - 1);
+}
+
 cnn_status cnn_onnx_import_mem(cnn_model *m, const unsigned char *buf, size_t len,
                                const char *name, char *err, size_t errlen)
 {
@@ -815,6 +898,8 @@ cnn_status cnn_onnx_import_mem(cnn_model *m, const unsigned char *buf, size_t le
     cnn_model built = {0};
     if (st == CNN_OK)
         st = build(&g, c, &built);
+    if (st == CNN_OK && (st = metadata(&g, &built)) != CNN_OK)
+        cnn_model_free(&built);
     if (st == CNN_OK)
         *m = built;
     free(g.node);
