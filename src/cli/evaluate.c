@@ -96,6 +96,33 @@ out:
 
 /* ---------------------------------------------------------------- predict */
 
+/* One image's prediction: with a name (the file), its lines for a reader (the image,
+ * the class, every probability, with names); without, one line for a program (the
+ * index, the class, every probability in %.9g). */
+static void print_prediction(const cnn_model *m, const float *probs, const char *file,
+                             long index)
+{
+    const int K = m->arch.classes, predicted = cnn_argmax(probs, K);
+    if (!file) {
+        printf("%ld %d", index, predicted);
+        for (int c = 0; c < K; c++)
+            printf(" %.9g", (double)probs[c]);
+        printf("\n");
+        return;
+    }
+    if (index >= 0)
+        printf("image: %s, index %ld\n", file, index);
+    else
+        printf("image: %s\n", file);
+    const char *name = cnn_model_class_name(m, predicted);
+    printf("predicted class: %d%s%s%s\n", predicted, name ? " (" : "", name ? name : "",
+           name ? ")" : "");
+    for (int c = 0; c < K; c++) {
+        name = cnn_model_class_name(m, c);
+        printf("p(%d) = %.6f%s%s\n", c, (double)probs[c], name ? " " : "", name ? name : "");
+    }
+}
+
 int cmd_predict(int argc, char **argv)
 {
     const char *model_path = NULL, *pgm = NULL, *idx = NULL, *image_path = NULL;
@@ -116,9 +143,8 @@ int cmd_predict(int argc, char **argv)
          "im2col + BLAS (default) or the naive reference loops"},
         {NULL, 0, NULL, 0, 0, NULL, NULL, NULL},
     };
-    int rc = parse_opts("predict",
-                        "--model FILE (--image FILE | --pgm FILE | --idx FILE [--index N] [--count N])", opts,
-                        argc, argv);
+    int rc = parse_opts("predict", "--model FILE (--image FILE | --pgm FILE | --idx FILE "
+                        "[--index N] [--count N])", opts, argc, argv);
     if (rc)
         return rc == 1 ? 0 : rc;
     if (!model_path || (!!pgm + !!idx + !!image_path) != 1) {
@@ -165,31 +191,11 @@ int cmd_predict(int argc, char **argv)
         goto out;
     }
     cnn_blas_setup();
-    for (long i = index; count && i < index + count; i++) { /* a line per image */
+    const char *what = image_path ? image_path : pgm;
+    for (long i = index; i < index + (count ? count : 1); i++) {
         cnn_norm_apply(&model.norm, x, pixels + (size_t)i * len, channels, len / channels);
         cnn_forward(&model, &acts, x, -1, (cnn_engine)engine);
-        printf("%ld %d", i, cnn_argmax(acts.probs, model.arch.classes));
-        for (int c = 0; c < model.arch.classes; c++)
-            printf(" %.9g", (double)acts.probs[c]);
-        printf("\n");
-    }
-    if (count) {
-        rc = 0;
-        goto out;
-    }
-    cnn_norm_apply(&model.norm, x, pixels + (size_t)index * len, channels, len / channels);
-    cnn_forward(&model, &acts, x, -1, (cnn_engine)engine);
-    const int predicted = cnn_argmax(acts.probs, model.arch.classes);
-    if (idx)
-        printf("image: %s, index %ld\n", idx, index);
-    else
-        printf("image: %s\n", image_path ? image_path : pgm);
-    const char *name = cnn_model_class_name(&model, predicted);
-    printf("predicted class: %d%s%s%s\n", predicted, name ? " (" : "", name ? name : "",
-           name ? ")" : "");
-    for (int c = 0; c < model.arch.classes; c++) {
-        name = cnn_model_class_name(&model, c);
-        printf("p(%d) = %.6f%s%s\n", c, (double)acts.probs[c], name ? " " : "", name ? name : "");
+        print_prediction(&model, acts.probs, count ? NULL : idx ? idx : what, idx ? i : -1);
     }
     rc = 0;
 out:
