@@ -99,6 +99,8 @@ int main(int argc, char **argv)
     c.batch = batch, c.threads = threads, c.lr = 0.05f, c.momentum = 0.9f;
     cnn_trainer *t;
     cnn_trainer_create(&t, &arch, &c);
+    if (dist_prepare(&d, m.n_params, batch))
+        dist_abort(&d, 1);
     cnn_trainer_set_sync(t, timed_sync, &d); /* bn's statistics: every rank's chunk sums */
     uint32_t *order = malloc(tr.n * sizeof *order);
     for (size_t i = 0; i < tr.n; i++)
@@ -118,8 +120,9 @@ int main(int argc, char **argv)
             const uint32_t *idx = order + ((size_t)s * batch) % (tr.n - (size_t)batch);
             cnn_train_step_chunks(t, &m, tr.pixels, tr.labels, idx, batch, NULL, c0, c1);
             wait += dist_wait(&d); /* the ranks' compute imbalance, apart from the exchange */
-            exchange += exact ? dist_exchange(&d, t, batch)
-                              : dist_allreduce(&d, t, batch, m.n_params);
+            int signal = 0;
+            exchange += exact ? dist_exchange(&d, t, batch, m.n_params, &signal)
+                              : dist_allreduce(&d, t, batch, m.n_params, &signal);
             cnn_train_step_finish(t, &m, tr.labels, idx, batch, NULL);
         }
         const double dt = bench_now() - t0;

@@ -221,18 +221,23 @@ int main(int argc, char **argv)
     tap_ok(rc != 0 && secs < 30 && strstr(err, "rank"),
            "a rank killed mid-run ends the job in %.1f s, naming the rank (exit %d)", secs, rc);
 
-    /* SIGTERM to mpirun: the first rank saves */
-    const char *sck = path("sig.ckpt"), *smodel = path("sig.cnn");
-    const char *sigrun[] = {"train", "--synthetic", "20000", "--epochs", "50", "--batch", "16",
-                            "--threads", "1", "--checkpoint", sck, "--save", smodel, NULL};
-    rc = run_and(sigrun, 2, "--- Epoch 2 ---", SIGTERM, &secs);
-    cnn_checkpoint c;
-    const int loads = cnn_checkpoint_load(&c, sck, NULL, 0) == CNN_OK;
-    tap_ok(rc != 0 && secs < 30 && loads && strstr(err, "stopped by SIGTERM") &&
-               strstr(err, "rank 0 of 2"),
-           "SIGTERM to mpirun: rank 0 saves a checkpoint that loads and the model, in %.1f s",
-           secs);
-    if (loads)
-        cnn_checkpoint_free(&c);
+    /* SIGTERM to mpirun: the first rank saves; the signal travels in the step's one
+     * exchange, in both reductions */
+    for (int allreduce = 0; allreduce < 2; allreduce++) {
+        const char *sck = path(allreduce ? "sig-ar.ckpt" : "sig.ckpt");
+        const char *smodel = path(allreduce ? "sig-ar.cnn" : "sig.cnn");
+        const char *sigrun[] = {"train", "--synthetic", "20000", "--epochs", "50", "--batch",
+                                "16", "--threads", "1", "--checkpoint", sck, "--save", smodel,
+                                "--reduce", allreduce ? "allreduce" : "exact", NULL};
+        rc = run_and(sigrun, 2, "--- Epoch 2 ---", SIGTERM, &secs);
+        cnn_checkpoint c;
+        const int loads = cnn_checkpoint_load(&c, sck, NULL, 0) == CNN_OK;
+        tap_ok(rc != 0 && secs < 30 && loads && strstr(err, "stopped by SIGTERM") &&
+                   strstr(err, "rank 0 of 2"),
+               "SIGTERM to mpirun (--reduce %s): rank 0 saves a checkpoint that loads and the "
+               "model, in %.1f s", allreduce ? "allreduce" : "exact", secs);
+        if (loads)
+            cnn_checkpoint_free(&c);
+    }
     return tap_done();
 }

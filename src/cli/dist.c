@@ -53,6 +53,25 @@ void dist_finalize(cnn_dist *d)
         MPI_Finalize();
 #endif
     d->mpi = 0;
+    free(d->buf);
+    d->buf = NULL, d->buf_len = 0;
+}
+
+/* --reduce allreduce's message: the gradient's sum, the samples' losses and
+ * predictions, the chunks' flags, the ranks' signals. */
+static size_t message_len(size_t n_params, int n, int nchunks, int P)
+{
+    return n_params + 2 * (size_t)n + (size_t)nchunks + (size_t)P;
+}
+
+int dist_prepare(cnn_dist *d, size_t n_params, int batch)
+{
+    if (d->size < 2)
+        return 0;
+    free(d->buf);
+    d->buf_len = message_len(n_params, batch, cnn_chunk_count(batch), d->size);
+    d->buf = calloc(d->buf_len, sizeof *d->buf);
+    return d->buf ? 0 : -1;
 }
 
 int dist_all_ok(const cnn_dist *d, int ok, int *bad)
@@ -112,32 +131,39 @@ void dist_share(const cnn_dist *d, int nchunks, int *c0, int *c1)
 }
 
 #if HAVE_MPI
-/* Each rank's chunks [c0, c1) and their samples, as Allgatherv counts and offsets. */
-static void shares(int P, int nch, int n, int *chunks, int *cdis, int *samples, int *sdis)
+/* Each rank's chunks [c0, c1), as Allgatherv counts and offsets. */
+static void shares(int P, int nch, int *chunks, int *cdis)
 {
     for (int r = 0; r < P; r++) {
         int r0, r1;
         share_of(r, P, nch, &r0, &r1);
         chunks[r] = r1 - r0, cdis[r] = r0;
-        sdis[r] = cnn_chunk_start(r0, n);
-        samples[r] = cnn_chunk_start(r1, n) - sdis[r];
     }
 }
 
-/* Every rank's samples' losses and predictions, and its chunks' finite flags. */
-static void gather_outcomes(const int *chunks, const int *cdis, const int *samples,
-                            const int *sdis, float *loss, uint8_t *pred, uint8_t *ok)
+/* A chunk's outcomes in the tail of its slot (CNN_SLOT_TAIL floats after the
+ * gradient): its finite flag, its rank's signal, its samples' losses, then their
+ * predictions; or back out of it. */
+static void pack_tail(float *tail, float *loss, uint8_t *pred, uint8_t *ok, int c, int n,
+                      int signal)
 {
-    MPI_Allgatherv(MPI_IN_PLACE, 0, MPI_DATATYPE_NULL, loss, samples, sdis, MPI_FLOAT,
-                   MPI_COMM_WORLD);
-    MPI_Allgatherv(MPI_IN_PLACE, 0, MPI_DATATYPE_NULL, pred, samples, sdis, MPI_UINT8_T,
-                   MPI_COMM_WORLD);
-    MPI_Allgatherv(MPI_IN_PLACE, 0, MPI_DATATYPE_NULL, ok, chunks, cdis, MPI_UINT8_T,
-                   MPI_COMM_WORLD);
+    const int s0 = cnn_chunk_start(c, n), m = cnn_chunk_start(c + 1, n) - s0;
+    tail[0] = ok[c], tail[1] = (float)signal;
+    for (int i = 0; i < m; i++)
+        tail[2 + i] = loss[s0 + i], tail[2 + CNN_CHUNK_MAX + i] = pred[s0 + i];
+}
+
+static int unpack_tail(const float *tail, float *loss, uint8_t *pred, uint8_t *ok, int c, int n)
+{
+    const int s0 = cnn_chunk_start(c, n), m = cnn_chunk_start(c + 1, n) - s0;
+    ok[c] = (uint8_t)tail[0];
+    for (int i = 0; i < m; i++)
+        loss[s0 + i] = tail[2 + i], pred[s0 + i] = (uint8_t)tail[2 + CNN_CHUNK_MAX + i];
+    return (int)tail[1];
 }
 #endif
 
-double dist_exchange(const cnn_dist *d, cnn_trainer *t, int n)
+double dist_exchange(const cnn_dist *d, cnn_trainer *t, int n, size_t n_params, int *signal)
 {
     const double t0 = seconds();
 #if HAVE_MPI
@@ -148,18 +174,22 @@ double dist_exchange(const cnn_dist *d, cnn_trainer *t, int n)
     size_t stride;
     cnn_trainer_exchange(t, &slots, &stride, &loss, &pred, &ok);
     const int nch = cnn_chunk_count(n), P = d->size;
-    int chunks[P], cdis[P], samples[P], sdis[P];
-    shares(P, nch, n, chunks, cdis, samples, sdis);
+    int chunks[P], cdis[P], c0, c1;
+    shares(P, nch, chunks, cdis);
+    dist_share(d, nch, &c0, &c1);
+    for (int c = c0; c < c1; c++)
+        pack_tail(slots + (size_t)c * stride + n_params, loss, pred, ok, c, n, *signal);
     MPI_Datatype slot;
     MPI_Type_contiguous((int)stride, MPI_FLOAT, &slot);
     MPI_Type_commit(&slot);
     MPI_Allgatherv(MPI_IN_PLACE, 0, MPI_DATATYPE_NULL, slots, chunks, cdis, slot, MPI_COMM_WORLD);
     MPI_Type_free(&slot);
-    gather_outcomes(chunks, cdis, samples, sdis, loss, pred, ok);
+    for (int c = 0; c < nch; c++) {
+        const int s = unpack_tail(slots + (size_t)c * stride + n_params, loss, pred, ok, c, n);
+        *signal = s > *signal ? s : *signal;
+    }
 #else
-    (void)d;
-    (void)t;
-    (void)n;
+    (void)d, (void)t, (void)n, (void)n_params, (void)signal;
 #endif
     return seconds() - t0;
 }
@@ -173,11 +203,7 @@ void dist_sync_sums(void *ctx, double *sums, size_t per_chunk, int nchunks, int 
         return;
     const int P = d->size;
     int chunks[P], cdis[P];
-    for (int r = 0; r < P; r++) {
-        int r0, r1;
-        share_of(r, P, nchunks, &r0, &r1);
-        chunks[r] = r1 - r0, cdis[r] = r0;
-    }
+    shares(P, nchunks, chunks, cdis);
     MPI_Datatype row;
     MPI_Type_contiguous((int)per_chunk, MPI_DOUBLE, &row);
     MPI_Type_commit(&row);
@@ -188,7 +214,7 @@ void dist_sync_sums(void *ctx, double *sums, size_t per_chunk, int nchunks, int 
 #endif
 }
 
-double dist_allreduce(const cnn_dist *d, cnn_trainer *t, int n, size_t n_params)
+double dist_allreduce(const cnn_dist *d, cnn_trainer *t, int n, size_t n_params, int *signal)
 {
     const double t0 = seconds();
 #if HAVE_MPI
@@ -199,35 +225,41 @@ double dist_allreduce(const cnn_dist *d, cnn_trainer *t, int n, size_t n_params)
     size_t stride;
     cnn_trainer_exchange(t, &slots, &stride, &loss, &pred, &ok);
     const int nch = cnn_chunk_count(n), P = d->size;
+    const size_t len = message_len(n_params, n, nch, P);
+    if (len > d->buf_len)
+        dist_abort(d, 1); /* dist_prepare was not called for this batch */
     int c0, c1;
     dist_share(d, nch, &c0, &c1);
-    /* this rank's chunks summed in chunk order into slot 0, every other slot zero */
-    float *sum = slots;
-    if (c0 > 0 && c1 > c0) {
-        memcpy(sum, slots + (size_t)c0 * stride, n_params * sizeof(float));
-        memset(slots + (size_t)c0 * stride, 0, n_params * sizeof(float));
-    } else if (c1 == c0) {
-        memset(sum, 0, n_params * sizeof(float));
-    }
-    for (int c = c0 + 1; c < c1; c++) {
+    /* one message: this rank's chunks summed in chunk order, its samples' losses and
+     * predictions and its chunks' flags at their places, its signal at its rank; zero
+     * elsewhere, so that the sum over ranks is every rank's value */
+    float *msg = d->buf, *msg_loss = msg + n_params, *msg_pred = msg_loss + n;
+    float *msg_ok = msg_pred + n, *msg_signal = msg_ok + nch;
+    memset(msg, 0, len * sizeof *msg);
+    for (int c = c0; c < c1; c++) {
         float *g = slots + (size_t)c * stride;
         for (size_t p = 0; p < n_params; p++)
-            sum[p] += g[p];
+            msg[p] += g[p];
         memset(g, 0, n_params * sizeof(float));
+        msg_ok[c] = ok[c];
     }
-    for (size_t at = 0; at < n_params;) { /* counts are ints */
-        const int part = (int)(n_params - at < (1u << 30) ? n_params - at : (1u << 30));
-        MPI_Allreduce(MPI_IN_PLACE, sum + at, part, MPI_FLOAT, MPI_SUM, MPI_COMM_WORLD);
+    for (int i = cnn_chunk_start(c0, n); i < cnn_chunk_start(c1, n); i++)
+        msg_loss[i] = loss[i], msg_pred[i] = pred[i];
+    msg_signal[d->rank] = (float)*signal;
+    for (size_t at = 0; at < len;) { /* counts are ints */
+        const int part = (int)(len - at < (1u << 30) ? len - at : (1u << 30));
+        MPI_Allreduce(MPI_IN_PLACE, msg + at, part, MPI_FLOAT, MPI_SUM, MPI_COMM_WORLD);
         at += (size_t)part;
     }
-    int chunks[P], cdis[P], samples[P], sdis[P];
-    shares(P, nch, n, chunks, cdis, samples, sdis);
-    gather_outcomes(chunks, cdis, samples, sdis, loss, pred, ok);
+    memcpy(slots, msg, n_params * sizeof(float)); /* the sum, in slot 0; the rest zero */
+    for (int i = 0; i < n; i++)
+        loss[i] = msg_loss[i], pred[i] = (uint8_t)msg_pred[i];
+    for (int c = 0; c < nch; c++)
+        ok[c] = (uint8_t)msg_ok[c];
+    for (int r = 0; r < P; r++)
+        *signal = (int)msg_signal[r] > *signal ? (int)msg_signal[r] : *signal;
 #else
-    (void)d;
-    (void)t;
-    (void)n;
-    (void)n_params;
+    (void)d, (void)t, (void)n, (void)n_params, (void)signal;
 #endif
     return seconds() - t0;
 }

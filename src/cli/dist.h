@@ -4,8 +4,9 @@
  * Under mpirun (or srun), every rank holds the same model and data. A minibatch's
  * chunks (fixed by its size alone) are split into contiguous shares, one per rank;
  * each rank computes its share (cnn_train_step_chunks, across its OpenMP threads),
- * the shares are gathered to every rank (MPI_Allgatherv of the chunks' gradient slots,
- * losses, predictions and finite flags), and every rank applies the same update,
+ * the shares are gathered to every rank in one message (MPI_Allgatherv of the chunks'
+ * gradient slots, each carrying its samples' losses and predictions, its finite flag
+ * and its rank's stop signal), and every rank applies the same update,
  * summing the chunks in chunk order: the weights are bit-identical on every rank and
  * for any number of ranks. Without MPI (or outside mpirun) there is one rank. */
 #ifndef CNN_DIST_H
@@ -17,11 +18,16 @@
 typedef struct cnn_dist {
     int rank, size; /* this process, and how many; 0 and 1 without MPI */
     int mpi;        /* MPI is initialised */
+    float *buf;     /* --reduce allreduce: the one message of a step (dist_prepare) */
+    size_t buf_len;
 } cnn_dist;
 
 /* Initialise MPI when the program runs under an MPI launcher; else one rank. */
 void dist_init(cnn_dist *d, int *argc, char ***argv);
 void dist_finalize(cnn_dist *d);
+/* Room for the exchanges of a run of a network of n_params parameters in minibatches
+ * of at most batch samples, allocated once before the steps: 0, or -1 out of memory. */
+int dist_prepare(cnn_dist *d, size_t n_params, int batch);
 
 /* Every rank passes its own ok; @return 1 if all are ok, else 0 with *bad the lowest
  * rank that is not. A collective: every rank must call it at the same point. */
@@ -38,15 +44,19 @@ int dist_max(const cnn_dist *d, int flag);
 void dist_share(const cnn_dist *d, int nchunks, int *c0, int *c1);
 
 /* After each rank computed its share of a step of n samples: every rank gets every
- * rank's chunk slots, losses, predictions and flags. @return seconds spent. */
-double dist_exchange(const cnn_dist *d, cnn_trainer *t, int n);
+ * rank's chunk slots, losses, predictions and flags, in one collective; *signal goes
+ * in as this rank's stop signal (0: none) and comes out as the largest of every
+ * rank's that holds a chunk of the step (a rank without one this step is heard at
+ * its next). @return seconds spent. */
+double dist_exchange(const cnn_dist *d, cnn_trainer *t, int n, size_t n_params, int *signal);
 
-/* The same, but the gradient as one MPI_Allreduce of each rank's sum of its chunks
- * (--reduce allreduce; the gather above is bit-identical and the default; bench_mpi
- * compares the two): 2 gradients' worth of traffic per rank (a ring) instead of every chunk's, in an
- * order MPI chooses, so the weights agree across ranks and with one process only
- * within rounding. @return seconds spent. */
-double dist_allreduce(const cnn_dist *d, cnn_trainer *t, int n, size_t n_params);
+/* The same, but the gradient as one MPI_Allreduce of each rank's sum of its chunks,
+ * with the outcomes and every rank's signal in the same message (--reduce allreduce;
+ * the gather above is bit-identical and the default; bench_mpi compares the two): 2
+ * gradients' worth of traffic per rank (a ring) instead of every chunk's, in an order
+ * MPI chooses, so the weights agree across ranks and with one process only within
+ * rounding. @return seconds spent. */
+double dist_allreduce(const cnn_dist *d, cnn_trainer *t, int n, size_t n_params, int *signal);
 
 /* The trainer's sync for batch statistics (cnn_sync_fn, ctx the cnn_dist): every
  * rank's chunks' sums gathered to every rank, so that each adds all of them in chunk

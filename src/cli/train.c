@@ -358,9 +358,10 @@ static void add_stats(cnn_stats *to, const cnn_stats *s)
 }
 
 /* One step of the run's next n samples idx[0..n): alone, or this rank's share of the
- * chunks, then every rank's shares, then the same update on every rank. */
+ * chunks, then every rank's shares (with *signal, this rank's stop signal, which
+ * becomes the largest of all ranks'), then the same update on every rank. */
 static cnn_status train_one_step(train_run *r, const train_args *o, const uint32_t *idx,
-                                 const cnn_move *moves, int n, cnn_stats *s)
+                                 const cnn_move *moves, int n, cnn_stats *s, int *signal)
 {
     if (r->dist->size == 1)
         return cnn_train_step_u8_moved(r->trainer, &r->model, r->tr.pixels, r->tr.labels, idx,
@@ -372,9 +373,9 @@ static cnn_status train_one_step(train_run *r, const train_args *o, const uint32
     if (st != CNN_OK)
         dist_abort(r->dist, 1); /* the same on every rank: cannot happen on one alone */
     if (o->allreduce)
-        dist_allreduce(r->dist, r->trainer, n, r->model.n_params);
+        dist_allreduce(r->dist, r->trainer, n, r->model.n_params, signal);
     else
-        dist_exchange(r->dist, r->trainer, n);
+        dist_exchange(r->dist, r->trainer, n, r->model.n_params, signal);
     return cnn_train_step_finish(r->trainer, &r->model, r->tr.labels, idx, n, s);
 }
 
@@ -429,7 +430,8 @@ static int run_epoch(train_run *r, const train_args *o, long ep, size_t start, l
         const cnn_move *moves;
         const int n = cnn_run_next(r->run, &idx, &moves); /* shuffle, rate, moves */
         cnn_stats s = {0};
-        const cnn_status st = train_one_step(r, o, idx, moves, n, &s);
+        int sig = stop_signal; /* every rank's, after the step's exchange */
+        const cnn_status st = train_one_step(r, o, idx, moves, n, &s, &sig);
         if (st == CNN_ERR_NUMERIC) {
             fprintf(stderr, "%s: the loss became NaN or infinite at step %zu of epoch %ld; "
                     "nothing saved; try a smaller --lr than %g\n", prog, step + (size_t)n, ep,
@@ -452,7 +454,6 @@ static int run_epoch(train_run *r, const train_args *o, long ep, size_t start, l
             fflush(stdout);
             win = (cnn_stats){0};
         }
-        const int sig = r->dist->size > 1 ? dist_max(r->dist, stop_signal) : stop_signal;
         if (sig) { /* every rank stops after the same step; the first saves */
             if (!stop_signal)
                 stop_signal = sig;
@@ -603,6 +604,10 @@ int cmd_train(int argc, char **argv)
         ok = 0, rc = 1;
     if (ok && set_up(&r, &o))
         ok = 0, rc = 1;
+    if (ok && dist_prepare(&dist, r.model.n_params, (int)o.batch)) {
+        fprintf(stderr, "%s: out of memory\n", prog);
+        ok = 0, rc = 1;
+    }
     if (ranks_agree(&r, &o, ok)) {
         print_run(&r, &o);
         catch_signals();

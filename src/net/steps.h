@@ -98,11 +98,14 @@ void cnn_trainer_passes(const cnn_trainer *t, uint64_t *passes);
  *      their samples' losses, predictions and finite flags;
  *   2. the caller makes every process's slots, losses, predictions and flags those of
  *      the process that computed them (cnn_trainer_exchange: slots is nchunks x stride
- *      floats, chunk c's at c * stride; loss and pred [n], chunk_ok [nchunks]);
+ *      floats, chunk c's at c * stride; loss and pred [n], chunk_ok [nchunks]); a
+ *      slot's CNN_SLOT_TAIL floats after its gradient are the caller's, room for the
+ *      chunk's outcomes to travel with its gradient in one message;
  *   3. cnn_train_step_finish: the update from every slot (none if a loss was not
  *      finite: CNN_ERR_NUMERIC), zeroing them, and the step's statistics.
  * Steps in parts never take the post's in-place per-sample path: use batch >= 2. */
 int cnn_chunk_count(int n);
+#define CNN_SLOT_TAIL (2 * CNN_CHUNK_MAX + 2)
 /* The first sample of chunk c (0 <= c <= cnn_chunk_count(n)) of a minibatch of n: the
  * rule that fixes which samples each chunk holds, by n alone. */
 int cnn_chunk_start(int c, int n);

@@ -235,7 +235,7 @@ cnn_status cnn_trainer_create(cnn_trainer **out, const cnn_arch *arch, const cnn
     t->arch = *arch;
     t->cfg = *c;
     t->n_params = arch->n_params;
-    t->slot_stride = cnn_align_up(t->n_params * sizeof(float)) / sizeof(float);
+    t->slot_stride = cnn_align_up((t->n_params + CNN_SLOT_TAIL) * sizeof(float)) / sizeof(float);
     t->nslots = chunk_count(c->batch); /* chunk_count grows with n */
     const size_t per_sample = (size_t)(c->batch > EVAL_BLOCK ? c->batch : EVAL_BLOCK);
     t->slots = cnn_aligned_alloc((size_t)t->nslots * t->slot_stride * sizeof(float));
