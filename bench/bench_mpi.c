@@ -101,6 +101,8 @@ int main(int argc, char **argv)
     cnn_trainer_create(&t, &arch, &c);
     if (dist_prepare(&d, m.n_params, batch))
         dist_abort(&d, 1);
+    if (dist_watch(&d, 30.0)) /* the watchdog cnn train runs with */
+        dist_abort(&d, 1);
     cnn_trainer_set_sync(t, timed_sync, &d); /* bn's statistics: every rank's chunk sums */
     uint32_t *order = malloc(tr.n * sizeof *order);
     for (size_t i = 0; i < tr.n; i++)

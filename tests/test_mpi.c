@@ -3,7 +3,8 @@
  * and without MPI, for the post's network and a stacked one with Nesterov momentum
  * and a cosine schedule; a checkpoint written by 2 ranks resumes in one process to
  * the same model; batch 1 over 2 ranks is refused; a rank without its data, or a rank
- * killed mid-run, ends the whole job within seconds, naming the rank; SIGTERM to
+ * killed mid-run, ends the whole job within seconds, naming the rank; a rank that stops
+ * answering ends it after --mpi-timeout, named by the others' watchdog; SIGTERM to
  * mpirun saves the model and checkpoint from rank 0.
  *
  * With --reduce allreduce the ranks agree and stay within 1e-5 of one process.
@@ -114,10 +115,12 @@ static void identical(const char *what, const char *const *args_no_save, int nar
     }
 }
 
-/* Start mpirun, wait until its output shows `marker`, then act(pid of mpirun);
- * @return the exit status, with *secs the time from the action to the end. */
+/* Start mpirun, wait until its output shows `marker`, then act: SIGTERM to mpirun,
+ * SIGKILL or SIGSTOP to its rank 1; @return the exit status, with *secs the time from
+ * the action to the end. A rank stopped and left behind by its mpirun is killed. */
 static int run_and(const char *const *args, int P, const char *marker, int how, double *secs)
 {
+    pid_t rank1 = -1;
     const char *argv[64];
     char np[16];
     mpirun_argv(argv, np, P, args);
@@ -138,9 +141,9 @@ static int run_and(const char *const *args, int P, const char *marker, int how, 
             t0 = now_s();
             if (how == SIGTERM) {
                 kill(pid, SIGTERM);
-            } else { /* kill -9 rank 1 of this test's own mpirun */
-                const pid_t rank1 = descendant_with_env(pid, "OMPI_COMM_WORLD_RANK=1");
-                if (rank1 < 0 || kill(rank1, SIGKILL) != 0)
+            } else { /* kill -9 or stop rank 1 of this test's own mpirun */
+                rank1 = descendant_with_env(pid, "OMPI_COMM_WORLD_RANK=1");
+                if (rank1 < 0 || kill(rank1, how) != 0)
                     break;
             }
         }
@@ -150,6 +153,9 @@ static int run_and(const char *const *args, int P, const char *marker, int how, 
     close(ofd), close(efd);
     const int rc = wait_cmd(pid);
     *secs = now_s() - t0;
+    if (how == SIGSTOP && rank1 > 0 && has_env(rank1, "OMPI_COMM_WORLD_RANK=1") &&
+        has_env(rank1, "CNN_TEST_MPI=watchdog"))
+        kill(rank1, SIGKILL); /* still there, stopped: this test's own */
     return rc;
 }
 
@@ -238,6 +244,23 @@ int main(int argc, char **argv)
                "model, in %.1f s", allreduce ? "allreduce" : "exact", secs);
         if (loads)
             cnn_checkpoint_free(&c);
+    }
+
+    /* a rank that stops answering (stopped, as a host cut off would be): the others'
+     * watchdog ends the job, naming the step and the ranks waited for */
+    for (int allreduce = 0; allreduce < 2; allreduce++) {
+        setenv("CNN_TEST_MPI", "watchdog", 1); /* marks this test's ranks */
+        const char *stall[] = {"train", "--synthetic", "20000", "--epochs", "50", "--batch",
+                               "16", "--threads", "1", "--mpi-timeout", "3", "--reduce",
+                               allreduce ? "allreduce" : "exact", NULL};
+        rc = run_and(stall, 2, "--- Epoch 2 ---", SIGSTOP, &secs);
+        unsetenv("CNN_TEST_MPI");
+        const char *line = strstr(err, "cnn (rank 0 of 2): step ");
+        tap_ok(rc != 0 && secs < 20 && line && strstr(line, "has not completed in 3 s") &&
+                   strstr(line, "waits for rank 1 ("),
+               "a rank that stops answering (--reduce %s): rank 0 ends the job in %.1f s after "
+               "--mpi-timeout 3: %.*s", allreduce ? "allreduce" : "exact", secs,
+               line ? (int)strcspn(line, "\n") : 0, line ? line : "");
     }
     return tap_done();
 }

@@ -3,9 +3,13 @@
 
 #include "config.h"
 
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 #if HAVE_MPI
 #include <mpi.h>
 #endif
@@ -39,6 +43,15 @@ void dist_init(cnn_dist *d, int *argc, char ***argv)
     MPI_Comm_rank(MPI_COMM_WORLD, &d->rank);
     MPI_Comm_size(MPI_COMM_WORLD, &d->size);
     d->mpi = 1;
+    d->hosts = calloc((size_t)d->size, sizeof *d->hosts);
+    if (!d->hosts)
+        MPI_Abort(MPI_COMM_WORLD, 1);
+    char host[MPI_MAX_PROCESSOR_NAME] = "";
+    int len = 0;
+    MPI_Get_processor_name(host, &len);
+    snprintf(d->hosts[d->rank], sizeof d->hosts[0], "%s", host);
+    MPI_Allgather(MPI_IN_PLACE, 0, MPI_DATATYPE_NULL, d->hosts, sizeof d->hosts[0], MPI_CHAR,
+                  MPI_COMM_WORLD);
 #else
     (void)argc;
     (void)argv;
@@ -46,15 +59,113 @@ void dist_init(cnn_dist *d, int *argc, char ***argv)
 #endif
 }
 
+static void watch_stop(cnn_dist *d);
+
 void dist_finalize(cnn_dist *d)
 {
+    watch_stop(d);
 #if HAVE_MPI
     if (d->mpi)
         MPI_Finalize();
 #endif
     d->mpi = 0;
     free(d->buf);
-    d->buf = NULL, d->buf_len = 0;
+    free(d->hosts);
+    d->buf = NULL, d->buf_len = 0, d->hosts = NULL;
+}
+
+/* ---------------------------------------------------------------- the watchdog */
+
+/* A thread that looks every tenth of the bound (at most 0.1 s) at the collective in
+ * progress, if any; past the bound it prints one line and ends this process (its
+ * non-zero exit ends the job: mpirun stops every other rank). MPI_Abort is not called
+ * from it: another thread is inside MPI, which MPI_THREAD_SINGLE does not allow. */
+struct dist_watch {
+    pthread_t thread;
+    const cnn_dist *d;
+    _Atomic long long since_ns; /* when the collective in progress began; 0: none */
+    const char *_Atomic what;
+    atomic_int stop;
+};
+
+static long long now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (long long)ts.tv_sec * 1000000000LL + ts.tv_nsec;
+}
+
+static void *watch_loop(void *arg)
+{
+    struct dist_watch *w = arg;
+    const cnn_dist *d = w->d;
+    const long long bound = (long long)(d->timeout * 1e9);
+    const long long nap = bound / 10 < 100000000LL ? bound / 10 : 100000000LL;
+    while (!atomic_load(&w->stop)) {
+        nanosleep(&(struct timespec){nap / 1000000000LL, nap % 1000000000LL}, NULL);
+        const long long since = atomic_load(&w->since_ns);
+        if (!since || now_ns() - since < bound)
+            continue;
+        char others[512] = "", line[1024];
+        size_t at = 0;
+        for (int r = 0; r < d->size && at < sizeof others; r++)
+            if (r != d->rank)
+                at += (size_t)snprintf(others + at, sizeof others - at, "%s%d (%s)",
+                                       at ? ", " : "", r, d->hosts ? d->hosts[r] : "?");
+        const int len = snprintf(line, sizeof line,
+                                 "cnn (rank %d of %d): step %llu: %s has not completed in %g "
+                                 "s; it waits for rank%s %s: a host stopped answering or the "
+                                 "network is partitioned; ending the job (--mpi-timeout sets "
+                                 "the bound)\n", d->rank, d->size, d->steps + 1,
+                                 atomic_load(&w->what), d->timeout, d->size > 2 ? "s" : "",
+                                 others);
+        if (write(STDERR_FILENO, line, len > 0 && (size_t)len < sizeof line ? (size_t)len
+                                                                            : sizeof line - 1))
+            (void)0;
+        _exit(1);
+    }
+    return NULL;
+}
+
+int dist_watch(cnn_dist *d, double seconds_bound)
+{
+    d->timeout = seconds_bound;
+    if (!d->mpi || d->size < 2 || seconds_bound <= 0.0 || d->watch)
+        return 0;
+    struct dist_watch *w = calloc(1, sizeof *w);
+    if (!w)
+        return -1;
+    w->d = d;
+    if (pthread_create(&w->thread, NULL, watch_loop, w) != 0) {
+        free(w);
+        return -1;
+    }
+    d->watch = w;
+    return 0;
+}
+
+static void watch_begin(const cnn_dist *d, const char *what)
+{
+    if (d->watch) {
+        atomic_store(&d->watch->what, what);
+        atomic_store(&d->watch->since_ns, now_ns());
+    }
+}
+
+static void watch_end(const cnn_dist *d)
+{
+    if (d->watch)
+        atomic_store(&d->watch->since_ns, 0);
+}
+
+static void watch_stop(cnn_dist *d)
+{
+    if (!d->watch)
+        return;
+    atomic_store(&d->watch->stop, 1);
+    pthread_join(d->watch->thread, NULL);
+    free(d->watch);
+    d->watch = NULL;
 }
 
 /* --reduce allreduce's message: the gradient's sum, the samples' losses and
@@ -81,7 +192,9 @@ int dist_all_ok(const cnn_dist *d, int ok, int *bad)
     if (d->mpi) {
         const int mine = ok ? d->size : d->rank;
         int lowest;
+        watch_begin(d, "a check that every rank is ready");
         MPI_Allreduce(&mine, &lowest, 1, MPI_INT, MPI_MIN, MPI_COMM_WORLD);
+        watch_end(d);
         *bad = lowest < d->size ? lowest : -1;
     }
 #endif
@@ -94,7 +207,9 @@ int dist_same(const cnn_dist *d, uint32_t v, int *bad)
 #if HAVE_MPI
     if (d->mpi) {
         uint32_t v0 = v;
+        watch_begin(d, "a comparison of the ranks' data or weights");
         MPI_Bcast(&v0, 1, MPI_UINT32_T, 0, MPI_COMM_WORLD);
+        watch_end(d);
         return dist_all_ok(d, v == v0, bad);
     }
 #else
@@ -109,7 +224,9 @@ int dist_max(const cnn_dist *d, int flag)
 #if HAVE_MPI
     if (d->mpi) {
         int all;
+        watch_begin(d, "a flag's exchange");
         MPI_Allreduce(&flag, &all, 1, MPI_INT, MPI_MAX, MPI_COMM_WORLD);
+        watch_end(d);
         return all;
     }
 #else
@@ -163,7 +280,7 @@ static int unpack_tail(const float *tail, float *loss, uint8_t *pred, uint8_t *o
 }
 #endif
 
-double dist_exchange(const cnn_dist *d, cnn_trainer *t, int n, size_t n_params, int *signal)
+double dist_exchange(cnn_dist *d, cnn_trainer *t, int n, size_t n_params, int *signal)
 {
     const double t0 = seconds();
 #if HAVE_MPI
@@ -182,8 +299,11 @@ double dist_exchange(const cnn_dist *d, cnn_trainer *t, int n, size_t n_params, 
     MPI_Datatype slot;
     MPI_Type_contiguous((int)stride, MPI_FLOAT, &slot);
     MPI_Type_commit(&slot);
+    watch_begin(d, "the gradient exchange");
     MPI_Allgatherv(MPI_IN_PLACE, 0, MPI_DATATYPE_NULL, slots, chunks, cdis, slot, MPI_COMM_WORLD);
+    watch_end(d);
     MPI_Type_free(&slot);
+    d->steps++;
     for (int c = 0; c < nch; c++) {
         const int s = unpack_tail(slots + (size_t)c * stride + n_params, loss, pred, ok, c, n);
         *signal = s > *signal ? s : *signal;
@@ -207,14 +327,16 @@ void dist_sync_sums(void *ctx, double *sums, size_t per_chunk, int nchunks, int 
     MPI_Datatype row;
     MPI_Type_contiguous((int)per_chunk, MPI_DOUBLE, &row);
     MPI_Type_commit(&row);
+    watch_begin(d, "the exchange of batch normalization's sums");
     MPI_Allgatherv(MPI_IN_PLACE, 0, MPI_DATATYPE_NULL, sums, chunks, cdis, row, MPI_COMM_WORLD);
+    watch_end(d);
     MPI_Type_free(&row);
 #else
     (void)d, (void)sums, (void)per_chunk, (void)nchunks;
 #endif
 }
 
-double dist_allreduce(const cnn_dist *d, cnn_trainer *t, int n, size_t n_params, int *signal)
+double dist_allreduce(cnn_dist *d, cnn_trainer *t, int n, size_t n_params, int *signal)
 {
     const double t0 = seconds();
 #if HAVE_MPI
@@ -248,9 +370,12 @@ double dist_allreduce(const cnn_dist *d, cnn_trainer *t, int n, size_t n_params,
     msg_signal[d->rank] = (float)*signal;
     for (size_t at = 0; at < len;) { /* counts are ints */
         const int part = (int)(len - at < (1u << 30) ? len - at : (1u << 30));
+        watch_begin(d, "the gradient exchange");
         MPI_Allreduce(MPI_IN_PLACE, msg + at, part, MPI_FLOAT, MPI_SUM, MPI_COMM_WORLD);
+        watch_end(d);
         at += (size_t)part;
     }
+    d->steps++;
     memcpy(slots, msg, n_params * sizeof(float)); /* the sum, in slot 0; the rest zero */
     for (int i = 0; i < n; i++)
         loss[i] = msg_loss[i], pred[i] = (uint8_t)msg_pred[i];
@@ -269,7 +394,9 @@ double dist_sum(const cnn_dist *d, double v)
 #if HAVE_MPI
     if (d->mpi && d->size > 1) {
         double all[d->size];
+        watch_begin(d, "the test's sums");
         MPI_Allgather(&v, 1, MPI_DOUBLE, all, 1, MPI_DOUBLE, MPI_COMM_WORLD);
+        watch_end(d);
         double s = 0.0;
         for (int r = 0; r < d->size; r++)
             s += all[r];

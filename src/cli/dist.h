@@ -20,14 +20,25 @@ typedef struct cnn_dist {
     int mpi;        /* MPI is initialised */
     float *buf;     /* --reduce allreduce: the one message of a step (dist_prepare) */
     size_t buf_len;
+    double timeout; /* seconds a collective may take before the job is ended; 0: none */
+    unsigned long long steps; /* exchanges made: the step a message names */
+    char (*hosts)[64]; /* [size] each rank's host, for messages */
+    struct dist_watch *watch; /* the watchdog thread (dist_watch), or NULL */
 } cnn_dist;
 
-/* Initialise MPI when the program runs under an MPI launcher; else one rank. */
+/* Initialise MPI when the program runs under an MPI launcher; else one rank.
+ *
+ * With a watchdog (dist_watch), a collective below that has not completed within its
+ * bound makes the rank print one line naming the step, what it was doing and the ranks
+ * (and hosts) it waits for, and exit non-zero, which makes mpirun end the job: a host
+ * that stops answering, a partition, cannot hang it. */
 void dist_init(cnn_dist *d, int *argc, char ***argv);
 void dist_finalize(cnn_dist *d);
 /* Room for the exchanges of a run of a network of n_params parameters in minibatches
  * of at most batch samples, allocated once before the steps: 0, or -1 out of memory. */
 int dist_prepare(cnn_dist *d, size_t n_params, int batch);
+/* Start the watchdog with a bound of seconds (0: none): 0, or -1 if it cannot start. */
+int dist_watch(cnn_dist *d, double seconds);
 
 /* Every rank passes its own ok; @return 1 if all are ok, else 0 with *bad the lowest
  * rank that is not. A collective: every rank must call it at the same point. */
@@ -48,7 +59,7 @@ void dist_share(const cnn_dist *d, int nchunks, int *c0, int *c1);
  * in as this rank's stop signal (0: none) and comes out as the largest of every
  * rank's that holds a chunk of the step (a rank without one this step is heard at
  * its next). @return seconds spent. */
-double dist_exchange(const cnn_dist *d, cnn_trainer *t, int n, size_t n_params, int *signal);
+double dist_exchange(cnn_dist *d, cnn_trainer *t, int n, size_t n_params, int *signal);
 
 /* The same, but the gradient as one MPI_Allreduce of each rank's sum of its chunks,
  * with the outcomes and every rank's signal in the same message (--reduce allreduce;
@@ -56,7 +67,7 @@ double dist_exchange(const cnn_dist *d, cnn_trainer *t, int n, size_t n_params, 
  * gradients' worth of traffic per rank (a ring) instead of every chunk's, in an order
  * MPI chooses, so the weights agree across ranks and with one process only within
  * rounding. @return seconds spent. */
-double dist_allreduce(const cnn_dist *d, cnn_trainer *t, int n, size_t n_params, int *signal);
+double dist_allreduce(cnn_dist *d, cnn_trainer *t, int n, size_t n_params, int *signal);
 
 /* The trainer's sync for batch statistics (cnn_sync_fn, ctx the cnn_dist): every
  * rank's chunks' sums gathered to every rank, so that each adds all of them in chunk

@@ -12,7 +12,7 @@ typedef struct {
     float rotate, zoom;
     long ckpt_every; /* steps; 0: at the end of every epoch */
     uint64_t seed;
-    float lr, momentum, weight_decay, beta1, beta2, eps, lr_gamma;
+    float lr, momentum, weight_decay, beta1, beta2, eps, lr_gamma, mpi_timeout;
     long lr_steps, warmup;
     int engine, ties, no_shuffle, nesterov, schedule, test_every, optimizer;
     int allreduce; /* under MPI: MPI_Allreduce, not every chunk gathered (bit-identical) */
@@ -24,7 +24,7 @@ static int train_options(train_args *o, int argc, char **argv)
     const char *ckpt_every_s = NULL;
     *o = (train_args){.data = "data/mnist", .epochs = 3, .batch = 1, .threads = all_cores(),
                       .log_every = 100, .seed = 1, .lr = 0.005f, .beta1 = 0.9f,
-                      .beta2 = 0.999f, .eps = 1e-8f, .lr_gamma = 0.1f};
+                      .beta2 = 0.999f, .eps = 1e-8f, .lr_gamma = 0.1f, .mpi_timeout = 30.0f};
     const opt opts[] = {
         {"--data", OPT_STR, &o->data, 0, 0, NULL, "DIR",
          "MNIST-style IDX files, CIFAR-10 batches, or train/ and test/ folders of class "
@@ -97,6 +97,9 @@ static int train_options(train_args *o, int argc, char **argv)
         {"--reduce", OPT_CHOICE, &o->allreduce, 0, 0, reductions, "exact|allreduce",
          "under mpirun: gather every chunk's gradient, the same bits for any number of ranks "
          "(default), or MPI_Allreduce"},
+        {"--mpi-timeout", OPT_FLOAT, &o->mpi_timeout, 0, 0, NULL, "S",
+         "under mpirun: end the job when an exchange between ranks takes over S seconds (a "
+         "host that stopped answering, a partition; default 30)"},
         {NULL, 0, NULL, 0, 0, NULL, NULL, NULL},
     };
     const int rc = parse_opts("train", "[options]", opts, argc, argv);
@@ -185,7 +188,7 @@ typedef struct {
     cnn_trainer *trainer; /* the run's */
     cnn_checkpoint ck;    /* the resumed checkpoint, until the run has taken its state */
     int from_ckpt;
-    const cnn_dist *dist; /* this rank of the ranks training together */
+    cnn_dist *dist; /* this rank of the ranks training together */
 } train_run;
 
 static void run_free(train_run *r, const train_args *o)
@@ -609,6 +612,8 @@ int cmd_train(int argc, char **argv)
         ok = 0, rc = 1;
     }
     if (ranks_agree(&r, &o, ok)) {
+        if (dist_watch(&dist, o.mpi_timeout)) /* set up: no step takes this long */
+            dist_abort(&dist, 1);
         print_run(&r, &o);
         catch_signals();
         rc = train_and_test(&r, &o);
