@@ -2,9 +2,11 @@
 # bench/bench_hosts.sh (bash). hosts_up RATE makes three network namespaces with their
 # own addresses (10.231.0.1-3) joined by a bridge in a fourth, each link limited to
 # RATE (tc's token bucket, e.g. 1gbit); nothing is added to the machine's own network.
+# The bucket holds 32 KB, so that every message but the smallest goes at RATE.
 # hosts_mpirun P ARGS... runs mpirun in the first host over the first P, starting the
 # others' ranks through netns-rsh (next to this file), TCP only, with Open MPI's
-# keepalive shortened. hosts_down removes everything, killing the processes in those
+# keepalive shortened and waiting ranks yielding their core (the simulated hosts
+# share this machine's cores). hosts_down removes everything, killing the processes in those
 # namespaces (and only them). Needs root, ip (iproute2), tc and unshare.
 
 hosts_id=$$
@@ -34,7 +36,7 @@ hosts_up() {
       ip -n "$hosts_sw" link set "p$i" master br0 up &&
       ip -n "${hosts_ns[$i]}" link set "$v" up &&
       ip -n "${hosts_ns[$i]}" addr add "${hosts_addr[$i]}/24" dev "$v" &&
-      tc -n "${hosts_ns[$i]}" qdisc add dev "$v" root tbf rate "$rate" burst 256kb \
+      tc -n "${hosts_ns[$i]}" qdisc add dev "$v" root tbf rate "$rate" burst 32kb \
         latency 50ms || return 1
   done
   export CNN_NETNS_HOSTS="${hosts_addr[0]}=${hosts_ns[0]}=${hosts_names[0]} ${hosts_addr[1]}=${hosts_ns[1]}=${hosts_names[1]} ${hosts_addr[2]}=${hosts_ns[2]}=${hosts_names[2]}"
@@ -63,6 +65,6 @@ hosts_mpirun() {
     --mca btl tcp,self --mca btl_tcp_if_include 10.231.0.0/24 \
     --mca oob_tcp_if_include 10.231.0.0/24 \
     --mca oob_tcp_keepalive_time 5 --mca oob_tcp_keepalive_intvl 2 \
-    --mca oob_tcp_keepalive_probes 3 \
+    --mca oob_tcp_keepalive_probes 3 --mca mpi_yield_when_idle 1 \
     -x OMP_WAIT_POLICY=passive -x CNN_KEEP_BLAS_CORE=1 "$@"
 }
