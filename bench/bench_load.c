@@ -6,8 +6,11 @@
  *   build/bench/bench_load DIR [--split train|test] [--threads N]
  */
 #include "cnn.h"
+#include "config.h"
 
+#if HAVE_OPENMP
 #include <omp.h>
+#endif
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -24,7 +27,11 @@ static double now(void)
 int main(int argc, char **argv)
 {
     const char *dir = NULL, *split = "train";
+#if HAVE_OPENMP
     int threads = omp_get_num_procs();
+#else
+    int threads = 1; /* a build without OpenMP decodes on one thread */
+#endif
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--split") && i + 1 < argc)
             split = argv[++i];
@@ -41,7 +48,9 @@ int main(int argc, char **argv)
         fprintf(stderr, "usage: bench_load DIR [--split train|test] [--threads N]\n");
         return 2;
     }
+#if HAVE_OPENMP
     omp_set_num_threads(threads);
+#endif
     char err[512];
     cnn_dataset d;
     const double t0 = now();

@@ -90,7 +90,7 @@ for what in post stacked; do
   for P in 2 3; do
     mpi_run "$P" "$scratch/out" "$scratch/err" "${args[@]}" --save "$scratch/$what-$P.cnn"
     rc=$?
-    cmp -s "$scratch/$what-1.cnn" "$scratch/$what-$P.cnn"
+    [ $rc -eq 0 ] && cmp -s "$scratch/$what-1.cnn" "$scratch/$what-$P.cnn"
     ok $? "$what: $P hosts give the model of one process, byte for byte (mpirun exit $rc$(
       [ $rc -ne 0 ] && printf '; %s' "$(tail -n 2 "$scratch/err" | tr '\n' ' ')"))"
   done

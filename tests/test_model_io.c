@@ -189,7 +189,7 @@ static void version3(void)
     cnn_model m, l = {0};
     cnn_model_init(&m, &a, &rng);
     m.norm = cifar;
-    const char *names[3] = {"cat", "dog", "k\xc3\xa4" "fer"};
+    const char *names[3] = {"cat", "dog", ("k\xc3\xa4" "fer")};
     tap_ok(cnn_model_set_names(&m, names, 3) == CNN_OK &&
                strcmp(cnn_model_class_name(&m, 2), "k\xc3\xa4" "fer") == 0 &&
                !cnn_model_class_name(&m, 3),

@@ -95,9 +95,15 @@ static int next_field(pb_in *r, pb_field *f)
 static pb_in sub(const pb_field *f) { return (pb_in){f->data, f->data + f->len}; }
 static onnx_str str_of(const pb_field *f) { return (onnx_str){(const char *)f->data, f->len}; }
 
-int onnx_is(onnx_str s, const char *t) { return strlen(t) == s.n && memcmp(s.p, t, s.n) == 0; }
+int onnx_is(onnx_str s, const char *t)
+{
+    return strlen(t) == s.n && (s.n == 0 || memcmp(s.p, t, s.n) == 0);
+}
 
-static int same(onnx_str a, onnx_str b) { return a.n == b.n && memcmp(a.p, b.p, a.n) == 0; }
+static int same(onnx_str a, onnx_str b)
+{
+    return a.n == b.n && (a.n == 0 || memcmp(a.p, b.p, a.n) == 0);
+}
 
 /* ---------------------------------------------------------------- the graph as read */
 
@@ -816,7 +822,7 @@ static cnn_status build(onnx_graph_in *g, const chain *c, cnn_model *m)
 static int numbers(onnx_str s, float *v, int max)
 {
     char text[512];
-    if (s.n >= sizeof text)
+    if (s.n == 0 || s.n >= sizeof text)
         return -1;
     memcpy(text, s.p, s.n);
     text[s.n] = '\0';

@@ -15,7 +15,7 @@
 #include <unistd.h>
 
 /* Write data to a fresh memfd; path receives its name. @return the fd (close it). */
-static int fuzz_file(const uint8_t *data, size_t size, char *path, size_t len)
+static inline int fuzz_file(const uint8_t *data, size_t size, char *path, size_t len)
 {
     const int fd = memfd_create("cnn-fuzz", MFD_CLOEXEC);
     if (fd < 0)
@@ -33,7 +33,7 @@ static int fuzz_file(const uint8_t *data, size_t size, char *path, size_t len)
 
 /* A forward pass of a small model m on a zero input in both engines (the network a
  * reader built must run); with finite_loss, a loss that is not a number aborts. */
-static void fuzz_forward(const cnn_model *m, int finite_loss)
+static inline void fuzz_forward(const cnn_model *m, int finite_loss)
 {
     const cnn_arch *n = &m->arch;
     size_t acts = (size_t)n->C * n->H * n->W;
