@@ -248,14 +248,25 @@ void dist_share(const cnn_dist *d, int nchunks, int *c0, int *c1)
 }
 
 #if HAVE_MPI
-/* Each rank's chunks [c0, c1), as Allgatherv counts and offsets. */
-static void shares(int P, int nch, int *chunks, int *cdis)
+/* Every rank's share of nch chunks of per_chunk values of type each, at buf, gathered
+ * in place to every rank (what: the exchange, for the watchdog's message). */
+static void gather_chunks(const cnn_dist *d, void *buf, int nch, size_t per_chunk,
+                          MPI_Datatype each, const char *what)
 {
+    const int P = d->size;
+    int chunks[P], first[P];
     for (int r = 0; r < P; r++) {
         int r0, r1;
         share_of(r, P, nch, &r0, &r1);
-        chunks[r] = r1 - r0, cdis[r] = r0;
+        chunks[r] = r1 - r0, first[r] = r0;
     }
+    MPI_Datatype chunk;
+    MPI_Type_contiguous((int)per_chunk, each, &chunk);
+    MPI_Type_commit(&chunk);
+    watch_begin(d, what);
+    MPI_Allgatherv(MPI_IN_PLACE, 0, MPI_DATATYPE_NULL, buf, chunks, first, chunk, MPI_COMM_WORLD);
+    watch_end(d);
+    MPI_Type_free(&chunk);
 }
 
 /* A chunk's outcomes in the tail of its slot (CNN_SLOT_TAIL floats after the
@@ -290,19 +301,12 @@ double dist_exchange(cnn_dist *d, cnn_trainer *t, int n, size_t n_params, int *s
     uint8_t *pred, *ok;
     size_t stride;
     cnn_trainer_exchange(t, &slots, &stride, &loss, &pred, &ok);
-    const int nch = cnn_chunk_count(n), P = d->size;
-    int chunks[P], cdis[P], c0, c1;
-    shares(P, nch, chunks, cdis);
+    const int nch = cnn_chunk_count(n);
+    int c0, c1;
     dist_share(d, nch, &c0, &c1);
     for (int c = c0; c < c1; c++)
         pack_tail(slots + (size_t)c * stride + n_params, loss, pred, ok, c, n, *signal);
-    MPI_Datatype slot;
-    MPI_Type_contiguous((int)stride, MPI_FLOAT, &slot);
-    MPI_Type_commit(&slot);
-    watch_begin(d, "the gradient exchange");
-    MPI_Allgatherv(MPI_IN_PLACE, 0, MPI_DATATYPE_NULL, slots, chunks, cdis, slot, MPI_COMM_WORLD);
-    watch_end(d);
-    MPI_Type_free(&slot);
+    gather_chunks(d, slots, nch, stride, MPI_FLOAT, "the gradient exchange");
     d->steps++;
     for (int c = 0; c < nch; c++) {
         const int s = unpack_tail(slots + (size_t)c * stride + n_params, loss, pred, ok, c, n);
@@ -321,16 +325,8 @@ void dist_sync_sums(void *ctx, double *sums, size_t per_chunk, int nchunks, int 
 #if HAVE_MPI
     if (!d->mpi || d->size < 2)
         return;
-    const int P = d->size;
-    int chunks[P], cdis[P];
-    shares(P, nchunks, chunks, cdis);
-    MPI_Datatype row;
-    MPI_Type_contiguous((int)per_chunk, MPI_DOUBLE, &row);
-    MPI_Type_commit(&row);
-    watch_begin(d, "the exchange of batch normalization's sums");
-    MPI_Allgatherv(MPI_IN_PLACE, 0, MPI_DATATYPE_NULL, sums, chunks, cdis, row, MPI_COMM_WORLD);
-    watch_end(d);
-    MPI_Type_free(&row);
+    gather_chunks(d, sums, nchunks, per_chunk, MPI_DOUBLE,
+                  "the exchange of batch normalization's sums");
 #else
     (void)d, (void)sums, (void)per_chunk, (void)nchunks;
 #endif
