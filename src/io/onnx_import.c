@@ -598,7 +598,7 @@ int onnx_window_read(const onnx_node_in *node, const char *op, onnx_take *take, 
 
 /* The nodes that only rename or reshape the running tensor: 1 followed (the running
  * tensor is now its output), 0 not such a node, or an error status (negative). */
-static int pass_through(onnx_graph_in *g, const onnx_node_in *n, int *flat)
+static int pass_through(onnx_graph_in *g, const onnx_node_in *n)
 {
     if (onnx_is(n->op, "Identity"))
         return 1;
@@ -606,7 +606,6 @@ static int pass_through(onnx_graph_in *g, const onnx_node_in *n, int *flat)
         int64_t axis;
         if (!onnx_int(n, "axis", 1, &axis) || axis != 1)
             return -1;
-        *flat = 1;
         return 1;
     }
     const onnx_tensor_in *t = onnx_input_tensor(g, n, 1);
@@ -617,7 +616,6 @@ static int pass_through(onnx_graph_in *g, const onnx_node_in *n, int *flat)
         const int64_t rest = g->in_dims[1] * g->in_dims[2] * g->in_dims[3];
         if ((a != -1 && a != 0) || (b != -1 && !(b > 0 && b <= rest)))
             return -1;
-        *flat = 1;
         return 1;
     }
     if (onnx_is(n->op, "Pad")) { /* of nothing: pads all 0 */
@@ -698,7 +696,7 @@ static int last_computing(const onnx_graph_in *g)
 static cnn_status walk(onnx_graph_in *g, chain *c)
 {
     onnx_str cur = g->input;
-    int flat = 0, softmax = 0;
+    int softmax = 0;
     const int last = last_computing(g);
     char b[160], why[160];
     for (int i = 0; i < g->nodes; i++) {
@@ -738,7 +736,7 @@ static cnn_status walk(onnx_graph_in *g, chain *c)
                 c->take[c->n++] = t;
         }
         if (!taken) {
-            const int r = pass_through(g, n, &flat);
+            const int r = pass_through(g, n);
             if (r < 0)
                 return bad(g, "%s: only a Flatten at axis 1, a Reshape to N rows or a Pad of "
                               "nothing is read between layers", node_label(g, n, b));
@@ -751,7 +749,6 @@ static cnn_status walk(onnx_graph_in *g, chain *c)
     if (!same(cur, g->output))
         return bad(g, "the graph's output '%s' is not the end of its chain of layers",
                    shown(g->output, why));
-    (void)flat;
     return CNN_OK;
 }
 
