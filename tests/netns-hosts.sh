@@ -65,6 +65,6 @@ hosts_mpirun() {
     --mca btl tcp,self --mca btl_tcp_if_include 10.231.0.0/24 \
     --mca oob_tcp_if_include 10.231.0.0/24 \
     --mca oob_tcp_keepalive_time 5 --mca oob_tcp_keepalive_intvl 2 \
-    --mca oob_tcp_keepalive_probes 3 --mca mpi_yield_when_idle 1 \
+    --mca oob_tcp_keepalive_probes 3 --mca mpi_yield_when_idle 1 --mca orte_base_help_aggregate 0 \
     -x OMP_WAIT_POLICY=passive -x CNN_KEEP_BLAS_CORE=1 "$@"
 }

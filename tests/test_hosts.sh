@@ -113,7 +113,9 @@ rc=$?
 named=1
 grep -q "${hosts_addr[1]}\|host2" "$scratch/err" && named=0
 [ -n "$victim" ] && [ $rc -ne 0 ] && [ $rc -ne 124 ] && [ $named -eq 0 ]
-ok $? "rank 1 killed on host2: the job ends in $((SECONDS - t0)) s (at most 30), naming the host (exit $rc: $(grep -m1 -o 'process rank 1 .* on node [^ ]*' "$scratch/err"))"
+status=$?
+[ $status -eq 0 ] || sed 's/^/# /' "$scratch/err" | tail -n 12
+ok $status "rank 1 killed on host2: the job ends in $((SECONDS - t0)) s (at most 30), naming the host (exit $rc: $(grep -m1 -o 'process rank 1 .* on node [^ ]*' "$scratch/err"))"
 
 # --- host2 cut off: the job ends within 60 s, saying why
 mpi_start 2 "$scratch/out" "$scratch/err" "${long[@]}" --mpi-timeout 10
