@@ -126,7 +126,7 @@ static void dense_fwd(ctx *c, cnn_engine e)
         for (int b = 0; b < c->B; b++)
             cnn_dense_forward_ref(a->out[POST_SOFTMAX] + b * N, a->out[POST_POOL] + b * K, post_view(&c->m->arch, c->m->params).W, post_view(&c->m->arch, c->m->params).b, K, N);
     for (int b = 0; b < c->B; b++)
-        cnn_softmax_xent(a->probs + b * N, a->dout[POST_SOFTMAX] + b * N, a->out[POST_SOFTMAX] + b * N, b % 10, N);
+        cnn_softmax_xent(a->probs + b * N, a->dout[POST_SOFTMAX] + b * N, a->out[POST_SOFTMAX] + b * N, b % 10, N, 0.0f);
 }
 
 static void dense_bwd(ctx *c, cnn_engine e)

@@ -157,6 +157,7 @@ typedef struct cnn_layer {
     int kernel, stride, pad; /* conv: a kernel x kernel window moved by stride, over the
                                 input with pad zeros on every side; maxpool, avgpool:
                                 the window and stride; else 0 */
+    int smoothing;  /* softmax: label smoothing in training, percent (0: none) */
     int C, H, W;    /* input: channels, height, width */
     int OC, OH, OW; /* output (dense, softmax: units x 1 x 1) */
     int pool_order; /* BLAS engine: output in pool-block order (a conv, or a relu after
@@ -300,7 +301,8 @@ CNN_API cnn_status cnn_acts_alloc(cnn_acts *a, const cnn_arch *arch, int cap);
 CNN_API void cnn_acts_free(cnn_acts *a);
 
 /** Forward one image x [C][H][W]; probabilities land in a->probs.
- *  @return the cross-entropy loss for label (0 if label < 0). */
+ *  @return the training loss for label (0 if label < 0): cross-entropy, against labels
+ *  smoothed as the output layer says (softmax<N>ls<P>), whose gradient cnn_backward forms. */
 CNN_API float cnn_forward(const cnn_model *m, cnn_acts *a, const float *x, int label, cnn_engine e);
 /** Backward after cnn_forward with the same x and label: ACCUMULATES the parameter
  *  gradient into grad (a flat vector laid out like m->params). dx [C][H][W] receives

@@ -384,6 +384,64 @@ static void compare_stacked(const char *desc, const float *x, const uint8_t *lab
     cnn_model_free(&m);
 }
 
+/* Label smoothing is the training loss: a step's loss is the mean of cnn_forward's
+ * smoothed losses (bn's batch stages: at least (1 - eps) times the plain network's
+ * step loss plus eps ln 10 a sample, as the mean -ln p over 10 classes is at least ln
+ * 10), and evaluation reports plain cross-entropy, the plain network's. */
+static void smoothing_losses(const char *desc, const float *x, const uint8_t *labels,
+                             cnn_rng *rng)
+{
+    char plain_desc[256];
+    snprintf(plain_desc, sizeof plain_desc, "%.*s", (int)(strstr(desc, "ls") - desc), desc);
+    cnn_arch arch, plain;
+    if (!tap_ok(cnn_arch_build(&arch, desc, 1, 28, 28, NULL, 0) == CNN_OK &&
+                    cnn_arch_build(&plain, plain_desc, 1, 28, 28, NULL, 0) == CNN_OK,
+                "%s and %s build", desc, plain_desc))
+        return;
+    cnn_model m, mp;
+    cnn_acts a;
+    cnn_model_init(&m, &arch, rng);
+    cnn_model_alloc(&mp, &plain);
+    memcpy(mp.params, m.params, m.n_params * 4);
+    if (m.n_state)
+        memcpy(mp.state, m.state, m.n_state * 4);
+    cnn_acts_alloc(&a, &arch, 1);
+    const int n = 8;
+    const double eps = arch.layer[arch.n - 1].smoothing / 100.0;
+    double forward_sum = 0;
+    for (int i = 0; i < n; i++)
+        forward_sum += cnn_forward(&m, &a, x + (size_t)i * 784, labels[i], CNN_ENGINE_BLAS);
+    cnn_train_config c = cnn_train_config_default();
+    c.batch = n;
+    cnn_trainer *t, *tp;
+    if (!tap_ok(cnn_trainer_create(&t, &arch, &c) == CNN_OK &&
+                    cnn_trainer_create(&tp, &plain, &c) == CNN_OK,
+                "%s: trainers", desc))
+        return;
+    cnn_stats eval = {0}, eval_plain = {0}, step = {0}, step_plain = {0};
+    cnn_evaluate(t, &m, x, labels, (size_t)n, NULL, &eval);
+    cnn_evaluate(tp, &mp, x, labels, (size_t)n, NULL, &eval_plain);
+    const uint32_t idx[8] = {0, 1, 2, 3, 4, 5, 6, 7};
+    cnn_train_step(t, &m, x, labels, idx, n, &step);
+    cnn_train_step(tp, &mp, x, labels, idx, n, &step_plain);
+    if (arch.n_state) {
+        const double floor = (1 - eps) * step_plain.loss_sum + eps * n * log(10.0);
+        tap_ok(step.loss_sum != step_plain.loss_sum && step.loss_sum > floor - 1e-5 * floor,
+               "%s: a step's loss %.9g is smoothed: not the plain %.9g, at least %.9g", desc,
+               step.loss_sum, step_plain.loss_sum, floor);
+    } else {
+        tap_ok(fabs(step.loss_sum - forward_sum) < 1e-5 * forward_sum,
+               "%s: a step's loss %.9g is the smoothed loss of cnn_forward %.9g", desc,
+               step.loss_sum, forward_sum);
+    }
+    tap_ok(eval.loss_sum == eval_plain.loss_sum && eval.loss_sum != step.loss_sum,
+           "%s: evaluation's loss %.9g is plain cross-entropy (%.9g)", desc, eval.loss_sum,
+           eval_plain.loss_sum);
+    cnn_trainer_free(t), cnn_trainer_free(tp);
+    cnn_acts_free(&a);
+    cnn_model_free(&m), cnn_model_free(&mp);
+}
+
 int main(void)
 {
     cnn_blas_setup();
@@ -433,6 +491,9 @@ int main(void)
     /* convs lowered per chunk in groups: of one image (an im2col matrix of 338 KiB),
      * into a pool, and of two (113 KiB) */
     compare_stacked("conv12bp1,relu,conv16bp1,relu,pool,conv8bp1,softmax10", noisy, labels, &rng);
+    compare_stacked("conv6bp1,relu,pool,dense16,relu,softmax10ls10", noisy, labels, &rng);
+    smoothing_losses("conv6bp1,relu,pool,dense16,relu,softmax10ls10", noisy, labels, &rng);
+    smoothing_losses("conv6bp1,bn,relu,pool,dense16,bn,relu,softmax10ls10", noisy, labels, &rng);
     free(noisy);
     free(flat);
     return tap_done();

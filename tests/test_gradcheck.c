@@ -338,12 +338,44 @@ static void test_dense(cnn_rng *rng, cnn_engine e, int B)
 typedef struct {
     float logits[10], probs[10];
     int label;
+    float eps;
 } sm_ctx;
 
 static double sm_loss(void *p)
 {
     sm_ctx *c = p;
-    return cnn_softmax_xent(c->probs, NULL, c->logits, c->label, 10);
+    return cnn_softmax_xent(c->probs, NULL, c->logits, c->label, 10, c->eps);
+}
+
+/* Label smoothing: the loss against a float64 -sum q ln p with q = (1 - eps) onehot +
+ * eps / N, and its gradient p - q against central differences; eps 0 is the plain
+ * loss bit for bit. */
+static void test_smoothing(cnn_rng *rng)
+{
+    sm_ctx c = {.label = 7, .eps = 0.1f};
+    float dl[10], plain[10], dplain[10];
+    fill_uniform(c.logits, 10, rng, -4, 4);
+    const float l = cnn_softmax_xent(c.probs, dl, c.logits, c.label, 10, c.eps);
+    double mx = c.logits[0], sum = 0, want = 0;
+    for (int i = 1; i < 10; i++)
+        mx = fmax(mx, c.logits[i]);
+    for (int i = 0; i < 10; i++)
+        sum += exp(c.logits[i] - mx);
+    for (int i = 0; i < 10; i++) {
+        const double q = (i == c.label ? 0.9 : 0.0) + 0.01;
+        want -= q * (c.logits[i] - mx - log(sum));
+    }
+    tap_ok(fabs(l - want) < 1e-6 * want, "smoothed loss %.9g, float64 %.9g", (double)l, want);
+    fd_check("smoothed cross-entropy gradient (p - q)", c.logits, dl, 10, NULL, 0, sm_loss, &c,
+             1e-2f, 2e-3, 1e-4);
+    double dsum = 0;
+    for (int i = 0; i < 10; i++)
+        dsum += dl[i];
+    tap_ok(fabs(dsum) < 1e-6, "the smoothed gradient sums to 0 (%.3g)", dsum);
+    const float l0 = cnn_softmax_xent(c.probs, dl, c.logits, c.label, 10, 0.0f);
+    const float lp = cnn_softmax_xent(plain, dplain, c.logits, c.label, 10, 0.0f);
+    tap_ok(l0 == lp && memcmp(dl, dplain, sizeof dl) == 0 && l0 < l,
+           "eps 0 is the plain loss (%.9g), below the smoothed one here", (double)l0);
 }
 
 static void test_softmax(cnn_rng *rng)
@@ -351,7 +383,7 @@ static void test_softmax(cnn_rng *rng)
     sm_ctx c = {.label = 3};
     float dl[10];
     fill_uniform(c.logits, 10, rng, -3, 3);
-    cnn_softmax_xent(c.probs, dl, c.logits, c.label, 10);
+    cnn_softmax_xent(c.probs, dl, c.logits, c.label, 10, 0.0f);
     fd_check("softmax cross-entropy gradient (p - onehot)", c.logits, dl, 10, NULL, 0, sm_loss,
              &c, 1e-2f, 2e-3, 1e-4);
     double sum = 0;
@@ -362,15 +394,15 @@ static void test_softmax(cnn_rng *rng)
     /* Large logits: exp(1000) overflows, the stable form does not. */
     const float big[3] = {1000.0f, 0.0f, -1000.0f};
     float p[3], d[3];
-    const float l1 = cnn_softmax_xent(p, d, big, 1, 3);
-    const float l0 = cnn_softmax_xent(p, d, big, 0, 3);
+    const float l1 = cnn_softmax_xent(p, d, big, 1, 3, 0.0f);
+    const float l0 = cnn_softmax_xent(p, d, big, 0, 3, 0.0f);
     tap_ok(l1 == 1000.0f && l0 == 0.0f && p[0] == 1.0f && p[1] == 0.0f && isfinite(d[0]) &&
                d[0] == 0.0f,
            "softmax cross-entropy is finite and exact for logits of +-1000 (loss %g and %g)",
            (double)l1, (double)l0);
     /* The smallest representable probability still gives a finite loss. */
     const float far[2] = {0.0f, -200.0f};
-    const float l2 = cnn_softmax_xent(p, NULL, far, 1, 2);
+    const float l2 = cnn_softmax_xent(p, NULL, far, 1, 2, 0.0f);
     tap_ok(fabsf(l2 - 200.0f) < 1e-3f, "loss of a probability below float range is 200, got %g",
            (double)l2);
 }
@@ -797,7 +829,12 @@ static double dstack_loss(void *ctx)
         mx = fmax(mx, a[c]);
     for (int c = 0; c < n->classes; c++)
         sum += exp(a[c] - mx);
-    const double loss = log(sum) - (a[d->label] - mx);
+    /* -ln p[k] for the label, and its mean over the classes for label smoothing */
+    const double eps = n->layer[n->n - 1].smoothing / 100.0;
+    double mean_nll = 0;
+    for (int c = 0; c < n->classes; c++)
+        mean_nll += (log(sum) - (a[c] - mx)) / n->classes;
+    const double loss = (1 - eps) * (log(sum) - (a[d->label] - mx)) + eps * mean_nll;
     free(a), free(b);
     return loss;
 }
@@ -886,6 +923,7 @@ int main(void)
     test_dense(&rng, CNN_ENGINE_REFERENCE, 1);
     test_dense(&rng, CNN_ENGINE_REFERENCE, 3);
     test_softmax(&rng);
+    test_smoothing(&rng);
     const cnn_arch post = post_arch_mnist();
     test_network(&rng, &post, "post network, random image", 0);
     test_network(&rng, &post, "post network, tied image", 1);
@@ -912,5 +950,7 @@ int main(void)
     test_stacked_key(&rng, "conv4b,relu,dropout30,pool,conv5bp1,relu,dropout50,dense9,relu,softmax4",
                      2, 12, 11, 0x1234567890abcdefu);
     test_stacked(&rng, "conv4b,relu,dropout30,pool,dense6,dropout20,softmax3", 1, 9, 9);
+    /* label smoothing: the training loss and its gradient through the network */
+    test_stacked(&rng, "conv4bp1,relu,pool,dense8,relu,softmax5ls20", 2, 10, 9);
     return tap_done();
 }

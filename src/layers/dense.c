@@ -1,5 +1,5 @@
 /* dense.c - the dense and softmax kinds: y = W x + b (softmax: then softmax and
- * cross-entropy). W is [N][K] row-major (N outputs, K inputs). For one sample the
+ * cross-entropy, in training against labels smoothed by softmax<N>ls<P>). W is [N][K] row-major (N outputs, K inputs). For one sample the
  * forward is one SGEMV, the weight gradient one SGER and the input gradient one
  * transposed SGEMV; for B samples at once (rows of X [B][K]) they become three SGEMMs
  * (the benchmarks compare the two). */
@@ -88,9 +88,11 @@ void cnn_dense_backward_ref(float *dx, float *dW, float *db, float alpha, const 
     }
 }
 
-/* p = exp(t - max) / sum exp(t - max); loss = ln(sum exp(t - max)) - (t[label] - max).
- * Subtracting the max keeps every exp in (0, 1]: no overflow for large logits. */
-float cnn_softmax_xent(float *probs, float *dlogits, const float *logits, int label, int N)
+/* p = exp(t - max) / sum exp(t - max); -ln p[k] = ln(sum exp(t - max)) - (t[k] - max).
+ * Subtracting the max keeps every exp in (0, 1]: no overflow for large logits. With
+ * eps, the loss is (1 - eps) (-ln p[label]) + eps times the mean of -ln p[k]. */
+float cnn_softmax_xent(float *probs, float *dlogits, const float *logits, int label, int N,
+                       float eps)
 {
     float mx = logits[0];
     for (int n = 1; n < N; n++)
@@ -104,6 +106,19 @@ float cnn_softmax_xent(float *probs, float *dlogits, const float *logits, int la
     const float inv = (float)(1.0 / sum);
     for (int n = 0; n < N; n++)
         probs[n] *= inv;
+    if (label >= 0 && eps > 0.0f) {
+        const float spread = eps / (float)N;
+        double logit_sum = 0.0;
+        for (int n = 0; n < N; n++) {
+            logit_sum += logits[n];
+            if (dlogits)
+                dlogits[n] = probs[n] - spread;
+        }
+        if (dlogits)
+            dlogits[label] -= 1.0f - eps;
+        const double lse = log(sum) + mx;
+        return (float)((1.0 - eps) * (lse - logits[label]) + eps * (lse - logit_sum / N));
+    }
     if (dlogits) {
         for (int n = 0; n < N; n++)
             dlogits[n] = probs[n];
@@ -138,6 +153,31 @@ static const char *dense_shape(cnn_layer *l)
         return "has no outputs";
     l->OC = l->units, l->OH = 1, l->OW = 1;
     return NULL;
+}
+
+/* "<N>" or "<N>ls<P>": P percent of label smoothing (1..99) */
+static int softmax_parse(const char *rest, size_t len, cnn_layer *l, const char **why)
+{
+    size_t i = 0;
+    while (i < len && rest[i] >= '0' && rest[i] <= '9')
+        i++;
+    const int r = dense_parse(rest, i, l, why);
+    if (r <= 0 || i == len)
+        return r;
+    if (len - i < 3 || rest[i] != 'l' || rest[i + 1] != 's')
+        return 0;
+    const int s = cnn_kind_units(rest + i + 2, len - i - 2, 99, &l->smoothing);
+    if (s < 0 || (s > 0 && l->smoothing < 1))
+        return *why = "smooths labels by a percentage out of range: ls1 to ls99", -1;
+    return s;
+}
+
+static void softmax_describe(const cnn_layer *l, char *buf, size_t len)
+{
+    if (l->smoothing)
+        snprintf(buf, len, "softmax%dls%d", l->units, l->smoothing);
+    else
+        snprintf(buf, len, "softmax%d", l->units);
 }
 
 static const char *softmax_shape(cnn_layer *l)
@@ -261,10 +301,10 @@ static int softmax_onnx_read(const onnx_graph_in *g, const onnx_node_in *node, i
 
 const cnn_kind cnn_kind_softmax = {
     .name = "softmax",
-    .grammar = "softmax<N>",
+    .grammar = "softmax<N>[ls<P>]",
     .flags = CNN_KIND_ROWS | CNN_KIND_OUTPUT,
-    .parse = dense_parse,
-    .describe = dense_describe,
+    .parse = softmax_parse,
+    .describe = softmax_describe,
     .shape = softmax_shape,
     .weights = dense_weights,
     .biases = dense_biases,

@@ -99,8 +99,11 @@ CNN_HIDDEN void cnn_blas_alone(void);
 CNN_HIDDEN int cnn_conv_group(const cnn_layer *l, int nb);
 CNN_HIDDEN int cnn_conv_positions(const cnn_layer *l);
 
-/* Softmax and cross-entropy, numerically stable. probs[N] = softmax(logits);
- * dlogits = probs - onehot(label) (may be NULL). @return -ln(probs[label]). */
-CNN_HIDDEN float cnn_softmax_xent(float *probs, float *dlogits, const float *logits, int label, int N);
+/* Softmax and cross-entropy, numerically stable, against the target q = (1 - eps)
+ * onehot(label) + eps / N (eps 0: the one-hot label; eps > 0: label smoothing, as
+ * PyTorch's CrossEntropyLoss(label_smoothing=eps)). probs[N] = softmax(logits);
+ * dlogits = probs - q (may be NULL). @return -sum q ln(probs), 0 if label < 0. */
+CNN_HIDDEN float cnn_softmax_xent(float *probs, float *dlogits, const float *logits, int label,
+                                  int N, float eps);
 
 #endif

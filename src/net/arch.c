@@ -162,7 +162,8 @@ int cnn_arch_equal(const cnn_arch *a, const cnn_arch *b)
     for (int i = 0; i < a->n; i++) {
         const cnn_layer *x = &a->layer[i], *y = &b->layer[i];
         if (x->kind != y->kind || x->units != y->units || x->bias != y->bias ||
-            x->kernel != y->kernel || x->stride != y->stride || x->pad != y->pad)
+            x->kernel != y->kernel || x->stride != y->stride || x->pad != y->pad ||
+            x->smoothing != y->smoothing)
             return 0;
     }
     return 1;

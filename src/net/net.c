@@ -342,16 +342,19 @@ static walk walk_of(const cnn_model *m, cnn_acts *a, const float *images, const 
 }
 
 /* Each sample's loss and prediction from the output layer; its gradient into dout.
- * @return 1 if every loss is finite. */
-static int losses(const walk *w, const uint8_t *labels, int nb, float *loss, uint8_t *pred)
+ * training: the loss the gradient descends (with the output layer's label smoothing);
+ * else plain cross-entropy. @return 1 if every loss is finite. */
+static int losses(const walk *w, const uint8_t *labels, int nb, int training, float *loss,
+                  uint8_t *pred)
 {
     const int N = w->n->classes, last = w->n->n - 1;
+    const float eps = training ? (float)w->n->layer[last].smoothing / 100.0f : 0.0f;
     int finite = 1;
     for (int b = 0; b < nb; b++) {
         const int label = labels ? labels[w->ids ? w->ids[b] : (uint32_t)b] : -1;
         float *probs = w->a->probs + (size_t)b * N;
         loss[b] = cnn_softmax_xent(probs, w->a->dout[last] + (size_t)b * N,
-                                   w->a->out[last] + (size_t)b * N, label, N);
+                                   w->a->out[last] + (size_t)b * N, label, N, eps);
         if (pred)
             pred[b] = (uint8_t)cnn_argmax(probs, N);
         finite &= isfinite(loss[b]) != 0;
@@ -368,7 +371,7 @@ static int chunk_grad(const cnn_model *m, cnn_acts *a, float *grad, float alpha,
                      times);
     gather_rows(&w, nb);
     forward(&w, m->params, nb, 0, m->arch.n);
-    const int finite = losses(&w, labels, nb, loss, pred);
+    const int finite = losses(&w, labels, nb, grad || dx, loss, pred);
     if ((grad || dx) && finite)
         backward(&w, m->params, grad, alpha, ties, nb, dx, m->arch.n - 1, 0);
     return finite;
@@ -437,7 +440,7 @@ int cnn_chunk_stage(const cnn_model *m, cnn_acts *a, const cnn_stage_args *s, in
         forward(&w, params, s->nb, stage ? at[stage - 1] : 0, at[stage]);
     } else if (stage == k) {
         forward(&w, params, s->nb, k ? at[k - 1] : 0, n->n);
-        finite = losses(&w, s->labels, s->nb, loss, pred);
+        finite = losses(&w, s->labels, s->nb, 1, loss, pred);
         backward(&w, params, s->grad, 1.0f, s->ties, s->nb, s->dx, n->n - 1,
                  k ? at[k - 1] + 1 : 0);
     } else {
@@ -513,7 +516,8 @@ float cnn_forward(const cnn_model *m, cnn_acts *a, const float *x, int label, cn
     w.team = 1;
     gather_rows(&w, 1);
     forward(&w, m->params, 1, 0, m->arch.n);
-    loss = cnn_softmax_xent(a->probs, a->dout[last], a->out[last], label, N);
+    loss = cnn_softmax_xent(a->probs, a->dout[last], a->out[last], label, N,
+                            (float)m->arch.layer[last].smoothing / 100.0f);
     return loss;
 }
 
