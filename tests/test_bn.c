@@ -568,6 +568,42 @@ static void one_chunk(const cnn_model *m, const float *x, const uint8_t *labels,
     cnn_acts_free(&a);
 }
 
+/* The same minibatch's training-mode losses and gradients with the output layer's
+ * label smoothing (PyTorch's label_smoothing), from m's parameters and state. */
+static void check_torch_smoothed(const char *path, const char *desc, const cnn_model *m,
+                                 const float *x, const uint8_t *labels, int B, cnn_engine e)
+{
+    static double v[4096];
+    double pct[1];
+    char smoothed[300];
+    cnn_arch arch;
+    cnn_model ms;
+    if (oracle(path, "smoothing", pct, 1) != 1)
+        return (void)tap_ok(0, "PyTorch bn vectors: no smoothing in %s", path);
+    snprintf(smoothed, sizeof smoothed, "%sls%d", desc, (int)pct[0]);
+    if (!tap_ok(cnn_arch_build(&arch, smoothed, m->arch.C, m->arch.H, m->arch.W, NULL, 0) ==
+                    CNN_OK && cnn_model_alloc(&ms, &arch) == CNN_OK,
+                "%s builds", smoothed))
+        return;
+    memcpy(ms.params, m->params, m->n_params * sizeof *ms.params);
+    memcpy(ms.state, m->state, m->n_state * sizeof *ms.state);
+    const size_t np = ms.n_params, nx = (size_t)B * arch.C * arch.H * arch.W;
+    float *grad = calloc(np, sizeof *grad), *dx = calloc(nx, sizeof *dx), loss[64];
+    const char *eng = e == CNN_ENGINE_BLAS ? "blas" : "reference";
+    one_chunk(&ms, x, labels, B, e, grad, dx, loss);
+    oracle(path, "train_loss_smoothed", v, B);
+    tap_ok(off_by(loss, v, B, 1e-6, 1e-5) <= 1, "PyTorch, %s, %s: training-mode losses with "
+           "label smoothing (%.2g of tolerance)", eng, smoothed, off_by(loss, v, B, 1e-6, 1e-5));
+    oracle(path, "grad_smoothed", v, (int)np);
+    tap_ok(off_by(grad, v, (int)np, 1e-5, 1e-4) <= 1, "PyTorch, %s, %s: every parameter's "
+           "gradient (%.2g of tolerance)", eng, smoothed, off_by(grad, v, (int)np, 1e-5, 1e-4));
+    oracle(path, "dx_smoothed", v, (int)nx);
+    tap_ok(off_by(dx, v, (int)nx, 1e-6, 1e-4) <= 1, "PyTorch, %s, %s: the input gradient (%.2g "
+           "of tolerance)", eng, smoothed, off_by(dx, v, (int)nx, 1e-6, 1e-4));
+    free(grad), free(dx);
+    cnn_model_free(&ms);
+}
+
 static void check_torch(const char *path)
 {
     double v[4096];
@@ -620,6 +656,7 @@ static void check_torch(const char *path)
         oracle(path, "dx", v, (int)((size_t)B * in));
         tap_ok(off_by(dx, v, (int)((size_t)B * in), 1e-6, 1e-4) <= 1, "PyTorch, %s: the input "
                "gradient (%.2g of tolerance)", eng, off_by(dx, v, (int)((size_t)B * in), 1e-6, 1e-4));
+        check_torch_smoothed(path, desc, &m, x, labels, B, e);
         /* 3 steps of SGD with momentum, batch B, 2 threads in uneven chunks */
         double steps[3];
         oracle(path, "steps", steps, 3);

@@ -143,6 +143,9 @@ def _parse_layer(tok):
         if int(m[1]) > MAX_UNITS or pad >= k:
             return None
         return "conv", int(m[1]), m[2] == "b", (k, st, pad)
+    m = re.fullmatch(r"softmax([0-9]{1,31})ls([0-9]{1,2})", tok)
+    if m and int(m[1]) <= MAX_UNITS and 1 <= int(m[2]) <= 99:
+        return "softmax", int(m[1]), True, None, int(m[2])
     for name, allow_bias in (("dense", False), ("softmax", False)):
         if tok.startswith(name) and len(tok) > len(name):
             num = tok[len(name):]
@@ -173,11 +176,12 @@ def parse_arch(desc, shape=INPUT_SHAPE):
         if p is None:
             raise ArchError(f"architecture: layer {at} '{tok[:40]}' is not one of "
                             "conv<F>[b][k<K>][s<S>][p<P>], relu, pool, bn, dropout<P>, dense<N>, "
-                            "softmax<N>")
+                            "softmax<N>[ls<P>]")
         if layers and layers[-1]["kind"] == "softmax":
             raise ArchError(f"architecture: layer {at} '{tok}' follows the softmax output layer, "
                             "which must be last")
-        kind, units, bias, geom = p
+        kind, units, bias, geom = p[:4]
+        smoothing = p[4] if len(p) > 4 else 0
         why = None
         k, st, pad = geom or (3, 1, 0)
         if kind == "conv":
@@ -208,7 +212,8 @@ def parse_arch(desc, shape=INPUT_SHAPE):
         if params > MAX_PARAMS:
             raise ArchError(f"architecture: layer {at} '{tok}' takes the parameters past {MAX_PARAMS}")
         layers.append({"kind": kind, "units": units, "bias": bias, "p_drop": p[1], "in": (c, h, w), "out": out,
-                       "params": nw + (units if bias else 0), "k": k, "s": st, "p": pad})
+                       "params": nw + (units if bias else 0), "k": k, "s": st, "p": pad,
+                       "smoothing": smoothing})
         c, h, w = out
     if layers[-1]["kind"] != "softmax":
         raise ArchError(f"architecture: no output layer: '{desc}' must end with softmax<N>")
@@ -224,7 +229,15 @@ def describe_arch(layers):
                 + (f"s{l['s']}" if l["s"] != 1 else "") + (f"p{l['p']}" if l["p"] else ""))
     return ",".join(l["kind"] if l["kind"] in ("relu", "pool", "bn") else conv(l) if l["kind"] == "conv"
                     else f"dropout{l['p_drop']}" if l["kind"] == "dropout"
-                    else f"{l['kind']}{l['units']}" for l in layers)
+                    else f"{l['kind']}{l['units']}" + (f"ls{l['smoothing']}" if l.get("smoothing") else "")
+                    for l in layers)
+
+
+def training_loss(layers):
+    """The training criterion: cross-entropy, with the output layer's label smoothing
+    (softmax<N>ls<P>: P percent); evaluation keeps plain cross-entropy."""
+    smoothing = layers[-1].get("smoothing", 0) if layers else 0
+    return nn.CrossEntropyLoss(label_smoothing=smoothing / 100.0)
 
 
 def flops_per_image(layers):
@@ -441,7 +454,7 @@ def bench_train(x, y, batch, threads, images, repeats, warmup, optim, seed, laye
     torch.set_num_threads(threads)
     model = make_model(seed, layers)
     opt = optim.make(model)
-    loss_fn = nn.CrossEntropyLoss()
+    loss_fn = training_loss(layers)
     warm = max(warmup, 2 * batch)
     sched = Schedule(optim, opt, steps_for(warm, batch) + repeats * steps_for(images, batch))
     pos = train_images(model, opt, loss_fn, x, y, batch, warm, sched=sched)
@@ -483,7 +496,7 @@ def time_to_accuracy(xtr, ytr, xte, yte, batch, threads, optim, seed, target, ma
     torch.set_num_threads(threads)
     model = make_model(seed, layers)
     opt = optim.make(model)
-    loss_fn = nn.CrossEntropyLoss()
+    loss_fn = training_loss(layers)
     gen = torch.Generator().manual_seed(seed + 1)
     n = xtr.shape[0] if limit is None else min(limit, xtr.shape[0])
     sched = Schedule(optim, opt, max_epochs * steps_for(n, batch))

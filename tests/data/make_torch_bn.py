@@ -7,7 +7,8 @@ momentum 0.1, biased variance in training, running mean and unbiased variance):
 It writes, in training mode on the minibatch: each sample's cross-entropy loss, the
 gradient of their sum with respect to every parameter (in this project's flat order:
 conv W, b, bn gamma, beta, dense W, b, bn gamma, beta, softmax W, b) and to the input;
-then, after 3 steps of SGD with momentum on the mean loss (the minibatch each time),
+the same three with label smoothing of 0.1 (PyTorch's label_smoothing, this project's
+softmax3ls10); then, after 3 steps of SGD with momentum on the mean loss (the minibatch each time),
 the parameters, the running statistics (bn 1's mean and variance, then bn 2's), and
 in evaluation mode each sample's softmax probabilities.
 
@@ -28,6 +29,7 @@ torch.manual_seed(1802)
 ARCH = "conv4b,bn,relu,pool,dense6,bn,relu,softmax3"
 C, H, W, B, CLASSES = 2, 8, 8, 6, 3
 LR, MOMENTUM, STEPS = 0.1, 0.9, 3
+SMOOTHING = 10  # percent
 
 
 def f32(t):
@@ -72,6 +74,16 @@ def main():
     out["train_loss"] = line(losses.detach())
     out["grad"] = line(flat([p.grad for p in params]))
     out["dx"] = line(x.grad)
+    # the same with label smoothing (softmax3ls10: CrossEntropyLoss(label_smoothing=0.1))
+    net.zero_grad()
+    x.grad = None
+    smoothed = torch.nn.functional.cross_entropy(net(x), labels, reduction="none",
+                                                 label_smoothing=SMOOTHING / 100)
+    smoothed.sum().backward()
+    out["smoothing"] = str(SMOOTHING)
+    out["train_loss_smoothed"] = line(smoothed.detach())
+    out["grad_smoothed"] = line(flat([p.grad for p in params]))
+    out["dx_smoothed"] = line(x.grad)
     # fresh running statistics, then 3 steps of SGD with momentum on the mean loss
     for bn in bns:
         bn.reset_running_stats()
