@@ -47,7 +47,7 @@
 extern "C" {
 #endif
 
-#define CNN_VERSION "0.5.0"
+#define CNN_VERSION "0.6.0"
 
 /* The library's public functions; everything else in it is hidden from programs that
  * link the shared library. */
@@ -126,7 +126,9 @@ typedef enum cnn_pool_ties {
  *               evaluation uses them. Training with bn needs batches of 2 or more.
  *   dense<N>    fully connected, N outputs, with a bias (input flattened [C][H][W])
  *   softmax<N>  the output layer: fully connected with a bias, softmax, cross-entropy;
- *               last, exactly once
+ *               last, exactly once. softmax<N>ls<P>: trained with label smoothing of P
+ *               percent (1..99; PyTorch's label_smoothing = P/100); evaluation's loss
+ *               is plain cross-entropy
  * Both tie rules (cnn_pool_ties) apply to every max pooling. The post's network is
  * "conv8,pool,softmax10". Parameters are one flat vector, layer by layer: a conv's
  * filters [F][C][K][K] then its bias [F]; a dense or softmax layer's W [N][K] then b [N].
