@@ -255,6 +255,13 @@ CNN_API cnn_status cnn_model_init(cnn_model *m, const cnn_arch *a, cnn_rng *rng)
 /** The same with every parameter 0. */
 CNN_API cnn_status cnn_model_alloc(cnn_model *m, const cnn_arch *a);
 CNN_API void cnn_model_free(cnn_model *m);
+/** For inference: *out (allocated here) is m with each bn that follows a conv or dense
+ *  layer folded into it (its weights' row c times gamma[c] / sqrt(var[c] + eps), its
+ *  bias, added if it had none, moved to beta[c] - mean[c] times that), as bn computes
+ *  in evaluation; other layers, the normalisation and class names as m's. The same
+ *  probabilities within float rounding, one pass over each folded map fewer. A folded
+ *  model is a plain one (save, export, train); it no longer has the bn. */
+CNN_API cnn_status cnn_model_fold(const cnn_model *m, cnn_model *out);
 /** Name m's classes: names[0..n) with n == m->arch.classes, each 1..CNN_NAME_MAX-1
  *  printable bytes (UTF-8 allowed, no control characters); NULL removes them.
  *  CNN_ERR_ARG if they do not fit. */

@@ -694,6 +694,77 @@ static void check_torch(const char *path)
     cnn_model_free(&m);
 }
 
+/* cnn_model_fold: a trained-looking model (random weights, gammas, betas and running
+ * statistics) against its folded self: the folded description, the same evaluation
+ * probabilities within float rounding on both engines, the normalisation and names. */
+static void check_fold(const char *desc, const char *want, int C, int H, int W)
+{
+    cnn_arch arch;
+    cnn_model m, f;
+    cnn_rng rng;
+    cnn_rng_seed(&rng, 11);
+    if (!tap_ok(cnn_arch_build(&arch, desc, C, H, W, NULL, 0) == CNN_OK &&
+                    cnn_model_init(&m, &arch, &rng) == CNN_OK,
+                "fold: %s builds", desc))
+        return;
+    for (int l = 0; l < arch.n; l++) {
+        const cnn_layer *L = &arch.layer[l];
+        for (size_t i = 0; i < L->n_bias; i++)
+            m.params[L->bias_at + i] = (float)(0.2 * cnn_rng_normal(&rng));
+        for (int c = 0; c < L->C && L->kind == CNN_LAYER_BN; c++)
+            m.params[L->weights_at + c] = (float)(1 + 0.3 * cnn_rng_normal(&rng));
+    }
+    /* running statistics of the data's own scale: 30 steps that barely move the weights */
+    const size_t in = (size_t)C * H * W;
+    float *x = malloc(16 * in * sizeof *x);
+    uint8_t labels[16] = {0};
+    for (size_t i = 0; i < 16 * in; i++)
+        x[i] = (float)cnn_rng_uniform(&rng) - 0.5f;
+    cnn_train_config cfg = cnn_train_config_default();
+    cfg.batch = 16, cfg.lr = 1e-7f;
+    cnn_trainer *t = NULL;
+    cnn_trainer_create(&t, &arch, &cfg);
+    for (int k = 0; k < 30; k++)
+        cnn_train_step(t, &m, x, labels, NULL, 16, NULL);
+    cnn_trainer_free(t);
+    const char *names[3] = {"one", "two", "three"};
+    m.norm.kind = CNN_NORM_MEAN_STD, m.norm.channels = C;
+    for (int c = 0; c < C; c++)
+        m.norm.mean[c] = 0.4f, m.norm.std[c] = 0.3f;
+    cnn_model_set_names(&m, arch.classes == 3 ? names : NULL, 3);
+    char got[CNN_ARCH_LEN];
+    if (!tap_ok(cnn_model_fold(&m, &f) == CNN_OK, "fold: %s folds", desc))
+        return;
+    cnn_arch_describe(&f.arch, got, sizeof got);
+    tap_ok(strcmp(got, want) == 0 && f.norm.kind == m.norm.kind && f.norm.std[0] == 0.3f &&
+               (!m.names || strcmp(cnn_model_class_name(&f, 2), "three") == 0),
+           "fold: %s is %s (wanted %s), with the normalisation and names", desc, got, want);
+    cnn_acts a, af;
+    cnn_acts_alloc(&a, &m.arch, 1);
+    cnn_acts_alloc(&af, &f.arch, 1);
+    for (cnn_engine e = CNN_ENGINE_BLAS; e <= CNN_ENGINE_REFERENCE; e++) {
+        double worst = 0, scale = 0; /* logits: off by, and their largest size */
+        double lo = INFINITY, hi = -INFINITY; /* the first logit over the inputs */
+        for (int s = 0; s < 20; s++) {
+            for (size_t i = 0; i < in; i++)
+                x[i] = (float)cnn_rng_uniform(&rng) - 0.5f;
+            cnn_forward(&m, &a, x, 0, e);
+            cnn_forward(&f, &af, x, 0, e);
+            const float *z = a.out[m.arch.n - 1], *zf = af.out[f.arch.n - 1];
+            for (int k = 0; k < arch.classes; k++)
+                worst = fmax(worst, fabs(z[k] - zf[k])), scale = fmax(scale, fabs(z[k]));
+            lo = fmin(lo, z[0]), hi = fmax(hi, z[0]);
+        }
+        tap_ok(worst <= 1e-5 * scale && hi - lo > 1e-2 * scale,
+               "fold: %s, %s: the same logits on 20 inputs (off by %.2g, of sizes up to %.3g; "
+               "the first over %.3g to %.3g)", desc, e == CNN_ENGINE_BLAS ? "blas" : "reference",
+               worst, scale, lo, hi);
+    }
+    free(x);
+    cnn_acts_free(&a), cnn_acts_free(&af);
+    cnn_model_free(&m), cnn_model_free(&f);
+}
+
 int main(int argc, char **argv)
 {
     if (argc != 2) {
@@ -715,5 +786,11 @@ int main(int argc, char **argv)
                   12, 37);
     check_files();
     check_resume();
+    /* bn after a conv without bias (it gains one), with one, after a dense layer; a bn
+     * after relu, or first, stays */
+    check_fold("conv4p1,bn,relu,pool,conv6b,bn,relu,pool,dense8,bn,relu,softmax3",
+               "conv4bp1,relu,pool,conv6b,relu,pool,dense8,relu,softmax3", 2, 12, 12);
+    check_fold("bn,conv4bk5p2,bn,relu,bn,pool,dense6,bn,softmax4",
+               "bn,conv4bk5p2,relu,bn,pool,dense6,softmax4", 1, 9, 9);
     return tap_done();
 }

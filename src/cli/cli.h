@@ -44,6 +44,7 @@ int cmd_eval(int argc, char **argv);
 int cmd_predict(int argc, char **argv);
 int cmd_export(int argc, char **argv);
 int cmd_import(int argc, char **argv);
+int cmd_fold(int argc, char **argv);
 int cmd_train(int argc, char **argv);
 extern const char *const engines[];
 /* The split "train" or "test" of the data set in dir (any format; train gives a test

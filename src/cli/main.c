@@ -1,5 +1,5 @@
-/* main.c - the cnn program: train, eval, predict, export and import (each in its own file),
- * dispatched here. */
+/* main.c - the cnn program: train, eval, predict, export, import and fold (each in its
+ * own file; the last three in onnx.c), dispatched here. */
 #include "cli.h"
 
 const char *prog = "cnn"; /* "cnn (rank 1 of 2)" when ranks train together */
@@ -21,6 +21,7 @@ static void usage(FILE *f)
             "  predict   classify one image (PNG, JPEG, PGM, PPM, or images of an IDX file)\n"
             "  export    write a saved model as an ONNX file\n"
             "  import    read an ONNX file (e.g. from torch.onnx.export) as a model file\n"
+            "  fold      fold a saved model's bn layers into the layers before them\n"
             "\n"
             "'%s COMMAND --help' lists the options of a command; '%s --version'.\n"
             "\n"
@@ -57,6 +58,8 @@ int main(int argc, char **argv)
         return cmd_export(argc - 2, argv + 2);
     if (strcmp(cmd, "import") == 0)
         return cmd_import(argc - 2, argv + 2);
+    if (strcmp(cmd, "fold") == 0)
+        return cmd_fold(argc - 2, argv + 2);
     fprintf(stderr, "%s: unknown command '%s' (see %s --help)\n", prog, cmd, prog);
     return 2;
 }

@@ -1,4 +1,5 @@
-/* onnx.c - cnn export and cnn import: a saved model as an ONNX file, and back. */
+/* onnx.c - a saved model converted: cnn export and cnn import (as an ONNX file, and
+ * back), cnn fold (its bn layers folded for inference). */
 #include "cli.h"
 
 int cmd_export(int argc, char **argv)
@@ -77,6 +78,40 @@ int cmd_import(int argc, char **argv)
                cnn_arch_describe(&model.arch, desc, sizeof desc), model.arch.C, model.arch.H,
                model.arch.W, model.n_params, save);
     }
+    cnn_model_free(&model);
+    return st == CNN_OK ? 0 : 1;
+}
+
+/* cnn fold: a model with its bn layers folded into the conv or dense layer before them. */
+int cmd_fold(int argc, char **argv)
+{
+    const char *model_path = NULL, *save = NULL;
+    const opt opts[] = {
+        {"--model", OPT_STR, &model_path, 0, 0, NULL, "FILE", "the model to fold (required)"},
+        {"--save", OPT_STR, &save, 0, 0, NULL, "OUT", "the folded model to write (required)"},
+        {NULL, 0, NULL, 0, 0, NULL, NULL, NULL},
+    };
+    int rc = parse_opts("fold", "--model FILE --save OUT", opts, argc, argv);
+    if (rc)
+        return rc == 1 ? 0 : rc;
+    if (!model_path || !save) {
+        fprintf(stderr, "%s: fold needs --model FILE and --save OUT\n", prog);
+        return 2;
+    }
+    cnn_model model = {0}, folded = {0};
+    if (load_model(model_path, &model))
+        return 1;
+    char err[512], from[CNN_ARCH_LEN], to[CNN_ARCH_LEN];
+    cnn_status st = cnn_model_fold(&model, &folded);
+    if (st != CNN_OK)
+        fprintf(stderr, "%s: %s: cannot fold: %s\n", prog, model_path, cnn_status_str(st));
+    else if ((st = cnn_model_save(&folded, save, err, sizeof err)) != CNN_OK)
+        fprintf(stderr, "%s: %s\n", prog, err);
+    else
+        printf("folded %s (%s) into %s (%s)\n", model_path,
+               cnn_arch_describe(&model.arch, from, sizeof from), save,
+               cnn_arch_describe(&folded.arch, to, sizeof to));
+    cnn_model_free(&folded);
     cnn_model_free(&model);
     return st == CNN_OK ? 0 : 1;
 }

@@ -165,6 +165,17 @@ static void bn_forward_sums(const cnn_pass *p, double *acc)
     }
 }
 
+/* In evaluation, gamma (x - mean) istd + beta = scale x + shift. */
+static void bn_eval_affine(const cnn_layer *l, const float *w, const float *bias,
+                           const float *state, float *scale, float *shift)
+{
+    for (int c = 0; c < l->C; c++) {
+        const float istd = 1.0f / sqrtf((float)((double)state[l->C + c] + BN_EPS));
+        scale[c] = w[c] * istd;
+        shift[c] = bias[c] - state[c] * scale[c];
+    }
+}
+
 static void bn_forward(const cnn_pass *p)
 {
     const size_t plane = plane_of(p->l);
@@ -302,6 +313,7 @@ const cnn_kind cnn_kind_bn = {
     .forward_sums = bn_forward_sums,
     .backward_sums = bn_backward_sums,
     .update_state = bn_update_state,
+    .eval_affine = bn_eval_affine,
     .any_layout = bn_any_layout,
     .forward = bn_forward,
     .backward = bn_backward,

@@ -1104,7 +1104,7 @@ static int conv_onnx_read(const onnx_graph_in *g, const onnx_node_in *node, int 
 const cnn_kind cnn_kind_conv = {
     .name = "conv",
     .grammar = "conv<F>[b][k<K>][s<S>][p<P>]",
-    .flags = CNN_KIND_BLOCKABLE | CNN_KIND_GRAD_FIRST | CNN_KIND_ALIGNED,
+    .flags = CNN_KIND_BLOCKABLE | CNN_KIND_GRAD_FIRST | CNN_KIND_ALIGNED | CNN_KIND_AFFINE_ROWS,
     .parse = conv_parse,
     .describe = conv_describe,
     .shape = conv_shape,

@@ -266,7 +266,7 @@ static int dense_onnx_read(const onnx_graph_in *g, const onnx_node_in *node, int
 const cnn_kind cnn_kind_dense = {
     .name = "dense",
     .grammar = "dense<N>",
-    .flags = CNN_KIND_ROWS,
+    .flags = CNN_KIND_ROWS | CNN_KIND_AFFINE_ROWS,
     .parse = dense_parse,
     .describe = dense_describe,
     .shape = dense_shape,

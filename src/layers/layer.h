@@ -64,6 +64,10 @@ enum {
     CNN_KIND_BATCH_STATS = 256, /* training needs sums over the whole minibatch (bn): the
                                    step stops at the layer, forward and backward, until
                                    every chunk's sums are in (cnn_kind.sums) */
+    CNN_KIND_AFFINE_ROWS = 512, /* output channel c is row c of the weights (n_weights / OC
+                                   values) applied to the input, plus bias[c] when the
+                                   layer has a bias (bias = 1 gives it one): a
+                                   per-channel affine map after it folds into it */
 };
 
 struct onnx_out; /* onnx.h */
@@ -113,6 +117,10 @@ typedef struct cnn_kind {
     void (*forward_sums)(const cnn_pass *p, double *acc);
     void (*backward_sums)(const cnn_pass *p, double *acc);
     void (*update_state)(const cnn_layer *l, float *state, const double *sums, double count);
+    /* A kind that is, in evaluation, y = scale[c] x + shift[c] per channel (bn): those
+     * from its weights, biases and state (cnn_model_fold); NULL: not such a kind. */
+    void (*eval_affine)(const cnn_layer *l, const float *w, const float *bias,
+                        const float *state, float *scale, float *shift);
     /* 1 if a layer of this shape works on pool-block order as on plain maps (as an
      * element-wise kind always does); NULL: only plain maps, unless element-wise. */
     int (*any_layout)(const cnn_layer *l);
