@@ -220,6 +220,42 @@ static void colour_data(void)
         tap_ok(0, "remove %s", dir);
 }
 
+/* cnn fold: a bn network trained a little, folded; predict gives the same
+ * probabilities to the printed digits on an image, with the bn layers gone. */
+static void fold(void)
+{
+    static char out[1 << 16], err[1 << 16], pred[2][1 << 12];
+    char dir[] = "/tmp/cnn-fold-XXXXXX", model[64], folded[64], image[64];
+    if (!mkdtemp(dir))
+        return (void)tap_ok(0, "cannot make a scratch directory: %s", strerror(errno));
+    snprintf(model, sizeof model, "%s/bn.cnn", dir);
+    snprintf(folded, sizeof folded, "%s/folded.cnn", dir);
+    snprintf(image, sizeof image, "%s/digit.pgm", dir);
+    FILE *f = fopen(image, "wb");
+    if (f) {
+        fprintf(f, "P5\n28 28\n255\n");
+        for (int i = 0; i < 784; i++)
+            fputc((i * 37 + i / 28 * 11) % 256, f);
+        fclose(f);
+    }
+    int rc = run_cmd(exe, (const char *[]){"train", "--synthetic", "600", "--epochs", "2", "--batch",
+                                           "16", "--arch", "conv4,bn,relu,pool,dense8,bn,relu,softmax10",
+                                           "--save", model, NULL},
+                     out, err, sizeof out);
+    rc |= run_cmd(exe, (const char *[]){"fold", "--model", model, "--save", folded, NULL}, out, err,
+                  sizeof out);
+    tap_ok(rc == 0 && strstr(out, "into") && strstr(out, "(conv4b,relu,pool,dense8,relu,softmax10)"),
+           "fold writes the network without bn: %.*s", (int)strcspn(out, "\n"), out);
+    for (int i = 0; i < 2; i++)
+        rc |= run_cmd(exe, (const char *[]){"predict", "--model", i ? folded : model, "--pgm",
+                                            image, NULL},
+                      pred[i], err, sizeof pred[i]);
+    const char *p0 = strstr(pred[0], "p(0)");
+    tap_ok(rc == 0 && p0 && strcmp(pred[0], pred[1]) == 0,
+           "the folded model predicts alike: %.*s", p0 ? (int)strcspn(p0, "\n") : 0, p0 ? p0 : "");
+    unlink(model), unlink(folded), unlink(image), rmdir(dir);
+}
+
 int main(int argc, char **argv)
 {
     if (argc != 2) {
@@ -354,6 +390,14 @@ int main(int argc, char **argv)
         (const char *[]){"train", "--synthetic", "60", "--arch", "conv4b,bn,relu,pool,softmax10",
                          NULL},
         "--batch 1 with bn");
+    bad("label smoothing of 100 percent",
+        (const char *[]){"train", "--synthetic", "60", "--arch", "conv4,pool,softmax10ls100", NULL},
+        "layer 3 'softmax10ls100' smooths labels by a percentage out of range: ls1 to ls99");
+    bad("fold without a model", (const char *[]){"fold", "--save", "f.cnn", NULL}, "--model");
+    bad("fold of a missing model",
+        (const char *[]){"fold", "--model", "/nonexistent.cnn", "--save", "f.cnn", NULL},
+        "/nonexistent.cnn");
+    fold();
     bad("an unknown normalisation",
         (const char *[]){"train", "--synthetic", "60", "--normalize", "zscore", NULL},
         "--normalize");
