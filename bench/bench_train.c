@@ -58,6 +58,7 @@ typedef struct {
     cnn_engine engine;
     int threads;
     double ips;
+    double folded_ips; /* the same with bn folded (cnn_model_fold); 0 without bn */
 } infer_result;
 
 typedef struct {
@@ -162,23 +163,35 @@ static double train_ips(const network *net, const split *tr, cnn_engine e, int b
     return (double)done / dt;
 }
 
-static double infer_ips(const network *net, const split *te, cnn_engine e, int threads,
-                        size_t images)
+/* Inference images per second (median of 3) of a fresh model, and with a bn network
+ * of its folded twin (cnn_model_fold) in alternate rounds, into r. */
+static void infer_ips(const network *net, const split *te, size_t images, infer_result *r)
 {
     cnn_rng rng;
-    cnn_model m;
-    cnn_trainer *t = start_run(net, &m, &rng, e, 1, threads, 0.005f);
-    cnn_stats st = {0};
-    cnn_evaluate_u8(t, &m, te->px, te->y, images < 1024 ? images : 1024, NULL, &st); /* warm-up */
-    double v[3];
-    for (int r = 0; r < 3; r++) {
-        const double t0 = bench_now();
-        cnn_evaluate_u8(t, &m, te->px, te->y, images, NULL, &st);
-        v[r] = (double)images / (bench_now() - t0);
+    cnn_model m[2];
+    memset(m, 0, sizeof m);
+    cnn_trainer *t[2] = {start_run(net, &m[0], &rng, r->engine, 1, r->threads, 0.005f), NULL};
+    const int kinds = net->arch.n_state && cnn_model_fold(&m[0], &m[1]) == CNN_OK ? 2 : 1;
+    if (kinds == 2) {
+        cnn_train_config c = {.engine = r->engine, .batch = 1, .threads = r->threads, .lr = 0.005f};
+        cnn_trainer_create(&t[1], &m[1].arch, &c);
     }
-    cnn_trainer_free(t);
-    cnn_model_free(&m);
-    return bench_stats(v, 3).median;
+    cnn_stats st = {0};
+    double v[2][3];
+    for (int k = 0; k < kinds; k++) /* warm-up */
+        cnn_evaluate_u8(t[k], &m[k], te->px, te->y, images < 1024 ? images : 1024, NULL, &st);
+    for (int round = 0; round < 3; round++)
+        for (int k = 0; k < kinds; k++) {
+            const double t0 = bench_now();
+            cnn_evaluate_u8(t[k], &m[k], te->px, te->y, images, NULL, &st);
+            v[k][round] = (double)images / (bench_now() - t0);
+        }
+    r->ips = bench_stats(v[0], 3).median;
+    r->folded_ips = kinds == 2 ? bench_stats(v[1], 3).median : 0.0;
+    for (int k = 0; k < kinds; k++) {
+        cnn_trainer_free(t[k]);
+        cnn_model_free(&m[k]);
+    }
 }
 
 /* Epochs of shuffled training, the test accuracy after each, until >= 97%. */
@@ -442,9 +455,13 @@ int main(int argc, char **argv)
     for (int e = 0; e < ne; e++)
         for (int t = 0; t < nt; t++) {
             const size_t n = engines[e] == CNN_ENGINE_REFERENCE ? 2000 : te.n;
-            infer_result r = {engines[e], threads[t],
-                              infer_ips(&net, &te, engines[e], threads[t], n)};
-            printf("%-10s threads %d: %12.0f images/s\n", engine_name(r.engine), r.threads, r.ips);
+            infer_result r = {engines[e], threads[t], 0, 0};
+            infer_ips(&net, &te, n, &r);
+            printf("%-10s threads %d: %12.0f images/s", engine_name(r.engine), r.threads, r.ips);
+            if (r.folded_ips > 0)
+                printf("; bn folded (cnn fold): %.0f images/s, %.2fx", r.folded_ips,
+                       r.folded_ips / r.ips);
+            printf("\n");
             inf[ninf++] = r;
         }
 
@@ -507,8 +524,9 @@ int main(int argc, char **argv)
                     res[i].ips * net.flops / 1e9);
         fprintf(f, "\n ],\n \"inference\": [");
         for (int i = 0; i < ninf; i++)
-            fprintf(f, "%s\n  {\"engine\": \"%s\", \"threads\": %d, \"images_per_s\": %.1f}",
-                    i ? "," : "", engine_name(inf[i].engine), inf[i].threads, inf[i].ips);
+            fprintf(f, "%s\n  {\"engine\": \"%s\", \"threads\": %d, \"images_per_s\": %.1f, "
+                    "\"folded_images_per_s\": %.1f}", i ? "," : "", engine_name(inf[i].engine),
+                    inf[i].threads, inf[i].ips, inf[i].folded_ips);
         fprintf(f, "\n ],\n \"time_to_97\": [");
         for (int i = 0; i < ntt; i++) {
             fprintf(f, "%s\n  {\"engine\": \"blas\", \"batch\": %d, \"threads\": %d, \"lr\": %g, "
