@@ -220,6 +220,35 @@ static void colour_data(void)
         tap_ok(0, "remove %s", dir);
 }
 
+/* A bn network with label smoothing checkpointed after an epoch and resumed to the
+ * second saves the same bytes as a run of two epochs straight: the resumed run owns
+ * the checkpoint's model, its running statistics included. */
+static void resume_bn(void)
+{
+    static char out[1 << 16], err[1 << 16];
+    char dir[] = "/tmp/cnn-resume-XXXXXX", straight[64], resumed[64], ckpt[64];
+    if (!mkdtemp(dir))
+        return (void)tap_ok(0, "cannot make a scratch directory: %s", strerror(errno));
+    snprintf(straight, sizeof straight, "%s/straight.cnn", dir);
+    snprintf(resumed, sizeof resumed, "%s/resumed.cnn", dir);
+    snprintf(ckpt, sizeof ckpt, "%s/run.ckpt", dir);
+    const char *train[] = {"train", "--synthetic", "600", "--batch", "16", "--arch",
+                           "conv4bp1,bn,relu,pool,dense8,bn,relu,softmax10ls10", "--epochs", "2",
+                           "--optimizer", "adamw", "--lr", "0.003", NULL, NULL, NULL, NULL, NULL};
+    const int at = 13; /* the free places */
+    train[at] = "--save", train[at + 1] = straight;
+    int rc = run_cmd(exe, train, out, err, sizeof out);
+    train[8] = "1", train[at] = "--checkpoint", train[at + 1] = ckpt;
+    rc |= run_cmd(exe, train, out, err, sizeof out);
+    train[8] = "2", train[at] = "--resume", train[at + 1] = ckpt, train[at + 2] = "--save";
+    train[at + 3] = resumed;
+    rc |= run_cmd(exe, train, out, err, sizeof out);
+    tap_ok(rc == 0 && strstr(out, "resuming") && same_file(straight, resumed) == 1,
+           "a bn network resumed from its checkpoint by cnn train saves the bytes of a run "
+           "straight through");
+    unlink(straight), unlink(resumed), unlink(ckpt), rmdir(dir);
+}
+
 /* cnn fold: a bn network trained a little, folded; predict gives the same
  * probabilities to the printed digits on an image, with the bn layers gone. */
 static void fold(void)
@@ -398,6 +427,7 @@ int main(int argc, char **argv)
         (const char *[]){"fold", "--model", "/nonexistent.cnn", "--save", "f.cnn", NULL},
         "/nonexistent.cnn");
     fold();
+    resume_bn();
     bad("an unknown normalisation",
         (const char *[]){"train", "--synthetic", "60", "--normalize", "zscore", NULL},
         "--normalize");

@@ -240,9 +240,9 @@ static int start_point(train_run *r, const train_args *o)
             fprintf(stderr, "%s: %s\n", prog, err);
             return 1;
         }
-        r->ck = k; /* its model now belongs to this run */
+        r->ck = k; /* its model (parameters, state, names) now belongs to this run */
         r->model = k.model;
-        r->ck.model.params = NULL;
+        r->ck.model.params = NULL, r->ck.model.state = NULL, r->ck.model.names = NULL;
     } else if (o->resume && load_model(o->resume, &r->model)) {
         return 1;
     }
