@@ -81,7 +81,7 @@ cnn_status cnn_model_fold(const cnn_model *m, cnn_model *out)
     int widest = 1;
     for (int i = 0; i < m->arch.n; i++)
         widest = m->arch.layer[i].OC > widest ? m->arch.layer[i].OC : widest;
-    float *scale = malloc(2 * (size_t)widest * sizeof *scale), *shift = scale + widest;
+    float *scale = malloc(2 * (size_t)widest * sizeof *scale);
     if (m->names) { /* the same names, back to back */
         size_t bytes = 0;
         for (int k = 0; k < arch.classes; k++)
@@ -94,6 +94,7 @@ cnn_status cnn_model_fold(const cnn_model *m, cnn_model *out)
         cnn_model_free(&f);
         return CNN_ERR_NOMEM;
     }
+    float *shift = scale + widest;
     for (int j = 0; j < arch.n; j++) {
         const int i = kept[j];
         const cnn_layer *from = &m->arch.layer[i];
