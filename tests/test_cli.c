@@ -232,17 +232,16 @@ static void resume_bn(void)
     snprintf(straight, sizeof straight, "%s/straight.cnn", dir);
     snprintf(resumed, sizeof resumed, "%s/resumed.cnn", dir);
     snprintf(ckpt, sizeof ckpt, "%s/run.ckpt", dir);
-    const char *train[] = {"train", "--synthetic", "600", "--batch", "16", "--arch",
-                           "conv4bp1,bn,relu,pool,dense8,bn,relu,softmax10ls10", "--epochs", "2",
-                           "--optimizer", "adamw", "--lr", "0.003", NULL, NULL, NULL, NULL, NULL};
-    const int at = 13; /* the free places */
-    train[at] = "--save", train[at + 1] = straight;
-    int rc = run_cmd(exe, train, out, err, sizeof out);
-    train[8] = "1", train[at] = "--checkpoint", train[at + 1] = ckpt;
-    rc |= run_cmd(exe, train, out, err, sizeof out);
-    train[8] = "2", train[at] = "--resume", train[at + 1] = ckpt, train[at + 2] = "--save";
-    train[at + 3] = resumed;
-    rc |= run_cmd(exe, train, out, err, sizeof out);
+#define BN_RUN "train", "--synthetic", "600", "--batch", "16", "--optimizer", "adamw", "--lr", \
+               "0.003", "--arch", "conv4bp1,bn,relu,pool,dense8,bn,relu,softmax10ls10"
+    int rc = run_cmd(exe, (const char *[]){BN_RUN, "--epochs", "2", "--save", straight, NULL}, out,
+                     err, sizeof out);
+    rc |= run_cmd(exe, (const char *[]){BN_RUN, "--epochs", "1", "--checkpoint", ckpt, NULL}, out,
+                  err, sizeof out);
+    rc |= run_cmd(exe, (const char *[]){BN_RUN, "--epochs", "2", "--resume", ckpt, "--save",
+                                        resumed, NULL},
+                  out, err, sizeof out);
+#undef BN_RUN
     tap_ok(rc == 0 && strstr(out, "resuming") && same_file(straight, resumed) == 1,
            "a bn network resumed from its checkpoint by cnn train saves the bytes of a run "
            "straight through");
