@@ -1,8 +1,8 @@
 /* dense.c - the dense and softmax kinds: y = W x + b (softmax: then softmax and
- * cross-entropy, in training against labels smoothed by softmax<N>ls<P>). W is [N][K] row-major (N outputs, K inputs). For one sample the
- * forward is one SGEMV, the weight gradient one SGER and the input gradient one
- * transposed SGEMV; for B samples at once (rows of X [B][K]) they become three SGEMMs
- * (the benchmarks compare the two). */
+ * cross-entropy, in training against labels smoothed by softmax<N>ls<P>). W is [N][K]
+ * row-major (N outputs, K inputs). For one sample the forward is one SGEMV, the weight
+ * gradient one SGER and the input gradient one transposed SGEMV; for B samples at once
+ * (rows of X [B][K]) they become three SGEMMs (the benchmarks compare the two). */
 #include "cnn.h"
 #include "kernels.h"
 
