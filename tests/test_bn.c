@@ -398,6 +398,38 @@ static void check_threads(const char *desc, int C, int H, int W, int B)
     unmake(&s);
 }
 
+/* Every proper prefix of the version-4 model file at path is refused with a message,
+ * read back from a file of exactly its length (the AddressSanitizer build sees any read
+ * past it). */
+static void check_prefixes(const char *path)
+{
+    FILE *f = fopen(path, "rb");
+    static unsigned char buf[1 << 16];
+    const size_t n = f ? fread(buf, 1, sizeof buf, f) : 0;
+    if (f)
+        fclose(f);
+    char cut[64], err[512];
+    snprintf(cut, sizeof cut, "%s.cut", path);
+    size_t refused = 0;
+    for (size_t len = 0; len < n; len++) {
+        FILE *g = fopen(cut, "wb");
+        if (!g)
+            break;
+        fwrite(buf, 1, len, g);
+        fclose(g);
+        cnn_model l = {0};
+        err[0] = '\0';
+        if (cnn_model_load(&l, cut, err, sizeof err) == CNN_ERR_FORMAT && err[0])
+            refused++;
+        else if (l.params)
+            cnn_model_free(&l);
+    }
+    unlink(cut);
+    tap_ok(n > 100 && buf[8] == 4 && refused == n,
+           "every one of the %zu proper prefixes of a version-4 model file is refused (%zu)", n,
+           refused);
+}
+
 static void check_files(void)
 {
     setup s;
@@ -420,6 +452,7 @@ static void check_files(void)
            "a model with bn saves and loads with its running statistics, bit for bit (%s)",
            st == CNN_OK ? "ok" : err);
     cnn_model_free(&l);
+    check_prefixes(path);
     /* a negative running variance (1 / sqrt(var + eps) has no value) is refused */
     s.m.state[s.arch.layer[1].state_at + s.arch.layer[1].C + 2] = -0.25f;
     st = cnn_model_save(&s.m, path, err, sizeof err);

@@ -278,6 +278,8 @@ cnn_status cnn_model_from_bytes(cnn_model *m, const unsigned char *buf, size_t l
         st = state_block(&a, version, &state_at, &at, buf, len, path, err, errlen);
     if (st != CNN_OK)
         return st;
+    if (len < at + 8)
+        return cnn_errorf(CNN_ERR_FORMAT, err, errlen, "%s: truncated (parameter count)", path);
     const uint64_t np = cnn_get_u64(buf + at);
     const size_t want = a.n_params;
     if (np != want)
