@@ -34,6 +34,14 @@ const char *cnn_name_at(const char *names, int count, int k)
     return names;
 }
 
+size_t cnn_names_len(const char *names, int count)
+{
+    size_t len = 0;
+    for (int k = 0; names && k < count; k++)
+        len += strlen(names + len) + 1;
+    return len;
+}
+
 const char *cnn_dataset_class_name(const cnn_dataset *d, int k)
 {
     return d ? cnn_name_at(d->names, d->n_names, k) : NULL;

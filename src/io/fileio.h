@@ -33,6 +33,8 @@ cnn_status cnn_pnm_decode(const uint8_t *data, size_t len, const char *name,
 /* Name k of count names stored back to back, each NUL-terminated (a model's or a data
  * set's classes); NULL when there are none or k is out of range. */
 const char *cnn_name_at(const char *names, int count, int k);
+/* Bytes of count such names, their NULs included (0 when names is NULL). */
+size_t cnn_names_len(const char *names, int count);
 
 /* What a file of mode m is, for messages: "a directory", "a FIFO", "a file"... */
 const char *cnn_file_kind(mode_t m);

@@ -30,10 +30,7 @@ static uint32_t version_of(const cnn_model *m)
 /* Bytes of the class names, NUL-terminated, back to back (0: none). */
 static size_t names_len(const cnn_model *m)
 {
-    size_t len = 0;
-    for (int k = 0; m->names && k < m->arch.classes; k++)
-        len += strlen(cnn_model_class_name(m, k)) + 1;
-    return len;
+    return cnn_names_len(m->names, m->arch.classes);
 }
 
 /* Version 3's fields between the description and the parameter count. */

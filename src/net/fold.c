@@ -7,6 +7,7 @@
  * each folded map fewer, within float rounding. */
 #include "cnn.h"
 
+#include "fileio.h"
 #include "layer.h"
 
 #include <stdio.h>
@@ -83,9 +84,7 @@ cnn_status cnn_model_fold(const cnn_model *m, cnn_model *out)
         widest = m->arch.layer[i].OC > widest ? m->arch.layer[i].OC : widest;
     float *scale = malloc(2 * (size_t)widest * sizeof *scale);
     if (m->names) { /* the same names, back to back */
-        size_t bytes = 0;
-        for (int k = 0; k < arch.classes; k++)
-            bytes += strlen(m->names + bytes) + 1;
+        const size_t bytes = cnn_names_len(m->names, arch.classes);
         if ((f.names = malloc(bytes)))
             memcpy(f.names, m->names, bytes);
     }
